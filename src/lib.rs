@@ -3,11 +3,19 @@
 //! # Layout
 //!
 //! - [`core`] — sans-IO protocol state: JSON-RPC vocabulary, frame parsing and
-//!   `rseq` stamping, the replay ring, the router and per-session drivers. No
+//!   `rseq` stamping, the replay ring, the lease, units and the router. No
 //!   sockets, no clock, no files.
+//! - [`serve`] — the I/O shell: listener, HTTP head, auth, WebSocket pumps,
+//!   and the [`serve::relay::Relay`] that feeds the router and performs its outputs.
+//! - [`agent`] — agent child processes and bounded line framing.
 //! - [`workspace`] — the directory jail and the agent's `fs/*` / `terminal/*` methods.
+//! - [`store`] — files in the data directory (the pairing token).
 //! - [`demo_agent`] — the built-in ACP agent (`acp-relay demo-agent`).
 
+pub mod agent;
 pub mod core;
 pub mod demo_agent;
+pub mod logger;
+pub mod serve;
+pub mod store;
 pub mod workspace;

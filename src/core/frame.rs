@@ -20,7 +20,10 @@ pub struct LineLimits {
 
 impl Default for LineLimits {
     fn default() -> Self {
-        LineLimits { max_line_bytes: DEFAULT_MAX_LINE_BYTES, max_depth: DEFAULT_MAX_DEPTH }
+        LineLimits {
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
     }
 }
 
@@ -32,20 +35,39 @@ pub const DEFAULT_MAX_DEPTH: usize = 64;
 /// Why a line was not accepted.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FrameError {
-    TooLong { size: usize, max: usize },
-    TooDeep { max: usize },
-    NotJson { reason: String },
+    TooLong {
+        size: usize,
+        max: usize,
+    },
+    TooDeep {
+        max: usize,
+    },
+    NotJson {
+        reason: String,
+    },
     NotObject,
     /// An object that is neither a request, a notification nor a response.
-    Invalid { reason: &'static str, id: Value },
+    Invalid {
+        reason: &'static str,
+        id: Value,
+    },
 }
 
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FrameError::TooLong { size, max } => write!(f, "line of {size} bytes exceeds the limit of {max} bytes; split the content or raise the limit"),
-            FrameError::TooDeep { max } => write!(f, "JSON nested deeper than {max} levels; flatten the message"),
-            FrameError::NotJson { reason } => write!(f, "not valid JSON ({reason}); send one JSON-RPC object per line"),
+            FrameError::TooLong { size, max } => write!(
+                f,
+                "line of {size} bytes exceeds the limit of {max} bytes; split the content or raise the limit"
+            ),
+            FrameError::TooDeep { max } => write!(
+                f,
+                "JSON nested deeper than {max} levels; flatten the message"
+            ),
+            FrameError::NotJson { reason } => write!(
+                f,
+                "not valid JSON ({reason}); send one JSON-RPC object per line"
+            ),
             FrameError::NotObject => write!(f, "a JSON-RPC message must be a JSON object"),
             FrameError::Invalid { reason, .. } => write!(f, "invalid JSON-RPC message: {reason}"),
         }
@@ -72,9 +94,19 @@ impl FrameError {
 /// One classified JSON-RPC message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
-    Request { id: Value, method: String, params: Value },
-    Notification { method: String, params: Value },
-    Response { id: Value, outcome: Result<Value, Value> },
+    Request {
+        id: Value,
+        method: String,
+        params: Value,
+    },
+    Notification {
+        method: String,
+        params: Value,
+    },
+    Response {
+        id: Value,
+        outcome: Result<Value, Value>,
+    },
 }
 
 impl Message {
@@ -88,7 +120,9 @@ impl Message {
 
 /// Splits a text message into its non-blank lines (LF separated, CR trimmed).
 pub fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
-    text.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+    text.split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
 }
 
 /// Checks nesting depth without parsing: counts `[`/`{` outside strings.
@@ -125,10 +159,15 @@ pub fn check_depth(line: &[u8], max: usize) -> Result<(), FrameError> {
 /// Parses and classifies one line. Never panics, whatever the bytes.
 pub fn parse_line(line: &[u8], limits: LineLimits) -> Result<Message, FrameError> {
     if line.len() > limits.max_line_bytes {
-        return Err(FrameError::TooLong { size: line.len(), max: limits.max_line_bytes });
+        return Err(FrameError::TooLong {
+            size: line.len(),
+            max: limits.max_line_bytes,
+        });
     }
     check_depth(line, limits.max_depth)?;
-    let value: Value = serde_json::from_slice(line).map_err(|e| FrameError::NotJson { reason: e.to_string() })?;
+    let value: Value = serde_json::from_slice(line).map_err(|e| FrameError::NotJson {
+        reason: e.to_string(),
+    })?;
     classify(value)
 }
 
@@ -140,31 +179,52 @@ pub fn classify(value: Value) -> Result<Message, FrameError> {
     let id = obj.remove("id");
     if let Some(id) = &id {
         if !(id.is_string() || id.is_number() || id.is_null()) {
-            return Err(FrameError::Invalid { reason: "id must be a string or a number", id: Value::Null });
+            return Err(FrameError::Invalid {
+                reason: "id must be a string or a number",
+                id: Value::Null,
+            });
         }
     }
     match obj.remove("method") {
         Some(Value::String(method)) => {
             let params = obj.remove("params").unwrap_or(Value::Null);
             if !(params.is_object() || params.is_array() || params.is_null()) {
-                return Err(FrameError::Invalid { reason: "params must be an object or an array", id: id.unwrap_or(Value::Null) });
+                return Err(FrameError::Invalid {
+                    reason: "params must be an object or an array",
+                    id: id.unwrap_or(Value::Null),
+                });
             }
             Ok(match id {
                 Some(id) => Message::Request { id, method, params },
                 None => Message::Notification { method, params },
             })
         }
-        Some(_) => Err(FrameError::Invalid { reason: "method must be a string", id: id.unwrap_or(Value::Null) }),
+        Some(_) => Err(FrameError::Invalid {
+            reason: "method must be a string",
+            id: id.unwrap_or(Value::Null),
+        }),
         None => {
             let Some(id) = id else {
-                return Err(FrameError::Invalid { reason: "a message needs a method (request) or an id with result or error (response)", id: Value::Null });
+                return Err(FrameError::Invalid {
+                    reason: "a message needs a method (request) or an id with result or error (response)",
+                    id: Value::Null,
+                });
             };
             if let Some(err) = obj.remove("error") {
-                Ok(Message::Response { id, outcome: Err(err) })
+                Ok(Message::Response {
+                    id,
+                    outcome: Err(err),
+                })
             } else if let Some(result) = obj.remove("result") {
-                Ok(Message::Response { id, outcome: Ok(result) })
+                Ok(Message::Response {
+                    id,
+                    outcome: Ok(result),
+                })
             } else {
-                Err(FrameError::Invalid { reason: "a message needs a method (request) or result/error (response)", id })
+                Err(FrameError::Invalid {
+                    reason: "a message needs a method (request) or result/error (response)",
+                    id,
+                })
             }
         }
     }
@@ -235,27 +295,76 @@ mod tests {
 
     #[test]
     fn classifies_requests_notifications_responses() {
-        assert_eq!(parse(r#"{"jsonrpc":"2.0","id":"c:1","method":"x","params":{}}"#), Ok(Message::Request { id: json!("c:1"), method: "x".into(), params: json!({}) }));
-        assert_eq!(parse(r#"{"jsonrpc":"2.0","method":"n"}"#), Ok(Message::Notification { method: "n".into(), params: Value::Null }));
-        assert_eq!(parse(r#"{"id":3,"result":null}"#), Ok(Message::Response { id: json!(3), outcome: Ok(Value::Null) }));
-        assert_eq!(parse(r#"{"id":3,"error":{"code":1}}"#), Ok(Message::Response { id: json!(3), outcome: Err(json!({"code":1})) }));
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","id":"c:1","method":"x","params":{}}"#),
+            Ok(Message::Request {
+                id: json!("c:1"),
+                method: "x".into(),
+                params: json!({})
+            })
+        );
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","method":"n"}"#),
+            Ok(Message::Notification {
+                method: "n".into(),
+                params: Value::Null
+            })
+        );
+        assert_eq!(
+            parse(r#"{"id":3,"result":null}"#),
+            Ok(Message::Response {
+                id: json!(3),
+                outcome: Ok(Value::Null)
+            })
+        );
+        assert_eq!(
+            parse(r#"{"id":3,"error":{"code":1}}"#),
+            Ok(Message::Response {
+                id: json!(3),
+                outcome: Err(json!({"code":1}))
+            })
+        );
     }
 
     #[test]
     fn rejects_bad_messages_with_codes() {
-        assert_eq!(parse("nope").unwrap_err().to_rpc().1.code, code::PARSE_ERROR);
+        assert_eq!(
+            parse("nope").unwrap_err().to_rpc().1.code,
+            code::PARSE_ERROR
+        );
         assert_eq!(parse("[1]").unwrap_err(), FrameError::NotObject);
         assert_eq!(parse(r#"{"id":1}"#).unwrap_err().to_rpc().0, json!(1));
-        assert_eq!(parse(r#"{"id":{},"method":"x"}"#).unwrap_err().to_rpc().1.code, code::INVALID_REQUEST);
-        assert!(matches!(parse(r#"{"method":"x","params":3}"#), Err(FrameError::Invalid { .. })));
+        assert_eq!(
+            parse(r#"{"id":{},"method":"x"}"#)
+                .unwrap_err()
+                .to_rpc()
+                .1
+                .code,
+            code::INVALID_REQUEST
+        );
+        assert!(matches!(
+            parse(r#"{"method":"x","params":3}"#),
+            Err(FrameError::Invalid { .. })
+        ));
     }
 
     #[test]
     fn bounds_length_and_depth() {
-        let limits = LineLimits { max_line_bytes: 10, max_depth: 3 };
-        assert_eq!(parse_line(b"{\"method\":\"xx\"}", limits), Err(FrameError::TooLong { size: 15, max: 10 }));
+        let limits = LineLimits {
+            max_line_bytes: 10,
+            max_depth: 3,
+        };
+        assert_eq!(
+            parse_line(b"{\"method\":\"xx\"}", limits),
+            Err(FrameError::TooLong { size: 15, max: 10 })
+        );
         let deep = "[".repeat(100) + &"]".repeat(100);
-        assert_eq!(parse_line(deep.as_bytes(), LineLimits::default()), Err(FrameError::TooDeep { max: DEFAULT_MAX_DEPTH }));
+        assert_eq!(
+            parse_line(deep.as_bytes(), LineLimits::default()),
+            Err(FrameError::TooDeep {
+                max: DEFAULT_MAX_DEPTH
+            })
+        );
         // brackets inside strings do not count
         assert!(check_depth(br#"{"a":"[[[[[[[[\"[[["}"#, 2).is_ok());
     }
@@ -268,13 +377,20 @@ mod tests {
 
     #[test]
     fn stamps_first_key() {
-        assert_eq!(stamp_rseq(br#"{"jsonrpc":"2.0"}"#, 7).unwrap(), br#"{"rseq":7,"jsonrpc":"2.0"}"#);
-        assert_eq!(stamp_rseq(b"  \n{ \"a\":1}\n", 1).unwrap(), br#"{"rseq":1, "a":1}"#);
+        assert_eq!(
+            stamp_rseq(br#"{"jsonrpc":"2.0"}"#, 7).unwrap(),
+            br#"{"rseq":7,"jsonrpc":"2.0"}"#
+        );
+        assert_eq!(
+            stamp_rseq(b"  \n{ \"a\":1}\n", 1).unwrap(),
+            br#"{"rseq":1, "a":1}"#
+        );
         assert_eq!(stamp_rseq(b"{}", 2).unwrap(), br#"{"rseq":2}"#);
         assert_eq!(stamp_rseq(b"{ }", 2).unwrap(), br#"{"rseq":2 }"#);
         assert_eq!(stamp_rseq(b"[1]", 2), None);
         assert_eq!(stamp_rseq(b"", 2), None);
-        let v: Value = serde_json::from_slice(&stamp_rseq(br#"{"x":[1,{"y":2}]}"#, 99).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&stamp_rseq(br#"{"x":[1,{"y":2}]}"#, 99).unwrap()).unwrap();
         assert_eq!(v, json!({"rseq":99,"x":[1,{"y":2}]}));
     }
 
@@ -291,10 +407,18 @@ mod tests {
             let mut buf = Vec::with_capacity(len);
             let mut t = s;
             for _ in 0..len {
-                t = t.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                t = t
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 buf.push(alphabet[(t >> 33) as usize % alphabet.len()]);
             }
-            let _ = parse_line(&buf, LineLimits { max_line_bytes: 40, max_depth: 4 });
+            let _ = parse_line(
+                &buf,
+                LineLimits {
+                    max_line_bytes: 40,
+                    max_depth: 4,
+                },
+            );
             if let Some(out) = stamp_rseq(&buf, s) {
                 assert!(out.starts_with(b"{\"rseq\":"));
             }

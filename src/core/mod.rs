@@ -1,5 +1,9 @@
 //! Sans-IO protocol core: events in, actions out, time passed in.
 
-pub mod rpc;
 pub mod frame;
+pub mod ids;
+pub mod lease;
 pub mod ring;
+pub mod router;
+pub mod rpc;
+pub mod unit;

@@ -4,7 +4,6 @@
 
 use crate::core::frame::stamp_rseq;
 use std::collections::VecDeque;
-use std::rc::Rc;
 
 /// Default bound on frames kept per session.
 pub const DEFAULT_RING_FRAMES: usize = 4096;
@@ -12,7 +11,7 @@ pub const DEFAULT_RING_FRAMES: usize = 4096;
 pub const DEFAULT_RING_BYTES: usize = 4 << 20;
 
 /// A stamped frame, shared by every socket it is fanned to.
-pub type Frame = Rc<[u8]>;
+pub type Frame = bytes::Bytes;
 
 /// Newest frames of one session.
 ///
@@ -39,7 +38,13 @@ pub struct Replay {
 
 impl ReplayRing {
     pub fn new(max_frames: usize, max_bytes: usize) -> Self {
-        ReplayRing { frames: VecDeque::new(), bytes: 0, head: 0, max_frames: max_frames.max(1), max_bytes }
+        ReplayRing {
+            frames: VecDeque::new(),
+            bytes: 0,
+            head: 0,
+            max_frames: max_frames.max(1),
+            max_bytes,
+        }
     }
 
     /// Starts numbering after `head` (a ring restored from a transcript).
@@ -74,7 +79,9 @@ impl ReplayRing {
         self.head += 1;
         self.bytes += stamped.len();
         self.frames.push_back((self.head, stamped.clone()));
-        while self.frames.len() > 1 && (self.frames.len() > self.max_frames || self.bytes > self.max_bytes) {
+        while self.frames.len() > 1
+            && (self.frames.len() > self.max_frames || self.bytes > self.max_bytes)
+        {
             if let Some((_, old)) = self.frames.pop_front() {
                 self.bytes -= old.len();
             }
@@ -85,14 +92,32 @@ impl ReplayRing {
     /// Frames with `rseq > last_seq`; `None` means the device has no view yet
     /// (everything held is sent, without reset).
     pub fn replay_since(&self, last_seq: Option<u64>) -> Replay {
-        let oldest = self.frames.front().map(|(s, _)| *s).unwrap_or(self.head + 1);
+        let oldest = self
+            .frames
+            .front()
+            .map(|(s, _)| *s)
+            .unwrap_or(self.head + 1);
         let all = || self.frames.iter().map(|(_, f)| f.clone()).collect();
         match last_seq {
-            None => Replay { frames: all(), reset: false },
-            Some(n) if n > self.head => Replay { frames: all(), reset: true },
-            Some(n) if n + 1 < oldest => Replay { frames: all(), reset: true },
+            None => Replay {
+                frames: all(),
+                reset: false,
+            },
+            Some(n) if n > self.head => Replay {
+                frames: all(),
+                reset: true,
+            },
+            Some(n) if n + 1 < oldest => Replay {
+                frames: all(),
+                reset: true,
+            },
             Some(n) => Replay {
-                frames: self.frames.iter().skip_while(|(s, _)| *s <= n).map(|(_, f)| f.clone()).collect(),
+                frames: self
+                    .frames
+                    .iter()
+                    .skip_while(|(s, _)| *s <= n)
+                    .map(|(_, f)| f.clone())
+                    .collect(),
                 reset: false,
             },
         }

@@ -1,0 +1,92 @@
+//! Agent processes: spawning an ACP agent with the workspace as its working
+//! directory, reading its stdout as bounded lines and writing lines to its
+//! stdin. Knows nothing of ACP; the router gives meaning to the lines.
+
+pub mod lines;
+
+use futures_lite::io::BufReader;
+use smol::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::fmt;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+/// How to start an agent: a shell command line, run as `sh -c 'exec CMD'`.
+#[derive(Debug, Clone)]
+pub enum AgentCommand {
+    /// `--agent 'CMD ARGS'`.
+    Shell(String),
+    /// The built-in demo agent: this binary with these arguments.
+    Program {
+        program: std::path::PathBuf,
+        args: Vec<String>,
+    },
+}
+
+impl fmt::Display for AgentCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentCommand::Shell(s) => f.write_str(s),
+            AgentCommand::Program { program, args } => {
+                write!(f, "{} {}", program.display(), args.join(" "))
+            }
+        }
+    }
+}
+
+/// A started agent: its child, stdin and a line reader over stdout.
+pub struct AgentProcess {
+    pub child: Child,
+    pub stdin: ChildStdin,
+    pub stdout: BufReader<ChildStdout>,
+}
+
+/// Starts the agent in its own process group (so the relay can end the agent
+/// and everything it started), stderr inherited into the relay's log.
+pub fn spawn(cmd: &AgentCommand, cwd: &Path) -> io::Result<AgentProcess> {
+    let mut std_cmd = match cmd {
+        AgentCommand::Shell(line) => {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(format!("exec {line}"));
+            c
+        }
+        AgentCommand::Program { program, args } => {
+            let mut c = std::process::Command::new(program);
+            c.args(args);
+            c
+        }
+    };
+    std_cmd.current_dir(cwd).process_group(0);
+    let mut child = Command::from(std_cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| io::Error::other("agent stdin was not piped"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("agent stdout was not piped"))?;
+    Ok(AgentProcess {
+        child,
+        stdin,
+        stdout: BufReader::with_capacity(64 * 1024, stdout),
+    })
+}
+
+/// Sends SIGTERM (or SIGKILL) to the agent's whole process group.
+pub fn signal_group(pid: u32, hard: bool) {
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return;
+    };
+    let sig = if hard {
+        rustix::process::Signal::KILL
+    } else {
+        rustix::process::Signal::TERM
+    };
+    let _ = rustix::process::kill_process_group(pid, sig);
+}

@@ -1,0 +1,31 @@
+//! Newtype ids. Socket, agent, unit and job ids are minted by their owners and
+//! never reused within one relay process.
+
+use std::fmt;
+
+macro_rules! id {
+    ($name:ident, $prefix:literal) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u64);
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($prefix, "{}"), self.0)
+            }
+        }
+    };
+}
+
+id!(SocketId, "socket#");
+id!(AgentId, "agent#");
+id!(UnitId, "unit#");
+id!(JobId, "job#");
+
+/// A device's self-chosen name (`?client_id=`), stable across its reconnects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub String);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -1,0 +1,259 @@
+//! A demo session's history: the prompts it was given and the text it answered,
+//! kept in memory and, with a state directory, appended to
+//! `<state_dir>/<sessionId>.jsonl` (one JSON object a line) so that
+//! `session/load` in a later process restores it. A torn line is skipped.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// One line of history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Entry {
+    /// First line of every file: the session was created in `cwd`.
+    Session { cwd: String },
+    /// A prompt's text.
+    User { text: String },
+    /// Everything the agent streamed as message text during one turn.
+    Agent { text: String },
+}
+
+/// What `/context` reports: earlier prompts and the most recent one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    pub prompts: usize,
+    pub last: Option<String>,
+}
+
+impl Context {
+    pub fn of(entries: &[Entry]) -> Context {
+        let mut prompts = 0;
+        let mut last = None;
+        for e in entries {
+            if let Entry::User { text } = e {
+                prompts += 1;
+                last = Some(text.clone());
+            }
+        }
+        Context { prompts, last }
+    }
+}
+
+/// True when `id` is usable as a file name: 1–128 ASCII letters, digits, `-`, `_`.
+pub fn is_safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// One entry as a line, newline included.
+pub fn encode(entry: &Entry) -> Vec<u8> {
+    let mut line = serde_json::to_vec(entry).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Every well-formed line of a history file; blank, torn or foreign lines are
+/// skipped (and logged), never fatal.
+pub fn decode(text: &str) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Entry>(line) {
+            Ok(e) => entries.push(e),
+            Err(e) => log::warn!("demo agent: skipping history line {}: {e}", n + 1),
+        }
+    }
+    entries
+}
+
+/// An append-only history file.
+#[derive(Debug)]
+pub struct HistoryFile {
+    path: PathBuf,
+    /// The file does not end in a newline (a torn write): start the next
+    /// append on a fresh line.
+    torn: bool,
+}
+
+impl HistoryFile {
+    /// The file for `id` under `dir`, or `None` when `id` is not a safe file name.
+    pub fn for_session(dir: &Path, id: &str) -> Option<HistoryFile> {
+        is_safe_id(id).then(|| HistoryFile {
+            path: dir.join(format!("{id}.jsonl")),
+            torn: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the entries; `Ok(None)` when the file does not exist.
+    pub fn load(&mut self) -> io::Result<Option<Vec<Entry>>> {
+        let mut bytes = Vec::new();
+        match File::open(&self.path) {
+            Ok(mut f) => f.read_to_end(&mut bytes)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.torn = bytes.last().is_some_and(|&b| b != b'\n');
+        Ok(Some(decode(&String::from_utf8_lossy(&bytes))))
+    }
+
+    /// Appends one entry as one line and flushes it to the file.
+    pub fn append(&mut self, entry: &Entry) -> io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        let mut line = Vec::new();
+        if self.torn {
+            line.push(b'\n');
+        }
+        line.extend_from_slice(&encode(entry));
+        f.write_all(&line)?;
+        f.flush()?;
+        self.torn = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("acp-relay-demo-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn context_counts_prompts() {
+        let entries = vec![
+            Entry::Session { cwd: "/w".into() },
+            Entry::User { text: "one".into() },
+            Entry::Agent {
+                text: "echo: one".into(),
+            },
+            Entry::User { text: "two".into() },
+        ];
+        assert_eq!(
+            Context::of(&entries),
+            Context {
+                prompts: 2,
+                last: Some("two".into())
+            }
+        );
+        assert_eq!(
+            Context::of(&entries[..1]),
+            Context {
+                prompts: 0,
+                last: None
+            }
+        );
+    }
+
+    #[test]
+    fn safe_ids() {
+        assert!(is_safe_id("demo-0123456789abcdef"));
+        assert!(!is_safe_id(""));
+        assert!(!is_safe_id("../etc/passwd"));
+        assert!(!is_safe_id("a/b"));
+        assert!(!is_safe_id(&"a".repeat(129)));
+        assert!(HistoryFile::for_session(Path::new("/tmp"), "x/../y").is_none());
+    }
+
+    #[test]
+    fn file_round_trip() {
+        let dir = temp_dir("roundtrip");
+        let mut f = HistoryFile::for_session(&dir, "demo-1").expect("safe id");
+        assert_eq!(f.load().expect("load"), None);
+        let entries = vec![
+            Entry::Session { cwd: "/w".into() },
+            Entry::User {
+                text: "line one\n\"quoted\" ✓".into(),
+            },
+            Entry::Agent {
+                text: "echo: line one".into(),
+            },
+        ];
+        for e in &entries {
+            f.append(e).expect("append");
+        }
+        let mut again = HistoryFile::for_session(&dir, "demo-1").expect("safe id");
+        assert_eq!(again.load().expect("load"), Some(entries));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn torn_last_line_is_skipped_and_next_append_starts_fresh() {
+        let dir = temp_dir("torn");
+        let mut f = HistoryFile::for_session(&dir, "demo-2").expect("safe id");
+        f.append(&Entry::Session { cwd: "/w".into() })
+            .expect("append");
+        f.append(&Entry::User {
+            text: "kept".into(),
+        })
+        .expect("append");
+        let mut torn = encode(&Entry::Agent {
+            text: "lost".into(),
+        });
+        torn.truncate(torn.len() / 2);
+        OpenOptions::new()
+            .append(true)
+            .open(f.path())
+            .and_then(|mut h| h.write_all(&torn))
+            .expect("tear");
+
+        let mut again = HistoryFile::for_session(&dir, "demo-2").expect("safe id");
+        let loaded = again.load().expect("load").expect("exists");
+        assert_eq!(
+            loaded,
+            vec![
+                Entry::Session { cwd: "/w".into() },
+                Entry::User {
+                    text: "kept".into()
+                }
+            ]
+        );
+
+        again
+            .append(&Entry::User {
+                text: "after".into(),
+            })
+            .expect("append");
+        let mut third = HistoryFile::for_session(&dir, "demo-2").expect("safe id");
+        let loaded = third.load().expect("load").expect("exists");
+        assert_eq!(
+            loaded.last(),
+            Some(&Entry::User {
+                text: "after".into()
+            })
+        );
+        assert_eq!(loaded.len(), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn decode_skips_garbage() {
+        let text = "{\"type\":\"user\",\"text\":\"a\"}\n\nnot json\n{\"type\":\"other\"}\n{\"type\":\"agent\",\"text\":\"b\"}\n";
+        assert_eq!(
+            decode(text),
+            vec![
+                Entry::User { text: "a".into() },
+                Entry::Agent { text: "b".into() }
+            ]
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! One demo session: its working directory, its history (mirrored to a file
+//! when there is a state directory) and the handle of its in-flight turn.
+
+use super::history::{Entry, HistoryFile};
+use super::peer::TurnEvent;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How the dispatch loop reaches a running turn.
+#[derive(Debug, Clone)]
+pub struct TurnHandle {
+    pub wake: Sender<TurnEvent>,
+    /// Set by `session/cancel`; checked by the turn at every step.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl TurnHandle {
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        let _ = self.wake.send(TurnEvent::Cancel);
+    }
+}
+
+/// A session. Invariant: at most one turn runs at a time (`turn` is `Some`
+/// exactly while it runs).
+#[derive(Debug)]
+pub struct Session {
+    pub cwd: PathBuf,
+    pub entries: Vec<Entry>,
+    pub file: Option<HistoryFile>,
+    pub turn: Option<TurnHandle>,
+}
+
+impl Session {
+    /// Appends to the history, and to its file when there is one. A failed
+    /// write is logged: the session goes on in memory.
+    pub fn record(&mut self, entry: Entry) {
+        if let Some(file) = &mut self.file
+            && let Err(e) = file.append(&entry)
+        {
+            log::warn!(
+                "demo agent: cannot append to {}: {e}",
+                file.path().display()
+            );
+        }
+        self.entries.push(entry);
+    }
+}
+
+/// A fresh session id: `demo-` and 16 hex digits mixed from the time, the
+/// process id and a counter, so ids differ across processes and within one.
+pub fn new_session_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let seed =
+        nanos ^ (u64::from(std::process::id()) << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!("demo-{:016x}", mix(seed))
+}
+
+/// splitmix64's finaliser: spreads every input bit over the output.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ids_are_unique_and_well_formed() {
+        let ids: HashSet<String> = (0..1000).map(|_| new_session_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.len(), 5 + 16);
+            assert!(id.starts_with("demo-"));
+            assert!(super::super::history::is_safe_id(id));
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! `acp-relay serve`: binds the listener, builds the router and the shell
+//! around it, accepts connections and shuts down cleanly on SIGTERM/SIGINT.
+
+pub mod http;
+pub mod relay;
+pub mod socket;
+pub mod web;
+
+use crate::agent::AgentCommand;
+use crate::core::frame::LineLimits;
+use crate::core::router::{Router, RouterConfig};
+use crate::serve::relay::{Relay, now_ms};
+use crate::store::token::{self, Token};
+use crate::workspace::Workspace;
+use futures_lite::StreamExt;
+use smol::LocalExecutor;
+use smol::net::TcpListener;
+use std::cell::RefCell;
+use std::fmt;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Default bound on one inbound WebSocket message.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Default bound on one socket's outbound queue (messages).
+pub const DEFAULT_SOCKET_QUEUE: usize = 8192;
+/// How long shutdown waits for agents to exit after SIGTERM before SIGKILL.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Everything `serve` needs, already validated by the CLI.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub agent: AgentCommand,
+    pub workspace: PathBuf,
+    pub data_dir: PathBuf,
+    pub router: RouterConfig,
+    pub limits: Limits,
+}
+
+/// Socket-level bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub socket_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            socket_queue: DEFAULT_SOCKET_QUEUE,
+        }
+    }
+}
+
+/// Why `serve` could not start.
+#[derive(Debug)]
+pub enum ServeError {
+    Workspace {
+        path: PathBuf,
+        reason: String,
+    },
+    Token(token::TokenError),
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    Signals(std::io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServeError::Workspace { path, reason } => write!(
+                f,
+                "workspace {}: {reason}; pass --workspace DIR with an existing directory",
+                path.display()
+            ),
+            ServeError::Token(e) => write!(f, "{e}"),
+            ServeError::Bind { addr, source } => write!(
+                f,
+                "cannot listen on {addr}: {source}; pick another --listen address"
+            ),
+            ServeError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// State every connection task shares.
+pub struct Shared {
+    pub relay: Rc<Relay>,
+    pub token: RefCell<Token>,
+    pub limits: Limits,
+    pub data_dir: PathBuf,
+}
+
+impl Shared {
+    /// Prometheus text exposition of the relay's counters.
+    pub fn metrics_text(&self) -> String {
+        let m = &self.relay.metrics;
+        let (sessions, sockets) = self
+            .relay
+            .with_router(|r| (r.live_sessions(), r.socket_count()));
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        gauge(
+            "acp_relay_sessions_live",
+            "Live sessions.",
+            "gauge",
+            sessions as u64,
+        );
+        gauge(
+            "acp_relay_sockets",
+            "Connected device sockets.",
+            "gauge",
+            sockets as u64,
+        );
+        gauge(
+            "acp_relay_frames_sent_total",
+            "Frames queued to device sockets.",
+            "counter",
+            m.frames_sent.get(),
+        );
+        gauge(
+            "acp_relay_sockets_opened_total",
+            "Device sockets opened.",
+            "counter",
+            m.sockets_opened.get(),
+        );
+        gauge(
+            "acp_relay_sockets_dropped_slow_total",
+            "Sockets closed because their outbound queue was full.",
+            "counter",
+            m.sockets_dropped_slow.get(),
+        );
+        gauge(
+            "acp_relay_agents_spawned_total",
+            "Agent processes started.",
+            "counter",
+            m.agents_spawned.get(),
+        );
+        gauge(
+            "acp_relay_auth_failures_total",
+            "Refused upgrades (bad or missing token).",
+            "counter",
+            m.auth_failures.get(),
+        );
+        out
+    }
+}
+
+/// Runs the relay until SIGTERM/SIGINT. Prints the pairing URL to stdout.
+pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    let ws = Workspace::new(&opts.workspace).map_err(|e| ServeError::Workspace {
+        path: opts.workspace.clone(),
+        reason: e.to_string(),
+    })?;
+    let token = token::load_or_create(&opts.data_dir).map_err(ServeError::Token)?;
+    let listener =
+        smol::block_on(TcpListener::bind(opts.listen)).map_err(|source| ServeError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: opts.listen,
+        source,
+    })?;
+    let signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(ServeError::Signals)?;
+
+    let mut router_cfg = opts.router.clone();
+    router_cfg.cwd = ws.root().display().to_string();
+    router_cfg.epoch_seed = now_ms();
+    let ex: Rc<LocalExecutor<'static>> = Rc::new(LocalExecutor::new());
+    let router = Router::new(router_cfg.clone(), now_ms());
+    let relay = Relay::new(
+        ex.clone(),
+        router,
+        Rc::new(ws),
+        opts.agent.clone(),
+        router_cfg.agent_limits.max_line_bytes,
+    );
+    let shared = Rc::new(Shared {
+        relay: relay.clone(),
+        token: RefCell::new(token),
+        limits: opts.limits,
+        data_dir: opts.data_dir.clone(),
+    });
+
+    println!(
+        "acp-relay {} listening on {addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("  workspace: {}", relay.workspace.root().display());
+    println!("  agent:     {}", opts.agent);
+    println!(
+        "  devices:   ws://{addr}/ws  (token: `acp-relay token --data-dir {}`)",
+        opts.data_dir.display()
+    );
+    println!(
+        "  browser:   http://{addr}/#token={}",
+        shared.token.borrow().as_str()
+    );
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+
+    smol::block_on(ex.run(async {
+        // Starts the default session's agent.
+        relay.pump();
+        let accept = async {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        ex.spawn(socket::connection(shared.clone(), stream, peer))
+                            .detach();
+                    }
+                    Err(e) => {
+                        log::warn!("accept: {e}");
+                        smol::Timer::after(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        };
+        let mut signals = signals;
+        let stop = async {
+            let sig = signals.next().await;
+            log::info!("received {sig:?}; shutting down");
+        };
+        futures_lite::future::or(accept, stop).await;
+        drop(listener);
+        shutdown(&relay).await;
+    }));
+    Ok(())
+}
+
+async fn shutdown(relay: &Rc<Relay>) {
+    relay.close_all_sockets();
+    let pids = relay.agent_pids();
+    relay.kill_all_agents();
+    relay.workspace.shutdown().await;
+    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+    while pids.iter().any(|p| process_alive(*p)) && std::time::Instant::now() < deadline {
+        smol::Timer::after(Duration::from_millis(20)).await;
+    }
+    for p in pids {
+        if process_alive(p) {
+            crate::agent::signal_group(p, true);
+        }
+    }
+    // Let socket writers send their close frames.
+    smol::Timer::after(Duration::from_millis(50)).await;
+    log::info!("stopped");
+}
+
+fn process_alive(pid: u32) -> bool {
+    rustix::process::Pid::from_raw(pid as i32)
+        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}
+
+/// Line bounds for device input, from flags.
+pub fn device_limits(max_line_bytes: usize, max_depth: usize) -> LineLimits {
+    LineLimits {
+        max_line_bytes,
+        max_depth,
+    }
+}

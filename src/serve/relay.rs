@@ -1,0 +1,332 @@
+//! The I/O shell around the router: turns socket, agent and job events into
+//! router inputs, and router outputs into socket sends, agent processes and
+//! workspace jobs. Every router call goes through [`Relay::feed`], which holds
+//! the `RefCell` borrow only while the router runs synchronously.
+
+use crate::agent::lines::{LineRead, read_line};
+use crate::agent::{self, AgentCommand};
+use crate::core::ids::{AgentId, JobId, SocketId};
+use crate::core::ring::Frame;
+use crate::core::router::{Input, Output, Router};
+use crate::core::rpc::RpcError;
+use crate::workspace::Workspace;
+use futures_lite::io::AsyncWriteExt;
+use smol::LocalExecutor;
+use smol::channel::{Receiver, Sender, TrySendError};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Lines queued toward one agent's stdin before the agent counts as hung.
+pub const AGENT_QUEUE: usize = 4096;
+/// Deadline of a device query job (`_relay/fs/*`, `_relay/git/*`).
+pub const QUERY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What a socket's writer task is told.
+#[derive(Debug)]
+pub enum SocketMsg {
+    Frame(Frame),
+    Close { code: u16, reason: String },
+}
+
+/// The relay side of one device socket: its bounded outbound queue.
+pub struct SocketHandle {
+    pub tx: Sender<SocketMsg>,
+}
+
+struct AgentHandle {
+    tx: Sender<Vec<u8>>,
+    pid: u32,
+}
+
+/// Counters served on `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    pub frames_sent: Cell<u64>,
+    pub sockets_dropped_slow: Cell<u64>,
+    pub sockets_opened: Cell<u64>,
+    pub agents_spawned: Cell<u64>,
+    pub auth_failures: Cell<u64>,
+}
+
+/// Shared state of the running relay (one per process, on the executor thread).
+pub struct Relay {
+    pub ex: Rc<LocalExecutor<'static>>,
+    router: RefCell<Router>,
+    sockets: RefCell<HashMap<SocketId, SocketHandle>>,
+    agents: RefCell<HashMap<AgentId, AgentHandle>>,
+    pub workspace: Rc<Workspace>,
+    agent_cmd: AgentCommand,
+    cwd: PathBuf,
+    max_agent_line: usize,
+    next_socket: Cell<u64>,
+    pub metrics: Metrics,
+}
+
+/// Wall-clock milliseconds: the one place the shell reads the clock for the core.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Relay {
+    pub fn new(
+        ex: Rc<LocalExecutor<'static>>,
+        router: Router,
+        workspace: Rc<Workspace>,
+        agent_cmd: AgentCommand,
+        max_agent_line: usize,
+    ) -> Rc<Relay> {
+        let cwd = workspace.root().to_path_buf();
+        Rc::new(Relay {
+            ex,
+            router: RefCell::new(router),
+            sockets: RefCell::new(HashMap::new()),
+            agents: RefCell::new(HashMap::new()),
+            workspace,
+            agent_cmd,
+            cwd,
+            max_agent_line,
+            next_socket: Cell::new(0),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// Reads router state without letting the borrow escape.
+    pub fn with_router<T>(&self, f: impl FnOnce(&Router) -> T) -> T {
+        f(&self.router.borrow())
+    }
+
+    pub fn mint_socket(&self) -> SocketId {
+        self.next_socket.set(self.next_socket.get() + 1);
+        SocketId(self.next_socket.get())
+    }
+
+    pub fn register_socket(&self, id: SocketId, handle: SocketHandle) {
+        self.metrics
+            .sockets_opened
+            .set(self.metrics.sockets_opened.get() + 1);
+        self.sockets.borrow_mut().insert(id, handle);
+    }
+
+    /// Runs the router on one input and performs what it asks for.
+    pub fn feed(self: &Rc<Self>, input: Input<'_>) {
+        if let Input::SocketClosed { socket } = &input {
+            self.sockets.borrow_mut().remove(socket);
+        }
+        self.router.borrow_mut().handle(now_ms(), input);
+        self.pump();
+    }
+
+    /// Performs every output the router has queued.
+    pub fn pump(self: &Rc<Self>) {
+        let outputs: Vec<Output> = {
+            let mut r = self.router.borrow_mut();
+            std::iter::from_fn(|| r.poll_output()).collect()
+        };
+        for o in outputs {
+            self.perform(o);
+        }
+    }
+
+    fn perform(self: &Rc<Self>, out: Output) {
+        match out {
+            Output::Send { socket, bytes } => self.send(socket, SocketMsg::Frame(bytes)),
+            Output::Close {
+                socket,
+                code,
+                reason,
+            } => self.send(socket, SocketMsg::Close { code, reason }),
+            Output::SpawnAgent { agent } => self.spawn_agent(agent),
+            Output::WriteAgent { agent, line } => {
+                let tx = self.agents.borrow().get(&agent).map(|a| a.tx.clone());
+                match tx.map(|tx| tx.try_send(line)) {
+                    Some(Ok(())) => {}
+                    Some(Err(TrySendError::Full(_))) => {
+                        log::error!(
+                            "{agent}: stdin queue full ({AGENT_QUEUE} lines); the agent is not reading, ending it"
+                        );
+                        self.kill_agent(agent);
+                    }
+                    Some(Err(TrySendError::Closed(_))) | None => {
+                        log::debug!("{agent}: line for an agent that is gone; dropped")
+                    }
+                }
+            }
+            Output::KillAgent { agent } => self.kill_agent(agent),
+            Output::Job {
+                job,
+                method,
+                params,
+                deadline,
+            } => self.run_job(job, method, params, deadline),
+        }
+    }
+
+    fn send(self: &Rc<Self>, socket: SocketId, msg: SocketMsg) {
+        let tx = self.sockets.borrow().get(&socket).map(|s| s.tx.clone());
+        let Some(tx) = tx else { return };
+        let is_frame = matches!(msg, SocketMsg::Frame(_));
+        match tx.try_send(msg) {
+            Ok(()) => {
+                if is_frame {
+                    self.metrics
+                        .frames_sent
+                        .set(self.metrics.frames_sent.get() + 1);
+                }
+            }
+            Err(TrySendError::Full(_)) => {
+                // A slow socket never grows memory: drop it; it reconnects with last_seq.
+                log::warn!(
+                    "{socket}: outbound queue full; closing it (the device resumes with last_seq)"
+                );
+                self.metrics
+                    .sockets_dropped_slow
+                    .set(self.metrics.sockets_dropped_slow.get() + 1);
+                tx.close();
+                self.sockets.borrow_mut().remove(&socket);
+                self.feed(Input::SocketClosed { socket });
+            }
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn kill_agent(&self, agent: AgentId) {
+        if let Some(a) = self.agents.borrow_mut().remove(&agent) {
+            agent::signal_group(a.pid, false);
+            a.tx.close();
+        }
+    }
+
+    /// Ends every agent (TERM to its process group); their tasks reap them.
+    pub fn kill_all_agents(&self) {
+        let ids: Vec<AgentId> = self.agents.borrow().keys().copied().collect();
+        for a in ids {
+            self.kill_agent(a);
+        }
+    }
+
+    pub fn agent_pids(&self) -> Vec<u32> {
+        self.agents.borrow().values().map(|a| a.pid).collect()
+    }
+
+    /// Closes every socket with "going away".
+    pub fn close_all_sockets(&self) {
+        let all: Vec<Sender<SocketMsg>> = self
+            .sockets
+            .borrow()
+            .values()
+            .map(|s| s.tx.clone())
+            .collect();
+        for tx in all {
+            let _ = tx.try_send(SocketMsg::Close {
+                code: 1001,
+                reason: "relay shutting down".into(),
+            });
+        }
+    }
+
+    fn spawn_agent(self: &Rc<Self>, agent: AgentId) {
+        let proc = match agent::spawn(&self.agent_cmd, &self.cwd) {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("{agent}: could not start `{}`: {e}", self.agent_cmd);
+                let relay = self.clone();
+                let status = format!("could not start: {e}");
+                // Reported from a task so the router sees it after its current step.
+                self.ex
+                    .spawn(async move { relay.feed(Input::AgentExited { agent, status }) })
+                    .detach();
+                return;
+            }
+        };
+        self.metrics
+            .agents_spawned
+            .set(self.metrics.agents_spawned.get() + 1);
+        let pid = proc.child.id();
+        log::info!("{agent}: started `{}` (pid {pid})", self.agent_cmd);
+        let (tx, rx) = smol::channel::bounded::<Vec<u8>>(AGENT_QUEUE);
+        self.agents
+            .borrow_mut()
+            .insert(agent, AgentHandle { tx, pid });
+        let agent::AgentProcess {
+            mut child,
+            stdin,
+            mut stdout,
+        } = proc;
+        self.ex.spawn(write_agent(agent, stdin, rx)).detach();
+        let relay = self.clone();
+        let max = self.max_agent_line;
+        self.ex
+            .spawn(async move {
+                let mut buf = Vec::with_capacity(4096);
+                loop {
+                    match read_line(&mut stdout, &mut buf, max).await {
+                        Ok(LineRead::Line) => relay.feed(Input::AgentLine { agent, line: &buf }),
+                        Ok(LineRead::TooLong { size }) => log::warn!(
+                            "{agent}: skipped a {size}-byte stdout line over the {max}-byte limit"
+                        ),
+                        Ok(LineRead::Eof) => break,
+                        Err(e) => {
+                            log::warn!("{agent}: reading stdout: {e}");
+                            break;
+                        }
+                    }
+                }
+                let status = match child.status().await {
+                    Ok(s) => s.to_string(),
+                    Err(e) => format!("unknown status: {e}"),
+                };
+                relay.agents.borrow_mut().remove(&agent);
+                relay.feed(Input::AgentExited { agent, status });
+            })
+            .detach();
+    }
+
+    fn run_job(
+        self: &Rc<Self>,
+        job: JobId,
+        method: String,
+        params: serde_json::Value,
+        deadline: bool,
+    ) {
+        let relay = self.clone();
+        let ws = self.workspace.clone();
+        self.ex
+            .spawn(async move {
+                let work = async { ws.call(&method, params).await };
+                let result = if deadline {
+                    futures_lite::future::or(work, async {
+                        smol::Timer::after(QUERY_DEADLINE).await;
+                        Err(RpcError::other(format!("{method} took longer than {}s and was abandoned; retry or narrow the request", QUERY_DEADLINE.as_secs())))
+                    })
+                    .await
+                } else {
+                    work.await
+                };
+                relay.feed(Input::JobDone { job, result });
+            })
+            .detach();
+    }
+}
+
+async fn write_agent(agent: AgentId, mut stdin: smol::process::ChildStdin, rx: Receiver<Vec<u8>>) {
+    while let Ok(line) = rx.recv().await {
+        let mut res = stdin.write_all(&line).await;
+        if res.is_ok() {
+            res = stdin.write_all(b"\n").await;
+        }
+        if res.is_ok() && rx.is_empty() {
+            res = stdin.flush().await;
+        }
+        if let Err(e) = res {
+            log::warn!("{agent}: writing stdin: {e}");
+            break;
+        }
+    }
+    let _ = stdin.close().await;
+}

@@ -1,0 +1,325 @@
+//! One TCP connection: read the request head, answer plain HTTP (`/`,
+//! `/healthz`, `/metrics`) or authenticate and upgrade `/ws` to a WebSocket,
+//! then pump frames between the socket and the router. Never holds a router
+//! borrow across an await: every router call is a synchronous `feed`.
+
+use crate::core::ids::ClientId;
+use crate::core::router::Input;
+use crate::serve::http::{self, Head};
+use crate::serve::relay::{Relay, SocketHandle, SocketMsg};
+use crate::serve::{Shared, web};
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use smol::channel::Receiver;
+use smol::net::{SocketAddr, TcpStream};
+use std::rc::Rc;
+use std::time::Duration;
+
+type WsSink = async_tungstenite::WebSocketSender<TcpStream>;
+
+/// How long a client may take to send its request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ping interval on an idle socket.
+pub const PING_EVERY: Duration = Duration::from_secs(10);
+/// A socket silent for this long (no frame, no pong) is dead.
+pub const DEAD_AFTER: Duration = Duration::from_secs(30);
+
+/// Serves one accepted connection to its end.
+pub async fn connection(shared: Rc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    let head = match futures_lite::future::or(read_head(&mut stream), async {
+        smol::Timer::after(HEAD_TIMEOUT).await;
+        Err("timed out waiting for the request head".to_string())
+    })
+    .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            log::debug!("{peer}: {e}");
+            let _ = stream
+                .write_all(&http::response(
+                    400,
+                    "Bad Request",
+                    "text/plain",
+                    &[],
+                    format!("{e}\n").as_bytes(),
+                ))
+                .await;
+            return;
+        }
+    };
+    let reply = |status: u16, reason: &str, body: &str| {
+        http::response(
+            status,
+            reason,
+            "text/plain; charset=utf-8",
+            &[],
+            format!("{body}\n").as_bytes(),
+        )
+    };
+    let path = head.path.clone();
+    match (head.method.as_str(), path.as_str()) {
+        ("GET", "/ws") if head.is_upgrade() => upgrade(shared, stream, peer, head).await,
+        ("GET", "/ws") => {
+            let _ = stream
+                .write_all(&reply(
+                    426,
+                    "Upgrade Required",
+                    "/ws is a WebSocket endpoint",
+                ))
+                .await;
+        }
+        ("GET", "/healthz") => {
+            let _ = stream.write_all(&reply(200, "OK", "ok")).await;
+        }
+        ("GET", "/metrics") => {
+            let body = shared.metrics_text();
+            let _ = stream
+                .write_all(&http::response(
+                    200,
+                    "OK",
+                    "text/plain; version=0.0.4",
+                    &[],
+                    body.as_bytes(),
+                ))
+                .await;
+        }
+        ("GET", "/") | ("GET", "/index.html") => {
+            let _ = stream
+                .write_all(&http::response(
+                    200,
+                    "OK",
+                    "text/html; charset=utf-8",
+                    &[],
+                    web::INDEX_HTML.as_bytes(),
+                ))
+                .await;
+        }
+        _ => {
+            let _ = stream
+                .write_all(&reply(
+                    404,
+                    "Not Found",
+                    "not found; the relay serves /, /ws, /healthz and /metrics",
+                ))
+                .await;
+        }
+    }
+}
+
+async fn read_head(stream: &mut TcpStream) -> Result<Head, String> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before the request head".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((head, _)) = http::parse_head(&buf).map_err(|e| e.to_string())? {
+            return Ok(head);
+        }
+    }
+}
+
+async fn upgrade(shared: Rc<Shared>, mut stream: TcpStream, peer: SocketAddr, head: Head) {
+    let (presented, proto) = head.presented_token();
+    let ok = presented
+        .as_deref()
+        .is_some_and(|t| shared.token.borrow().matches(t));
+    if !ok {
+        shared
+            .relay
+            .metrics
+            .auth_failures
+            .set(shared.relay.metrics.auth_failures.get() + 1);
+        log::warn!(
+            "{peer}: refused upgrade: {} token",
+            if presented.is_some() {
+                "wrong"
+            } else {
+                "missing"
+            }
+        );
+        let body = b"unauthorized: present the pairing token (acp-relay token) as Authorization: Bearer, subprotocol acp-relay.token.T, or ?token=\n";
+        let _ = stream
+            .write_all(&http::response(
+                401,
+                "Unauthorized",
+                "text/plain",
+                &[("WWW-Authenticate", "Bearer".into())],
+                body,
+            ))
+            .await;
+        return;
+    }
+    let client = head
+        .query("client_id")
+        .filter(|c| !c.is_empty() && c.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("anon-{peer}"));
+    let session = head
+        .query("session_id")
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let last_seq = head.query("last_seq").and_then(|s| s.parse::<u64>().ok());
+    let key = head.header("sec-websocket-key").unwrap_or_default();
+    let mut resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    if let Some(p) = proto {
+        resp.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+    }
+    resp.push_str("\r\n");
+    if stream.write_all(resp.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(shared.limits.max_message_bytes);
+    config.max_frame_size = Some(shared.limits.max_message_bytes);
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
+    run_socket(shared, ws, peer, ClientId(client), session, last_seq).await;
+}
+
+async fn run_socket(
+    shared: Rc<Shared>,
+    ws: WebSocketStream<TcpStream>,
+    peer: SocketAddr,
+    client: ClientId,
+    session: Option<String>,
+    last_seq: Option<u64>,
+) {
+    let relay: Rc<Relay> = shared.relay.clone();
+    let socket = relay.mint_socket();
+    let (tx, rx) = smol::channel::bounded(shared.limits.socket_queue);
+    let own_tx = tx.clone();
+    relay.register_socket(socket, SocketHandle { tx });
+    log::info!("{socket}: {peer} connected as '{client}'");
+    let (sink, mut stream) = ws.split();
+
+    let writer = relay.ex.spawn(write_socket(sink, rx));
+
+    relay.feed(Input::SocketOpen {
+        socket,
+        client,
+        session,
+        last_seq,
+    });
+    let mut close: Option<(u16, &str)> = None;
+    loop {
+        let next = futures_lite::future::or(async { stream.next().await.map(Some) }, async {
+            smol::Timer::after(DEAD_AFTER).await;
+            Some(None)
+        })
+        .await;
+        match next {
+            None => break,
+            Some(None) => {
+                log::info!("{socket}: silent for {}s; closing", DEAD_AFTER.as_secs());
+                close = Some((1001, "no traffic or pong for 30s"));
+                break;
+            }
+            Some(Some(Ok(Message::Text(text)))) => relay.feed(Input::SocketText {
+                socket,
+                text: text.as_bytes(),
+            }),
+            Some(Some(Ok(Message::Binary(_)))) => {
+                log::debug!("{socket}: binary frame ignored; send JSON-RPC as text")
+            }
+            Some(Some(Ok(Message::Close(_)))) => break,
+            Some(Some(Ok(_))) => {}
+            Some(Some(Err(WsError::Capacity(e)))) => {
+                log::warn!("{socket}: {e}; closing with 1009");
+                close = Some((
+                    1009,
+                    "message too big; split it or raise --max-message-bytes",
+                ));
+                break;
+            }
+            Some(Some(Err(WsError::Utf8(e)))) => {
+                log::warn!("{socket}: invalid UTF-8 in a text frame ({e}); closing with 1007");
+                close = Some((1007, "text frame is not valid UTF-8"));
+                break;
+            }
+            Some(Some(Err(e))) => {
+                log::debug!("{socket}: {e}");
+                break;
+            }
+        }
+    }
+    relay.feed(Input::SocketClosed { socket });
+    match close {
+        Some((code, reason)) => {
+            let _ = own_tx.try_send(SocketMsg::Close {
+                code,
+                reason: reason.into(),
+            });
+        }
+        None => {
+            if own_tx
+                .try_send(SocketMsg::Close {
+                    code: 1000,
+                    reason: String::new(),
+                })
+                .is_err()
+            {
+                own_tx.close();
+            }
+        }
+    }
+    futures_lite::future::or(writer, async {
+        smol::Timer::after(Duration::from_secs(2)).await;
+    })
+    .await;
+    log::info!("{socket}: closed");
+}
+
+/// Sends queued frames in order and pings when idle.
+async fn write_socket(mut sink: WsSink, rx: Receiver<SocketMsg>) {
+    loop {
+        let next = futures_lite::future::or(async { Some(rx.recv().await) }, async {
+            smol::Timer::after(PING_EVERY).await;
+            None
+        })
+        .await;
+        let msg = match next {
+            None => Message::Ping(Default::default()),
+            Some(Ok(SocketMsg::Frame(bytes))) => match Utf8Bytes::try_from(bytes) {
+                Ok(text) => Message::Text(text),
+                Err(_) => continue,
+            },
+            Some(Ok(SocketMsg::Close { code, reason })) => {
+                let _ = sink
+                    .close(Some(CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
+                    }))
+                    .await;
+                return;
+            }
+            Some(Err(_)) => {
+                // Closed: by the router's overflow rule while senders remain, else a normal end.
+                let frame = if rx.sender_count() > 0 {
+                    CloseFrame {
+                        code: CloseCode::Policy,
+                        reason: "too slow: outbound queue full; reconnect with last_seq".into(),
+                    }
+                } else {
+                    CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "".into(),
+                    }
+                };
+                let _ = sink.close(Some(frame)).await;
+                return;
+            }
+        };
+        if sink.send(msg).await.is_err() {
+            return;
+        }
+    }
+}

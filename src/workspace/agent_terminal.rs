@@ -1,0 +1,613 @@
+//! The agent's `terminal/*` methods: commands run directly (no shell, no PTY)
+//! with a jailed working directory, their stdout and stderr captured into one
+//! bounded buffer. Owns every command it starts and kills and reaps each one
+//! on release or shutdown. It never reads stdin from the agent and never logs
+//! a command's arguments or output.
+
+use super::jail::{Jail, lower_io};
+use super::{jail_error, object_params, opt_u64_param, str_param};
+use crate::core::rpc::{RpcError, code};
+use futures_lite::future;
+use futures_lite::io::AsyncReadExt;
+use serde_json::{Value, json};
+use smol::channel::{Receiver, Sender};
+use smol::lock::OnceCell;
+use smol::process::{Child, Stdio};
+use smol::{Async, Timer};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Most terminals alive at once (created and not yet released), per relay.
+pub const MAX_AGENT_TERMINALS: usize = 16;
+/// Output kept per terminal when `terminal/create` names no `outputByteLimit`.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 1 << 20;
+/// Largest `outputByteLimit` honoured; larger requests are clamped to it.
+pub const MAX_OUTPUT_LIMIT: usize = 16 << 20;
+
+/// Bytes read from the output pipe at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// After the command exits, how long output still buffered in the pipe (or
+/// written by a background child holding it open) is collected before the
+/// exit is reported.
+const DRAIN_GRACE: Duration = Duration::from_millis(250);
+/// How long `terminal/kill`, `terminal/release` and shutdown wait for a
+/// killed command to be reaped before answering anyway.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// The live terminals of one relay. Shared by concurrent `call`s on the
+/// executor thread; no borrow of `table` is held across an `.await`.
+pub(super) struct Terminals {
+    table: RefCell<HashMap<String, Rc<Terminal>>>,
+    next_id: Cell<u64>,
+}
+
+/// One started command. The supervisor task owns the child process; this
+/// handle only talks to it. Dropping the handle (or sending on `kill`) makes
+/// the supervisor kill the command.
+struct Terminal {
+    shared: Arc<Shared>,
+    kill: Sender<()>,
+}
+
+/// What the supervisor task and the handle share. `exit` is set once, after
+/// the child has been reaped and its output drained.
+struct Shared {
+    output: Mutex<Output>,
+    exit: OnceCell<ExitInfo>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ExitInfo {
+    code: Option<i32>,
+    signal: Option<i32>,
+}
+
+impl ExitInfo {
+    fn to_json(self) -> Value {
+        json!({ "exitCode": self.code, "signal": self.signal.map(signal_name) })
+    }
+}
+
+impl Terminals {
+    pub(super) fn new() -> Terminals {
+        Terminals {
+            table: RefCell::new(HashMap::new()),
+            next_id: Cell::new(1),
+        }
+    }
+
+    /// `terminal/create {sessionId, command, args?, env?, cwd?, outputByteLimit?}`
+    /// → `{terminalId}`.
+    pub(super) async fn create(&self, jail: &Jail, params: &Value) -> Result<Value, RpcError> {
+        object_params(params)?;
+        let command = str_param(params, "command")?.to_owned();
+        if command.is_empty() {
+            return Err(RpcError::invalid_params(
+                "\"command\" is empty: name a program to run",
+            ));
+        }
+        let args = string_array(params, "args")?;
+        let env = env_param(params)?;
+        let limit = opt_u64_param(params, "outputByteLimit")?
+            .map_or(DEFAULT_OUTPUT_LIMIT, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            })
+            .min(MAX_OUTPUT_LIMIT);
+        let cwd = match params.get("cwd") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(RpcError::invalid_params("\"cwd\" must be a string")),
+        };
+
+        self.check_room()?;
+        let cwd = match cwd {
+            None => jail.root().to_path_buf(),
+            Some(cwd) => {
+                let jail = jail.clone();
+                smol::unblock(move || resolve_dir(&jail, &cwd)).await?
+            }
+        };
+        // Other creates may have run while the cwd was resolved.
+        self.check_room()?;
+
+        let (reader, writer) = io::pipe().map_err(|e| {
+            RpcError::other(format!(
+                "cannot create an output pipe: {}; try again",
+                lower_io(&e)
+            ))
+        })?;
+        let spawned = {
+            let mut std_cmd = std::process::Command::new(&command);
+            std_cmd.args(&args).current_dir(&cwd).envs(env);
+            // Its own process group, so a kill reaches its children too and
+            // the relay's terminal signals do not reach it.
+            std_cmd.process_group(0);
+            let mut cmd = smol::process::Command::from(std_cmd);
+            // Stdio after the conversion, or the child inherits the relay's.
+            let stdout = writer.try_clone().map_err(|e| {
+                RpcError::other(format!(
+                    "cannot create an output pipe: {}; try again",
+                    lower_io(&e)
+                ))
+            })?;
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::from(stdout))
+                .stderr(Stdio::from(writer))
+                .kill_on_drop(true);
+            cmd.spawn()
+            // `cmd` drops here, closing the relay's copies of the write end,
+            // so the reader sees end of file once the command's side closes.
+        };
+        let child = spawned.map_err(|e| spawn_error(&command, &e))?;
+        // On failure `child` drops: kill_on_drop kills it, async-process reaps it.
+        let reader = Async::new(reader).map_err(|e| {
+            RpcError::other(format!(
+                "cannot watch the output pipe: {}; try again",
+                lower_io(&e)
+            ))
+        })?;
+
+        let n = self.next_id.get();
+        self.next_id.set(n + 1);
+        let id = format!("term-{n}");
+        let shared = Arc::new(Shared {
+            output: Mutex::new(Output::new(limit)),
+            exit: OnceCell::new(),
+        });
+        let (kill_tx, kill_rx) = smol::channel::bounded(1);
+        // The supervisor needs no executor handle: it runs on smol's global
+        // executor and always ends once the child is reaped.
+        smol::spawn(supervise(child, reader, shared.clone(), kill_rx)).detach();
+        log::debug!("terminal {id} started ({command:?} in {})", cwd.display());
+        self.table.borrow_mut().insert(
+            id.clone(),
+            Rc::new(Terminal {
+                shared,
+                kill: kill_tx,
+            }),
+        );
+        Ok(json!({ "terminalId": id }))
+    }
+
+    /// `terminal/output {sessionId, terminalId}` → `{output, truncated, exitStatus?}`.
+    pub(super) fn output(&self, params: &Value) -> Result<Value, RpcError> {
+        let term = self.get(params)?;
+        let exit = term.shared.exit.get().copied();
+        let (output, truncated) = lock(&term.shared.output).snapshot(exit.is_some());
+        let mut result = json!({ "output": output, "truncated": truncated });
+        if let Some(exit) = exit {
+            result["exitStatus"] = exit.to_json();
+        }
+        Ok(result)
+    }
+
+    /// `terminal/wait_for_exit {sessionId, terminalId}` → `{exitCode, signal}`.
+    /// Waits as long as the command runs.
+    pub(super) async fn wait_for_exit(&self, params: &Value) -> Result<Value, RpcError> {
+        let term = self.get(params)?;
+        let exit = *term.shared.exit.wait().await;
+        Ok(exit.to_json())
+    }
+
+    /// `terminal/kill {sessionId, terminalId}` → `{}`. Kills the command (and
+    /// its process group) but keeps the terminal for `terminal/output`.
+    pub(super) async fn kill(&self, params: &Value) -> Result<Value, RpcError> {
+        let term = self.get(params)?;
+        kill_and_wait(&[term]).await;
+        Ok(json!({}))
+    }
+
+    /// `terminal/release {sessionId, terminalId}` → `{}`. Kills the command if
+    /// it still runs, reaps it, and forgets the terminal.
+    pub(super) async fn release(&self, params: &Value) -> Result<Value, RpcError> {
+        let id = terminal_id(params)?;
+        let term = self
+            .table
+            .borrow_mut()
+            .remove(id)
+            .ok_or_else(|| unknown_terminal(id))?;
+        kill_and_wait(&[term]).await;
+        log::debug!("terminal {id} released");
+        Ok(json!({}))
+    }
+
+    /// Kills and reaps every terminal's command and forgets them all.
+    pub(super) async fn shutdown(&self) {
+        let all: Vec<Rc<Terminal>> = self.table.borrow_mut().drain().map(|(_, t)| t).collect();
+        kill_and_wait(&all).await;
+    }
+
+    fn check_room(&self) -> Result<(), RpcError> {
+        let open = self.table.borrow().len();
+        if open >= MAX_AGENT_TERMINALS {
+            return Err(RpcError::new(
+                code::LIMIT,
+                format!(
+                    "too many terminals ({open} open, limit {MAX_AGENT_TERMINALS}): \
+                     release finished ones with terminal/release"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn get(&self, params: &Value) -> Result<Rc<Terminal>, RpcError> {
+        let id = terminal_id(params)?;
+        self.table
+            .borrow()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| unknown_terminal(id))
+    }
+}
+
+fn terminal_id(params: &Value) -> Result<&str, RpcError> {
+    object_params(params)?;
+    str_param(params, "terminalId")
+}
+
+fn unknown_terminal(id: &str) -> RpcError {
+    RpcError::invalid_params(format!(
+        "unknown terminal {id:?}: it was never created or was already released"
+    ))
+}
+
+/// Asks each terminal's supervisor to kill its command, then waits (at most
+/// `KILL_WAIT` in all) until every one has been reaped.
+async fn kill_and_wait(terms: &[Rc<Terminal>]) {
+    for term in terms {
+        if term.shared.exit.get().is_none() {
+            // Full means a kill is already on its way; closed means it exited.
+            let _ = term.kill.try_send(());
+        }
+    }
+    let all_exited = async {
+        for term in terms {
+            term.shared.exit.wait().await;
+        }
+        true
+    };
+    let deadline = async {
+        Timer::after(KILL_WAIT).await;
+        false
+    };
+    if !future::or(all_exited, deadline).await {
+        log::warn!(
+            "a killed terminal command did not exit within {KILL_WAIT:?}; it is reaped when it does"
+        );
+    }
+}
+
+/// The working directory for a command: jailed, and a directory.
+fn resolve_dir(jail: &Jail, cwd: &str) -> Result<PathBuf, RpcError> {
+    let dir = jail.resolve(cwd).map_err(jail_error)?;
+    match std::fs::metadata(&dir) {
+        Ok(meta) if meta.is_dir() => Ok(dir),
+        Ok(_) => Err(RpcError::invalid_params(format!(
+            "cwd {cwd:?} is not a directory: name a directory in the workspace"
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(RpcError::invalid_params(format!(
+            "cwd {cwd:?} does not exist: name an existing directory in the workspace"
+        ))),
+        Err(e) => Err(RpcError::other(format!(
+            "cannot use cwd {cwd:?}: {}",
+            lower_io(&e)
+        ))),
+    }
+}
+
+fn spawn_error(command: &str, e: &io::Error) -> RpcError {
+    match e.kind() {
+        io::ErrorKind::NotFound => RpcError::other(format!(
+            "command not found: {command:?}; check that it is installed and on PATH, or give its full path"
+        )),
+        io::ErrorKind::PermissionDenied => RpcError::other(format!(
+            "cannot run {command:?}: permission denied; check that it is executable"
+        )),
+        io::ErrorKind::InvalidInput => RpcError::invalid_params(format!(
+            "cannot run {command:?}: {}; remove nul bytes from the command, args and env",
+            lower_io(e)
+        )),
+        _ => RpcError::other(format!("cannot run {command:?}: {}", lower_io(e))),
+    }
+}
+
+/// An optional array of strings (`null` means absent).
+fn string_array(params: &Value, name: &str) -> Result<Vec<String>, RpcError> {
+    let bad = || RpcError::invalid_params(format!("\"{name}\" must be an array of strings"));
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad))
+            .collect(),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// `env: [{name, value}]`, added to the relay's own environment.
+fn env_param(params: &Value) -> Result<Vec<(String, String)>, RpcError> {
+    let bad = || {
+        RpcError::invalid_params(
+            "\"env\" must be an array of {\"name\": string, \"value\": string} objects",
+        )
+    };
+    let items = match params.get("env") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(bad()),
+    };
+    items
+        .iter()
+        .map(|item| {
+            let name = item.get("name").and_then(Value::as_str).ok_or_else(bad)?;
+            let value = item.get("value").and_then(Value::as_str).ok_or_else(bad)?;
+            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+                return Err(RpcError::invalid_params(format!(
+                    "bad env variable {name:?}: names must be non-empty without '=' or nul, values without nul"
+                )));
+            }
+            Ok((name.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// Owns the child: drains its output, waits for it (or kills it when asked,
+/// or when the handle is dropped), reaps it, then publishes the exit.
+async fn supervise(
+    mut child: Child,
+    reader: Async<io::PipeReader>,
+    shared: Arc<Shared>,
+    kill: Receiver<()>,
+) {
+    let pid = child.id();
+    let mut pump = pin!(pump(reader, &shared));
+    let mut drained = false;
+    let exit = {
+        let mut exit = pin!(wait_or_kill(&mut child, pid, &kill));
+        future::poll_fn(|cx| {
+            if !drained && pump.as_mut().poll(cx).is_ready() {
+                drained = true;
+            }
+            exit.as_mut().poll(cx)
+        })
+        .await
+    };
+    if !drained {
+        future::or(pump, async {
+            Timer::after(DRAIN_GRACE).await;
+        })
+        .await;
+    }
+    drop(child);
+    let _ = shared.exit.set(exit).await;
+}
+
+/// Copies the output pipe into the shared buffer until end of file.
+async fn pump(mut reader: Async<io::PipeReader>, shared: &Shared) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => lock(&shared.output).push(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::warn!("terminal output stopped: {}", lower_io(&e));
+                return;
+            }
+        }
+    }
+}
+
+/// Waits for the child to exit; a message on (or the closing of) `kill`
+/// kills its process group first.
+async fn wait_or_kill(child: &mut Child, pid: u32, kill: &Receiver<()>) -> ExitInfo {
+    let exited = future::or(async { Some(child.status().await) }, async {
+        let _ = kill.recv().await;
+        None
+    })
+    .await;
+    let status = match exited {
+        Some(status) => status,
+        None => {
+            // The child is not reaped yet, so its pid still names its group.
+            if let Some(pgid) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
+            let _ = child.kill();
+            child.status().await
+        }
+    };
+    match status {
+        Ok(status) => ExitInfo {
+            code: status.code(),
+            signal: status.signal(),
+        },
+        Err(e) => {
+            log::warn!("cannot wait for a terminal command: {}", lower_io(&e));
+            ExitInfo {
+                code: None,
+                signal: None,
+            }
+        }
+    }
+}
+
+fn lock(output: &Mutex<Output>) -> std::sync::MutexGuard<'_, Output> {
+    output
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The newest `limit` bytes of a command's output. Invariant: `bytes.len()
+/// <= limit`; once anything was dropped, `truncated` is set and `bytes`
+/// starts at a UTF-8 character boundary (for UTF-8 output).
+struct Output {
+    bytes: VecDeque<u8>,
+    limit: usize,
+    truncated: bool,
+}
+
+impl Output {
+    fn new(limit: usize) -> Output {
+        Output {
+            bytes: VecDeque::new(),
+            limit,
+            truncated: false,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        let mut data = data;
+        if data.len() >= self.limit {
+            self.truncated |= data.len() > self.limit || !self.bytes.is_empty();
+            self.bytes.clear();
+            data = &data[data.len() - self.limit..];
+            self.bytes.extend(data);
+        } else {
+            let overflow = (self.bytes.len() + data.len()).saturating_sub(self.limit);
+            if overflow == 0 {
+                self.bytes.extend(data);
+                return;
+            }
+            self.truncated = true;
+            self.bytes.drain(..overflow);
+            self.bytes.extend(data);
+        }
+        if self.truncated {
+            // A UTF-8 character is at most 4 bytes: drop at most 3 orphaned
+            // continuation bytes left by the cut.
+            for _ in 0..3 {
+                match self.bytes.front() {
+                    Some(b) if b & 0xC0 == 0x80 => {
+                        self.bytes.pop_front();
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    /// The kept output as text and whether any was dropped. While the command
+    /// runs, a character still being written at the end is left out; any
+    /// other invalid UTF-8 becomes U+FFFD.
+    fn snapshot(&self, exited: bool) -> (String, bool) {
+        let (a, b) = self.bytes.as_slices();
+        let mut bytes = Vec::with_capacity(a.len() + b.len());
+        bytes.extend_from_slice(a);
+        bytes.extend_from_slice(b);
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                let err = e.utf8_error();
+                let mut bytes = e.into_bytes();
+                if !exited && err.error_len().is_none() {
+                    bytes.truncate(err.valid_up_to());
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+        };
+        (text, self.truncated)
+    }
+}
+
+/// `SIGKILL`-style name of a signal number, as ACP's `signal` field carries.
+fn signal_name(raw: i32) -> String {
+    use rustix::process::Signal;
+    const NAMES: &[(Signal, &str)] = &[
+        (Signal::HUP, "SIGHUP"),
+        (Signal::INT, "SIGINT"),
+        (Signal::QUIT, "SIGQUIT"),
+        (Signal::ILL, "SIGILL"),
+        (Signal::TRAP, "SIGTRAP"),
+        (Signal::ABORT, "SIGABRT"),
+        (Signal::BUS, "SIGBUS"),
+        (Signal::FPE, "SIGFPE"),
+        (Signal::KILL, "SIGKILL"),
+        (Signal::USR1, "SIGUSR1"),
+        (Signal::SEGV, "SIGSEGV"),
+        (Signal::USR2, "SIGUSR2"),
+        (Signal::PIPE, "SIGPIPE"),
+        (Signal::ALARM, "SIGALRM"),
+        (Signal::TERM, "SIGTERM"),
+        (Signal::XCPU, "SIGXCPU"),
+        (Signal::XFSZ, "SIGXFSZ"),
+        (Signal::SYS, "SIGSYS"),
+    ];
+    NAMES
+        .iter()
+        .find(|(sig, _)| sig.as_raw() == raw)
+        .map_or_else(|| format!("SIG{raw}"), |(_, name)| (*name).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_keeps_everything_under_the_limit() {
+        let mut out = Output::new(8);
+        out.push(b"abc");
+        out.push(b"def");
+        assert_eq!(out.snapshot(false), ("abcdef".to_owned(), false));
+    }
+
+    #[test]
+    fn output_keeps_the_newest_bytes_at_a_char_boundary() {
+        let mut out = Output::new(8);
+        out.push("x€€€".as_bytes()); // 10 bytes: the cut lands inside a '€'
+        assert_eq!(out.snapshot(true), ("€€".to_owned(), true));
+        out.push(b"ab");
+        assert_eq!(out.snapshot(true), ("€€ab".to_owned(), true));
+        out.push(b"cdefgh");
+        assert_eq!(out.snapshot(true), ("abcdefgh".to_owned(), true));
+    }
+
+    #[test]
+    fn output_exactly_at_the_limit_is_not_truncated() {
+        let mut out = Output::new(4);
+        out.push(b"abcd");
+        assert_eq!(out.snapshot(true), ("abcd".to_owned(), false));
+        out.push(b"e");
+        assert_eq!(out.snapshot(true), ("bcde".to_owned(), true));
+    }
+
+    #[test]
+    fn output_limit_zero_keeps_nothing() {
+        let mut out = Output::new(0);
+        out.push(b"abc");
+        assert_eq!(out.snapshot(true), (String::new(), true));
+    }
+
+    #[test]
+    fn partial_char_at_the_end_waits_while_running() {
+        let mut out = Output::new(16);
+        let euro = "€".as_bytes();
+        out.push(&[b'a', euro[0], euro[1]]);
+        assert_eq!(out.snapshot(false).0, "a");
+        out.push(&euro[2..]);
+        assert_eq!(out.snapshot(false).0, "a€");
+    }
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(
+            signal_name(rustix::process::Signal::KILL.as_raw()),
+            "SIGKILL"
+        );
+        assert_eq!(
+            signal_name(rustix::process::Signal::TERM.as_raw()),
+            "SIGTERM"
+        );
+    }
+}
