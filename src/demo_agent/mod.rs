@@ -1,6 +1,6 @@
 //! The built-in demo ACP agent (`acp-relay demo-agent`): a real agent on
 //! stdin/stdout, newline-delimited JSON-RPC 2.0, whose prompts are a tiny
-//! script (see [`script`]) so that tests are deterministic. It is a separate
+//! script (see `script`) so that tests are deterministic. It is a separate
 //! process: plain threads and blocking I/O, one reader thread feeding the
 //! dispatch loop, one thread per running turn. Logs go to stderr only.
 //!
@@ -76,7 +76,7 @@ where
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("demo-agent-stdin".into())
-        .spawn(move || read_lines(input, tx))?;
+        .spawn(move || read_lines(input, MAX_LINE_BYTES, tx))?;
     let mut agent = Agent::new(opts, peer);
     log::info!("demo agent: ready");
     while let Ok(input) = rx.recv() {
@@ -109,9 +109,10 @@ enum Input {
     End(io::Result<()>),
 }
 
-/// Splits `input` into lines (without the newline) of at most
-/// [`MAX_LINE_BYTES`]; stops at end of input or when nobody listens.
-fn read_lines<R: Read>(input: R, tx: mpsc::Sender<Input>) {
+/// Splits `input` into lines (without the newline) of at most `max` bytes;
+/// a longer line is dropped and reported as [`Input::TooLong`]. Stops at end
+/// of input or when nobody listens.
+fn read_lines<R: Read>(input: R, max: usize, tx: mpsc::Sender<Input>) {
     let mut reader = BufReader::with_capacity(64 << 10, input);
     let mut line = Vec::new();
     let mut too_long = false;
@@ -125,7 +126,9 @@ fn read_lines<R: Read>(input: R, tx: mpsc::Sender<Input>) {
             }
         };
         if buf.is_empty() {
-            if !line.is_empty() && !too_long {
+            if too_long {
+                let _ = tx.send(Input::TooLong);
+            } else if !line.is_empty() {
                 let _ = tx.send(Input::Line(std::mem::take(&mut line)));
             }
             let _ = tx.send(Input::End(Ok(())));
@@ -136,7 +139,7 @@ fn read_lines<R: Read>(input: R, tx: mpsc::Sender<Input>) {
             None => (buf, buf.len(), false),
         };
         if !too_long {
-            if line.len() + part.len() > MAX_LINE_BYTES {
+            if line.len() + part.len() > max {
                 too_long = true;
                 line = Vec::new();
             } else {

@@ -177,6 +177,25 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 #[test]
+fn input_is_split_into_bounded_lines() {
+    let (tx, rx) = mpsc::channel();
+    let input: &[u8] = b"one\n\ntoo long line\ntwo\nlast without newline";
+    read_lines(input, 8, tx);
+    let got: Vec<String> = rx
+        .iter()
+        .map(|i| match i {
+            Input::Line(l) => String::from_utf8_lossy(&l).into_owned(),
+            Input::TooLong => "<too long>".into(),
+            Input::End(r) => format!("<end {}>", r.is_ok()),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        ["one", "", "<too long>", "two", "<too long>", "<end true>"]
+    );
+}
+
+#[test]
 fn initialize_advertises_load_session() {
     let mut c = Client::start(DemoOptions::default());
     let a = c.initialize(true, true);

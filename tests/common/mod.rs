@@ -1,0 +1,344 @@
+//! Test harness: starts the real `acp-relay` binary on an ephemeral loopback
+//! port with its own temp dirs, and drives it with blocking WebSocket devices.
+//! Every wait has a deadline and fails with a message.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::WebSocket;
+use tungstenite::{Message, http};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A unique temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let p = std::env::temp_dir().join(format!("acp-relay-test-{tag}-{}-{n}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_acp-relay")
+}
+
+/// A running relay process.
+pub struct Relay {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub token: String,
+    pub dir: TempDir,
+    pub workspace: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: Arc<Mutex<String>>,
+    pub args: Vec<String>,
+}
+
+impl Relay {
+    /// Starts `acp-relay serve` with the demo agent and `extra` flags.
+    pub fn start(extra: &[&str]) -> Relay {
+        let dir = TempDir::new("relay");
+        let workspace = dir.path().join("ws");
+        std::fs::create_dir_all(&workspace).unwrap();
+        let data_dir = dir.path().join("data");
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut r = Relay { child: None, port: 0, token: String::new(), dir, workspace, data_dir, log: Arc::new(Mutex::new(String::new())), args };
+        r.launch("127.0.0.1:0");
+        r
+    }
+
+    /// (Re)starts the process with the same dirs and flags on `listen`.
+    pub fn launch(&mut self, listen: &str) {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve").arg("--listen").arg(listen).arg("--workspace").arg(&self.workspace).arg("--data-dir").arg(&self.data_dir).arg("--log").arg("debug");
+        cmd.args(&self.args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn acp-relay");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("RELAY_LOG").is_some() {
+                    eprintln!("[relay] {line}");
+                }
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let port = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        break rest.rsplit(':').next().unwrap().trim().parse::<u16>().unwrap();
+                    }
+                }
+                Err(_) => panic!("relay did not print its address; log:\n{}", self.log.lock().unwrap()),
+            }
+        };
+        self.port = port;
+        self.token = std::fs::read_to_string(self.data_dir.join("token")).unwrap().trim().to_owned();
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log().contains(needle) {
+            assert!(Instant::now() < deadline, "log never showed {needle:?}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A device with `client_id` and extra query (`"last_seq=3"`), token as Bearer.
+    pub fn device(&self, client: &str, query: &str) -> Device {
+        let q = if query.is_empty() { format!("client_id={client}") } else { format!("client_id={client}&{query}") };
+        let mut req = format!("ws://127.0.0.1:{}/ws?{q}", self.port).into_client_request().unwrap();
+        req.headers_mut().insert("Authorization", format!("Bearer {}", self.token).parse().unwrap());
+        Device::connect(self.port, req, client).unwrap_or_else(|e| panic!("device {client} could not connect: {e}"))
+    }
+
+    /// Sends SIGTERM and waits for exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe_kill(child.id(), "TERM");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("relay did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9` the relay.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe_kill(c.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Sends a signal through the `kill` program (no libc in tests).
+pub fn unsafe_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// Direct children of a process, from /proc.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// A blocking WebSocket device.
+pub struct Device {
+    pub ws: WebSocket<TcpStream>,
+    pub client: String,
+    next_id: u64,
+    /// Messages received while waiting for something else.
+    pub seen: Vec<Value>,
+    /// Every text frame as received, in order.
+    pub raw: Vec<String>,
+}
+
+impl Device {
+    pub fn connect(port: u16, req: http::Request<()>, client: &str) -> Result<Device, tungstenite::Error> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let (ws, _resp) = tungstenite::client::client(req, stream).map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => e,
+            tungstenite::HandshakeError::Interrupted(_) => tungstenite::Error::Io(std::io::Error::other("handshake interrupted")),
+        })?;
+        Ok(Device { ws, client: client.to_owned(), next_id: 0, seen: Vec::new(), raw: Vec::new() })
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).expect("send");
+    }
+
+    pub fn send(&mut self, v: &Value) {
+        self.send_text(&v.to_string());
+    }
+
+    /// Sends a request with id `<client>:<n>` and returns the id.
+    pub fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = json!(format!("{}:{}", self.client, self.next_id));
+        self.send(&json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}));
+        id
+    }
+
+    /// The next message, or None at the deadline. Panics on a closed socket.
+    pub fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => {
+                    self.raw.push(t.as_str().to_owned());
+                    return Some(serde_json::from_str(t.as_str()).unwrap_or_else(|e| panic!("{}: non-JSON frame {t}: {e}", self.client)));
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                }
+                Err(e) => panic!("{}: socket error while waiting: {e}", self.client),
+            }
+        }
+    }
+
+    /// The next message within [`WAIT`].
+    pub fn recv(&mut self) -> Value {
+        self.try_recv(WAIT).unwrap_or_else(|| panic!("{}: no message within {WAIT:?}", self.client))
+    }
+
+    /// Reads until `pred` matches; returns the match. Others are kept in `seen`.
+    pub fn recv_until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.try_recv(left) {
+                Some(v) if pred(&v) => return v,
+                Some(v) => self.seen.push(v),
+                None => panic!("{}: never received {what}; saw:\n{}", self.client, self.seen.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")),
+            }
+        }
+    }
+
+    /// The response to `id`.
+    pub fn response(&mut self, id: &Value) -> Value {
+        let id = id.clone();
+        self.recv_until(&format!("response to {id}"), move |v| v["id"] == id && v.get("method").is_none())
+    }
+
+    /// Reads everything for `quiet` and returns it.
+    pub fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(v) = self.try_recv(quiet) {
+            out.push(v);
+        }
+        out
+    }
+
+    /// Whether the relay closed the socket (reads until close or deadline).
+    pub fn wait_closed(&mut self) -> Option<u16> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(f)) => return Some(f.map(|f| u16::from(f.code)).unwrap_or(1005)),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    assert!(Instant::now() < deadline, "{}: socket not closed in time", self.client);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub fn close(mut self) {
+        let _ = self.ws.close(None);
+        let _ = self.ws.flush();
+    }
+}
+
+/// `initialize`, then `session/new`; returns the session id.
+pub fn open_session(d: &mut Device) -> String {
+    let welcome = d.recv_until("relay_welcome", |v| v["type"] == "relay_welcome");
+    assert!(welcome["headSeq"].is_u64(), "welcome: {welcome}");
+    let id = d.request("initialize", json!({"protocolVersion":1,"clientCapabilities":{}}));
+    let init = d.response(&id);
+    assert!(init["result"]["agentCapabilities"].is_object(), "initialize: {init}");
+    let id = d.request("session/new", json!({"cwd":"/","mcpServers":[]}));
+    let r = d.response(&id);
+    r["result"]["sessionId"].as_str().unwrap_or_else(|| panic!("session/new: {r}")).to_owned()
+}
+
+/// Text of a prompt request's params.
+pub fn prompt_params(session: &str, text: &str) -> Value {
+    json!({"sessionId": session, "prompt": [{"type":"text","text": text}]})
+}
+
+/// Whether a frame is an agent_message_chunk whose text contains `needle`.
+pub fn chunk_contains(v: &Value, needle: &str) -> bool {
+    v["method"] == "session/update" && v["params"]["update"]["sessionUpdate"] == "agent_message_chunk" && v["params"]["update"]["content"]["text"].as_str().is_some_and(|t| t.contains(needle))
+}
+
+/// Concatenated agent text in frames.
+pub fn agent_text(frames: &[Value]) -> String {
+    frames
+        .iter()
+        .filter(|v| v["params"]["update"]["sessionUpdate"] == "agent_message_chunk")
+        .filter_map(|v| v["params"]["update"]["content"]["text"].as_str())
+        .collect()
+}
