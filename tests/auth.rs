@@ -7,8 +7,11 @@ use tungstenite::client::IntoClientRequest;
 
 fn raw_upgrade(port: u16, path: &str, extra: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
     s.write_all(req.as_bytes()).unwrap();
     let mut buf = [0u8; 512];
     let n = s.read(&mut buf).unwrap();
@@ -33,15 +36,37 @@ fn each_token_form_is_accepted() {
     let relay = Relay::start(&[]);
     let ok = raw_upgrade(relay.port, &format!("/ws?token={}", relay.token), "");
     assert!(ok.starts_with("HTTP/1.1 101"), "{ok}");
-    let ok = raw_upgrade(relay.port, "/ws", &format!("Authorization: Bearer {}\r\n", relay.token));
+    let ok = raw_upgrade(
+        relay.port,
+        "/ws",
+        &format!("Authorization: Bearer {}\r\n", relay.token),
+    );
     assert!(ok.starts_with("HTTP/1.1 101"), "{ok}");
-    let ok = raw_upgrade(relay.port, "/ws", &format!("Sec-WebSocket-Protocol: acp-relay.token.{}\r\n", relay.token));
+    let ok = raw_upgrade(
+        relay.port,
+        "/ws",
+        &format!(
+            "Sec-WebSocket-Protocol: acp-relay.token.{}\r\n",
+            relay.token
+        ),
+    );
     assert!(ok.starts_with("HTTP/1.1 101"), "{ok}");
-    assert!(ok.contains(&format!("Sec-WebSocket-Protocol: acp-relay.token.{}", relay.token)), "subprotocol echoed: {ok}");
+    assert!(
+        ok.contains(&format!(
+            "Sec-WebSocket-Protocol: acp-relay.token.{}",
+            relay.token
+        )),
+        "subprotocol echoed: {ok}"
+    );
 
     // And a full device over the subprotocol form gets its welcome.
-    let mut req = format!("ws://127.0.0.1:{}/ws?client_id=sub", relay.port).into_client_request().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", format!("acp-relay.token.{}", relay.token).parse().unwrap());
+    let mut req = format!("ws://127.0.0.1:{}/ws?client_id=sub", relay.port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        format!("acp-relay.token.{}", relay.token).parse().unwrap(),
+    );
     let mut d = Device::connect(relay.port, req, "sub").unwrap();
     let w = d.recv_until("welcome", |v| v["type"] == "relay_welcome");
     assert_eq!(w["reset"], false);

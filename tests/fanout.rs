@@ -11,14 +11,22 @@ fn prompt_streams_to_two_devices_with_identical_rseq() {
     let session = open_session(&mut a);
     b.recv_until("welcome", |v| v["type"] == "relay_welcome");
 
-    let id = a.request("session/prompt", prompt_params(&session, "/chunks 4\nhello relay"));
+    let id = a.request(
+        "session/prompt",
+        prompt_params(&session, "/chunks 4\nhello relay"),
+    );
     let done_a = a.response(&id);
     assert_eq!(done_a["result"]["stopReason"], "end_turn", "{done_a}");
     let done_b = b.response(&id);
     assert_eq!(done_a, done_b);
 
     let stamped = |d: &Device, last: &Value| -> Vec<Value> {
-        d.seen.iter().chain(std::iter::once(last)).filter(|v| v.get("rseq").is_some()).cloned().collect()
+        d.seen
+            .iter()
+            .chain(std::iter::once(last))
+            .filter(|v| v.get("rseq").is_some())
+            .cloned()
+            .collect()
     };
     let fa = stamped(&a, &done_a);
     let fb = stamped(&b, &done_b);
@@ -30,10 +38,19 @@ fn prompt_streams_to_two_devices_with_identical_rseq() {
     // rseq is the first key, spliced in as bytes
     let raw_stamped: Vec<&String> = a.raw.iter().filter(|t| t.contains("\"rseq\":")).collect();
     assert_eq!(raw_stamped.len(), fa.len());
-    assert!(raw_stamped.iter().all(|t| t.starts_with("{\"rseq\":")), "{raw_stamped:?}");
-    let chunks = fa.iter().filter(|v| v["params"]["update"]["sessionUpdate"] == "agent_message_chunk").count();
+    assert!(
+        raw_stamped.iter().all(|t| t.starts_with("{\"rseq\":")),
+        "{raw_stamped:?}"
+    );
+    let chunks = fa
+        .iter()
+        .filter(|v| v["params"]["update"]["sessionUpdate"] == "agent_message_chunk")
+        .count();
     assert_eq!(chunks, 4, "{fa:?}");
     assert!(agent_text(&fa).contains("hello relay"));
     // the user's prompt is in the stream too
-    assert!(fa.iter().any(|v| v["params"]["update"]["sessionUpdate"] == "user_message_chunk"));
+    assert!(
+        fa.iter()
+            .any(|v| v["params"]["update"]["sessionUpdate"] == "user_message_chunk")
+    );
 }

@@ -18,18 +18,26 @@ fn reconnect_with_last_seq_gets_exactly_the_gap() {
     watcher.recv_until("welcome", |v| v["type"] == "relay_welcome");
 
     // A turn that streams, then waits on a permission ask.
-    let id = phone.request("session/prompt", prompt_params(&session, "/chunks 3\n/sleep 300\n/chunks 2\n/ask"));
+    let id = phone.request(
+        "session/prompt",
+        prompt_params(&session, "/chunks 3\n/sleep 300\n/chunks 2\n/ask"),
+    );
     let first = phone.recv_until("first chunk", |v| chunk_contains(v, "echo"));
     let last_seq = rseq(&first);
     phone.close();
 
     // While the phone is away the turn goes on until it asks.
-    let ask = watcher.recv_until("permission ask", |v| v["method"] == "session/request_permission");
+    let ask = watcher.recv_until("permission ask", |v| {
+        v["method"] == "session/request_permission"
+    });
     let ask_id = ask["id"].as_str().unwrap().to_owned();
     assert!(ask_id.starts_with(&format!("perm:{session}:")), "{ask_id}");
     let head = rseq(&ask);
 
-    let mut phone = relay.device("phone", &format!("session_id={session}&last_seq={last_seq}"));
+    let mut phone = relay.device(
+        "phone",
+        &format!("session_id={session}&last_seq={last_seq}"),
+    );
     let welcome = phone.recv();
     assert_eq!(welcome["type"], "relay_welcome", "{welcome}");
     assert_eq!(welcome["sessionId"], session.as_str());
@@ -44,11 +52,17 @@ fn reconnect_with_last_seq_gets_exactly_the_gap() {
     }
     assert_eq!(got, (last_seq + 1..=head).collect::<Vec<_>>());
     let again = phone.recv();
-    assert_eq!(again["id"], ask_id.as_str(), "open ask re-sent on attach: {again}");
+    assert_eq!(
+        again["id"],
+        ask_id.as_str(),
+        "open ask re-sent on attach: {again}"
+    );
 
     // The reconnected device answers; the turn completes.
     phone.send(&serde_json::json!({"jsonrpc":"2.0","id":ask_id,"result":{"outcome":{"outcome":"selected","optionId":"allow"}}}));
-    phone.recv_until("permission outcome", |v| chunk_contains(v, "permission: allow"));
+    phone.recv_until("permission outcome", |v| {
+        chunk_contains(v, "permission: allow")
+    });
     let done = phone.response(&id);
     assert_eq!(done["result"]["stopReason"], "end_turn", "{done}");
     let done_w = watcher.response(&id);
@@ -60,7 +74,10 @@ fn gap_evicted_from_the_ring_is_a_reset() {
     let relay = Relay::start(&["--ring-frames", "5"]);
     let mut d = relay.device("d", "");
     let session = open_session(&mut d);
-    let id = d.request("session/prompt", prompt_params(&session, "/chunks 12\nmany"));
+    let id = d.request(
+        "session/prompt",
+        prompt_params(&session, "/chunks 12\nmany"),
+    );
     let done = d.response(&id);
     let head = rseq(&done);
     assert!(head > 10);
@@ -70,12 +87,25 @@ fn gap_evicted_from_the_ring_is_a_reset() {
     let w = d.recv();
     assert_eq!(w["reset"], true, "{w}");
     assert_eq!(w["headSeq"], head);
-    let frames: Vec<u64> = d.drain(Duration::from_millis(300)).iter().filter(|v| v.get("rseq").is_some()).map(rseq).collect();
-    assert_eq!(frames, (head - 4..=head).collect::<Vec<_>>(), "the whole ring, newest 5");
+    let frames: Vec<u64> = d
+        .drain(Duration::from_millis(300))
+        .iter()
+        .filter(|v| v.get("rseq").is_some())
+        .map(rseq)
+        .collect();
+    assert_eq!(
+        frames,
+        (head - 4..=head).collect::<Vec<_>>(),
+        "the whole ring, newest 5"
+    );
 
     // Up to date: nothing replayed, no reset.
     let mut d2 = relay.device("d2", &format!("session_id={session}&last_seq={head}"));
     let w = d2.recv();
     assert_eq!(w["reset"], false);
-    assert!(d2.drain(Duration::from_millis(300)).iter().all(|v| v.get("rseq").is_none()));
+    assert!(
+        d2.drain(Duration::from_millis(300))
+            .iter()
+            .all(|v| v.get("rseq").is_none())
+    );
 }

@@ -899,6 +899,11 @@ impl Router {
     ) -> Result<(), RpcError> {
         let Some(id) = id else { return Ok(()) };
         let unit = self.unit_for(socket, &params)?;
+        if !params["prompt"].is_array() {
+            return Err(RpcError::invalid_params(
+                "session/prompt needs params.prompt, an array of content blocks",
+            ));
+        }
         let Some(u) = self.units.get(&unit) else {
             return Err(RpcError::other("the session ended"));
         };
@@ -909,11 +914,6 @@ impl Router {
                     "session is busy with a turn from device '{}'; wait for it to end or send session/cancel",
                     t.client
                 ),
-            ));
-        }
-        if !params["prompt"].is_array() {
-            return Err(RpcError::invalid_params(
-                "session/prompt needs params.prompt, an array of content blocks",
             ));
         }
         if u.phase != Phase::Ready {

@@ -25,8 +25,14 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let p = std::env::temp_dir().join(format!("acp-relay-test-{tag}-{}-{n}-{nanos}", std::process::id()));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let p = std::env::temp_dir().join(format!(
+            "acp-relay-test-{tag}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -65,7 +71,16 @@ impl Relay {
         std::fs::create_dir_all(&workspace).unwrap();
         let data_dir = dir.path().join("data");
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut r = Relay { child: None, port: 0, token: String::new(), dir, workspace, data_dir, log: Arc::new(Mutex::new(String::new())), args };
+        let mut r = Relay {
+            child: None,
+            port: 0,
+            token: String::new(),
+            dir,
+            workspace,
+            data_dir,
+            log: Arc::new(Mutex::new(String::new())),
+            args,
+        };
         r.launch("127.0.0.1:0");
         r
     }
@@ -73,9 +88,19 @@ impl Relay {
     /// (Re)starts the process with the same dirs and flags on `listen`.
     pub fn launch(&mut self, listen: &str) {
         let mut cmd = Command::new(bin());
-        cmd.arg("serve").arg("--listen").arg(listen).arg("--workspace").arg(&self.workspace).arg("--data-dir").arg(&self.data_dir).arg("--log").arg("debug");
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(listen)
+            .arg("--workspace")
+            .arg(&self.workspace)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--log")
+            .arg("debug");
         cmd.args(&self.args);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn acp-relay");
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -102,14 +127,26 @@ impl Relay {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.split("listening on ").nth(1) {
-                        break rest.rsplit(':').next().unwrap().trim().parse::<u16>().unwrap();
+                        break rest
+                            .rsplit(':')
+                            .next()
+                            .unwrap()
+                            .trim()
+                            .parse::<u16>()
+                            .unwrap();
                     }
                 }
-                Err(_) => panic!("relay did not print its address; log:\n{}", self.log.lock().unwrap()),
+                Err(_) => panic!(
+                    "relay did not print its address; log:\n{}",
+                    self.log.lock().unwrap()
+                ),
             }
         };
         self.port = port;
-        self.token = std::fs::read_to_string(self.data_dir.join("token")).unwrap().trim().to_owned();
+        self.token = std::fs::read_to_string(self.data_dir.join("token"))
+            .unwrap()
+            .trim()
+            .to_owned();
         self.child = Some(child);
     }
 
@@ -125,17 +162,31 @@ impl Relay {
     pub fn wait_log(&self, needle: &str) {
         let deadline = Instant::now() + WAIT;
         while !self.log().contains(needle) {
-            assert!(Instant::now() < deadline, "log never showed {needle:?}; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "log never showed {needle:?}; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// A device with `client_id` and extra query (`"last_seq=3"`), token as Bearer.
     pub fn device(&self, client: &str, query: &str) -> Device {
-        let q = if query.is_empty() { format!("client_id={client}") } else { format!("client_id={client}&{query}") };
-        let mut req = format!("ws://127.0.0.1:{}/ws?{q}", self.port).into_client_request().unwrap();
-        req.headers_mut().insert("Authorization", format!("Bearer {}", self.token).parse().unwrap());
-        Device::connect(self.port, req, client).unwrap_or_else(|e| panic!("device {client} could not connect: {e}"))
+        let q = if query.is_empty() {
+            format!("client_id={client}")
+        } else {
+            format!("client_id={client}&{query}")
+        };
+        let mut req = format!("ws://127.0.0.1:{}/ws?{q}", self.port)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        Device::connect(self.port, req, client)
+            .unwrap_or_else(|e| panic!("device {client} could not connect: {e}"))
     }
 
     /// Sends SIGTERM and waits for exit; returns the exit code.
@@ -184,7 +235,10 @@ impl Drop for Relay {
 
 /// Sends a signal through the `kill` program (no libc in tests).
 pub fn unsafe_kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// Direct children of a process, from /proc.
@@ -212,14 +266,26 @@ pub struct Device {
 }
 
 impl Device {
-    pub fn connect(port: u16, req: http::Request<()>, client: &str) -> Result<Device, tungstenite::Error> {
+    pub fn connect(
+        port: u16,
+        req: http::Request<()>,
+        client: &str,
+    ) -> Result<Device, tungstenite::Error> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_millis(50)))?;
         let (ws, _resp) = tungstenite::client::client(req, stream).map_err(|e| match e {
             tungstenite::HandshakeError::Failure(e) => e,
-            tungstenite::HandshakeError::Interrupted(_) => tungstenite::Error::Io(std::io::Error::other("handshake interrupted")),
+            tungstenite::HandshakeError::Interrupted(_) => {
+                tungstenite::Error::Io(std::io::Error::other("handshake interrupted"))
+            }
         })?;
-        Ok(Device { ws, client: client.to_owned(), next_id: 0, seen: Vec::new(), raw: Vec::new() })
+        Ok(Device {
+            ws,
+            client: client.to_owned(),
+            next_id: 0,
+            seen: Vec::new(),
+            raw: Vec::new(),
+        })
     }
 
     pub fn send_text(&mut self, text: &str) {
@@ -245,10 +311,15 @@ impl Device {
             match self.ws.read() {
                 Ok(Message::Text(t)) => {
                     self.raw.push(t.as_str().to_owned());
-                    return Some(serde_json::from_str(t.as_str()).unwrap_or_else(|e| panic!("{}: non-JSON frame {t}: {e}", self.client)));
+                    return Some(
+                        serde_json::from_str(t.as_str())
+                            .unwrap_or_else(|e| panic!("{}: non-JSON frame {t}: {e}", self.client)),
+                    );
                 }
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                Err(tungstenite::Error::Io(e))
+                    if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut =>
+                {
                     if Instant::now() >= deadline {
                         return None;
                     }
@@ -260,7 +331,8 @@ impl Device {
 
     /// The next message within [`WAIT`].
     pub fn recv(&mut self) -> Value {
-        self.try_recv(WAIT).unwrap_or_else(|| panic!("{}: no message within {WAIT:?}", self.client))
+        self.try_recv(WAIT)
+            .unwrap_or_else(|| panic!("{}: no message within {WAIT:?}", self.client))
     }
 
     /// Reads until `pred` matches; returns the match. Others are kept in `seen`.
@@ -271,7 +343,15 @@ impl Device {
             match self.try_recv(left) {
                 Some(v) if pred(&v) => return v,
                 Some(v) => self.seen.push(v),
-                None => panic!("{}: never received {what}; saw:\n{}", self.client, self.seen.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")),
+                None => panic!(
+                    "{}: never received {what}; saw:\n{}",
+                    self.client,
+                    self.seen
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
             }
         }
     }
@@ -279,7 +359,9 @@ impl Device {
     /// The response to `id`.
     pub fn response(&mut self, id: &Value) -> Value {
         let id = id.clone();
-        self.recv_until(&format!("response to {id}"), move |v| v["id"] == id && v.get("method").is_none())
+        self.recv_until(&format!("response to {id}"), move |v| {
+            v["id"] == id && v.get("method").is_none()
+        })
     }
 
     /// Reads everything for `quiet` and returns it.
@@ -298,8 +380,14 @@ impl Device {
             match self.ws.read() {
                 Ok(Message::Close(f)) => return Some(f.map(|f| u16::from(f.code)).unwrap_or(1005)),
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
-                    assert!(Instant::now() < deadline, "{}: socket not closed in time", self.client);
+                Err(tungstenite::Error::Io(e))
+                    if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut =>
+                {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{}: socket not closed in time",
+                        self.client
+                    );
                 }
                 Err(_) => return None,
             }
@@ -316,12 +404,21 @@ impl Device {
 pub fn open_session(d: &mut Device) -> String {
     let welcome = d.recv_until("relay_welcome", |v| v["type"] == "relay_welcome");
     assert!(welcome["headSeq"].is_u64(), "welcome: {welcome}");
-    let id = d.request("initialize", json!({"protocolVersion":1,"clientCapabilities":{}}));
+    let id = d.request(
+        "initialize",
+        json!({"protocolVersion":1,"clientCapabilities":{}}),
+    );
     let init = d.response(&id);
-    assert!(init["result"]["agentCapabilities"].is_object(), "initialize: {init}");
+    assert!(
+        init["result"]["agentCapabilities"].is_object(),
+        "initialize: {init}"
+    );
     let id = d.request("session/new", json!({"cwd":"/","mcpServers":[]}));
     let r = d.response(&id);
-    r["result"]["sessionId"].as_str().unwrap_or_else(|| panic!("session/new: {r}")).to_owned()
+    r["result"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("session/new: {r}"))
+        .to_owned()
 }
 
 /// Text of a prompt request's params.
@@ -331,7 +428,11 @@ pub fn prompt_params(session: &str, text: &str) -> Value {
 
 /// Whether a frame is an agent_message_chunk whose text contains `needle`.
 pub fn chunk_contains(v: &Value, needle: &str) -> bool {
-    v["method"] == "session/update" && v["params"]["update"]["sessionUpdate"] == "agent_message_chunk" && v["params"]["update"]["content"]["text"].as_str().is_some_and(|t| t.contains(needle))
+    v["method"] == "session/update"
+        && v["params"]["update"]["sessionUpdate"] == "agent_message_chunk"
+        && v["params"]["update"]["content"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(needle))
 }
 
 /// Concatenated agent text in frames.

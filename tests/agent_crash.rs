@@ -1,0 +1,90 @@
+//! An agent that dies mid-turn never takes the relay down: viewers get an error
+//! frame and the next prompt starts a fresh agent.
+mod common;
+use common::*;
+
+#[test]
+fn killing_the_agent_mid_turn() {
+    let relay = Relay::start(&[]);
+    let mut d = relay.device("d", "");
+    let session = open_session(&mut d);
+    let id = d.request(
+        "session/prompt",
+        prompt_params(&session, "/chunks 1\n/sleep 20000\nlong"),
+    );
+    d.recv_until("first chunk", |v| chunk_contains(v, "echo"));
+    let agents = children(relay.pid());
+    assert_eq!(agents.len(), 1, "one shared agent: {agents:?}");
+    unsafe_kill(agents[0], "KILL");
+
+    let err = d.response(&id);
+    assert!(
+        err["rseq"].is_u64(),
+        "the error is a stamped frame every viewer gets: {err}"
+    );
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("agent exited"),
+        "{err}"
+    );
+    assert!(d.seen.iter().any(|v| v["method"] == "_relay/agent_exited"));
+
+    // The next prompt works, on the same relay session id.
+    let id = d.request(
+        "session/prompt",
+        prompt_params(&session, "/chunks 1\n/context\nagain"),
+    );
+    let done = d.response(&id);
+    assert_eq!(done["result"]["stopReason"], "end_turn", "{done}");
+    // The demo agent resumed its history through session/load.
+    assert!(
+        agent_text(&d.seen).contains("context: 1 earlier prompts"),
+        "{}",
+        agent_text(&d.seen)
+    );
+    let agents2 = children(relay.pid());
+    assert_eq!(agents2.len(), 1);
+    assert_ne!(agents2, agents);
+}
+
+#[test]
+fn exit_mid_turn_then_sigterm_leaves_no_children() {
+    let mut relay = Relay::start(&[]);
+    let mut d = relay.device("d", "");
+    let session = open_session(&mut d);
+    let id = d.request(
+        "session/prompt",
+        prompt_params(&session, "/chunks 1\n/exit"),
+    );
+    let err = d.response(&id);
+    assert!(err.get("error").is_some(), "{err}");
+    let id = d.request(
+        "session/prompt",
+        prompt_params(&session, "/run sleep 30 & echo started\n"),
+    );
+    d.recv_until("run output", |v| chunk_contains(v, "started"));
+    let _ = d.response(&id);
+    let pid = relay.pid();
+    assert!(!children(pid).is_empty());
+    assert_eq!(relay.terminate(), Some(0), "SIGTERM exits 0");
+    let leftover: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    .and_then(|pp| pp.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect();
+    assert!(
+        leftover.is_empty(),
+        "children of the relay left after SIGTERM: {leftover:?}"
+    );
+}
