@@ -176,8 +176,19 @@ struct Link {
 
 #[derive(Debug)]
 enum JobOwner {
-    Agent { agent: AgentId, id: Value },
-    Device { socket: SocketId, id: Value },
+    Agent {
+        agent: AgentId,
+        id: Value,
+    },
+    Device {
+        socket: SocketId,
+        id: Value,
+    },
+    /// `_relay/apply_edit`: on success every socket hears `_relay/workspace_changed`.
+    Edit {
+        socket: SocketId,
+        id: Value,
+    },
 }
 
 /// Connection-level state machine of the relay.
@@ -587,14 +598,7 @@ impl Router {
             "_relay/control",
             json!({"lease": self.lease.enabled(), "holder": self.lease.holder().map(|c| c.0.clone()), "controlEpoch": self.lease.epoch()}),
         );
-        let bytes: Frame = note.into();
-        let sockets: Vec<SocketId> = self.sockets.keys().copied().collect();
-        for socket in sockets {
-            self.out.push_back(Output::Send {
-                socket,
-                bytes: bytes.clone(),
-            });
-        }
+        self.broadcast(&note);
     }
 
     /// Handles a request (`id` set) or notification. Errors are answered by the caller.
@@ -639,11 +643,65 @@ impl Router {
             "session/close" => self.session_close(socket, &reply_id, &params),
             "session/prompt" => self.session_prompt(socket, client, id, params, line),
             "session/cancel" => self.session_cancel(socket, client, &params),
+            "_relay/fs/tree" | "_relay/fs/read" | "_relay/git/status" | "_relay/git/diff" => {
+                let Some(id) = id else { return Ok(()) };
+                self.device_job(
+                    JobOwner::Device {
+                        socket,
+                        id: id.clone(),
+                    },
+                    method,
+                    params,
+                )
+            }
+            "_relay/apply_edit" => {
+                let Some(id) = id else { return Ok(()) };
+                self.device_job(
+                    JobOwner::Edit {
+                        socket,
+                        id: id.clone(),
+                    },
+                    method,
+                    params,
+                )
+            }
             m if m.starts_with("session/") || m == "authenticate" => {
                 self.forward(socket, id, method, params, line)
             }
             _ if id.is_none() => Ok(()),
             m => Err(RpcError::method_not_found(m)),
+        }
+    }
+
+    /// Hands a device's workspace method to the shell, off the ring, with a deadline.
+    fn device_job(&mut self, owner: JobOwner, method: &str, params: Value) -> Result<(), RpcError> {
+        if self.jobs.len() >= MAX_JOBS {
+            return Err(RpcError::new(
+                code::LIMIT,
+                format!("{MAX_JOBS} requests are in flight; retry shortly"),
+            ));
+        }
+        self.next_job += 1;
+        let job = JobId(self.next_job);
+        self.jobs.insert(job, owner);
+        self.out.push_back(Output::Job {
+            job,
+            method: method.to_owned(),
+            params,
+            deadline: true,
+        });
+        Ok(())
+    }
+
+    /// Sends an unstamped connection-level frame to every socket.
+    fn broadcast(&mut self, line: &[u8]) {
+        let bytes = Frame::copy_from_slice(line);
+        let sockets: Vec<SocketId> = self.sockets.keys().copied().collect();
+        for socket in sockets {
+            self.out.push_back(Output::Send {
+                socket,
+                bytes: bytes.clone(),
+            });
         }
     }
 
@@ -1576,6 +1634,17 @@ impl Router {
             }
             JobOwner::Device { socket, id } => match result {
                 Ok(v) => self.send_result(socket, &id, v),
+                Err(e) => self.send_error(socket, &id, &e),
+            },
+            JobOwner::Edit { socket, id } => match result {
+                Ok(v) => {
+                    let path = v.get("path").cloned().unwrap_or(Value::Null);
+                    self.send_result(socket, &id, v);
+                    self.broadcast(&rpc::notification(
+                        "_relay/workspace_changed",
+                        json!({ "path": path }),
+                    ));
+                }
                 Err(e) => self.send_error(socket, &id, &e),
             },
         }

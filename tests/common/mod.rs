@@ -61,11 +61,18 @@ pub struct Relay {
     pub data_dir: PathBuf,
     pub log: Arc<Mutex<String>>,
     pub args: Vec<String>,
+    /// Extra environment for the relay process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Relay {
     /// Starts `acp-relay serve` with the demo agent and `extra` flags.
     pub fn start(extra: &[&str]) -> Relay {
+        Relay::start_env(extra, &[])
+    }
+
+    /// Like [`Relay::start`] with extra environment variables.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Relay {
         let dir = TempDir::new("relay");
         let workspace = dir.path().join("ws");
         std::fs::create_dir_all(&workspace).unwrap();
@@ -98,6 +105,7 @@ impl Relay {
             .arg("--log")
             .arg("debug");
         cmd.args(&self.args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
