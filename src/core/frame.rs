@@ -425,3 +425,25 @@ mod tests {
         }
     }
 }
+
+/// The `rseq` of a stamped frame (`{"rseq":N,...`), read from its first bytes.
+pub fn read_rseq(frame: &[u8]) -> Option<u64> {
+    let rest = frame.strip_prefix(b"{\"rseq\":")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod rseq_tests {
+    use super::*;
+
+    #[test]
+    fn reads_back_what_was_stamped() {
+        for n in [0u64, 1, 42, u64::MAX] {
+            assert_eq!(read_rseq(&stamp_rseq(b"{\"a\":1}", n).unwrap()), Some(n));
+        }
+        assert_eq!(read_rseq(b"{\"rseq\":}"), None);
+        assert_eq!(read_rseq(b"{\"id\":1}"), None);
+        assert_eq!(read_rseq(b"{\"rseq\":12"), None);
+    }
+}

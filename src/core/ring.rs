@@ -53,6 +53,35 @@ impl ReplayRing {
         self
     }
 
+    /// Refills an empty ring with frames already stamped (from a transcript),
+    /// oldest first; frames whose `rseq` does not increase are skipped. The
+    /// head becomes the larger of `head` and the last frame's `rseq`.
+    pub fn restore(&mut self, frames: impl IntoIterator<Item = Frame>, head: u64) {
+        for f in frames {
+            let Some(seq) = crate::core::frame::read_rseq(&f) else {
+                continue;
+            };
+            if seq <= self.head {
+                continue;
+            }
+            self.head = seq;
+            self.bytes += f.len();
+            self.frames.push_back((seq, f));
+            self.evict();
+        }
+        self.head = self.head.max(head);
+    }
+
+    fn evict(&mut self) {
+        while self.frames.len() > 1
+            && (self.frames.len() > self.max_frames || self.bytes > self.max_bytes)
+        {
+            if let Some((_, old)) = self.frames.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
     /// The newest `rseq` handed out (0 before the first frame).
     pub fn head(&self) -> u64 {
         self.head
@@ -79,13 +108,7 @@ impl ReplayRing {
         self.head += 1;
         self.bytes += stamped.len();
         self.frames.push_back((self.head, stamped.clone()));
-        while self.frames.len() > 1
-            && (self.frames.len() > self.max_frames || self.bytes > self.max_bytes)
-        {
-            if let Some((_, old)) = self.frames.pop_front() {
-                self.bytes -= old.len();
-            }
-        }
+        self.evict();
         Some(stamped)
     }
 
@@ -203,6 +226,17 @@ mod tests {
         assert!(future.reset);
         assert_eq!(future.frames.len(), 4);
         assert_eq!(seqs(&r.replay_since(None)), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn restore_from_stamped_frames() {
+        let mut src = ReplayRing::new(100, 1 << 20);
+        let frames: Vec<Frame> = (0..10).map(|i| src.push(&line(i)).unwrap()).collect();
+        let mut r = ReplayRing::new(4, 1 << 20);
+        r.restore(frames, 10);
+        assert_eq!(r.head(), 10);
+        assert_eq!(seqs(&r.replay_since(Some(6))), vec![7, 8, 9, 10]);
+        assert_eq!(&*r.push(b"{}").unwrap(), b"{\"rseq\":11}");
     }
 
     #[test]

@@ -87,7 +87,10 @@ impl Relay {
             data_dir,
             log: Arc::new(Mutex::new(String::new())),
             args,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         r.launch("127.0.0.1:0");
         r

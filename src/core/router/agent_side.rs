@@ -1,0 +1,513 @@
+//! The ACP client side toward agent connections: spawning and
+//! initializing them, opening agent sessions, and every line an agent sends.
+//! Performs no I/O.
+
+use super::*;
+
+impl Router {
+    pub(super) fn agent_for_new_unit(&mut self) -> AgentId {
+        if !self.cfg.agent_per_session {
+            if let Some(a) = self.shared_link.filter(|a| {
+                self.links
+                    .get(a)
+                    .is_some_and(|l| l.state != LinkState::Dead)
+            }) {
+                return a;
+            }
+        }
+        let agent = self.spawn_agent();
+        if !self.cfg.agent_per_session {
+            self.shared_link = Some(agent);
+        }
+        agent
+    }
+
+    pub(super) fn spawn_agent(&mut self) -> AgentId {
+        self.next_agent += 1;
+        let agent = AgentId(self.next_agent);
+        self.links.insert(
+            agent,
+            Link {
+                state: LinkState::Initializing,
+                init: None,
+                next_id: 0,
+                pending: HashMap::new(),
+                sessions: HashMap::new(),
+                early: VecDeque::new(),
+            },
+        );
+        self.out.push_back(Output::SpawnAgent { agent });
+        let params = json!({
+            "protocolVersion": 1,
+            "clientCapabilities": { "fs": { "readTextFile": true, "writeTextFile": true }, "terminal": true },
+            "clientInfo": { "name": "acp-relay", "version": env!("CARGO_PKG_VERSION") }
+        });
+        self.agent_request(agent, "initialize", params, Pending::Initialize);
+        agent
+    }
+
+    /// Sends `session/new` or `session/load` for a unit whose agent is ready.
+    pub(super) fn open_session(&mut self, unit: UnitId) {
+        let Some(u) = self.units.get(&unit) else {
+            return;
+        };
+        let Some(agent) = u.agent else { return };
+        let can_load = self
+            .links
+            .get(&agent)
+            .and_then(|l| l.init.as_ref())
+            .is_some_and(|i| i["agentCapabilities"]["loadSession"] == json!(true));
+        let cwd = self.cfg.cwd.clone();
+        match u.resume_from.clone() {
+            Some(old) if can_load => {
+                if let Some(u) = self.units.get_mut(&unit) {
+                    u.loading = true;
+                }
+                if let Some(l) = self.links.get_mut(&agent) {
+                    l.sessions.insert(old.clone(), unit);
+                }
+                self.agent_request(
+                    agent,
+                    "session/load",
+                    json!({"sessionId": old, "cwd": cwd, "mcpServers": []}),
+                    Pending::OpenSession { unit, load: true },
+                );
+            }
+            _ => {
+                self.agent_request(
+                    agent,
+                    "session/new",
+                    json!({"cwd": cwd, "mcpServers": []}),
+                    Pending::OpenSession { unit, load: false },
+                );
+            }
+        }
+    }
+
+    pub(super) fn agent_request(
+        &mut self,
+        agent: AgentId,
+        method: &str,
+        params: Value,
+        pending: Pending,
+    ) -> Option<u64> {
+        let link = self.links.get_mut(&agent)?;
+        if link.pending.len() >= MAX_AGENT_PENDING {
+            log::warn!(
+                "{agent}: {MAX_AGENT_PENDING} requests already in flight; dropping {method}"
+            );
+            return None;
+        }
+        link.next_id += 1;
+        let id = link.next_id;
+        link.pending.insert(id, pending);
+        self.out.push_back(Output::WriteAgent {
+            agent,
+            line: rpc::request(&json!(id), method, params),
+        });
+        Some(id)
+    }
+
+    pub(super) fn agent_line(&mut self, agent: AgentId, line: &[u8]) {
+        if !self.links.contains_key(&agent) {
+            return;
+        }
+        let msg = match frame::parse_line(line, self.cfg.agent_limits) {
+            Ok(m) => m,
+            Err(e) => {
+                log::info!("{agent}: skipped a stdout line that is not JSON-RPC ({e})");
+                return;
+            }
+        };
+        match msg {
+            Message::Response { id, outcome } => self.agent_answer(agent, id, outcome),
+            Message::Request { id, method, params } => {
+                self.agent_request_in(agent, id, &method, params)
+            }
+            Message::Notification { method, params } => {
+                if method == "session/update" {
+                    self.agent_update(agent, &params, line);
+                } else {
+                    log::debug!("{agent}: notification {method} ignored");
+                }
+            }
+        }
+    }
+
+    pub(super) fn agent_update(&mut self, agent: AgentId, params: &Value, line: &[u8]) {
+        let Some(asid) = params["sessionId"].as_str() else {
+            log::info!("{agent}: session/update without sessionId; dropped");
+            return;
+        };
+        let Some(link) = self.links.get_mut(&agent) else {
+            return;
+        };
+        let Some(unit) = link.sessions.get(asid).copied() else {
+            if link.early.len() >= MAX_EARLY_UPDATES {
+                log::warn!(
+                    "{agent}: {MAX_EARLY_UPDATES} updates for unknown sessions held; dropping one for {asid}"
+                );
+                link.early.pop_front();
+            }
+            link.early.push_back((asid.to_owned(), line.to_vec()));
+            return;
+        };
+        self.unit_update(unit, asid, params, line);
+    }
+
+    pub(super) fn unit_update(&mut self, unit: UnitId, asid: &str, params: &Value, line: &[u8]) {
+        let Some(u) = self.units.get(&unit) else {
+            return;
+        };
+        if u.loading {
+            return; // history the agent replays for session/load: the ring already has it
+        }
+        match u.session_id.clone() {
+            Some(sid) if sid == asid => {
+                self.write_unit(unit, line);
+            }
+            Some(sid) => {
+                let mut p = params.clone();
+                p["sessionId"] = json!(sid);
+                self.write_unit(unit, &rpc::notification("session/update", p));
+            }
+            None => {
+                self.write_unit(unit, line);
+            }
+        }
+    }
+
+    pub(super) fn agent_request_in(
+        &mut self,
+        agent: AgentId,
+        id: Value,
+        method: &str,
+        params: Value,
+    ) {
+        match method {
+            "session/request_permission" | "elicitation/create" => {
+                self.agent_ask(agent, id, method, params)
+            }
+            m if m.starts_with("fs/") || m.starts_with("terminal/") => {
+                if self.jobs.len() >= MAX_JOBS {
+                    let err = RpcError::new(
+                        code::LIMIT,
+                        format!("the relay has {MAX_JOBS} requests in flight; retry"),
+                    );
+                    self.out.push_back(Output::WriteAgent {
+                        agent,
+                        line: rpc::error_response(&id, &err),
+                    });
+                    return;
+                }
+                self.next_job += 1;
+                let job = JobId(self.next_job);
+                self.jobs.insert(job, JobOwner::Agent { agent, id });
+                self.out.push_back(Output::Job {
+                    job,
+                    method: method.to_owned(),
+                    params,
+                    deadline: false,
+                });
+            }
+            m => {
+                log::info!(
+                    "{agent}: agent request {m} is not handled by the relay; answered -32601"
+                );
+                self.out.push_back(Output::WriteAgent {
+                    agent,
+                    line: rpc::error_response(&id, &RpcError::method_not_found(m)),
+                });
+            }
+        }
+    }
+
+    pub(super) fn agent_ask(&mut self, agent: AgentId, id: Value, method: &str, mut params: Value) {
+        let unit = params["sessionId"]
+            .as_str()
+            .and_then(|s| self.links.get(&agent)?.sessions.get(s).copied());
+        let Some(unit) = unit else {
+            log::info!("{agent}: {method} for an unknown session; answered cancelled");
+            self.out.push_back(Output::WriteAgent {
+                agent,
+                line: rpc::response(&id, json!({"outcome": {"outcome": "cancelled"}})),
+            });
+            return;
+        };
+        if self.cfg.auto_approve && method == "session/request_permission" {
+            let options = params["options"].as_array().cloned().unwrap_or_default();
+            let pick = options
+                .iter()
+                .find(|o| o["kind"] == "allow_once" || o["kind"] == "allow_always")
+                .or(options.first())
+                .and_then(|o| o["optionId"].as_str().map(str::to_owned));
+            let outcome = match pick {
+                Some(opt) => json!({"outcome": "selected", "optionId": opt}),
+                None => json!({"outcome": "cancelled"}),
+            };
+            self.out.push_back(Output::WriteAgent {
+                agent,
+                line: rpc::response(&id, json!({"outcome": outcome})),
+            });
+            let Some(u) = self.units.get_mut(&unit) else {
+                return;
+            };
+            let ask_id = u.mint_ask_id();
+            self.resolved(unit, &ask_id, outcome, "auto-approve");
+            return;
+        }
+        let Some(u) = self.units.get_mut(&unit) else {
+            return;
+        };
+        if u.asks.len() >= self.cfg.max_asks {
+            log::warn!(
+                "{unit}: {} asks already open; answering a new one cancelled",
+                self.cfg.max_asks
+            );
+            self.out.push_back(Output::WriteAgent {
+                agent,
+                line: rpc::response(&id, json!({"outcome": {"outcome": "cancelled"}})),
+            });
+            return;
+        }
+        let ask_id = u.mint_ask_id();
+        if let Some(sid) = &u.session_id {
+            params["sessionId"] = json!(sid);
+        }
+        let line = encode(&Message::Request {
+            id: json!(ask_id),
+            method: method.to_owned(),
+            params,
+        });
+        if let Some(frame) = self.write_unit(unit, &line) {
+            if let Some(u) = self.units.get_mut(&unit) {
+                u.asks.insert(
+                    ask_id,
+                    Ask {
+                        agent_id: id,
+                        agent,
+                        frame,
+                    },
+                );
+            }
+        }
+    }
+
+    pub(super) fn agent_answer(
+        &mut self,
+        agent: AgentId,
+        id: Value,
+        outcome: Result<Value, Value>,
+    ) {
+        let Some(n) = id.as_u64() else {
+            log::info!("{agent}: response to id {id} the relay never issued; ignored");
+            return;
+        };
+        let Some(pending) = self
+            .links
+            .get_mut(&agent)
+            .and_then(|l| l.pending.remove(&n))
+        else {
+            log::info!("{agent}: response to id {n} the relay never issued; ignored");
+            return;
+        };
+        match pending {
+            Pending::Initialize => match outcome {
+                Ok(init) => {
+                    if let Some(l) = self.links.get_mut(&agent) {
+                        l.state = LinkState::Ready;
+                        l.init = Some(init);
+                    }
+                    let waiting: Vec<UnitId> = self
+                        .units
+                        .iter()
+                        .filter(|(_, u)| u.agent == Some(agent) && u.phase == Phase::Opening)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for unit in waiting {
+                        self.open_session(unit);
+                    }
+                    self.run_deferred();
+                }
+                Err(e) => {
+                    log::error!("{agent}: initialize failed: {e}");
+                    self.out.push_back(Output::KillAgent { agent });
+                }
+            },
+            Pending::OpenSession { unit, load } => self.session_opened(agent, unit, load, outcome),
+            Pending::Prompt { unit } => {
+                let Some(u) = self.units.get_mut(&unit) else {
+                    return;
+                };
+                let Some(turn) = u.turn.take() else { return };
+                let line = encode(&Message::Response {
+                    id: turn.device_id,
+                    outcome,
+                });
+                self.write_unit(unit, &line);
+                self.settle_all(unit, json!({"outcome": "cancelled"}), "turn-end", true);
+            }
+            Pending::Forward {
+                socket,
+                device_id,
+                unit,
+            } => {
+                let outcome = match (outcome, unit) {
+                    (Ok(mut r), Some(unit)) => {
+                        let (sid, asid) = self
+                            .units
+                            .get(&unit)
+                            .map(|u| (u.session_id.clone(), u.agent_session.clone()))
+                            .unwrap_or_default();
+                        if r.get("sessionId").is_some()
+                            && r["sessionId"].as_str() == asid.as_deref()
+                        {
+                            r["sessionId"] = json!(sid);
+                        }
+                        Ok(r)
+                    }
+                    (o, _) => o,
+                };
+                let line = encode(&Message::Response {
+                    id: device_id,
+                    outcome,
+                });
+                self.out.push_back(Output::Send {
+                    socket,
+                    bytes: line.into(),
+                });
+            }
+        }
+    }
+
+    pub(super) fn session_opened(
+        &mut self,
+        agent: AgentId,
+        unit: UnitId,
+        load: bool,
+        outcome: Result<Value, Value>,
+    ) {
+        let Some(u) = self.units.get_mut(&unit) else {
+            return;
+        };
+        u.loading = false;
+        let asid = match outcome {
+            Ok(_) if load => u.resume_from.clone(),
+            Ok(r) => r["sessionId"].as_str().map(str::to_owned),
+            Err(e) => {
+                if load {
+                    log::info!(
+                        "{unit}: agent refused session/load ({e}); starting a fresh agent session"
+                    );
+                    let old = u.resume_from.take();
+                    if let (Some(old), Some(l)) = (old, self.links.get_mut(&agent)) {
+                        l.sessions.remove(&old);
+                    }
+                    self.open_session(unit);
+                    return;
+                }
+                log::error!("{unit}: agent refused session/new: {e}");
+                None
+            }
+        };
+        let Some(asid) = asid else {
+            u.phase = Phase::Idle;
+            self.fail_deferred(
+                "the agent could not open a session; check the agent's log and retry",
+            );
+            return;
+        };
+        u.agent_session = Some(asid.clone());
+        u.resume_from = None;
+        u.phase = Phase::Ready;
+        if u.session_id.is_none() {
+            u.session_id = Some(asid.clone());
+            self.by_session.insert(asid.clone(), unit);
+        }
+        let early: Vec<(String, Vec<u8>)> = match self.links.get_mut(&agent) {
+            Some(l) => {
+                l.sessions.insert(asid.clone(), unit);
+                let (mine, rest): (Vec<_>, Vec<_>) =
+                    l.early.drain(..).partition(|(s, _)| *s == asid);
+                l.early = rest.into();
+                mine
+            }
+            None => Vec::new(),
+        };
+        for (_, line) in early {
+            if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                self.unit_update(unit, &asid, &v["params"], &line);
+            }
+        }
+        self.answer_pending_new(unit);
+        self.run_deferred();
+    }
+
+    pub(super) fn agent_exited(&mut self, agent: AgentId, status: String) {
+        let Some(link) = self.links.get_mut(&agent) else {
+            return;
+        };
+        let was_ready = link.state == LinkState::Ready;
+        link.state = LinkState::Dead;
+        let pending: Vec<Pending> = link.pending.drain().map(|(_, p)| p).collect();
+        log::warn!("{agent}: agent exited ({status})");
+        let why =
+            format!("the agent exited ({status}); send the prompt again to start a fresh agent");
+        for p in pending {
+            if let Pending::Forward {
+                socket, device_id, ..
+            } = p
+            {
+                self.send_error(socket, &device_id, &RpcError::other(why.clone()));
+            }
+        }
+        let units: Vec<UnitId> = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.agent == Some(agent))
+            .map(|(id, _)| *id)
+            .collect();
+        for unit in units {
+            let Some(u) = self.units.get_mut(&unit) else {
+                continue;
+            };
+            let turn = u.turn.take();
+            u.resume_from = u.agent_session.take().or(u.resume_from.take());
+            u.agent = None;
+            u.phase = Phase::Idle;
+            u.loading = false;
+            let sid = u.session_id.clone();
+            self.settle_all(unit, json!({"outcome": "cancelled"}), "agent-exit", false);
+            self.write_unit(
+                unit,
+                &rpc::notification(
+                    "_relay/agent_exited",
+                    json!({"sessionId": sid, "status": status}),
+                ),
+            );
+            if let Some(turn) = turn {
+                let err = RpcError::other(why.clone());
+                self.write_unit(unit, &rpc::error_response(&turn.device_id, &err));
+            }
+            self.fail_pending_new(unit, &why);
+        }
+        if self.shared_link == Some(agent) {
+            self.shared_link = None;
+        }
+        self.links.remove(&agent);
+        let jobs: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, o)| matches!(o, JobOwner::Agent { agent: a, .. } if *a == agent))
+            .map(|(j, _)| *j)
+            .collect();
+        for j in jobs {
+            self.jobs.remove(&j);
+        }
+        if !was_ready {
+            self.fail_deferred(&format!(
+                "the agent failed to start ({status}); check --agent and the log"
+            ));
+        }
+    }
+}

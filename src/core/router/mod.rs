@@ -1,0 +1,747 @@
+//! The router: connection-level protocol state. It owns the sockets and the
+//! client each belongs to, the live units (sessions) and which socket views
+//! which, the agent connections and the ids in flight toward them, the lease,
+//! and the jobs handed to the shell. Inputs enter through [`Router::handle`];
+//! outputs leave through [`Router::poll_output`]. Time is passed in. Performs no
+//! I/O and never reads the clock.
+
+use crate::core::frame::{self, LineLimits, Message, encode};
+use crate::core::ids::{AgentId, ClientId, JobId, SocketId, UnitId};
+use crate::core::lease::{Grant, Lease};
+use crate::core::ring::{Frame, ReplayRing};
+use crate::core::rpc::{self, RpcError, code};
+use crate::core::unit::{Ask, Phase, Turn, Unit, ask_session};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+mod agent_side;
+mod sessions;
+mod turns;
+
+/// Device lines waiting for an agent to become ready, across all sockets.
+pub const MAX_DEFERRED_LINES: usize = 64;
+/// Agent `session/update`s held while their session id is not yet known.
+pub const MAX_EARLY_UPDATES: usize = 256;
+/// Remembered clients (their last active session).
+pub const MAX_CLIENTS: usize = 256;
+/// Requests in flight toward one agent.
+pub const MAX_AGENT_PENDING: usize = 1024;
+/// Jobs (fs, terminal, queries) in flight.
+pub const MAX_JOBS: usize = 256;
+
+/// Bounds and switches the router needs; the shell builds it from flags.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub ring_frames: usize,
+    pub ring_bytes: usize,
+    pub auto_approve: bool,
+    pub lease: bool,
+    pub agent_per_session: bool,
+    pub max_sessions: usize,
+    pub max_asks: usize,
+    pub device_limits: LineLimits,
+    pub agent_limits: LineLimits,
+    pub max_lines_per_message: usize,
+    /// The workspace, sent to the agent as each session's `cwd`.
+    pub cwd: String,
+    /// Seed for per-unit epochs (a relay start nonce).
+    pub epoch_seed: u64,
+    /// Relay capabilities advertised under `_meta.relay` in `initialize`.
+    pub relay_meta: Value,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            ring_frames: crate::core::ring::DEFAULT_RING_FRAMES,
+            ring_bytes: crate::core::ring::DEFAULT_RING_BYTES,
+            auto_approve: false,
+            lease: false,
+            agent_per_session: false,
+            max_sessions: 16,
+            max_asks: 32,
+            device_limits: LineLimits::default(),
+            agent_limits: LineLimits {
+                max_line_bytes: 32 << 20,
+                max_depth: 128,
+            },
+            max_lines_per_message: 256,
+            cwd: "/".into(),
+            epoch_seed: 1,
+            relay_meta: json!({}),
+        }
+    }
+}
+
+/// Events the shell feeds in.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A device socket completed its upgrade.
+    SocketOpen {
+        socket: SocketId,
+        client: ClientId,
+        session: Option<String>,
+        last_seq: Option<u64>,
+    },
+    /// One text message from a device (one or more LF-separated lines).
+    SocketText {
+        socket: SocketId,
+        text: &'a [u8],
+    },
+    SocketClosed {
+        socket: SocketId,
+    },
+    /// One line from an agent's stdout.
+    AgentLine {
+        agent: AgentId,
+        line: &'a [u8],
+    },
+    /// An agent process ended (or failed to start).
+    AgentExited {
+        agent: AgentId,
+        status: String,
+    },
+    /// A job the router handed out finished.
+    JobDone {
+        job: JobId,
+        result: Result<Value, RpcError>,
+    },
+}
+
+/// Actions for the shell.
+#[derive(Debug)]
+pub enum Output {
+    /// Queue bytes on one socket (one WebSocket text message).
+    Send { socket: SocketId, bytes: Frame },
+    /// Close a socket with a WebSocket close code and reason.
+    Close {
+        socket: SocketId,
+        code: u16,
+        reason: String,
+    },
+    /// Start an agent process for this id.
+    SpawnAgent { agent: AgentId },
+    /// Write one line (no newline) to an agent's stdin.
+    WriteAgent { agent: AgentId, line: Vec<u8> },
+    /// End an agent process.
+    KillAgent { agent: AgentId },
+    /// Run a workspace method; report it back with [`Input::JobDone`].
+    Job {
+        job: JobId,
+        method: String,
+        params: Value,
+        deadline: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Sock {
+    client: ClientId,
+    unit: UnitId,
+}
+
+#[derive(Debug, PartialEq)]
+enum LinkState {
+    Initializing,
+    Ready,
+    Dead,
+}
+
+/// What a request the relay sent to an agent was for.
+#[derive(Debug)]
+enum Pending {
+    Initialize,
+    OpenSession {
+        unit: UnitId,
+        load: bool,
+    },
+    Prompt {
+        unit: UnitId,
+    },
+    /// A device request passed through; its answer goes back to that socket.
+    Forward {
+        socket: SocketId,
+        device_id: Value,
+        unit: Option<UnitId>,
+    },
+}
+
+/// One agent process as the ACP client side sees it.
+#[derive(Debug)]
+struct Link {
+    state: LinkState,
+    init: Option<Value>,
+    next_id: u64,
+    pending: HashMap<u64, Pending>,
+    /// Agent session id → unit.
+    sessions: HashMap<String, UnitId>,
+    early: VecDeque<(String, Vec<u8>)>,
+}
+
+#[derive(Debug)]
+enum JobOwner {
+    Agent {
+        agent: AgentId,
+        id: Value,
+    },
+    Device {
+        socket: SocketId,
+        id: Value,
+    },
+    /// `_relay/apply_edit`: on success every socket hears `_relay/workspace_changed`.
+    Edit {
+        socket: SocketId,
+        id: Value,
+    },
+}
+
+/// Connection-level state machine of the relay.
+pub struct Router {
+    cfg: RouterConfig,
+    lease: Lease,
+    sockets: HashMap<SocketId, Sock>,
+    clients: HashMap<ClientId, UnitId>,
+    client_order: VecDeque<ClientId>,
+    units: BTreeMap<UnitId, Unit>,
+    /// Relay session id → unit.
+    by_session: HashMap<String, UnitId>,
+    links: HashMap<AgentId, Link>,
+    shared_link: Option<AgentId>,
+    default_unit: UnitId,
+    deferred: VecDeque<(SocketId, Vec<u8>)>,
+    /// `session/new` requests waiting for their unit's agent session.
+    pending_new: VecDeque<(SocketId, Value, UnitId)>,
+    jobs: HashMap<JobId, JobOwner>,
+    next_unit: u64,
+    next_agent: u64,
+    next_job: u64,
+    now_ms: u64,
+    out: VecDeque<Output>,
+}
+
+impl Router {
+    /// Builds the router with its default unit, whose agent starts at once.
+    pub fn new(cfg: RouterConfig, now_ms: u64) -> Self {
+        let lease = Lease::new(cfg.lease);
+        let mut r = Router {
+            cfg,
+            lease,
+            sockets: HashMap::new(),
+            clients: HashMap::new(),
+            client_order: VecDeque::new(),
+            units: BTreeMap::new(),
+            by_session: HashMap::new(),
+            links: HashMap::new(),
+            shared_link: None,
+            default_unit: UnitId(0),
+            deferred: VecDeque::new(),
+            pending_new: VecDeque::new(),
+            jobs: HashMap::new(),
+            next_unit: 0,
+            next_agent: 0,
+            next_job: 0,
+            now_ms,
+            out: VecDeque::new(),
+        };
+        let unit = r.mint_unit();
+        r.default_unit = unit;
+        r.ensure_session(unit);
+        r
+    }
+
+    /// The next action for the shell, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Feeds one event in; drain [`Router::poll_output`] afterwards.
+    pub fn handle(&mut self, now_ms: u64, input: Input<'_>) {
+        self.now_ms = now_ms;
+        match input {
+            Input::SocketOpen {
+                socket,
+                client,
+                session,
+                last_seq,
+            } => self.socket_open(socket, client, session, last_seq),
+            Input::SocketText { socket, text } => self.socket_text(socket, text),
+            Input::SocketClosed { socket } => self.socket_closed(socket),
+            Input::AgentLine { agent, line } => self.agent_line(agent, line),
+            Input::AgentExited { agent, status } => self.agent_exited(agent, status),
+            Input::JobDone { job, result } => self.job_done(job, result),
+        }
+    }
+
+    /// Live session count (for `/metrics`).
+    pub fn live_sessions(&self) -> usize {
+        self.units.len()
+    }
+
+    pub fn socket_count(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// Agents the router still considers running.
+    pub fn live_agents(&self) -> Vec<AgentId> {
+        self.links
+            .iter()
+            .filter(|(_, l)| l.state != LinkState::Dead)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    // ---- units ----
+
+    // ---- sockets ----
+
+    fn socket_open(
+        &mut self,
+        socket: SocketId,
+        client: ClientId,
+        session: Option<String>,
+        last_seq: Option<u64>,
+    ) {
+        let unit = session
+            .as_deref()
+            .and_then(|s| self.by_session.get(s).copied())
+            .or_else(|| {
+                self.clients
+                    .get(&client)
+                    .copied()
+                    .filter(|u| self.units.contains_key(u))
+            })
+            .unwrap_or(self.default_unit);
+        if let Some(s) = &session {
+            if !self.by_session.contains_key(s) {
+                log::info!("{socket}: session {s} is not live; attaching to the default session");
+            }
+        }
+        self.remember_client(&client, unit);
+        self.sockets.insert(socket, Sock { client, unit });
+        self.attach(socket, unit, last_seq);
+    }
+
+    fn remember_client(&mut self, client: &ClientId, unit: UnitId) {
+        if self.clients.insert(client.clone(), unit).is_none() {
+            self.client_order.push_back(client.clone());
+            while self.client_order.len() > MAX_CLIENTS {
+                if let Some(old) = self.client_order.pop_front() {
+                    if !self.sockets.values().any(|s| s.client == old) {
+                        self.clients.remove(&old);
+                    } else {
+                        self.client_order.push_back(old);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Welcome, replayed gap, open asks; then the socket views the unit live.
+    fn attach(&mut self, socket: SocketId, unit: UnitId, last_seq: Option<u64>) {
+        let Some(u) = self.units.get_mut(&unit) else {
+            return;
+        };
+        let replay = u.ring.replay_since(last_seq);
+        let welcome = json!({
+            "type": "relay_welcome",
+            "epoch": u.epoch,
+            "sessionId": u.session_id,
+            "headSeq": u.ring.head(),
+            "reset": replay.reset,
+            "busy": u.busy(),
+            "pendingPermissionIds": u.asks.keys().collect::<Vec<_>>(),
+            "lease": self.lease.enabled(),
+            "holder": self.lease.holder().map(|c| c.0.clone()),
+            "controlEpoch": self.lease.epoch(),
+        });
+        u.viewers.insert(socket);
+        let asks: Vec<Frame> = u.asks.values().map(|a| a.frame.clone()).collect();
+        self.send_value(socket, &welcome);
+        for f in replay.frames.into_iter().chain(asks) {
+            self.out.push_back(Output::Send { socket, bytes: f });
+        }
+    }
+
+    fn detach(&mut self, socket: SocketId) {
+        if let Some(s) = self.sockets.get(&socket) {
+            if let Some(u) = self.units.get_mut(&s.unit) {
+                u.viewers.remove(&socket);
+            }
+        }
+    }
+
+    /// Moves a socket's view to another unit and announces it with a fresh welcome.
+    fn switch_view(&mut self, socket: SocketId, unit: UnitId, replay: bool) {
+        self.detach(socket);
+        let Some(s) = self.sockets.get_mut(&socket) else {
+            return;
+        };
+        s.unit = unit;
+        let client = s.client.clone();
+        self.remember_client(&client, unit);
+        self.clients.insert(client, unit);
+        let head = self.units.get(&unit).map(|u| u.ring.head());
+        self.attach(socket, unit, if replay { None } else { head });
+    }
+
+    fn socket_closed(&mut self, socket: SocketId) {
+        self.detach(socket);
+        self.sockets.remove(&socket);
+        self.deferred.retain(|(s, _)| *s != socket);
+        self.pending_new.retain(|(s, _, _)| *s != socket);
+    }
+
+    fn socket_text(&mut self, socket: SocketId, text: &[u8]) {
+        if !self.sockets.contains_key(&socket) {
+            return;
+        }
+        let max = self.cfg.max_lines_per_message;
+        for (i, line) in frame::lines(text).enumerate() {
+            if i >= max {
+                let err = RpcError::new(
+                    code::INVALID_REQUEST,
+                    format!(
+                        "more than {max} lines in one message; the rest were dropped, send them in separate messages"
+                    ),
+                );
+                self.send_error(socket, &Value::Null, &err);
+                log::warn!("{socket}: message with more than {max} lines; rest dropped");
+                break;
+            }
+            self.device_line(socket, line);
+        }
+    }
+
+    // ---- device lines ----
+
+    fn device_line(&mut self, socket: SocketId, line: &[u8]) {
+        let msg = match frame::parse_line(line, self.cfg.device_limits) {
+            Ok(m) => m,
+            Err(e) => {
+                let (id, err) = e.to_rpc();
+                log::debug!("{socket}: bad line: {e}");
+                self.send_error(socket, &id, &err);
+                return;
+            }
+        };
+        let Some(client) = self.sockets.get(&socket).map(|s| s.client.clone()) else {
+            return;
+        };
+        match msg {
+            Message::Response { id, outcome } => self.device_answer(socket, &client, id, outcome),
+            Message::Request { id, method, params } => {
+                if let Err(err) =
+                    self.device_request(socket, &client, Some(&id), &method, params, line)
+                {
+                    self.send_error(socket, &id, &err);
+                }
+            }
+            Message::Notification { method, params } => {
+                if let Err(err) = self.device_request(socket, &client, None, &method, params, line)
+                {
+                    log::debug!("{socket}: notification {method} refused: {err}");
+                }
+            }
+        }
+    }
+
+    fn check_lease(&mut self, client: &ClientId, method: &str) -> Result<(), RpcError> {
+        if !Lease::privileged(method) {
+            return Ok(());
+        }
+        if self.lease.check(client)? == Grant::Claimed {
+            self.broadcast_control();
+        }
+        Ok(())
+    }
+
+    fn broadcast_control(&mut self) {
+        let note = rpc::notification(
+            "_relay/control",
+            json!({"lease": self.lease.enabled(), "holder": self.lease.holder().map(|c| c.0.clone()), "controlEpoch": self.lease.epoch()}),
+        );
+        self.broadcast(&note);
+    }
+
+    /// Handles a request (`id` set) or notification. Errors are answered by the caller.
+    fn device_request(
+        &mut self,
+        socket: SocketId,
+        client: &ClientId,
+        id: Option<&Value>,
+        method: &str,
+        params: Value,
+        line: &[u8],
+    ) -> Result<(), RpcError> {
+        self.check_lease(client, method)?;
+        let reply_id = id.cloned().unwrap_or(Value::Null);
+        match method {
+            "initialize" => {
+                let Some(init) = self.ready_init() else {
+                    let unit = self.default_unit;
+                    self.ensure_session(unit);
+                    return self.defer(socket, line);
+                };
+                let result = self.initialize_result(init, socket);
+                self.send_result(socket, &reply_id, result);
+                Ok(())
+            }
+            "_relay/take_control" => {
+                self.lease.take(client);
+                self.broadcast_control();
+                let result = json!({"lease": self.lease.enabled(), "holder": client.0, "controlEpoch": self.lease.epoch()});
+                self.send_result(socket, &reply_id, result);
+                Ok(())
+            }
+            "session/new" => self.session_new(socket, &reply_id),
+            "session/load" | "session/resume" => {
+                self.session_load(socket, &reply_id, &params, method == "session/load")
+            }
+            "session/list" => {
+                let list = self.session_list();
+                self.send_result(socket, &reply_id, json!({ "sessions": list }));
+                Ok(())
+            }
+            "session/close" => self.session_close(socket, &reply_id, &params),
+            "session/prompt" => self.session_prompt(socket, client, id, params, line),
+            "session/cancel" => self.session_cancel(socket, client, &params),
+            "_relay/fs/tree" | "_relay/fs/read" | "_relay/git/status" | "_relay/git/diff" => {
+                let Some(id) = id else { return Ok(()) };
+                self.device_job(
+                    JobOwner::Device {
+                        socket,
+                        id: id.clone(),
+                    },
+                    method,
+                    params,
+                )
+            }
+            "_relay/apply_edit" => {
+                let Some(id) = id else { return Ok(()) };
+                self.device_job(
+                    JobOwner::Edit {
+                        socket,
+                        id: id.clone(),
+                    },
+                    method,
+                    params,
+                )
+            }
+            m if m.starts_with("session/") || m == "authenticate" => {
+                self.forward(socket, id, method, params, line)
+            }
+            _ if id.is_none() => Ok(()),
+            m => Err(RpcError::method_not_found(m)),
+        }
+    }
+
+    /// Hands a device's workspace method to the shell, off the ring, with a deadline.
+    fn device_job(&mut self, owner: JobOwner, method: &str, params: Value) -> Result<(), RpcError> {
+        if self.jobs.len() >= MAX_JOBS {
+            return Err(RpcError::new(
+                code::LIMIT,
+                format!("{MAX_JOBS} requests are in flight; retry shortly"),
+            ));
+        }
+        self.next_job += 1;
+        let job = JobId(self.next_job);
+        self.jobs.insert(job, owner);
+        self.out.push_back(Output::Job {
+            job,
+            method: method.to_owned(),
+            params,
+            deadline: true,
+        });
+        Ok(())
+    }
+
+    /// Sends an unstamped connection-level frame to every socket.
+    fn broadcast(&mut self, line: &[u8]) {
+        let bytes = Frame::copy_from_slice(line);
+        let sockets: Vec<SocketId> = self.sockets.keys().copied().collect();
+        for socket in sockets {
+            self.out.push_back(Output::Send {
+                socket,
+                bytes: bytes.clone(),
+            });
+        }
+    }
+
+    fn defer(&mut self, socket: SocketId, line: &[u8]) -> Result<(), RpcError> {
+        if self.deferred.len() >= MAX_DEFERRED_LINES {
+            log::warn!(
+                "{socket}: {MAX_DEFERRED_LINES} lines already wait for the agent; refusing another"
+            );
+            return Err(RpcError::new(
+                code::LIMIT,
+                "too many requests are waiting for the agent to start; retry in a moment",
+            ));
+        }
+        self.deferred.push_back((socket, line.to_vec()));
+        Ok(())
+    }
+
+    /// Re-handles deferred lines after an agent or session became ready.
+    fn run_deferred(&mut self) {
+        let lines: Vec<(SocketId, Vec<u8>)> = self.deferred.drain(..).collect();
+        for (socket, line) in lines {
+            self.device_line(socket, &line);
+        }
+    }
+
+    /// Fails deferred lines that wait on units of a dead agent.
+    fn fail_deferred(&mut self, why: &str) {
+        let lines: Vec<(SocketId, Vec<u8>)> = self.deferred.drain(..).collect();
+        for (socket, line) in lines {
+            if let Ok(Message::Request { id, .. }) =
+                frame::parse_line(&line, self.cfg.device_limits)
+            {
+                self.send_error(socket, &id, &RpcError::other(why.to_string()));
+            }
+        }
+    }
+
+    fn ready_init(&self) -> Option<Value> {
+        let default_agent = self.units.get(&self.default_unit).and_then(|u| u.agent);
+        let preferred = self.shared_link.or(default_agent);
+        preferred
+            .and_then(|a| self.links.get(&a))
+            .filter(|l| l.state == LinkState::Ready)
+            .or_else(|| self.links.values().find(|l| l.state == LinkState::Ready))
+            .and_then(|l| l.init.clone())
+    }
+
+    fn initialize_result(&self, mut init: Value, socket: SocketId) -> Value {
+        if !init.is_object() {
+            init = json!({});
+        }
+        if !init["agentCapabilities"].is_object() {
+            init["agentCapabilities"] = json!({});
+        }
+        init["agentCapabilities"]["loadSession"] = json!(true);
+        if !init["agentCapabilities"]["sessionCapabilities"].is_object() {
+            init["agentCapabilities"]["sessionCapabilities"] = json!({});
+        }
+        init["agentCapabilities"]["sessionCapabilities"]["list"] = json!({});
+        init["agentCapabilities"]["sessionCapabilities"]["resume"] = json!({});
+        init["agentCapabilities"]["sessionCapabilities"]["close"] = json!({});
+        let session = self
+            .sockets
+            .get(&socket)
+            .and_then(|s| self.units.get(&s.unit))
+            .and_then(|u| u.session_id.clone());
+        let mut relay = self.cfg.relay_meta.clone();
+        if !relay.is_object() {
+            relay = json!({});
+        }
+        relay["version"] = json!(env!("CARGO_PKG_VERSION"));
+        relay["sessionId"] = json!(session);
+        relay["lease"] = json!(self.lease.enabled());
+        if !init["_meta"].is_object() {
+            init["_meta"] = json!({});
+        }
+        init["_meta"]["relay"] = relay;
+        init
+    }
+
+    // ---- fan-out ----
+
+    /// Stamps a line into a unit's ring and fans it to every viewer.
+    fn write_unit(&mut self, unit: UnitId, line: &[u8]) -> Option<Frame> {
+        let u = self.units.get_mut(&unit)?;
+        let frame = u.ring.push(line)?;
+        u.updated_ms = self.now_ms;
+        for &socket in &u.viewers {
+            self.out.push_back(Output::Send {
+                socket,
+                bytes: frame.clone(),
+            });
+        }
+        Some(frame)
+    }
+
+    fn send_value(&mut self, socket: SocketId, v: &Value) {
+        let bytes = serde_json::to_vec(v).unwrap_or_default();
+        self.out.push_back(Output::Send {
+            socket,
+            bytes: bytes.into(),
+        });
+    }
+
+    fn send_result(&mut self, socket: SocketId, id: &Value, result: Value) {
+        self.out.push_back(Output::Send {
+            socket,
+            bytes: rpc::response(id, result).into(),
+        });
+    }
+
+    fn send_error(&mut self, socket: SocketId, id: &Value, err: &RpcError) {
+        self.out.push_back(Output::Send {
+            socket,
+            bytes: rpc::error_response(id, err).into(),
+        });
+    }
+
+    // ---- agent side ----
+
+    fn job_done(&mut self, job: JobId, result: Result<Value, RpcError>) {
+        let Some(owner) = self.jobs.remove(&job) else {
+            return;
+        };
+        match owner {
+            JobOwner::Agent { agent, id } => {
+                if self
+                    .links
+                    .get(&agent)
+                    .is_some_and(|l| l.state != LinkState::Dead)
+                {
+                    let line = match result {
+                        Ok(v) => rpc::response(&id, v),
+                        Err(e) => rpc::error_response(&id, &e),
+                    };
+                    self.out.push_back(Output::WriteAgent { agent, line });
+                }
+            }
+            JobOwner::Device { socket, id } => match result {
+                Ok(v) => self.send_result(socket, &id, v),
+                Err(e) => self.send_error(socket, &id, &e),
+            },
+            JobOwner::Edit { socket, id } => match result {
+                Ok(v) => {
+                    let path = v.get("path").cloned().unwrap_or(Value::Null);
+                    self.send_result(socket, &id, v);
+                    self.broadcast(&rpc::notification(
+                        "_relay/workspace_changed",
+                        json!({ "path": path }),
+                    ));
+                }
+                Err(e) => self.send_error(socket, &id, &e),
+            },
+        }
+    }
+}
+
+/// Formats unix milliseconds as an RFC 3339 UTC timestamp.
+pub fn iso8601(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm), valid for all u64 day counts we meet.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}

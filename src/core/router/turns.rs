@@ -1,0 +1,247 @@
+//! Turns and asks: `session/prompt`, `session/cancel`, requests forwarded
+//! to the agent, and the settlement of permission asks. Performs no I/O.
+
+use super::*;
+
+impl Router {
+    pub(super) fn session_prompt(
+        &mut self,
+        socket: SocketId,
+        client: &ClientId,
+        id: Option<&Value>,
+        mut params: Value,
+        line: &[u8],
+    ) -> Result<(), RpcError> {
+        let Some(id) = id else { return Ok(()) };
+        let unit = self.unit_for(socket, &params)?;
+        if !params["prompt"].is_array() {
+            return Err(RpcError::invalid_params(
+                "session/prompt needs params.prompt, an array of content blocks",
+            ));
+        }
+        let Some(u) = self.units.get(&unit) else {
+            return Err(RpcError::other("the session ended"));
+        };
+        if let Some(t) = &u.turn {
+            return Err(RpcError::new(
+                code::BUSY,
+                format!(
+                    "session is busy with a turn from device '{}'; wait for it to end or send session/cancel",
+                    t.client
+                ),
+            ));
+        }
+        if u.phase != Phase::Ready {
+            self.ensure_session(unit);
+            return self.defer(socket, line);
+        }
+        let (Some(agent), Some(asid), sid) =
+            (u.agent, u.agent_session.clone(), u.session_id.clone())
+        else {
+            return Err(RpcError::other(
+                "the session has no agent; retry the prompt",
+            ));
+        };
+        params["sessionId"] = json!(asid);
+        let blocks: Vec<Value> = params["prompt"].as_array().cloned().unwrap_or_default();
+        let Some(req) =
+            self.agent_request(agent, "session/prompt", params, Pending::Prompt { unit })
+        else {
+            return Err(RpcError::new(
+                code::LIMIT,
+                "the agent has too many requests in flight; retry shortly",
+            ));
+        };
+        let title: String = blocks
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some(u) = self.units.get_mut(&unit) {
+            u.turn = Some(Turn {
+                client: client.clone(),
+                device_id: id.clone(),
+                agent_req: req,
+            });
+            if u.title.is_none() && !title.trim().is_empty() {
+                u.title = Some(title.trim().chars().take(80).collect());
+            }
+        }
+        for block in blocks {
+            let update = json!({
+                "sessionId": sid,
+                "update": {"sessionUpdate": "user_message_chunk", "content": block},
+                "_meta": {"relay": {"from": client.0, "promptId": id}}
+            });
+            self.write_unit(unit, &rpc::notification("session/update", update));
+        }
+        Ok(())
+    }
+
+    pub(super) fn session_cancel(
+        &mut self,
+        socket: SocketId,
+        client: &ClientId,
+        params: &Value,
+    ) -> Result<(), RpcError> {
+        let unit = self.unit_for(socket, params)?;
+        let Some(u) = self.units.get(&unit) else {
+            return Ok(());
+        };
+        if let (Some(agent), Some(asid), Phase::Ready) = (u.agent, u.agent_session.clone(), u.phase)
+        {
+            let mut p = params.clone();
+            if !p.is_object() {
+                p = json!({});
+            }
+            p["sessionId"] = json!(asid);
+            self.out.push_back(Output::WriteAgent {
+                agent,
+                line: rpc::notification("session/cancel", p),
+            });
+        }
+        self.settle_all(unit, json!({"outcome": "cancelled"}), &client.0, true);
+        Ok(())
+    }
+
+    /// Passes a device request to the unit's agent and maps the id back.
+    pub(super) fn forward(
+        &mut self,
+        socket: SocketId,
+        id: Option<&Value>,
+        method: &str,
+        mut params: Value,
+        line: &[u8],
+    ) -> Result<(), RpcError> {
+        let unit = if method.starts_with("session/") {
+            Some(self.unit_for(socket, &params)?)
+        } else {
+            None
+        };
+        let target = unit.or_else(|| self.sockets.get(&socket).map(|s| s.unit));
+        let Some(target) = target else { return Ok(()) };
+        let Some(u) = self.units.get(&target) else {
+            return Err(RpcError::other("the session ended"));
+        };
+        if u.phase != Phase::Ready {
+            self.ensure_session(target);
+            return self.defer(socket, line);
+        }
+        let Some(agent) = u.agent else {
+            return Err(RpcError::other("the session has no agent; retry"));
+        };
+        if unit.is_some() && params.get("sessionId").is_some() {
+            params["sessionId"] = json!(u.agent_session);
+        }
+        match id {
+            Some(id) => {
+                let pending = Pending::Forward {
+                    socket,
+                    device_id: id.clone(),
+                    unit,
+                };
+                if self.agent_request(agent, method, params, pending).is_none() {
+                    return Err(RpcError::new(
+                        code::LIMIT,
+                        "the agent has too many requests in flight; retry shortly",
+                    ));
+                }
+            }
+            None => self.out.push_back(Output::WriteAgent {
+                agent,
+                line: rpc::notification(method, params),
+            }),
+        }
+        Ok(())
+    }
+
+    /// A device's answer to an ask the relay fanned.
+    pub(super) fn device_answer(
+        &mut self,
+        socket: SocketId,
+        client: &ClientId,
+        id: Value,
+        outcome: Result<Value, Value>,
+    ) {
+        let Some(ask_id) = id.as_str().map(str::to_owned) else {
+            log::info!("{socket}: response to id {id} that the relay never issued; ignored");
+            return;
+        };
+        let Some(unit) = ask_session(&ask_id).and_then(|s| self.by_session.get(s).copied()) else {
+            log::info!("{socket}: response to unknown id {ask_id}; ignored");
+            return;
+        };
+        if let Err(err) = self.check_lease(client, "session/request_permission") {
+            self.send_error(socket, &id, &err);
+            return;
+        }
+        let Some(u) = self.units.get_mut(&unit) else {
+            return;
+        };
+        let Some(ask) = u.asks.remove(&ask_id) else {
+            let by = u.settled_by(&ask_id).map(str::to_owned);
+            match by {
+                Some(by) => {
+                    log::info!(
+                        "{socket}: late answer to {ask_id}, already settled by {by}; ignored"
+                    );
+                    let err = RpcError::other(format!(
+                        "this ask was already answered by '{by}'; your answer was not sent"
+                    ));
+                    self.send_error(socket, &id, &err);
+                }
+                None => log::info!("{socket}: answer to unknown ask {ask_id}; ignored"),
+            }
+            return;
+        };
+        let summary = match &outcome {
+            Ok(r) => r.get("outcome").cloned().unwrap_or_else(|| r.clone()),
+            Err(e) => json!({"outcome": "error", "error": e}),
+        };
+        let line = encode(&Message::Response {
+            id: ask.agent_id.clone(),
+            outcome,
+        });
+        self.out.push_back(Output::WriteAgent {
+            agent: ask.agent,
+            line,
+        });
+        self.resolved(unit, &ask_id, summary, &client.0);
+    }
+
+    /// Records and fans the settlement of an ask.
+    pub(super) fn resolved(&mut self, unit: UnitId, ask_id: &str, outcome: Value, by: &str) {
+        if let Some(u) = self.units.get_mut(&unit) {
+            u.remember_settled(ask_id.to_owned(), by.to_owned());
+        }
+        let note = rpc::notification(
+            "_relay/ask_resolved",
+            json!({"id": ask_id, "outcome": outcome, "by": by}),
+        );
+        self.write_unit(unit, &note);
+    }
+
+    /// Settles every open ask of a unit (cancel, turn end, agent exit).
+    pub(super) fn settle_all(
+        &mut self,
+        unit: UnitId,
+        outcome: Value,
+        by: &str,
+        answer_agent: bool,
+    ) {
+        let Some(u) = self.units.get_mut(&unit) else {
+            return;
+        };
+        let asks: Vec<(String, Ask)> = std::mem::take(&mut u.asks).into_iter().collect();
+        for (ask_id, ask) in asks {
+            if answer_agent {
+                let line = rpc::response(&ask.agent_id, json!({"outcome": outcome}));
+                self.out.push_back(Output::WriteAgent {
+                    agent: ask.agent,
+                    line,
+                });
+            }
+            self.resolved(unit, &ask_id, outcome.clone(), by);
+        }
+    }
+}
