@@ -16,6 +16,7 @@ pub mod agent;
 pub mod core;
 pub mod demo_agent;
 pub mod logger;
+pub mod pty;
 pub mod serve;
 pub mod store;
 pub mod workspace;

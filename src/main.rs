@@ -5,6 +5,7 @@ use acp_relay::core::frame::LineLimits;
 use acp_relay::core::router::RouterConfig;
 use acp_relay::demo_agent::{self, DemoOptions};
 use acp_relay::logger;
+use acp_relay::serve::admission::AdmissionLimits;
 use acp_relay::serve::{self, Limits, ServeOptions};
 use acp_relay::store::{self, token};
 use argh::FromArgs;
@@ -57,9 +58,12 @@ struct Serve {
     /// start one agent process per session instead of one shared process
     #[argh(switch)]
     agent_per_session: bool,
-    /// most live sessions (default 16)
+    /// most live sessions (default 16); past it the oldest idle unviewed one is evicted
     #[argh(option, default = "16")]
     max_sessions: usize,
+    /// most stored sessions kept on disk (default 200); the oldest are pruned
+    #[argh(option, default = "200")]
+    keep_sessions: usize,
     /// largest inbound WebSocket message in bytes (default 4 MiB)
     #[argh(option, default = "serve::DEFAULT_MAX_MESSAGE_BYTES")]
     max_message_bytes: usize,
@@ -75,6 +79,15 @@ struct Serve {
     /// frames queued per socket before a slow socket is dropped (default 8192)
     #[argh(option, default = "serve::DEFAULT_SOCKET_QUEUE")]
     socket_queue: usize,
+    /// a browser origin allowed to open sockets besides the relay's own (repeatable)
+    #[argh(option)]
+    allow_origin: Vec<String>,
+    /// most device sockets in total (default 256)
+    #[argh(option, default = "256")]
+    max_conns: usize,
+    /// most device sockets per peer address (default 32)
+    #[argh(option, default = "32")]
+    max_conns_per_peer: usize,
     /// most open permission asks per session (default 32)
     #[argh(option, default = "32")]
     max_asks: usize,
@@ -184,6 +197,9 @@ fn serve_cmd(s: Serve) -> Result<(), String> {
         ("--ring-frames", s.ring_frames),
         ("--ring-bytes", s.ring_bytes),
         ("--max-sessions", s.max_sessions),
+        ("--keep-sessions", s.keep_sessions),
+        ("--max-conns", s.max_conns),
+        ("--max-conns-per-peer", s.max_conns_per_peer),
         ("--max-message-bytes", s.max_message_bytes),
         ("--max-depth", s.max_depth),
         ("--max-lines", s.max_lines),
@@ -220,6 +236,7 @@ fn serve_cmd(s: Serve) -> Result<(), String> {
         lease: s.lease,
         agent_per_session: s.agent_per_session,
         max_sessions: s.max_sessions,
+        keep_sessions: s.keep_sessions,
         max_asks: s.max_asks,
         device_limits: LineLimits {
             max_line_bytes: s.max_message_bytes,
@@ -236,6 +253,7 @@ fn serve_cmd(s: Serve) -> Result<(), String> {
         max_message_bytes: s.max_message_bytes,
         socket_queue: s.socket_queue,
     };
+    let admission = AdmissionLimits { max_conns: s.max_conns, max_conns_per_peer: s.max_conns_per_peer };
     serve::serve(ServeOptions {
         listen,
         agent,
@@ -243,6 +261,8 @@ fn serve_cmd(s: Serve) -> Result<(), String> {
         data_dir,
         router,
         limits,
+        admission,
+        allowed_origins: s.allow_origin,
     })
     .map_err(|e| e.to_string())
 }

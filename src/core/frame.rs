@@ -177,14 +177,13 @@ pub fn classify(value: Value) -> Result<Message, FrameError> {
         return Err(FrameError::NotObject);
     };
     let id = obj.remove("id");
-    if let Some(id) = &id {
-        if !(id.is_string() || id.is_number() || id.is_null()) {
+    if let Some(id) = &id
+        && !(id.is_string() || id.is_number() || id.is_null()) {
             return Err(FrameError::Invalid {
                 reason: "id must be a string or a number",
                 id: Value::Null,
             });
         }
-    }
     match obj.remove("method") {
         Some(Value::String(method)) => {
             let params = obj.remove("params").unwrap_or(Value::Null);

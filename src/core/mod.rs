@@ -6,4 +6,5 @@ pub mod lease;
 pub mod ring;
 pub mod router;
 pub mod rpc;
+pub mod terminals;
 pub mod unit;

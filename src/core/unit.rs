@@ -66,6 +66,12 @@ pub struct Unit {
     pub updated_ms: u64,
     /// Creation order, for eviction.
     pub opened_ms: u64,
+    /// When the session was first created (kept across restarts).
+    pub created_ms: u64,
+    /// Its transcript is waiting to be read back from the store.
+    pub restoring: bool,
+    /// Its metadata has been written to the store.
+    pub persisted: bool,
 }
 
 impl Unit {
@@ -88,6 +94,9 @@ impl Unit {
             title: None,
             updated_ms: now_ms,
             opened_ms: now_ms,
+            created_ms: now_ms,
+            restoring: false,
+            persisted: false,
         }
     }
 

@@ -1,6 +1,7 @@
 //! `acp-relay serve`: binds the listener, builds the router and the shell
 //! around it, accepts connections and shuts down cleanly on SIGTERM/SIGINT.
 
+pub mod admission;
 pub mod http;
 pub mod relay;
 pub mod socket;
@@ -8,7 +9,9 @@ pub mod web;
 
 use crate::agent::AgentCommand;
 use crate::core::frame::LineLimits;
-use crate::core::router::{Router, RouterConfig};
+use crate::serve::admission::{Admission, AdmissionLimits};
+use crate::core::router::{Router, RouterConfig, StoredInfo};
+use crate::store::transcript::Store;
 use crate::serve::relay::{Relay, now_ms};
 use crate::store::token::{self, Token};
 use crate::workspace::Workspace;
@@ -39,6 +42,8 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     pub router: RouterConfig,
     pub limits: Limits,
+    pub admission: AdmissionLimits,
+    pub allowed_origins: Vec<String>,
 }
 
 /// Socket-level bounds.
@@ -70,6 +75,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     Signals(std::io::Error),
+    Store(crate::store::transcript::StoreError),
 }
 
 impl fmt::Display for ServeError {
@@ -86,6 +92,7 @@ impl fmt::Display for ServeError {
                 "cannot listen on {addr}: {source}; pick another --listen address"
             ),
             ServeError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            ServeError::Store(e) => write!(f, "session store: {e}"),
         }
     }
 }
@@ -98,6 +105,9 @@ pub struct Shared {
     pub token: RefCell<Token>,
     pub limits: Limits,
     pub data_dir: PathBuf,
+    pub admission: RefCell<Admission>,
+    /// Browser origins allowed besides the relay's own (`--allow-origin`).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Shared {
@@ -184,19 +194,32 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     router_cfg.cwd = ws.root().display().to_string();
     router_cfg.epoch_seed = now_ms();
     let ex: Rc<LocalExecutor<'static>> = Rc::new(LocalExecutor::new());
-    let router = Router::new(router_cfg.clone(), now_ms());
+    let (store, stored) = Store::open(&opts.data_dir, router_cfg.keep_sessions).map_err(ServeError::Store)?;
+    let mut router = Router::new(router_cfg.clone(), now_ms());
+    router.add_stored(stored.into_iter().map(|m| StoredInfo {
+        session_id: m.session_id,
+        title: m.title,
+        cwd: m.cwd,
+        created_ms: m.created_ms,
+        updated_ms: m.updated_ms,
+        agent_session: m.agent_session,
+    }));
     let relay = Relay::new(
         ex.clone(),
         router,
         Rc::new(ws),
         opts.agent.clone(),
         router_cfg.agent_limits.max_line_bytes,
+        Some(Rc::new(store)),
+        (router_cfg.ring_frames, router_cfg.ring_bytes),
     );
     let shared = Rc::new(Shared {
         relay: relay.clone(),
         token: RefCell::new(token),
         limits: opts.limits,
         data_dir: opts.data_dir.clone(),
+        admission: RefCell::new(Admission::new(opts.admission)),
+        allowed_origins: opts.allowed_origins.clone(),
     });
 
     println!(
@@ -255,13 +278,19 @@ async fn shutdown(relay: &Rc<Relay>) {
     while pids.iter().any(|p| process_alive(*p)) && std::time::Instant::now() < deadline {
         smol::Timer::after(Duration::from_millis(20)).await;
     }
-    for p in pids {
-        if process_alive(p) {
-            crate::agent::signal_group(p, true);
+    for p in &pids {
+        if process_alive(*p) {
+            log::warn!("agent pid {p} ignored SIGTERM; killing its process group");
+            crate::agent::signal_group(*p, true);
         }
     }
-    // Let socket writers send their close frames.
-    smol::Timer::after(Duration::from_millis(50)).await;
+    // Let agent readers report the exits and socket writers send close frames.
+    smol::Timer::after(Duration::from_millis(100)).await;
+    if let Some(store) = &relay.store {
+        // The last step: nothing else runs, so waiting here for the writer
+        // thread's final fsync (bounded) stalls no one.
+        store.close(SHUTDOWN_GRACE);
+    }
     log::info!("stopped");
 }
 

@@ -5,9 +5,10 @@
 
 use crate::agent::lines::{LineRead, read_line};
 use crate::agent::{self, AgentCommand};
-use crate::core::ids::{AgentId, JobId, SocketId};
+use crate::core::ids::{AgentId, JobId, SocketId, UnitId};
 use crate::core::ring::Frame;
-use crate::core::router::{Input, Output, Router};
+use crate::core::router::{Input, Output, Persist, Router};
+use crate::store::transcript::{SessionMeta, Store};
 use crate::core::rpc::RpcError;
 use crate::workspace::Workspace;
 use futures_lite::io::AsyncWriteExt;
@@ -63,6 +64,10 @@ pub struct Relay {
     max_agent_line: usize,
     next_socket: Cell<u64>,
     pub metrics: Metrics,
+    /// The session store (None only in tests of the shell without a data dir).
+    pub store: Option<Rc<Store>>,
+    /// Ring bounds (frames, bytes) for restoring transcripts.
+    ring_bounds: (usize, usize),
 }
 
 /// Wall-clock milliseconds: the one place the shell reads the clock for the core.
@@ -80,6 +85,8 @@ impl Relay {
         workspace: Rc<Workspace>,
         agent_cmd: AgentCommand,
         max_agent_line: usize,
+        store: Option<Rc<Store>>,
+        ring_bounds: (usize, usize),
     ) -> Rc<Relay> {
         let cwd = workspace.root().to_path_buf();
         Rc::new(Relay {
@@ -93,6 +100,8 @@ impl Relay {
             max_agent_line,
             next_socket: Cell::new(0),
             metrics: Metrics::default(),
+            store,
+            ring_bounds,
         })
     }
 
@@ -158,6 +167,8 @@ impl Relay {
                 }
             }
             Output::KillAgent { agent } => self.kill_agent(agent),
+            Output::Persist(op) => self.persist(op),
+            Output::Restore { unit, session } => self.restore(unit, session),
             Output::Job {
                 job,
                 method,
@@ -283,6 +294,40 @@ impl Relay {
                 };
                 relay.agents.borrow_mut().remove(&agent);
                 relay.feed(Input::AgentExited { agent, status });
+            })
+            .detach();
+    }
+
+    fn persist(&self, op: Persist) {
+        let Some(store) = &self.store else { return };
+        match op {
+            Persist::Frame { session, frame } => store.append(&session, frame),
+            Persist::Meta(info) => store.put_meta(SessionMeta {
+                session_id: info.session_id,
+                title: info.title,
+                cwd: info.cwd,
+                created_ms: info.created_ms,
+                updated_ms: info.updated_ms,
+                agent_session: info.agent_session,
+                head_seq: 0,
+            }),
+            Persist::Sync { session } => store.sync(&session),
+        }
+    }
+
+    /// Reads a stored transcript off the executor thread and reports it back.
+    fn restore(self: &Rc<Self>, unit: UnitId, session: String) {
+        let relay = self.clone();
+        self.ex
+            .spawn(async move {
+                let (frames, error) = match &relay.store {
+                    Some(store) => match store.load(&session, relay.ring_bounds.0, relay.ring_bounds.1).await {
+                        Ok(s) => (s.frames, None),
+                        Err(e) => (Vec::new(), Some(e.to_string())),
+                    },
+                    None => (Vec::new(), Some("no session store".into())),
+                };
+                relay.feed(Input::Restored { unit, frames, error });
             })
             .detach();
     }

@@ -3,6 +3,7 @@
 //! starts or through `smol::unblock`; never logs a token.
 
 pub mod token;
+pub mod transcript;
 
 use std::path::PathBuf;
 

@@ -109,7 +109,14 @@ fn select_lines(text: String, line: Option<u64>, limit: Option<u64>) -> String {
 
 fn write_blocking(jail: &Jail, path: &str, content: &[u8]) -> Result<(), RpcError> {
     let target = jail.resolve(path).map_err(jail_error)?;
-    let existing = match fs::metadata(&target) {
+    write_resolved(&target, path, content)
+}
+
+/// Atomically replaces (or creates) `target`, a path the jail resolved from
+/// `path` (named in errors): missing parents are created, an existing file's
+/// mode is kept. Blocking: call it inside `smol::unblock`.
+pub(super) fn write_resolved(target: &Path, path: &str, content: &[u8]) -> Result<(), RpcError> {
+    let existing = match fs::metadata(target) {
         Ok(meta) if meta.is_dir() => {
             return Err(RpcError::invalid_params(format!(
                 "{path:?} is a directory: name a file to write"
@@ -136,7 +143,7 @@ fn write_blocking(jail: &Jail, path: &str, content: &[u8]) -> Result<(), RpcErro
         }
         tmp.write_all(content)?;
         tmp.sync_all()?;
-        fs::rename(&tmp_path, &target)
+        fs::rename(&tmp_path, target)
     })();
     drop(tmp);
     if let Err(e) = result {
@@ -174,12 +181,12 @@ fn create_temp(dir: &Path, replacing: bool) -> io::Result<(std::path::PathBuf, F
     Err(last)
 }
 
-fn nonblock_nofollow() -> i32 {
+pub(super) fn nonblock_nofollow() -> i32 {
     (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits() as i32
 }
 
 /// An I/O failure as a JSON-RPC error that names the path and what to do.
-fn io_error(action: &str, path: &str, e: &io::Error) -> RpcError {
+pub(super) fn io_error(action: &str, path: &str, e: &io::Error) -> RpcError {
     let hint = match e.kind() {
         io::ErrorKind::NotFound => "check the path (relative paths start at the workspace root)",
         io::ErrorKind::PermissionDenied => "check the file's permissions",

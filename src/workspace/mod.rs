@@ -1,20 +1,33 @@
-//! The workspace: one directory jail shared by devices and agents, and the
-//! agent's `fs/*` and `terminal/*` client methods answered inside it.
+//! The workspace: one directory jail shared by devices and agents, the
+//! agent's `fs/*` and `terminal/*` client methods answered inside it, and the
+//! devices' `_relay/fs/*`, `_relay/git/*` queries and `_relay/apply_edit`.
 //! Runs on the executor thread but never blocks it: file I/O goes through
 //! `smol::unblock`, commands through `smol::process`. It never touches a path
 //! the jail has not resolved, and never logs file contents.
 
 pub mod agent_fs;
 pub mod agent_terminal;
+pub mod edit;
+pub mod git;
 pub mod jail;
+pub mod read;
+pub mod sha256;
+pub mod tree;
 
 use crate::core::rpc::RpcError;
 use agent_terminal::Terminals;
 use jail::Jail;
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+/// How long the startup probe waits for `git --version`.
+const GIT_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why a workspace could not be opened.
 #[derive(Debug)]
@@ -50,6 +63,49 @@ impl std::error::Error for WorkspaceError {
 pub struct Workspace {
     jail: Jail,
     terminals: Terminals,
+    git: GitProbe,
+}
+
+/// Whether `git` works, as far as is known: an executable on `PATH` at
+/// startup, then whether it answered `git --version` (probed on its own
+/// thread, so a hung `git` never delays startup).
+struct GitProbe {
+    on_path: bool,
+    /// 0 while the probe runs, 1 when git answered, 2 when it did not.
+    answered: Arc<AtomicU8>,
+}
+
+impl GitProbe {
+    fn start() -> GitProbe {
+        let on_path = git::on_path();
+        let answered = Arc::new(AtomicU8::new(if on_path { 0 } else { 2 }));
+        if on_path {
+            let slot = answered.clone();
+            let spawned = std::thread::Builder::new()
+                .name("git-probe".to_owned())
+                .spawn(move || {
+                    let ok = git::probe_blocking(GIT_PROBE_TIMEOUT);
+                    slot.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+                    if !ok {
+                        log::warn!(
+                            "git did not answer `git --version` within {}s; git queries may fail",
+                            GIT_PROBE_TIMEOUT.as_secs()
+                        );
+                    }
+                });
+            if spawned.is_err() {
+                answered.store(2, Ordering::Relaxed);
+            }
+        }
+        GitProbe { on_path, answered }
+    }
+
+    fn works(&self) -> bool {
+        match self.answered.load(Ordering::Relaxed) {
+            0 => self.on_path,
+            n => n == 1,
+        }
+    }
 }
 
 impl Workspace {
@@ -62,6 +118,17 @@ impl Workspace {
         Ok(Workspace {
             jail,
             terminals: Terminals::new(),
+            git: GitProbe::start(),
+        })
+    }
+
+    /// What the workspace offers devices, for `_meta.relay.workspace` in
+    /// `initialize`: `{fs: {tree, read}, git, applyEdit}`.
+    pub fn capabilities(&self) -> Value {
+        json!({
+            "fs": { "tree": true, "read": true },
+            "git": self.git.works(),
+            "applyEdit": true,
         })
     }
 
@@ -75,10 +142,18 @@ impl Workspace {
         &self.jail
     }
 
-    /// Runs one agent client method (`fs/read_text_file`, `terminal/create`,
-    /// ...) and returns its JSON-RPC result or error.
+    /// Runs one workspace method — an agent's client method
+    /// (`fs/read_text_file`, `terminal/create`, ...) or a device's
+    /// (`_relay/fs/tree`, `_relay/git/status`, `_relay/apply_edit`, ...) — and
+    /// returns its JSON-RPC result or error. Safe to drop at any point: a
+    /// dropped git query kills its `git`.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
         match method {
+            "_relay/fs/tree" => tree::tree(&self.jail, &params).await,
+            "_relay/fs/read" => read::read(&self.jail, &params).await,
+            "_relay/git/status" => git::status(self.jail.root()).await,
+            "_relay/git/diff" => self.git_diff(&params).await,
+            "_relay/apply_edit" => edit::apply_edit(&self.jail, &params).await,
             "fs/read_text_file" => agent_fs::read_text_file(&self.jail, &params).await,
             "fs/write_text_file" => agent_fs::write_text_file(&self.jail, &params).await,
             "terminal/create" => self.terminals.create(&self.jail, &params).await,
@@ -88,6 +163,28 @@ impl Workspace {
             "terminal/release" => self.terminals.release(&params).await,
             _ => Err(RpcError::method_not_found(method)),
         }
+    }
+
+    /// `_relay/git/diff {path?, staged?}` → `{diff, truncated}`.
+    async fn git_diff(&self, params: &Value) -> Result<Value, RpcError> {
+        if !(params.is_object() || params.is_null()) {
+            return Err(RpcError::invalid_params("params must be an object"));
+        }
+        let staged = match params.get("staged") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(RpcError::invalid_params("\"staged\" must be true or false")),
+        };
+        let rel = match params.get("path") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) => {
+                let (jail, p) = (self.jail.clone(), p.clone());
+                let resolved = smol::unblock(move || jail.resolve(&p)).await;
+                Some(rel_os(self.root(), &resolved.map_err(jail_error)?))
+            }
+            Some(_) => return Err(RpcError::invalid_params("\"path\" must be a string")),
+        };
+        git::diff(self.root(), rel.as_deref(), staged).await
     }
 
     /// Kills and reaps every command started through `terminal/create`.
@@ -102,6 +199,23 @@ fn jail_error(e: jail::JailError) -> RpcError {
     match e {
         jail::JailError::Io { .. } => RpcError::other(e.to_string()),
         _ => RpcError::invalid_params(e.to_string()),
+    }
+}
+
+/// `resolved` (inside the root) as a workspace-relative path with `/`
+/// separators; the root itself is `"."`.
+fn rel_path(root: &Path, resolved: &Path) -> String {
+    match resolved.strip_prefix(root) {
+        Ok(p) if !p.as_os_str().is_empty() => p.to_string_lossy().into_owned(),
+        _ => ".".to_owned(),
+    }
+}
+
+/// Like [`rel_path`] but keeps non-UTF-8 names intact (for `git` pathspecs).
+fn rel_os(root: &Path, resolved: &Path) -> OsString {
+    match resolved.strip_prefix(root) {
+        Ok(p) if !p.as_os_str().is_empty() => p.as_os_str().to_owned(),
+        _ => OsString::from("."),
     }
 }
 

@@ -347,8 +347,12 @@ impl Device {
             .unwrap_or_else(|| panic!("{}: no message within {WAIT:?}", self.client))
     }
 
-    /// Reads until `pred` matches; returns the match. Others are kept in `seen`.
+    /// Returns the first message that matches `pred`: one stashed in `seen`
+    /// earlier (taken out of it), else the next one read. Others are kept in `seen`.
     pub fn recv_until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.seen.iter().position(&pred) {
+            return self.seen.remove(i);
+        }
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -6,15 +6,14 @@ use super::*;
 
 impl Router {
     pub(super) fn agent_for_new_unit(&mut self) -> AgentId {
-        if !self.cfg.agent_per_session {
-            if let Some(a) = self.shared_link.filter(|a| {
+        if !self.cfg.agent_per_session
+            && let Some(a) = self.shared_link.filter(|a| {
                 self.links
                     .get(a)
                     .is_some_and(|l| l.state != LinkState::Dead)
             }) {
                 return a;
             }
-        }
         let agent = self.spawn_agent();
         if !self.cfg.agent_per_session {
             self.shared_link = Some(agent);
@@ -279,8 +278,8 @@ impl Router {
             method: method.to_owned(),
             params,
         });
-        if let Some(frame) = self.write_unit(unit, &line) {
-            if let Some(u) = self.units.get_mut(&unit) {
+        if let Some(frame) = self.write_unit(unit, &line)
+            && let Some(u) = self.units.get_mut(&unit) {
                 u.asks.insert(
                     ask_id,
                     Ask {
@@ -290,7 +289,6 @@ impl Router {
                     },
                 );
             }
-        }
     }
 
     pub(super) fn agent_answer(
@@ -346,6 +344,7 @@ impl Router {
                 });
                 self.write_unit(unit, &line);
                 self.settle_all(unit, json!({"outcome": "cancelled"}), "turn-end", true);
+                self.persist_sync(unit);
             }
             Pending::Forward {
                 socket,
@@ -424,6 +423,7 @@ impl Router {
             u.session_id = Some(asid.clone());
             self.by_session.insert(asid.clone(), unit);
         }
+        self.persist_meta(unit);
         let early: Vec<(String, Vec<u8>)> = match self.links.get_mut(&agent) {
             Some(l) => {
                 l.sessions.insert(asid.clone(), unit);
@@ -490,6 +490,7 @@ impl Router {
                 self.write_unit(unit, &rpc::error_response(&turn.device_id, &err));
             }
             self.fail_pending_new(unit, &why);
+            self.persist_sync(unit);
         }
         if self.shared_link == Some(agent) {
             self.shared_link = None;

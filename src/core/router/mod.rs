@@ -18,6 +18,8 @@ mod agent_side;
 mod sessions;
 mod turns;
 
+pub use sessions::{Persist, StoredInfo};
+
 /// Device lines waiting for an agent to become ready, across all sockets.
 pub const MAX_DEFERRED_LINES: usize = 64;
 /// Agent `session/update`s held while their session id is not yet known.
@@ -38,6 +40,8 @@ pub struct RouterConfig {
     pub lease: bool,
     pub agent_per_session: bool,
     pub max_sessions: usize,
+    /// Stored sessions remembered for `session/list` and `session/load`.
+    pub keep_sessions: usize,
     pub max_asks: usize,
     pub device_limits: LineLimits,
     pub agent_limits: LineLimits,
@@ -59,6 +63,7 @@ impl Default for RouterConfig {
             lease: false,
             agent_per_session: false,
             max_sessions: 16,
+            keep_sessions: 200,
             max_asks: 32,
             device_limits: LineLimits::default(),
             agent_limits: LineLimits {
@@ -101,6 +106,12 @@ pub enum Input<'a> {
         agent: AgentId,
         status: String,
     },
+    /// A stored transcript asked for with [`Output::Restore`] was read (or not).
+    Restored {
+        unit: UnitId,
+        frames: Vec<Frame>,
+        error: Option<String>,
+    },
     /// A job the router handed out finished.
     JobDone {
         job: JobId,
@@ -125,6 +136,10 @@ pub enum Output {
     WriteAgent { agent: AgentId, line: Vec<u8> },
     /// End an agent process.
     KillAgent { agent: AgentId },
+    /// Write to the session store.
+    Persist(Persist),
+    /// Read a stored transcript into `unit`; report it back with [`Input::Restored`].
+    Restore { unit: UnitId, session: String },
     /// Run a workspace method; report it back with [`Input::JobDone`].
     Job {
         job: JobId,
@@ -212,6 +227,10 @@ pub struct Router {
     /// `session/new` requests waiting for their unit's agent session.
     pending_new: VecDeque<(SocketId, Value, UnitId)>,
     jobs: HashMap<JobId, JobOwner>,
+    /// Sessions in the store that are not (or no longer) live, by relay session id.
+    stored: HashMap<String, StoredInfo>,
+    /// Who waits for a unit's transcript to be restored.
+    restoring: HashMap<UnitId, Vec<sessions::Waiter>>,
     next_unit: u64,
     next_agent: u64,
     next_job: u64,
@@ -237,6 +256,8 @@ impl Router {
             deferred: VecDeque::new(),
             pending_new: VecDeque::new(),
             jobs: HashMap::new(),
+            stored: HashMap::new(),
+            restoring: HashMap::new(),
             next_unit: 0,
             next_agent: 0,
             next_job: 0,
@@ -269,6 +290,11 @@ impl Router {
             Input::AgentLine { agent, line } => self.agent_line(agent, line),
             Input::AgentExited { agent, status } => self.agent_exited(agent, status),
             Input::JobDone { job, result } => self.job_done(job, result),
+            Input::Restored {
+                unit,
+                frames,
+                error,
+            } => self.restored(unit, frames, error),
         }
     }
 
@@ -301,6 +327,17 @@ impl Router {
         session: Option<String>,
         last_seq: Option<u64>,
     ) {
+        if let Some(s) = session.as_deref().filter(|s| !self.by_session.contains_key(*s) && self.stored.contains_key(*s)) {
+            // A stored session: restore it first, then attach.
+            let s = s.to_owned();
+            self.sockets.insert(socket, Sock { client, unit: self.default_unit });
+            let waiter = sessions::Waiter::Attach { socket, last_seq };
+            if let Err(e) = self.resume_stored(&s, waiter) {
+                log::warn!("{socket}: cannot resume session {s}: {e}");
+                self.attach(socket, self.default_unit, None);
+            }
+            return;
+        }
         let unit = session
             .as_deref()
             .and_then(|s| self.by_session.get(s).copied())
@@ -311,11 +348,10 @@ impl Router {
                     .filter(|u| self.units.contains_key(u))
             })
             .unwrap_or(self.default_unit);
-        if let Some(s) = &session {
-            if !self.by_session.contains_key(s) {
+        if let Some(s) = &session
+            && !self.by_session.contains_key(s) {
                 log::info!("{socket}: session {s} is not live; attaching to the default session");
             }
-        }
         self.remember_client(&client, unit);
         self.sockets.insert(socket, Sock { client, unit });
         self.attach(socket, unit, last_seq);
@@ -364,11 +400,10 @@ impl Router {
     }
 
     fn detach(&mut self, socket: SocketId) {
-        if let Some(s) = self.sockets.get(&socket) {
-            if let Some(u) = self.units.get_mut(&s.unit) {
+        if let Some(s) = self.sockets.get(&socket)
+            && let Some(u) = self.units.get_mut(&s.unit) {
                 u.viewers.remove(&socket);
             }
-        }
     }
 
     /// Moves a socket's view to another unit and announces it with a fresh welcome.
@@ -657,6 +692,17 @@ impl Router {
                 socket,
                 bytes: frame.clone(),
             });
+        }
+        if let Some(session) = u.session_id.clone() {
+            let first = !u.persisted;
+            u.persisted = true;
+            if first {
+                self.persist_meta(unit);
+            }
+            self.out.push_back(Output::Persist(Persist::Frame {
+                session,
+                frame: frame.clone(),
+            }));
         }
         Some(frame)
     }

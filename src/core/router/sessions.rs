@@ -3,7 +3,184 @@
 
 use super::*;
 
+/// What the router knows of a session in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredInfo {
+    pub session_id: String,
+    pub title: Option<String>,
+    pub cwd: String,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    /// The agent's id for the session, to resume it with ACP `session/load`.
+    pub agent_session: Option<String>,
+}
+
+/// A write to the session store.
+#[derive(Debug)]
+pub enum Persist {
+    /// Append a stamped frame to the session's transcript.
+    Frame { session: String, frame: Frame },
+    /// Record the session's metadata (last one wins).
+    Meta(StoredInfo),
+    /// Flush and fsync the session's transcript (turn ends).
+    Sync { session: String },
+}
+
+/// A socket waiting for a stored session to be restored.
+#[derive(Debug)]
+pub(super) enum Waiter {
+    /// Connected with `?session_id=`: attach with its `last_seq`.
+    Attach { socket: SocketId, last_seq: Option<u64> },
+    /// Sent `session/load` (`replay`) or `session/resume`: switch and answer.
+    Load { socket: SocketId, id: Value, replay: bool },
+}
+
 impl Router {
+    /// Adds sessions found in the store (at startup).
+    pub fn add_stored(&mut self, infos: impl IntoIterator<Item = StoredInfo>) {
+        for info in infos {
+            self.remember_stored(info);
+        }
+    }
+
+    fn remember_stored(&mut self, info: StoredInfo) {
+        self.stored.insert(info.session_id.clone(), info);
+        while self.stored.len() > self.cfg.keep_sessions.max(1) {
+            let Some(oldest) = self.stored.values().min_by_key(|i| i.updated_ms).map(|i| i.session_id.clone()) else {
+                break;
+            };
+            log::info!("forgetting stored session {oldest}: more than --keep-sessions {}", self.cfg.keep_sessions);
+            self.stored.remove(&oldest);
+        }
+    }
+
+    fn info_of(&self, unit: UnitId) -> Option<StoredInfo> {
+        let u = self.units.get(&unit)?;
+        Some(StoredInfo {
+            session_id: u.session_id.clone()?,
+            title: u.title.clone(),
+            cwd: self.cfg.cwd.clone(),
+            created_ms: u.created_ms,
+            updated_ms: u.updated_ms,
+            agent_session: u.agent_session.clone().or_else(|| u.resume_from.clone()),
+        })
+    }
+
+    /// Records a unit's metadata once it has a transcript.
+    pub(super) fn persist_meta(&mut self, unit: UnitId) {
+        if !self.units.get(&unit).is_some_and(|u| u.persisted) {
+            return;
+        }
+        if let Some(info) = self.info_of(unit) {
+            self.out.push_back(Output::Persist(Persist::Meta(info)));
+        }
+    }
+
+    /// Asks the store to make a unit's transcript durable.
+    pub(super) fn persist_sync(&mut self, unit: UnitId) {
+        let Some(u) = self.units.get(&unit) else { return };
+        if let (true, Some(session)) = (u.persisted, u.session_id.clone()) {
+            self.out.push_back(Output::Persist(Persist::Sync { session }));
+        }
+    }
+
+    /// Mints a unit, first evicting one when `--max-sessions` are live.
+    pub(super) fn mint_unit_capped(&mut self) -> UnitId {
+        if self.units.len() >= self.cfg.max_sessions {
+            self.evict_one();
+        }
+        self.mint_unit()
+    }
+
+    /// Ends the oldest unit that is not the default, not busy, not viewed and
+    /// not opening. When every unit is protected none is ended: a bounded
+    /// overshoot beats killing a live session.
+    fn evict_one(&mut self) -> bool {
+        let opening: Vec<UnitId> = self.pending_new.iter().map(|(_, _, u)| *u).collect();
+        let victim = self
+            .units
+            .iter()
+            .filter(|(id, u)| {
+                **id != self.default_unit
+                    && !u.busy()
+                    && u.viewers.is_empty()
+                    && !u.restoring
+                    && !opening.contains(id)
+            })
+            .min_by_key(|(_, u)| u.updated_ms)
+            .map(|(id, _)| *id);
+        match victim {
+            Some(unit) => {
+                let sid = self.units.get(&unit).and_then(|u| u.session_id.clone()).unwrap_or_default();
+                log::info!("evicting session {sid} ({unit}): {} sessions live, the --max-sessions cap; it stays in the store", self.units.len());
+                self.end_unit(unit, "evicted");
+                true
+            }
+            None => {
+                log::warn!(
+                    "{} sessions live, every one busy, viewed or the default; keeping them all (over --max-sessions {})",
+                    self.units.len(),
+                    self.cfg.max_sessions
+                );
+                false
+            }
+        }
+    }
+
+    /// Brings a stored session back as a live unit: its transcript is read by
+    /// the shell, its agent session resumes on the next prompt.
+    pub(super) fn resume_stored(&mut self, sid: &str, waiter: Waiter) -> Result<(), RpcError> {
+        let info = self.stored.remove(sid).ok_or_else(|| {
+            RpcError::invalid_params(format!("unknown session '{sid}'; call session/list for the sessions this relay knows"))
+        })?;
+        let unit = self.mint_unit_capped();
+        if let Some(u) = self.units.get_mut(&unit) {
+            u.session_id = Some(info.session_id.clone());
+            u.claimed = true;
+            u.title = info.title.clone();
+            u.created_ms = info.created_ms;
+            u.updated_ms = info.updated_ms;
+            u.resume_from = info.agent_session.clone();
+            u.restoring = true;
+            u.persisted = true;
+        }
+        self.by_session.insert(info.session_id.clone(), unit);
+        self.restoring.entry(unit).or_default().push(waiter);
+        log::info!("resuming stored session {sid} into {unit}");
+        self.out.push_back(Output::Restore { unit, session: info.session_id });
+        Ok(())
+    }
+
+    /// The shell read a unit's transcript: fill its ring, let the waiters in.
+    pub(super) fn restored(&mut self, unit: UnitId, frames: Vec<Frame>, error: Option<String>) {
+        let waiters = self.restoring.remove(&unit).unwrap_or_default();
+        let Some(u) = self.units.get_mut(&unit) else { return };
+        u.restoring = false;
+        if let Some(e) = error {
+            log::warn!("{unit}: transcript of {:?} could not be read ({e}); continuing with an empty history", u.session_id);
+        }
+        u.ring.restore(frames, 0);
+        for w in waiters {
+            match w {
+                Waiter::Attach { socket, last_seq } => {
+                    let Some(s) = self.sockets.get_mut(&socket) else { continue };
+                    s.unit = unit;
+                    let client = s.client.clone();
+                    self.remember_client(&client, unit);
+                    self.clients.insert(client, unit);
+                    self.attach(socket, unit, last_seq);
+                }
+                Waiter::Load { socket, id, replay } => {
+                    if self.sockets.contains_key(&socket) {
+                        self.switch_view(socket, unit, replay);
+                        self.send_result(socket, &id, json!({}));
+                    }
+                }
+            }
+        }
+        self.run_deferred();
+    }
+
     pub(super) fn mint_unit(&mut self) -> UnitId {
         self.next_unit += 1;
         let id = UnitId(self.next_unit);
@@ -51,16 +228,7 @@ impl Router {
         let unit = match self.units.get(&default) {
             Some(u) if !u.claimed => default,
             _ => {
-                if self.units.len() >= self.cfg.max_sessions {
-                    return Err(RpcError::new(
-                        code::LIMIT,
-                        format!(
-                            "{} sessions are live, the most allowed; close one with session/close first",
-                            self.cfg.max_sessions
-                        ),
-                    ));
-                }
-                let unit = self.mint_unit();
+                let unit = self.mint_unit_capped();
                 if let Some(u) = self.units.get_mut(&unit) {
                     u.claimed = true;
                 }
@@ -127,29 +295,51 @@ impl Router {
             RpcError::invalid_params("session/load needs params.sessionId (a string)")
         })?;
         let Some(unit) = self.by_session.get(sid).copied() else {
-            return Err(RpcError::invalid_params(format!(
-                "unknown session '{sid}'; call session/list for the sessions this relay knows"
-            )));
+            let waiter = Waiter::Load { socket, id: reply_id.clone(), replay };
+            return self.resume_stored(sid, waiter);
         };
+        if self.units.get(&unit).is_some_and(|u| u.restoring) {
+            self.restoring.entry(unit).or_default().push(Waiter::Load { socket, id: reply_id.clone(), replay });
+            return Ok(());
+        }
         self.switch_view(socket, unit, replay);
         self.send_result(socket, reply_id, json!({}));
         Ok(())
     }
 
+    /// Live sessions and stored ones, most recently updated first.
     pub(super) fn session_list(&self) -> Vec<Value> {
-        self.units
+        let mut rows: Vec<(u64, Value)> = self
+            .units
             .values()
             .filter_map(|u| {
                 let sid = u.session_id.as_ref()?;
-                Some(json!({
-                    "sessionId": sid,
-                    "cwd": self.cfg.cwd,
-                    "title": u.title,
-                    "updatedAt": iso8601(u.updated_ms),
-                    "_meta": {"relay": {"busy": u.busy(), "live": true}}
-                }))
+                Some((
+                    u.updated_ms,
+                    json!({
+                        "sessionId": sid,
+                        "cwd": self.cfg.cwd,
+                        "title": u.title,
+                        "updatedAt": iso8601(u.updated_ms),
+                        "_meta": {"relay": {"busy": u.busy(), "live": true}}
+                    }),
+                ))
             })
-            .collect()
+            .collect();
+        rows.extend(self.stored.values().filter(|i| !self.by_session.contains_key(&i.session_id)).map(|i| {
+            (
+                i.updated_ms,
+                json!({
+                    "sessionId": i.session_id,
+                    "cwd": i.cwd,
+                    "title": i.title,
+                    "updatedAt": iso8601(i.updated_ms),
+                    "_meta": {"relay": {"busy": false, "live": false}}
+                }),
+            )
+        }));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+        rows.into_iter().map(|(_, v)| v).collect()
     }
 
     pub(super) fn session_close(
@@ -171,6 +361,11 @@ impl Router {
 
     /// Ends a live unit: viewers move to the default session, its agent session ends.
     pub(super) fn end_unit(&mut self, unit: UnitId, why: &str) {
+        if let Some(info) = self.info_of(unit).filter(|_| self.units.get(&unit).is_some_and(|u| u.persisted)) {
+            self.persist_meta(unit);
+            self.persist_sync(unit);
+            self.remember_stored(info);
+        }
         let Some(u) = self.units.remove(&unit) else {
             return;
         };

@@ -31,6 +31,9 @@ impl Router {
                 ),
             ));
         }
+        if u.restoring {
+            return self.defer(socket, line);
+        }
         if u.phase != Phase::Ready {
             self.ensure_session(unit);
             return self.defer(socket, line);
@@ -64,7 +67,8 @@ impl Router {
                 agent_req: req,
             });
             if u.title.is_none() && !title.trim().is_empty() {
-                u.title = Some(title.trim().chars().take(80).collect());
+                u.title = Some(title.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(80).collect());
+                self.persist_meta(unit);
             }
         }
         for block in blocks {
@@ -123,6 +127,9 @@ impl Router {
         let Some(u) = self.units.get(&target) else {
             return Err(RpcError::other("the session ended"));
         };
+        if u.restoring {
+            return self.defer(socket, line);
+        }
         if u.phase != Phase::Ready {
             self.ensure_session(target);
             return self.defer(socket, line);

@@ -1,0 +1,427 @@
+#!/usr/bin/env bash
+# Speed and footprint of the relay, side by side with websocat's plain pipe,
+# in one run; prints one markdown table and writes it to target/bench/latest.md
+# (raw figures, one JSON line per run, to target/bench/latest.jsonl).
+#
+# Never part of CI (.ci/run does not call it): it takes minutes and its figures
+# depend on the machine. Loopback only. Every process it starts is ended on exit.
+#
+# Knobs (environment):
+#   BENCH_FRAMES=200000        frames per throughput run
+#   BENCH_SIZES="200 2000"     text bytes per flood chunk (the line is ~190 B more)
+#   BENCH_SOCKET_QUEUE=        --socket-queue for throughput runs (default: frames+1024,
+#                              so a run measures speed, not the drop rule; the default
+#                              queue gets its own zero-loss row)
+#   BENCH_RATE_FRAMES=5000     frames of the 1000 frames/s latency run
+#   BENCH_FILL_FRAMES=3000     2000-byte frames per session to fill a default ring
+#   BENCH_CG_FRAMES=20000      frames of the instruction-count run (under callgrind)
+#   BENCH_SKIP_BUILD=1         use the binaries already in target/release
+#   BENCH_NO_WEBSOCAT=1        skip the baseline
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+N=${BENCH_FRAMES:-200000}
+SIZES=${BENCH_SIZES:-"200 2000"}
+QUEUE=${BENCH_SOCKET_QUEUE:-$((N + 1024))}
+RATE_N=${BENCH_RATE_FRAMES:-5000}
+FILL_N=${BENCH_FILL_FRAMES:-3000}
+CG_N=${BENCH_CG_FRAMES:-20000}
+OUT=$ROOT/target/bench
+mkdir -p "$OUT"
+JSONL=$OUT/latest.jsonl
+: >"$JSONL"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/acp-bench.XXXXXX")
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do
+    kill "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]}"; do
+    wait "$p" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { echo "bench: $*" >&2; }
+
+# ---- build ----
+if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+  say "building release (binary and bench client)"
+  cargo build --release --bin acp-relay --example bench >&2
+fi
+BIN=$ROOT/target/release/acp-relay
+BENCH=$ROOT/target/release/examples/bench
+[ -x "$BIN" ] && [ -x "$BENCH" ] || { say "missing $BIN or $BENCH"; exit 1; }
+
+# ---- baseline: websocat 1.x ----
+WEBSOCAT=""
+if [ -z "${BENCH_NO_WEBSOCAT:-}" ]; then
+  if command -v websocat >/dev/null; then
+    WEBSOCAT=$(command -v websocat)
+  elif [ -x "$HOME/.cargo/bin/websocat" ]; then
+    WEBSOCAT=$HOME/.cargo/bin/websocat
+  else
+    say "installing websocat 1.x from crates.io (cargo install websocat --version '^1' --locked)"
+    if cargo install websocat --version '^1' --locked >&2; then
+      WEBSOCAT=$HOME/.cargo/bin/websocat
+    else
+      say "could not install websocat; the baseline columns will say 'unavailable'"
+    fi
+  fi
+fi
+
+TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_split() { awk '{print $14 " " $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# record KEY=VALUE... : one JSON line of script-side figures.
+record() {
+  python3 - "$@" >>"$JSONL" <<'EOF'
+import json, sys
+v = {}
+for a in sys.argv[1:]:
+    k, _, x = a.partition("=")
+    try:
+        v[k] = int(x)
+    except ValueError:
+        try:
+            v[k] = float(x)
+        except ValueError:
+            v[k] = x
+print(json.dumps(v))
+EOF
+}
+
+# add_json LABEL JSON [KEY=VALUE...]: a bench client result, labelled, plus extra figures.
+add_json() {
+  local label=$1 json=$2
+  shift 2
+  python3 - "$label" "$json" "$@" >>"$JSONL" <<'EOF'
+import json, sys
+label, raw = sys.argv[1], sys.argv[2]
+try:
+    v = json.loads(raw)
+except ValueError:
+    v = {"ok": False, "error": "no result: " + raw[:200]}
+v["label"] = label
+for a in sys.argv[3:]:
+    k, _, x = a.partition("=")
+    try:
+        v[k] = float(x) if "." in x else int(x)
+    except ValueError:
+        v[k] = x
+if "tck" in v:
+    v["utime_s"] = v["utick"] / v["tck"]
+    v["stime_s"] = v["stick"] / v["tck"]
+    v["cpu_s"] = v["utime_s"] + v["stime_s"]
+print(json.dumps(v))
+EOF
+}
+
+# start_relay NAME AGENT_FLAGS [SERVE FLAGS...]: sets RELAY_PID PORT TOKEN DATA WS.
+start_relay() {
+  local name=$1 agent=$2
+  shift 2
+  DATA=$WORK/$name
+  WS=$WORK/$name-ws
+  mkdir -p "$DATA" "$WS"
+  ${RELAY_WRAP:-} "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --workspace "$WS" \
+    --agent "$BIN demo-agent $agent" --log warn "$@" >"$DATA/stdout" 2>"$DATA/stderr" &
+  RELAY_PID=$!
+  PIDS+=("$RELAY_PID")
+  local i
+  for i in $(seq 600); do
+    grep -q 'listening on' "$DATA/stdout" 2>/dev/null && break
+    kill -0 "$RELAY_PID" 2>/dev/null || { say "relay $name exited: $(tail -3 "$DATA/stderr")"; return 1; }
+    sleep 0.1
+  done
+  PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$DATA/stdout" | sed 's/.*://')
+  [ -n "$PORT" ] || { say "relay $name did not start"; return 1; }
+  TOKEN=$(cat "$DATA/token")
+}
+
+stop() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_websocat AGENT_FLAGS: sets WS_PID WS_PORT. websocat starts the agent per
+# connection and carries each stdout line as one text message (its line mode).
+start_websocat() {
+  local out=$WORK/websocat.$RANDOM i
+  WS_PORT=$(free_port)
+  "$WEBSOCAT" -t ws-l:127.0.0.1:"$WS_PORT" cmd:"$BIN demo-agent $1" >"$out" 2>"$out.err" &
+  WS_PID=$!
+  PIDS+=("$WS_PID")
+  for i in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$WS_PORT") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  say "websocat did not start: $(cat "$out.err")"
+  return 1
+}
+
+flood() { # flood DEVICES FRAMES [more bench flags]
+  local k=$1 n=$2
+  shift 2
+  "$BENCH" flood --url "ws://127.0.0.1:$PORT" --token "$TOKEN" --devices "$k" --frames "$n" \
+    --cwd "$WS" "$@" | head -1 || true
+}
+
+# ---- 1. throughput, latency and CPU: 1 and 4 devices, each frame size ----
+for fb in $SIZES; do
+  say "throughput at ${fb}-byte chunks, $N frames (socket queue $QUEUE)"
+  start_relay "tp$fb" "--flood $N --frame-bytes $fb" --socket-queue "$QUEUE"
+  for k in 1 4; do
+    read -r u0 s0 < <(cpu_split "$RELAY_PID")
+    res=$(flood "$k" "$N")
+    read -r u1 s1 < <(cpu_split "$RELAY_PID")
+    add_json "relay-$fb-$k" "$res" fb="$fb" k="$k" utick=$((u1 - u0)) stick=$((s1 - s0)) tck="$TCK"
+  done
+  stop "$RELAY_PID"
+  if [ -n "$WEBSOCAT" ]; then
+    say "websocat plain pipe at ${fb}-byte chunks"
+    start_websocat "--flood $N --frame-bytes $fb"
+    read -r u0 s0 < <(cpu_split "$WS_PID")
+    res=$("$BENCH" plain --url "ws://127.0.0.1:$WS_PORT" --frames "$N" --cwd "$WORK" | head -1 || true)
+    read -r u1 s1 < <(cpu_split "$WS_PID")
+    add_json "websocat-$fb" "$res" fb="$fb" utick=$((u1 - u0)) stick=$((s1 - s0)) tck="$TCK"
+    stop "$WS_PID"
+  fi
+done
+
+# ---- 2. zero loss with the default socket queue (the drop rule on) ----
+say "zero loss with the default --socket-queue, 1 device, $N frames"
+start_relay zl "--flood $N --frame-bytes 200"
+res=$(flood 1 "$N")
+add_json "relay-default-queue" "$res"
+stop "$RELAY_PID"
+
+# ---- 3. latency at 1000 frames/s to 4 devices ----
+say "latency at 1000 frames/s, 4 devices, $RATE_N frames"
+start_relay rate "--flood $RATE_N --frame-bytes 200 --rate 1000"
+res=$(flood 4 "$RATE_N")
+add_json "relay-rate" "$res"
+stop "$RELAY_PID"
+if [ -n "$WEBSOCAT" ]; then
+  start_websocat "--flood $RATE_N --frame-bytes 200 --rate 1000"
+  res=$("$BENCH" plain --url "ws://127.0.0.1:$WS_PORT" --frames "$RATE_N" --cwd "$WORK" | head -1 || true)
+  add_json "websocat-rate" "$res"
+  sleep 1
+  record label=websocat-idle rss_kib="$(rss_kib "$WS_PID")"
+  stop "$WS_PID"
+fi
+
+# ---- 4. idle RSS; 16 sessions x 4 devices connected; then with full default rings ----
+say "idle RSS, then 16 sessions x 4 devices, $FILL_N 2000-byte frames each"
+start_relay rss "--flood $FILL_N --frame-bytes 2000"
+sleep 1
+idle=$(rss_kib "$RELAY_PID")
+"$BENCH" flood --url "ws://127.0.0.1:$PORT" --token "$TOKEN" --devices 4 --sessions 16 \
+  --frames "$FILL_N" --sequential --pause 2 --hold 20 --cwd "$WS" >"$WORK/hold.out" 2>"$WORK/hold.err" &
+HOLD_PID=$!
+PIDS+=("$HOLD_PID")
+lines() { wc -l <"$WORK/hold.out" 2>/dev/null || echo 0; }
+for _ in $(seq 600); do
+  [ "$(lines)" -ge 1 ] && break
+  kill -0 "$HOLD_PID" 2>/dev/null || break
+  sleep 0.1
+done
+sleep 1
+connected=$(rss_kib "$RELAY_PID")
+for _ in $(seq 1800); do
+  [ "$(lines)" -ge 2 ] && break
+  kill -0 "$HOLD_PID" 2>/dev/null || break
+  sleep 0.1
+done
+sleep 1
+full=$(rss_kib "$RELAY_PID")
+hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$RELAY_PID/status")
+add_json "relay-rss" "$(sed -n 2p "$WORK/hold.out" 2>/dev/null || echo '{}')" \
+  idle_kib="$idle" connected_kib="$connected" full_kib="$full" hwm_kib="$hwm"
+stop "$HOLD_PID"
+stop "$RELAY_PID"
+
+# ---- 5. full-ring replay ----
+say "replay of a full default ring"
+start_relay replay "--flood $FILL_N --frame-bytes 2000"
+res=$("$BENCH" replay --url "ws://127.0.0.1:$PORT" --token "$TOKEN" --frames "$FILL_N" --repeat 7 --cwd "$WS" | head -1 || true)
+add_json "relay-replay" "$res"
+stop "$RELAY_PID"
+
+# ---- 6. instructions per delivered frame ----
+if perf stat -e instructions true 2>&1 | grep -q 'not supported' || ! command -v perf >/dev/null; then
+  if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+    for k in 1 4; do
+      say "instructions per frame under callgrind, $k device(s), $CG_N frames"
+      RELAY_WRAP="valgrind --tool=callgrind --callgrind-out-file=$WORK/cg$k.%p" \
+        start_relay "cg$k" "--flood $CG_N --frame-bytes 200" --socket-queue $((CG_N + 1024))
+      flood "$k" "$CG_N" >/dev/null # warm-up: agent started, first session
+      callgrind_control -d "$RELAY_PID" >/dev/null
+      res=$(flood "$k" "$CG_N")
+      callgrind_control -d "$RELAY_PID" >/dev/null
+      ir=$(awk '/^summary:/ {print $2}' "$WORK/cg$k.$RELAY_PID.2" 2>/dev/null || echo 0)
+      add_json "relay-ir-$k" "$res" ir="${ir:-0}" tool=callgrind k="$k"
+      stop "$RELAY_PID"
+    done
+  else
+    record label=relay-ir-1 tool=unavailable
+  fi
+else
+  for k in 1 4; do
+    say "instructions per frame under perf stat, $k device(s), $CG_N frames"
+    start_relay "perf$k" "--flood $CG_N --frame-bytes 200" --socket-queue $((CG_N + 1024))
+    flood "$k" "$CG_N" >/dev/null
+    perf stat -e instructions -x, -o "$WORK/perf$k" -p "$RELAY_PID" &
+    PERF_PID=$!
+    PIDS+=("$PERF_PID")
+    sleep 0.2
+    res=$(flood "$k" "$CG_N")
+    kill -INT "$PERF_PID"
+    wait "$PERF_PID" 2>/dev/null || true
+    ir=$(awk -F, '/instructions/ {print $1; exit}' "$WORK/perf$k")
+    add_json "relay-ir-$k" "$res" ir="${ir:-0}" tool=perf k="$k"
+    stop "$RELAY_PID"
+  done
+fi
+
+# ---- 7. size and dependency tree ----
+static=""
+for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+  f=$ROOT/target/$t/release/acp-relay
+  [ -f "$f" ] && static="$static $t=$(stat -c %s "$f")"
+done
+crates=$(cargo tree -e normal --prefix none 2>/dev/null | sed 's/ (\*)$//' | sort -u | wc -l)
+record label=size bin_bytes="$(stat -c %s "$BIN")" crates="$crates" static="${static# }" \
+  opt_level="$(awk '/^\[profile.release\]/{f=1;next} /^\[/{f=0} f && /^opt-level/ {gsub(/[ "]/,"",$0); sub(/opt-level=/,""); print}' Cargo.toml)"
+
+# ---- table ----
+python3 - "$JSONL" "$OUT/latest.md" <<'EOF'
+import json, sys, platform, os, datetime
+rows = {}
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if line:
+        v = json.loads(line)
+        rows[v.get("label")] = v
+
+def g(label, key, default=None):
+    return rows.get(label, {}).get(key, default)
+
+def fmt(x, unit="", digits=0):
+    if x is None:
+        return "unavailable"
+    if isinstance(x, str):
+        return x
+    if digits == 0:
+        return f"{x:,.0f}{unit}"
+    return f"{x:,.{digits}f}{unit}"
+
+def mark(ok):
+    return "—" if ok is None else ("✅ pass" if ok else "❌ miss")
+
+out = []
+out.append(f"## acp-relay benchmark — {datetime.date.today()} — {os.cpu_count()} cores, {platform.machine()}")
+out.append("")
+out.append("| figure | acp-relay | websocat plain pipe | ratio | target | |")
+out.append("|---|---|---|---|---|---|")
+
+sizes = sorted({v["fb"] for v in rows.values() if "fb" in v and v.get("label", "").startswith("relay-")})
+one_mbps = {}
+for fb in sizes:
+    r1, w = f"relay-{fb}-1", f"websocat-{fb}"
+    fr = g(r1, "avg_frame_bytes")
+    lossy = lambda l: "" if g(l, "ok") else f" (lost {g(l,'lost')}, {';'.join(g(l,'errors',[]) or [g(l,'error','?')])[:80]})"
+    rf, wf = g(r1, "fps"), g(w, "fps")
+    ratio = rf / wf if rf and wf else None
+    target = 1.0 if fb <= 500 else 0.8
+    out.append(f"| 1 device, {fb}-B text (~{fr} B frames): frames/s | {fmt(rf)}{lossy(r1)} | {fmt(wf)}{lossy(w) if w in rows else ''} | {fmt(ratio,'×',2)} | ≥ {target}× websocat | {mark(None if ratio is None else ratio >= target and bool(g(r1,'ok')))} |")
+    rm, wm = g(r1, "mbps"), g(w, "mbps")
+    one_mbps[fb] = rm
+    out.append(f"| 1 device, {fb}-B: MB/s | {fmt(rm,'',1)} | {fmt(wm,'',1)} | {fmt(rm/wm if rm and wm else None,'×',2)} | | |")
+    out.append(f"| 1 device, {fb}-B: latency p50 / p99 / max (flooded) | {fmt(g(r1,'lat_p50_us'),' µs')} / {fmt(g(r1,'lat_p99_us'),' µs')} / {fmt(g(r1,'lat_max_us'),' µs')} | {fmt(g(w,'lat_p50_us'),' µs')} / {fmt(g(w,'lat_p99_us'),' µs')} / {fmt(g(w,'lat_max_us'),' µs')} | | | |")
+    rc, wc = g(r1, "cpu_s"), g(w, "cpu_s")
+    rn, wn = g(r1, "flood_frames"), g(w, "flood_frames")
+    rcpf = rc / rn * 1e6 if rc is not None and rn else None
+    wcpf = wc / wn * 1e6 if wc is not None and wn else None
+    out.append(f"| 1 device, {fb}-B: process CPU per frame (user+sys) | {fmt(rcpf,' µs',2)} ({fmt(g(r1,'utime_s'),'',2)} u + {fmt(g(r1,'stime_s'),'',2)} s) | {fmt(wcpf,' µs',2)} ({fmt(g(w,'utime_s'),'',2)} u + {fmt(g(w,'stime_s'),'',2)} s) | {fmt(rcpf/wcpf if rcpf and wcpf else None,'×',2)} | | |")
+    r4 = f"relay-{fb}-4"
+    m4 = g(r4, "mbps")
+    x = m4 / rm if m4 and rm else None
+    out.append(f"| 4 devices, {fb}-B: total frames/s, MB/s | {fmt(g(r4,'fps'))}, {fmt(m4,'',1)}{lossy(r4)} | | {fmt(x,'×',2)} of our 1-device | ≥ 3× | {mark(None if x is None else x >= 3 and bool(g(r4,'ok')))} |")
+    c4, n4 = g(r4, "cpu_s"), g(r4, "flood_frames")
+    out.append(f"| 4 devices, {fb}-B: relay CPU per delivered frame; p50 / p99; bench client CPU / wall | {fmt(c4/n4*1e6 if c4 is not None and n4 else None,' µs',2)}; {fmt(g(r4,'lat_p50_us'),' µs')} / {fmt(g(r4,'lat_p99_us'),' µs')}; {fmt(g(r4,'client_cpu_s'),' s',2)} / {fmt(g(r4,'secs'),' s',2)} | | | | |")
+
+zl = "relay-default-queue"
+if zl in rows:
+    ok = bool(g(zl, "ok"))
+    det = "0 lost" if ok else f"lost {g(zl,'lost')} of {g(zl,'frames_per_device')}: {(g(zl,'errors') or [g(zl,'error','?')])[0][:90]}"
+    out.append(f"| zero loss, 1 device, default --socket-queue (8192), unpaced flood | {det} | | | zero lost | {mark(ok)} |")
+tp_ok = all(bool(v.get("ok")) for k, v in rows.items() if k.startswith("relay-") and "-" in k and k.split("-")[1].isdigit())
+out.append(f"| zero loss in every throughput run above (queue ≥ frames) | {'0 lost' if tp_ok else 'LOSS'} | | | zero lost | {mark(tp_ok)} |")
+
+r = "relay-rate"
+if r in rows:
+    p99 = g(r, "lat_p99_us")
+    ok = p99 is not None and p99 < 2000 and bool(g(r, "ok"))
+    out.append(f"| 1000 frames/s to 4 devices: latency p50 / p99 / max, loss | {fmt(g(r,'lat_p50_us'),' µs')} / {fmt(p99,' µs')} / {fmt(g(r,'lat_max_us'),' µs')}, lost {g(r,'lost')} | {fmt(g('websocat-rate','lat_p50_us'),' µs')} / {fmt(g('websocat-rate','lat_p99_us'),' µs')} / {fmt(g('websocat-rate','lat_max_us'),' µs')} (1 device) | | p99 < 2 ms, none lost | {mark(ok)} |")
+
+r = "relay-rss"
+idle = g(r, "idle_kib")
+if idle is not None:
+    wi = g("websocat-idle", "rss_kib")
+    out.append(f"| idle RSS (VmRSS 1 s after start) | {idle/1024:.2f} MiB | {fmt(wi/1024 if wi else None,' MiB',2)} | | < 4 MiB | {mark(idle < 4096)} |")
+    full = g(r, "full_kib")
+    bound = 16 * 4 * 1024 + 2 * 1024
+    delta = full - idle
+    ok = delta <= bound and bool(g(r, "ok"))
+    conn = g(r, "connected_kib")
+    if conn is not None:
+        out.append(f"| RSS, 16 sessions × 4 devices connected, empty rings | {conn/1024:.1f} MiB (+{(conn-idle)/1024:.1f} MiB, {(conn-idle)/64:.0f} KiB per device) | | | | — |")
+    out.append(f"| RSS, 16 sessions × 4 devices, full default rings (4 MiB each) | {full/1024:.1f} MiB (+{delta/1024:.1f} MiB; peak {g(r,'hwm_kib',0)/1024:.1f} MiB){'' if g(r,'ok') else ' — fill run lost frames: ' + str(g(r,'lost'))} | | | +≤ 16×4 MiB + 2 MiB = 66 MiB | {mark(ok)} |")
+
+r = "relay-replay"
+if r in rows:
+    ms = g(r, "ms_median")
+    out.append(f"| full-ring replay to a last_seq=0 device (median of 7) | {fmt(ms,' ms',1)} ({g(r,'frames')} frames, {g(r,'bytes',0)/1048576:.2f} MiB; min {fmt(g(r,'ms_min'),' ms',1)}) | | | < 50 ms | {mark(ms is not None and ms < 50)} |")
+
+for k in (1, 4):
+    r = f"relay-ir-{k}"
+    if r in rows:
+        tool = g(r, "tool")
+        ir, d = g(r, "ir"), g(r, "delivered")
+        val = f"{ir/d:,.0f} ({tool}, {d:,} frames)" if tool != "unavailable" and ir and d else "unavailable (no perf counters, no callgrind)"
+        out.append(f"| relay instructions per delivered frame, {k} device(s), 200-B | {val} | | | | — |")
+
+r = "size"
+b = g(r, "bin_bytes")
+out.append(f"| release binary (glibc, opt-level {g(r,'opt_level')}) | {b/1048576:.2f} MiB ({b:,} B) | | | | — |")
+st = g(r, "static") or ""
+for part in str(st).split():
+    t, _, n = part.partition("=")
+    n = int(n)
+    out.append(f"| static binary {t} | {n/1048576:.2f} MiB ({n:,} B) | | | < 2 MiB | {mark(n < 2 * 1048576)} |")
+if not st:
+    out.append("| static musl binary | not built (run scripts/build-static.sh first) | | | < 2 MiB | — |")
+c = g(r, "crates")
+out.append(f"| crates in `cargo tree -e normal` (incl. acp-relay) | {c} | | | ≤ 80 | {mark(c is not None and c <= 80)} |")
+out.append("")
+out.append("Frames are the demo agent's `--flood` `agent_message_chunk` lines (text of the given size plus ~190 B of JSON; "
+           "ours also carry `\"rseq\":N`). websocat pipes the same agent's stdout, one line per text message, to one device. "
+           "Latency is the agent's emit time to the device's receive time. CPU is the relay's (or websocat's) own "
+           "utime+stime from /proc, agent excluded.")
+text = "\n".join(out) + "\n"
+open(sys.argv[2], "w").write(text)
+print(text)
+EOF
+say "table written to target/bench/latest.md; raw figures in target/bench/latest.jsonl"

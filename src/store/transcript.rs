@@ -1,0 +1,420 @@
+//! Session transcripts on disk: one append-only file per session holding its
+//! metadata and its stamped frames, so a relay killed with `kill -9` lists the
+//! same sessions and shows the same transcripts when it starts again. Every
+//! write happens on one background writer thread; the executor thread only
+//! queues work and never blocks on a file (reads run in `smol::unblock`).
+//!
+//! # Format
+//!
+//! `<data-dir>/sessions/<name>.jsonl`, where `<name>` is the session id with
+//! every byte outside `[A-Za-z0-9_-]` replaced by `_`, cut to 48 characters,
+//! then `.` and the 64-bit FNV-1a hash of the id in hex. The name never holds a
+//! `/` or a `.` from the id, so no id can reach outside the directory. Lines:
+//!
+//! - line 1, the header: `{"acpRelayTranscript":1,"sessionId":"<id>"}`;
+//! - metadata: `{"meta":{"title":..,"cwd":..,"createdMs":..,"updatedMs":..,
+//!   "agentSession":..,"headSeq":..}}`; the last one wins;
+//! - frames, stored as they were sent: `{"rseq":N,...}`, `N` strictly
+//!   increasing.
+//!
+//! A line is told apart by its first key. Reading goes backwards from the end,
+//! so loading the newest frames costs what it returns, not the file's size. A
+//! last line without its newline (a write cut by a crash) is ignored; damaged
+//! lines anywhere are skipped and counted in a log line. When the writer opens
+//! a file whose last line is torn it ends that line first, so new lines stay
+//! whole. A file over [`MAX_TRANSCRIPT_BYTES`] is rewritten with its header,
+//! its metadata and its newest frames (half the bound), then renamed into place.
+
+mod format;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use format::file_name;
+
+/// Bound on the operations waiting for the writer thread; frames past it are
+/// dropped (and counted) rather than blocking the executor.
+pub const MAX_QUEUED_OPS: usize = 65536;
+/// Bound on the frame bytes waiting for the writer thread.
+pub const MAX_QUEUED_BYTES: usize = 32 << 20;
+/// Extra room in the queue for metadata, sync and flush requests, so a flood of
+/// frames cannot crowd out a session's title or its turn-end fsync.
+pub const CONTROL_HEADROOM_OPS: usize = 1024;
+/// Bound on one transcript file. Past it the file is compacted to its newest
+/// frames (half the bound); a frame larger than a quarter of it is not stored.
+pub const MAX_TRANSCRIPT_BYTES: u64 = 64 << 20;
+/// Bound on a session id's length; longer ids are not stored.
+pub const MAX_SESSION_ID_BYTES: usize = 1024;
+/// Bound on open transcript files held by the writer (least recently used go).
+pub const MAX_OPEN_FILES: usize = 32;
+/// Buffered bytes reach the OS at least this often, so `kill -9` loses at most
+/// about this much of the newest frames.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Deadline on [`Store::load`].
+pub const LOAD_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Metadata of one stored session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionMeta {
+    pub session_id: String,
+    pub title: Option<String>,
+    pub cwd: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// Milliseconds since the Unix epoch; the store keeps the sessions with the
+    /// newest `updated_ms`.
+    pub updated_ms: u64,
+    /// The agent's own id for this session, when it differs.
+    pub agent_session: Option<String>,
+    /// The newest `rseq` stored for this session (the largest of the last frame
+    /// in the file and the last `head_seq` given to [`Store::put_meta`]): a
+    /// restored ring continues after it.
+    pub head_seq: u64,
+}
+
+/// A session read back from disk.
+#[derive(Debug)]
+pub struct StoredSession {
+    pub meta: SessionMeta,
+    /// The newest frames, oldest first, within the bounds given to
+    /// [`Store::load`]; `rseq` strictly increases along them.
+    pub frames: Vec<Bytes>,
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file or directory could not be read or written.
+    Io { path: PathBuf, source: io::Error },
+    /// No transcript is stored for this session.
+    NotFound { session_id: String },
+    /// The file where this session belongs is not one of our transcripts.
+    NotATranscript { path: PathBuf },
+    /// Reading took longer than [`LOAD_DEADLINE`].
+    Timeout { session_id: String, after: Duration },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io { path, source } => write!(
+                f,
+                "session store {}: {source}; check the data directory's permissions and free space",
+                path.display()
+            ),
+            StoreError::NotFound { session_id } => write!(
+                f,
+                "no stored session {session_id:?}; list sessions with session/list"
+            ),
+            StoreError::NotATranscript { path } => write!(
+                f,
+                "{} is not an acp-relay transcript; move it out of the sessions directory",
+                path.display()
+            ),
+            StoreError::Timeout { session_id, after } => write!(
+                f,
+                "reading session {session_id:?} took more than {}s; try again",
+                after.as_secs()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Bounds the store enforces; tests shrink them.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_file_bytes: u64,
+    queue_ops: usize,
+    queue_bytes: usize,
+}
+
+impl Limits {
+    const DEFAULT: Limits = Limits {
+        max_file_bytes: MAX_TRANSCRIPT_BYTES,
+        queue_ops: MAX_QUEUED_OPS,
+        queue_bytes: MAX_QUEUED_BYTES,
+    };
+}
+
+/// Work for the writer thread.
+enum Op {
+    Meta(SessionMeta),
+    Frame {
+        session_id: String,
+        frame: Bytes,
+    },
+    Sync(String),
+    Flush {
+        session_id: String,
+        done: smol::channel::Sender<()>,
+    },
+    Close(smol::channel::Sender<()>),
+}
+
+impl Op {
+    /// Bytes this op holds in the queue, as counted against `queue_bytes`.
+    fn cost(&self) -> usize {
+        match self {
+            Op::Frame { session_id, frame } => session_id.len() + frame.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// Queue accounting shared by the handle and the writer thread.
+#[derive(Default)]
+struct Shared {
+    ops: AtomicUsize,
+    bytes: AtomicUsize,
+    dropped: AtomicU64,
+    dropping: AtomicBool,
+}
+
+impl Shared {
+    fn received(&self, op: &Op) {
+        self.ops.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(op.cost(), Ordering::Relaxed);
+    }
+}
+
+/// Handle used on the executor thread; every write goes to a background writer
+/// thread through a bounded queue, so no method blocks (except
+/// [`Store::close`], up to its deadline).
+pub struct Store {
+    sessions_dir: PathBuf,
+    tx: mpsc::Sender<Op>,
+    shared: Arc<Shared>,
+    limits: Limits,
+    closed: AtomicBool,
+}
+
+impl Store {
+    /// Opens (creates) `dir/sessions/`, scans it and starts the writer thread.
+    /// Returns the handle and every readable session's metadata, newest first,
+    /// after keeping only the newest `keep_sessions` (at least one) files.
+    ///
+    /// Blocking: call it once at startup, before the executor runs. A damaged
+    /// file never fails it: torn or garbage lines are skipped, an empty file is
+    /// removed, a file that is not a transcript is renamed to `*.corrupt`.
+    ///
+    /// ```no_run
+    /// let (store, sessions) = acp_relay::store::transcript::Store::open(
+    ///     std::path::Path::new("/tmp/acp-relay"),
+    ///     200,
+    /// )?;
+    /// println!("{} stored sessions", sessions.len());
+    /// store.close(std::time::Duration::from_secs(2));
+    /// # Ok::<(), acp_relay::store::transcript::StoreError>(())
+    /// ```
+    pub fn open(dir: &Path, keep_sessions: usize) -> Result<(Store, Vec<SessionMeta>), StoreError> {
+        Store::open_with(dir, keep_sessions, Limits::DEFAULT)
+    }
+
+    fn open_with(
+        dir: &Path,
+        keep_sessions: usize,
+        limits: Limits,
+    ) -> Result<(Store, Vec<SessionMeta>), StoreError> {
+        let sessions_dir = dir.join("sessions");
+        let io_err = |source| StoreError::Io {
+            path: sessions_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&sessions_dir).map_err(io_err)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&sessions_dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let mut found = format::scan_dir(&sessions_dir).map_err(io_err)?;
+        found.sort_by(|a, b| {
+            b.rank
+                .cmp(&a.rank)
+                .then_with(|| a.meta.session_id.cmp(&b.meta.session_id))
+        });
+        let keep = keep_sessions.max(1);
+        for old in found.drain(keep.min(found.len())..) {
+            match std::fs::remove_file(&old.path) {
+                Ok(()) => log::info!(
+                    "removed stored session {:?} (keeping the newest {keep})",
+                    old.meta.session_id
+                ),
+                Err(e) => log::warn!("removing {}: {e}", old.path.display()),
+            }
+        }
+        let metas = found.iter().map(|f| f.meta.clone()).collect();
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared::default());
+        let w = writer::Writer::new(
+            sessions_dir.clone(),
+            keep,
+            limits,
+            found,
+            rx,
+            shared.clone(),
+        );
+        // Detached: `close` waits for its answer, not for the thread.
+        std::thread::Builder::new()
+            .name("acp-relay-store".into())
+            .spawn(move || w.run())
+            .map_err(io_err)?;
+        let store = Store {
+            sessions_dir,
+            tx,
+            shared,
+            limits,
+            closed: AtomicBool::new(false),
+        };
+        Ok((store, metas))
+    }
+
+    /// Queues: record (replace) a session's metadata, creating its transcript
+    /// when it has none. Never blocks.
+    pub fn put_meta(&self, meta: SessionMeta) {
+        if !self.send_control(Op::Meta(meta)) {
+            log::warn!("writer queue is full or closed; a metadata update is lost");
+        }
+    }
+
+    /// Queues: append one stamped frame (`{"rseq":N,...}`, no newline) to a
+    /// session's transcript. Never blocks: when the queue is full the frame is
+    /// dropped, counted in [`Store::dropped`] and logged once per episode.
+    pub fn append(&self, session_id: &str, frame: Bytes) {
+        let cost = session_id.len() + frame.len();
+        let s = &self.shared;
+        let full = s.ops.load(Ordering::Relaxed) >= self.limits.queue_ops
+            || s.bytes.load(Ordering::Relaxed) + cost > self.limits.queue_bytes;
+        let op = Op::Frame {
+            session_id: session_id.to_owned(),
+            frame,
+        };
+        if full || !self.send(op) {
+            s.dropped.fetch_add(1, Ordering::Relaxed);
+            if !s.dropping.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "writer queue is full or closed; dropping frames of session {session_id:?} \
+                     until it drains (they will be missing after a restart)"
+                );
+            }
+        } else if s.dropping.swap(false, Ordering::Relaxed) {
+            log::info!(
+                "writer queue drained; storing frames again ({} dropped so far)",
+                s.dropped.load(Ordering::Relaxed)
+            );
+        }
+    }
+
+    /// Frames dropped because the writer's queue was full (or closed).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Queues: write out and fsync this session's transcript (at turn ends).
+    pub fn sync(&self, session_id: &str) {
+        if !self.send_control(Op::Sync(session_id.to_owned())) {
+            log::warn!("writer queue is full or closed; session {session_id:?} was not synced");
+        }
+    }
+
+    /// Reads one session back: its metadata and its newest frames, at most
+    /// `max_frames` of them and at most `max_bytes` in all. Everything queued
+    /// before the call is written out first. Runs on a blocking thread, within
+    /// [`LOAD_DEADLINE`].
+    pub async fn load(
+        &self,
+        session_id: &str,
+        max_frames: usize,
+        max_bytes: usize,
+    ) -> Result<StoredSession, StoreError> {
+        let (done_tx, done_rx) = smol::channel::bounded(1);
+        let queued = self.send_control(Op::Flush {
+            session_id: session_id.to_owned(),
+            done: done_tx,
+        });
+        let path = self.sessions_dir.join(file_name(session_id));
+        let id = session_id.to_owned();
+        let work = async move {
+            if queued {
+                // An error means the writer is gone; what it wrote is on disk.
+                let _ = done_rx.recv().await;
+            }
+            smol::unblock(move || format::read_session(&path, &id, max_frames, max_bytes)).await
+        };
+        let deadline = async {
+            smol::Timer::after(LOAD_DEADLINE).await;
+            Err(StoreError::Timeout {
+                session_id: session_id.to_owned(),
+                after: LOAD_DEADLINE,
+            })
+        };
+        futures_lite::future::or(work, deadline).await
+    }
+
+    /// Writes out and fsyncs everything queued, then stops the writer thread.
+    /// Blocks for at most `deadline`: call it at shutdown, or use
+    /// [`Store::close_async`] on the executor. Later writes are dropped.
+    pub fn close(&self, deadline: Duration) {
+        smol::block_on(self.close_async(deadline));
+    }
+
+    /// [`Store::close`] without blocking the calling thread: resolves when
+    /// everything is on disk, or after `deadline`.
+    pub async fn close_async(&self, deadline: Duration) {
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (done_tx, done_rx) = smol::channel::bounded(1);
+        if !self.send(Op::Close(done_tx)) {
+            return;
+        }
+        let done = async { done_rx.recv().await.is_ok() };
+        let late = async {
+            smol::Timer::after(deadline).await;
+            false
+        };
+        if !futures_lite::future::or(done, late).await {
+            log::warn!(
+                "writer did not finish within {}ms; the newest frames may be lost",
+                deadline.as_millis()
+            );
+        }
+    }
+
+    /// Queues a metadata, sync or flush request, which may use the headroom
+    /// above the frame bound.
+    fn send_control(&self, op: Op) -> bool {
+        let bound = self.limits.queue_ops + CONTROL_HEADROOM_OPS;
+        self.shared.ops.load(Ordering::Relaxed) < bound && self.send(op)
+    }
+
+    fn send(&self, op: Op) -> bool {
+        let cost = op.cost();
+        self.shared.ops.fetch_add(1, Ordering::Relaxed);
+        self.shared.bytes.fetch_add(cost, Ordering::Relaxed);
+        if self.tx.send(op).is_ok() {
+            return true;
+        }
+        self.shared.ops.fetch_sub(1, Ordering::Relaxed);
+        self.shared.bytes.fetch_sub(cost, Ordering::Relaxed);
+        false
+    }
+}

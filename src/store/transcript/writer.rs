@@ -1,0 +1,493 @@
+//! The writer thread: owns the open transcript files (at most
+//! [`MAX_OPEN_FILES`], least recently used closed first), buffers appends,
+//! writes them out when the queue is idle and at least every
+//! [`FLUSH_INTERVAL`], fsyncs on request, prunes old sessions and compacts
+//! files past their bound. Logs I/O errors; never panics on them.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::format::{self, Bounds, Found, HeaderCheck, MetaRecord};
+use super::{FLUSH_INTERVAL, Limits, MAX_OPEN_FILES, MAX_SESSION_ID_BYTES, Op, Shared};
+
+/// Buffer per open file.
+const BUF_BYTES: usize = 64 << 10;
+/// Least time between two logs of failures to create a transcript.
+const QUIET_FOR: Duration = Duration::from_secs(10);
+
+/// What the writer knows of one transcript on disk.
+struct Entry {
+    /// The last metadata written, if any.
+    meta: Option<MetaRecord>,
+    /// Pruning order: `updated_ms`, else when the file was first seen.
+    rank: u64,
+    /// Writing failed and has been logged; cleared by the next success.
+    failing: bool,
+    /// The file is full and could not be compacted: frames are not stored.
+    full: bool,
+}
+
+struct OpenFile {
+    session_id: String,
+    w: BufWriter<File>,
+    /// File length including buffered bytes.
+    len: u64,
+}
+
+pub(super) struct Writer {
+    dir: PathBuf,
+    keep: usize,
+    limits: Limits,
+    index: HashMap<String, Entry>,
+    /// Least recently used first.
+    open: VecDeque<OpenFile>,
+    /// When the oldest unflushed write was buffered.
+    dirty_since: Option<Instant>,
+    rx: mpsc::Receiver<Op>,
+    shared: Arc<Shared>,
+    /// When a failure to create a transcript was last logged.
+    unlisted_warned: Option<Instant>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Drops a writer without writing what it buffered.
+fn discard(of: OpenFile) {
+    let _ = of.w.into_parts();
+}
+
+impl Writer {
+    pub(super) fn new(
+        dir: PathBuf,
+        keep: usize,
+        limits: Limits,
+        found: Vec<Found>,
+        rx: mpsc::Receiver<Op>,
+        shared: Arc<Shared>,
+    ) -> Writer {
+        let index = found
+            .into_iter()
+            .map(|f| {
+                let entry = Entry {
+                    meta: f.record,
+                    rank: f.rank,
+                    failing: false,
+                    full: false,
+                };
+                (f.meta.session_id, entry)
+            })
+            .collect();
+        Writer {
+            dir,
+            keep,
+            limits,
+            index,
+            open: VecDeque::new(),
+            dirty_since: None,
+            rx,
+            shared,
+            unlisted_warned: None,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        loop {
+            let received = match self.dirty_since {
+                Some(t) => match self
+                    .rx
+                    .recv_timeout(FLUSH_INTERVAL.saturating_sub(t.elapsed()))
+                {
+                    Ok(op) => Some(op),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.rx.recv() {
+                    Ok(op) => Some(op),
+                    Err(mpsc::RecvError) => break,
+                },
+            };
+            if let Some(op) = received {
+                self.shared.received(&op);
+                if let Op::Close(done) = op {
+                    self.finish();
+                    let _ = done.try_send(());
+                    return;
+                }
+                self.handle(op);
+            }
+            let idle = self.shared.ops.load(Ordering::Relaxed) == 0;
+            if idle
+                || self
+                    .dirty_since
+                    .is_some_and(|t| t.elapsed() >= FLUSH_INTERVAL)
+            {
+                self.flush_all();
+            }
+        }
+        // Every handle is gone without a close: still leave the files whole.
+        self.finish();
+    }
+
+    fn handle(&mut self, op: Op) {
+        match op {
+            Op::Meta(meta) => {
+                if !valid_id(&meta.session_id) {
+                    return;
+                }
+                let record = MetaRecord::from(&meta);
+                let line = format::meta_line(&record);
+                if !self.ensure_open(&meta.session_id) {
+                    return;
+                }
+                if let Some(e) = self.index.get_mut(&meta.session_id) {
+                    e.rank = meta.updated_ms;
+                    e.meta = Some(record);
+                }
+                self.write(&meta.session_id, &[&line], false);
+            }
+            Op::Frame { session_id, frame } => {
+                if !valid_id(&session_id) {
+                    return;
+                }
+                let max_frame = (self.limits.max_file_bytes / 4) as usize;
+                if !frame.starts_with(format::FRAME_PREFIX) || frame.contains(&b'\n') {
+                    log::warn!(
+                        "session {session_id:?}: not storing a frame that is not one stamped JSON line"
+                    );
+                    return;
+                }
+                if frame.len() >= max_frame {
+                    log::warn!(
+                        "session {session_id:?}: not storing a frame of {} bytes (at most {max_frame})",
+                        frame.len()
+                    );
+                    return;
+                }
+                if self.index.get(&session_id).is_some_and(|e| e.full) {
+                    return;
+                }
+                if self.ensure_open(&session_id) {
+                    self.write(&session_id, &[&frame, b"\n"], true);
+                }
+            }
+            Op::Sync(session_id) => {
+                if let Some(pos) = self.position(&session_id) {
+                    let of = &mut self.open[pos];
+                    if let Err(e) = of.w.flush().and_then(|()| of.w.get_ref().sync_data()) {
+                        self.fail(&session_id, e);
+                    }
+                }
+            }
+            Op::Flush { session_id, done } => {
+                if let Some(pos) = self.position(&session_id)
+                    && let Err(e) = self.open[pos].w.flush()
+                {
+                    self.fail(&session_id, e);
+                }
+                let _ = done.try_send(());
+            }
+            Op::Close(_) => {}
+        }
+    }
+
+    fn position(&self, session_id: &str) -> Option<usize> {
+        self.open.iter().position(|o| o.session_id == session_id)
+    }
+
+    /// Appends `parts` as one line to the session's open file, compacting the
+    /// file first when the line would take it past its bound.
+    fn write(&mut self, session_id: &str, parts: &[&[u8]], is_frame: bool) {
+        let n: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let max = self.limits.max_file_bytes;
+        let over = |w: &Writer| w.open.back().is_none_or(|of| of.len + n > max);
+        if over(self) {
+            let compacted = self.compact(session_id);
+            if !self.ensure_open(session_id) {
+                return;
+            }
+            if is_frame && (!compacted || over(self)) {
+                if let Some(e) = self.index.get_mut(session_id) {
+                    e.full = true;
+                }
+                log::warn!(
+                    "session {session_id:?}: transcript is over {max} bytes and could not be \
+                     compacted; new frames are not stored"
+                );
+                return;
+            }
+        }
+        let Some(of) = self.open.back_mut() else {
+            return;
+        };
+        match parts.iter().try_for_each(|p| of.w.write_all(p)) {
+            Ok(()) => {
+                of.len += n;
+                self.dirty_since.get_or_insert_with(Instant::now);
+                if let Some(e) = self.index.get_mut(session_id)
+                    && e.failing
+                {
+                    e.failing = false;
+                    log::info!("session {session_id:?}: writing its transcript again");
+                }
+            }
+            Err(e) => self.fail(session_id, e),
+        }
+    }
+
+    /// Logs a write error once per failing spell and drops the file's handle
+    /// and buffer; the next write reopens it and ends any torn line first.
+    fn fail(&mut self, session_id: &str, e: io::Error) {
+        if let Some(pos) = self.position(session_id)
+            && let Some(of) = self.open.remove(pos)
+        {
+            discard(of);
+        }
+        let quiet = match self.index.get_mut(session_id) {
+            Some(entry) => std::mem::replace(&mut entry.failing, true),
+            // A transcript that could not even be created: log at most every
+            // QUIET_FOR.
+            None => self
+                .unlisted_warned
+                .is_some_and(|t| t.elapsed() < QUIET_FOR),
+        };
+        if !quiet {
+            if !self.index.contains_key(session_id) {
+                self.unlisted_warned = Some(Instant::now());
+            }
+            log::warn!(
+                "session {session_id:?}: writing its transcript failed: {e}; new lines are lost \
+                 until writes succeed (check free space and permissions)"
+            );
+        }
+    }
+
+    /// Makes `session_id`'s file the most recently used open file, creating
+    /// the transcript (and pruning old ones) when it is new.
+    fn ensure_open(&mut self, session_id: &str) -> bool {
+        if let Some(pos) = self.position(session_id) {
+            if let Some(of) = self.open.remove(pos) {
+                self.open.push_back(of);
+            }
+            return true;
+        }
+        let known = self.index.contains_key(session_id);
+        let (w, len) = match self.open_file(session_id, known) {
+            Ok(x) => x,
+            Err(e) => {
+                self.fail(session_id, e);
+                return false;
+            }
+        };
+        if !known {
+            let entry = Entry {
+                meta: None,
+                rank: now_ms(),
+                failing: false,
+                full: false,
+            };
+            self.index.insert(session_id.to_owned(), entry);
+            self.prune(session_id);
+        }
+        while self.open.len() >= MAX_OPEN_FILES {
+            self.close_oldest();
+        }
+        self.open.push_back(OpenFile {
+            session_id: session_id.to_owned(),
+            w,
+            len,
+        });
+        self.dirty_since.get_or_insert_with(Instant::now);
+        true
+    }
+
+    /// Opens a transcript for appending: writes the header of a new file, ends
+    /// a torn last line of an old one, moves aside a foreign file in the way.
+    fn open_file(&self, session_id: &str, known: bool) -> io::Result<(BufWriter<File>, u64)> {
+        let path = self.dir.join(format::file_name(session_id));
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&path)
+        };
+        let mut file = open()?;
+        let mut len = file.metadata()?.len();
+        if len > 0 && !known {
+            let ours = matches!(
+                format::read_header(&file)?,
+                HeaderCheck::Ours { session_id: ref id, .. } if id == session_id
+            );
+            if !ours {
+                drop(file);
+                format::move_aside(&path);
+                file = open()?;
+                len = file.metadata()?.len();
+            }
+        }
+        let mut w = BufWriter::with_capacity(BUF_BYTES, file);
+        if len == 0 {
+            let header = format::header_line(session_id);
+            w.write_all(&header)?;
+            len = header.len() as u64;
+        } else {
+            let mut last = [0u8];
+            w.get_ref().read_exact_at(&mut last, len - 1)?;
+            if last[0] != b'\n' {
+                w.write_all(b"\n")?;
+                len += 1;
+            }
+        }
+        Ok((w, len))
+    }
+
+    /// Closes the least recently used file, writing out and fsyncing it.
+    fn close_oldest(&mut self) {
+        let Some(mut of) = self.open.pop_front() else {
+            return;
+        };
+        if let Err(e) = of.w.flush().and_then(|()| of.w.get_ref().sync_data()) {
+            let id = of.session_id.clone();
+            self.open.push_back(of);
+            self.fail(&id, e);
+        }
+    }
+
+    /// Keeps the newest `keep` transcripts, never removing `new_id`'s.
+    fn prune(&mut self, new_id: &str) {
+        while self.index.len() > self.keep {
+            let victim = self
+                .index
+                .iter()
+                .filter(|(id, _)| id.as_str() != new_id)
+                .min_by(|a, b| a.1.rank.cmp(&b.1.rank).then_with(|| a.0.cmp(b.0)))
+                .map(|(id, _)| id.clone());
+            let Some(victim) = victim else { return };
+            self.index.remove(&victim);
+            if let Some(pos) = self.position(&victim)
+                && let Some(of) = self.open.remove(pos)
+            {
+                discard(of);
+            }
+            let path = self.dir.join(format::file_name(&victim));
+            match fs::remove_file(&path) {
+                Ok(()) => log::info!(
+                    "removed stored session {victim:?} (keeping the newest {})",
+                    self.keep
+                ),
+                Err(e) => log::warn!("removing {}: {e}", path.display()),
+            }
+        }
+    }
+
+    /// Rewrites a transcript as its header, its metadata and its newest frames
+    /// (half the file bound), through a temporary file renamed into place.
+    fn compact(&mut self, session_id: &str) -> bool {
+        if let Some(pos) = self.position(session_id)
+            && let Some(of) = self.open.remove(pos)
+            && let Err(e) = of.w.into_inner()
+        {
+            let (e, w) = e.into_parts();
+            let _ = w.into_parts();
+            log::warn!("session {session_id:?}: writing before compaction failed: {e}");
+            return false;
+        }
+        let path = self.dir.join(format::file_name(session_id));
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let meta = self.index.get(session_id).and_then(|e| e.meta.clone());
+        let keep_bytes = (self.limits.max_file_bytes / 2) as usize;
+        let result = (|| -> io::Result<(u64, u64)> {
+            let mut src = File::open(&path)?;
+            let len = src.metadata()?.len();
+            let HeaderCheck::Ours { end, .. } = format::read_header(&src)? else {
+                return Err(io::Error::other("its header is damaged"));
+            };
+            let bounds = Bounds {
+                max_frames: usize::MAX,
+                max_bytes: keep_bytes,
+                collect: false,
+                max_line: self.limits.max_file_bytes as usize,
+            };
+            let tail = format::read_tail(&src, end, len, bounds)?;
+            let out = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let mut w = BufWriter::with_capacity(BUF_BYTES, out);
+            w.write_all(&format::header_line(session_id))?;
+            if let Some(m) = meta.or(tail.meta) {
+                w.write_all(&format::meta_line(&m))?;
+            }
+            if let Some(from) = tail.oldest_kept {
+                src.seek(SeekFrom::Start(from))?;
+                io::copy(&mut (&mut src).take(len - from), &mut w)?;
+            }
+            let out = w.into_inner().map_err(|e| e.into_error())?;
+            out.sync_all()?;
+            let new_len = out.metadata()?.len();
+            fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()?;
+            Ok((len, new_len))
+        })();
+        match result {
+            Ok((old, new)) => {
+                log::info!(
+                    "session {session_id:?}: compacted its transcript from {old} to {new} bytes"
+                );
+                true
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                log::warn!("session {session_id:?}: compacting its transcript failed: {e}");
+                false
+            }
+        }
+    }
+
+    fn flush_all(&mut self) {
+        let mut failed = Vec::new();
+        for of in &mut self.open {
+            if let Err(e) = of.w.flush() {
+                failed.push((of.session_id.clone(), e));
+            }
+        }
+        for (id, e) in failed {
+            self.fail(&id, e);
+        }
+        self.dirty_since = None;
+    }
+
+    /// Writes out and fsyncs every open file.
+    fn finish(&mut self) {
+        while !self.open.is_empty() {
+            self.close_oldest();
+        }
+        self.dirty_since = None;
+    }
+}
+
+fn valid_id(session_id: &str) -> bool {
+    if session_id.len() > MAX_SESSION_ID_BYTES {
+        log::warn!(
+            "not storing session with an id of {} bytes (at most {MAX_SESSION_ID_BYTES})",
+            session_id.len()
+        );
+        return false;
+    }
+    true
+}

@@ -1,0 +1,533 @@
+//! The PTY engine against real PTYs and real processes: output, resize,
+//! multibyte text, escape sequences, exit codes, kills and shutdown. Drives
+//! `PtySet` directly on a `LocalExecutor`; every wait has a deadline.
+
+use acp_relay::core::terminals::TerminalId;
+use acp_relay::pty::{KILL_GRACE, PtyEvent, PtySet, SHUTDOWN_WAIT};
+use futures_lite::future;
+use smol::channel::{Receiver, Sender};
+use smol::{LocalExecutor, Timer};
+use std::cell::RefCell;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Tests that spawn children hold this for reading; the shutdown test holds
+/// it for writing, so no other test's children exist while it counts.
+static CHILDREN: RwLock<()> = RwLock::new(());
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A unique temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p =
+            std::env::temp_dir().join(format!("acp-relay-pty-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p.canonicalize().unwrap())
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `PtySet` on its own executor, with every event it reports.
+struct Rig {
+    ex: Rc<LocalExecutor<'static>>,
+    set: Rc<PtySet>,
+    events: Rc<RefCell<Vec<PtyEvent>>>,
+    wake: Receiver<()>,
+    _root: TempDir,
+}
+
+impl Rig {
+    fn new(tag: &str) -> Rig {
+        let root = TempDir::new(tag);
+        let ex = Rc::new(LocalExecutor::new());
+        let events = Rc::new(RefCell::new(Vec::new()));
+        let (tx, wake): (Sender<()>, Receiver<()>) = smol::channel::bounded(1);
+        let sink = events.clone();
+        let on_event: Rc<dyn Fn(PtyEvent)> = Rc::new(move |ev| {
+            sink.borrow_mut().push(ev);
+            let _ = tx.try_send(());
+        });
+        let set = PtySet::new(ex.clone(), root.path().to_path_buf(), on_event);
+        Rig {
+            ex,
+            set,
+            events,
+            wake,
+            _root: root,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self._root.path()
+    }
+
+    /// Runs `fut` on the executor (with the PTY tasks) to completion.
+    fn run<T>(&self, fut: impl Future<Output = T>) -> T {
+        future::block_on(self.ex.run(fut))
+    }
+
+    /// Everything `id` has printed so far.
+    fn output(&self, id: TerminalId) -> String {
+        self.events
+            .borrow()
+            .iter()
+            .filter_map(|ev| match ev {
+                PtyEvent::Output { id: i, data } if *i == id => Some(data.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn exit_of(&self, id: TerminalId) -> Option<(Option<i32>, Option<String>)> {
+        self.events.borrow().iter().find_map(|ev| match ev {
+            PtyEvent::Exited {
+                id: i,
+                exit_code,
+                signal,
+            } if *i == id => Some((*exit_code, signal.clone())),
+            _ => None,
+        })
+    }
+
+    /// Waits, at most [`WAIT`], until `done(self)` holds.
+    async fn wait_until(&self, what: &str, done: impl Fn(&Rig) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let woke = future::or(async { self.wake.recv().await.is_ok() }, async {
+                Timer::after(left).await;
+                false
+            })
+            .await;
+            if !woke && !done(self) {
+                panic!(
+                    "timed out after {WAIT:?} waiting for {what}; events: {:?}",
+                    self.events.borrow()
+                );
+            }
+        }
+    }
+
+    async fn wait_output(&self, id: TerminalId, needle: &str) {
+        self.wait_until(&format!("{needle:?} from {id}"), |r| {
+            r.output(id).contains(needle)
+        })
+        .await;
+    }
+
+    async fn wait_exit(&self, id: TerminalId) -> (Option<i32>, Option<String>) {
+        self.wait_until(&format!("the exit of {id}"), |r| r.exit_of(id).is_some())
+            .await;
+        self.exit_of(id).unwrap()
+    }
+
+    /// Ends every child, within the engine's own bound plus slack.
+    async fn shutdown(&self) {
+        let started = Instant::now();
+        self.set.shutdown().await;
+        assert!(
+            started.elapsed() < SHUTDOWN_WAIT + Duration::from_secs(2),
+            "shutdown took {:?}",
+            started.elapsed()
+        );
+        assert!(self.set.ids().is_empty(), "left: {:?}", self.set.ids());
+    }
+}
+
+fn shared_lock() -> std::sync::RwLockReadGuard<'static, ()> {
+    CHILDREN.read().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn shell_evaluates_input() {
+    let _g = shared_lock();
+    let rig = Rig::new("echo");
+    let id = TerminalId(1);
+    rig.set.spawn(id, 80, 24, None, None).unwrap();
+    rig.run(async {
+        rig.set.write(id, b"echo $((6*7))\n".to_vec());
+        rig.wait_output(id, "42").await;
+        rig.set.write(id, b"exit\n".to_vec());
+        assert_eq!(rig.wait_exit(id).await, (Some(0), None));
+        rig.shutdown().await;
+    });
+}
+
+#[test]
+fn cwd_and_term_are_set() {
+    let _g = shared_lock();
+    let rig = Rig::new("cwd");
+    let sub = rig.root().join("sub dir");
+    std::fs::create_dir(&sub).unwrap();
+    rig.set
+        .spawn(
+            TerminalId(1),
+            80,
+            24,
+            None,
+            Some("pwd; echo \"term=$TERM\"".into()),
+        )
+        .unwrap();
+    rig.set
+        .spawn(TerminalId(2), 80, 24, Some(sub.clone()), Some("pwd".into()))
+        .unwrap();
+    rig.run(async {
+        assert_eq!(rig.wait_exit(TerminalId(1)).await, (Some(0), None));
+        assert_eq!(rig.wait_exit(TerminalId(2)).await, (Some(0), None));
+        rig.shutdown().await;
+    });
+    let root = rig.root().display().to_string();
+    assert_eq!(
+        rig.output(TerminalId(1)),
+        format!("{root}\r\nterm=xterm-256color\r\n")
+    );
+    assert_eq!(rig.output(TerminalId(2)), format!("{}\r\n", sub.display()));
+}
+
+#[test]
+fn child_leads_a_session_with_the_pty_as_controlling_terminal() {
+    let _g = shared_lock();
+    let rig = Rig::new("session");
+    let id = TerminalId(1);
+    // /proc/<pid>/stat: pid comm state ppid pgrp session tty_nr ...
+    let script = "read pid comm state ppid pgrp sid tty rest < /proc/$$/stat; \
+                  echo \"pid=$pid pgrp=$pgrp sid=$sid tty=$tty\"; read line";
+    rig.set
+        .spawn(id, 80, 24, None, Some(script.into()))
+        .unwrap();
+    let pid = rig.set.pid(id).unwrap();
+    rig.run(async {
+        rig.wait_output(id, " tty=").await;
+        rig.set.write(id, b"\n".to_vec());
+        assert_eq!(rig.wait_exit(id).await, (Some(0), None));
+        rig.shutdown().await;
+    });
+    let out = rig.output(id);
+    assert!(
+        out.contains(&format!("pid={pid} pgrp={pid} sid={pid} tty=")),
+        "{out:?}"
+    );
+    assert!(!out.contains("tty=0\r"), "no controlling terminal: {out:?}");
+}
+
+#[test]
+fn resize_reaches_stty() {
+    let _g = shared_lock();
+    let rig = Rig::new("resize");
+    let id = TerminalId(1);
+    rig.set.spawn(id, 80, 24, None, None).unwrap();
+    rig.set.resize(id, 101, 33);
+    rig.run(async {
+        rig.set.write(id, b"stty size\n".to_vec());
+        rig.wait_output(id, "33 101").await;
+        rig.set.resize(id, 40, 12);
+        rig.set.write(id, b"stty size\n".to_vec());
+        rig.wait_output(id, "12 40").await;
+        rig.shutdown().await;
+    });
+}
+
+#[test]
+fn multibyte_text_split_across_writes_arrives_whole() {
+    let _g = shared_lock();
+    let rig = Rig::new("utf8");
+    let id = TerminalId(1);
+    rig.set
+        .spawn(
+            id,
+            120,
+            40,
+            None,
+            Some("stty -echo; echo READY; exec cat".into()),
+        )
+        .unwrap();
+    // Enough lines that the output spans many reads and frames.
+    let line = "héllo 😀 漢字テスト 🧑\u{200D}💻 done";
+    let text: String = (0..400).map(|i| format!("{i:03} {line}\n")).collect();
+    rig.run(async {
+        rig.wait_output(id, "READY\r\n").await;
+        // Writes that cut characters apart at every possible offset.
+        let bytes = text.as_bytes();
+        let mut at = 0;
+        let mut step = 1;
+        while at < bytes.len() {
+            let end = (at + step).min(bytes.len());
+            rig.set.write(id, bytes[at..end].to_vec());
+            at = end;
+            step = step % 7 + 1;
+        }
+        rig.wait_output(id, &format!("399 {line}\r\n")).await;
+        rig.shutdown().await;
+    });
+    let out = rig.output(id);
+    assert!(!out.contains('\u{FFFD}'), "mangled: {out:?}");
+    let expected = format!("READY\n{text}").replace('\n', "\r\n");
+    assert_eq!(out, expected);
+    let frames = rig
+        .events
+        .borrow()
+        .iter()
+        .filter(|e| matches!(e, PtyEvent::Output { .. }))
+        .count();
+    assert!(frames > 1, "expected several frames, got {frames}");
+}
+
+#[test]
+fn cursor_movement_streams_without_loss() {
+    let _g = shared_lock();
+    let rig = Rig::new("escapes");
+    let id = TerminalId(1);
+    // A full-screen style program: clear, then place lines with cursor
+    // addressing and erase-line, colours and multibyte text, then exit.
+    let script = r#"printf '\033[?1049h\033[2J\033[H'
+i=1
+while [ $i -le 600 ]; do
+  printf '\033[%d;1H\033[K\033[1;3%dmrow %d 漢字 ✓\033[0m\n' $((i % 24 + 1)) $((i % 8)) $i
+  i=$((i + 1))
+done
+printf '\033[?1049lEND\n'"#;
+    rig.set
+        .spawn(id, 80, 24, None, Some(script.into()))
+        .unwrap();
+    let mut expected = String::from("\x1b[?1049h\x1b[2J\x1b[H");
+    for i in 1..=600 {
+        expected += &format!(
+            "\x1b[{};1H\x1b[K\x1b[1;3{}mrow {} 漢字 ✓\x1b[0m\r\n",
+            i % 24 + 1,
+            i % 8,
+            i
+        );
+    }
+    expected += "\x1b[?1049lEND\r\n";
+    rig.run(async {
+        assert_eq!(rig.wait_exit(id).await, (Some(0), None));
+        rig.shutdown().await;
+    });
+    let out = rig.output(id);
+    assert_eq!(out.len(), expected.len());
+    assert!(
+        out == expected,
+        "output differs from what the script printed"
+    );
+}
+
+#[test]
+fn exit_code_is_reported() {
+    let _g = shared_lock();
+    let rig = Rig::new("exit3");
+    let shell = TerminalId(1);
+    let command = TerminalId(2);
+    rig.set.spawn(shell, 80, 24, None, None).unwrap();
+    rig.set
+        .spawn(command, 80, 24, None, Some("echo bye; exit 3".into()))
+        .unwrap();
+    rig.run(async {
+        rig.set.write(shell, b"exit 3\n".to_vec());
+        assert_eq!(rig.wait_exit(shell).await, (Some(3), None));
+        assert_eq!(rig.wait_exit(command).await, (Some(3), None));
+        rig.shutdown().await;
+    });
+    // Output before the exit is all delivered, before the exit event.
+    assert_eq!(rig.output(command), "bye\r\n");
+    let events = rig.events.borrow();
+    let exit_at = events
+        .iter()
+        .position(|e| matches!(e, PtyEvent::Exited { id, .. } if *id == command))
+        .unwrap();
+    assert!(
+        events[exit_at..]
+            .iter()
+            .all(|e| !matches!(e, PtyEvent::Output { id, .. } if *id == command))
+    );
+    // A gone terminal ignores everything.
+    rig.set.write(shell, b"echo\n".to_vec());
+    rig.set.resize(shell, 10, 10);
+    rig.set.kill(shell);
+}
+
+#[test]
+fn kill_hangs_up_then_escalates() {
+    let _g = shared_lock();
+    let rig = Rig::new("kill");
+    let polite = TerminalId(1);
+    let stubborn = TerminalId(2);
+    rig.set
+        .spawn(polite, 80, 24, None, Some("echo up; sleep 1000".into()))
+        .unwrap();
+    rig.set
+        .spawn(
+            stubborn,
+            80,
+            24,
+            None,
+            Some("trap '' HUP; echo up; sleep 1000".into()),
+        )
+        .unwrap();
+    rig.run(async {
+        rig.wait_output(polite, "up").await;
+        rig.wait_output(stubborn, "up").await;
+        let started = Instant::now();
+        rig.set.kill(polite);
+        rig.set.kill(stubborn);
+        rig.set.kill(stubborn); // a second kill changes nothing
+        let (code, signal) = rig.wait_exit(polite).await;
+        assert_eq!(code, None);
+        assert_eq!(signal.as_deref(), Some("SIGHUP"));
+        let (code, signal) = rig.wait_exit(stubborn).await;
+        assert_eq!(code, None);
+        assert_eq!(signal.as_deref(), Some("SIGKILL"));
+        assert!(started.elapsed() >= KILL_GRACE);
+        rig.shutdown().await;
+    });
+}
+
+#[test]
+fn spawn_refuses_a_running_id_and_after_shutdown() {
+    let _g = shared_lock();
+    let rig = Rig::new("refuse");
+    let id = TerminalId(7);
+    rig.set
+        .spawn(id, 80, 24, None, Some("sleep 1000".into()))
+        .unwrap();
+    let err = rig.set.spawn(id, 80, 24, None, None).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+    let err = rig
+        .set
+        .spawn(
+            TerminalId(8),
+            80,
+            24,
+            Some(rig.root().join("missing")),
+            None,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    rig.run(rig.shutdown());
+    assert!(rig.set.spawn(TerminalId(9), 80, 24, None, None).is_err());
+    assert!(matches!(
+        rig.exit_of(id),
+        Some((None, Some(ref s))) if s == "SIGHUP"
+    ));
+}
+
+/// The processes visible in `/proc`: (pid, ppid, state, comm).
+fn processes() -> Vec<(i32, i32, char, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let mut rest = stat[close + 1..].split_ascii_whitespace();
+        let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        out.push((pid, ppid, state, comm));
+    }
+    out
+}
+
+#[test]
+fn shutdown_leaves_no_children() {
+    let _g = CHILDREN.write().unwrap_or_else(|e| e.into_inner());
+    let rig = Rig::new("shutdown");
+    // Marker programs: symlinks to sleep, so each process's name says which
+    // terminal and which job it belongs to.
+    let sleep = ["/usr/bin/sleep", "/bin/sleep"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("no sleep binary");
+    let marker = |name: &str| {
+        let p = rig.root().join(name);
+        std::os::unix::fs::symlink(sleep, &p).unwrap();
+        p.display().to_string()
+    };
+    let (a, b, c, d) = (
+        marker("ptyreap_a"),
+        marker("ptyreap_b"),
+        marker("ptyreap_c"),
+        marker("ptyreap_d"),
+    );
+    // An interactive shell with a background job in its own process group.
+    rig.set.spawn(TerminalId(1), 80, 24, None, None).unwrap();
+    // A script ignoring SIGHUP, with a job in another process group.
+    rig.set
+        .spawn(
+            TerminalId(2),
+            80,
+            24,
+            None,
+            Some(format!("set -m; trap '' HUP; {b} 1000 & {c} 1000")),
+        )
+        .unwrap();
+    // A lone command.
+    rig.set
+        .spawn(TerminalId(3), 80, 24, None, Some(format!("{d} 1000")))
+        .unwrap();
+    let me = std::process::id() as i32;
+    let markers = ["ptyreap_a", "ptyreap_b", "ptyreap_c", "ptyreap_d"];
+    let live_markers = || {
+        processes()
+            .into_iter()
+            .filter(|(_, _, state, comm)| *state != 'Z' && markers.contains(&comm.as_str()))
+            .collect::<Vec<_>>()
+    };
+    rig.run(async {
+        rig.set
+            .write(TerminalId(1), format!("{a} 1000 &\n").into_bytes());
+        let deadline = Instant::now() + WAIT;
+        while live_markers().len() < markers.len() {
+            assert!(
+                Instant::now() < deadline,
+                "marker processes did not start: {:?}",
+                live_markers()
+            );
+            Timer::after(Duration::from_millis(20)).await;
+        }
+        rig.shutdown().await;
+    });
+    for id in [TerminalId(1), TerminalId(2), TerminalId(3)] {
+        assert!(rig.exit_of(id).is_some(), "no exit reported for {id}");
+    }
+    // The kernel may take a moment to finish a SIGKILLed process.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let children: Vec<_> = processes()
+            .into_iter()
+            .filter(|(_, ppid, _, _)| *ppid == me)
+            .collect();
+        let left = live_markers();
+        if children.is_empty() && left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after shutdown: children {children:?}, live markers {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
