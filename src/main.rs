@@ -3,6 +3,7 @@
 use acp_relay::agent::AgentCommand;
 use acp_relay::core::frame::LineLimits;
 use acp_relay::core::router::RouterConfig;
+use acp_relay::core::terminals::TermLimits;
 use acp_relay::demo_agent::{self, DemoOptions};
 use acp_relay::logger;
 use acp_relay::serve::admission::AdmissionLimits;
@@ -79,6 +80,12 @@ struct Serve {
     /// frames queued per socket before a slow socket is dropped (default 8192)
     #[argh(option, default = "serve::DEFAULT_SOCKET_QUEUE")]
     socket_queue: usize,
+    /// allow devices to open shells on this machine (`_relay/terminal/*`)
+    #[argh(switch)]
+    terminal: bool,
+    /// most terminals open at once (default 8); opening another closes the oldest
+    #[argh(option, default = "acp_relay::core::terminals::DEFAULT_MAX_TERMINALS")]
+    max_terminals: usize,
     /// a browser origin allowed to open sockets besides the relay's own (repeatable)
     #[argh(option)]
     allow_origin: Vec<String>,
@@ -199,6 +206,7 @@ fn serve_cmd(s: Serve) -> Result<(), String> {
         ("--max-sessions", s.max_sessions),
         ("--keep-sessions", s.keep_sessions),
         ("--max-conns", s.max_conns),
+        ("--max-terminals", s.max_terminals),
         ("--max-conns-per-peer", s.max_conns_per_peer),
         ("--max-message-bytes", s.max_message_bytes),
         ("--max-depth", s.max_depth),
@@ -247,13 +255,20 @@ fn serve_cmd(s: Serve) -> Result<(), String> {
             max_depth: 256,
         },
         max_lines_per_message: s.max_lines,
+        terminals: s.terminal.then(|| TermLimits {
+            max_terminals: s.max_terminals,
+            ..TermLimits::default()
+        }),
         ..RouterConfig::default()
     };
     let limits = Limits {
         max_message_bytes: s.max_message_bytes,
         socket_queue: s.socket_queue,
     };
-    let admission = AdmissionLimits { max_conns: s.max_conns, max_conns_per_peer: s.max_conns_per_peer };
+    let admission = AdmissionLimits {
+        max_conns: s.max_conns,
+        max_conns_per_peer: s.max_conns_per_peer,
+    };
     serve::serve(ServeOptions {
         listen,
         agent,

@@ -4,13 +4,21 @@ use common::*;
 use serde_json::{Value, json};
 
 fn stamped_of(d: &Device, last: &Value) -> Vec<Value> {
-    d.seen.iter().chain(std::iter::once(last)).filter(|v| v.get("rseq").is_some()).cloned().collect()
+    d.seen
+        .iter()
+        .chain(std::iter::once(last))
+        .filter(|v| v.get("rseq").is_some())
+        .cloned()
+        .collect()
 }
 
 fn new_session(d: &mut Device) -> String {
     let id = d.request("session/new", json!({"cwd":"/","mcpServers":[]}));
     let r = d.response(&id);
-    r["result"]["sessionId"].as_str().unwrap_or_else(|| panic!("session/new: {r}")).to_owned()
+    r["result"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("session/new: {r}"))
+        .to_owned()
 }
 
 fn concurrent_sessions(flags: &[&str]) {
@@ -21,11 +29,19 @@ fn concurrent_sessions(flags: &[&str]) {
     b.recv_until("welcome", |v| v["type"] == "relay_welcome");
     let sb = new_session(&mut b);
     assert_ne!(sa, sb);
-    let welcome_b = b.recv_until("welcome of the new session", |v| v["type"] == "relay_welcome" && v["sessionId"] == sb.as_str());
+    let welcome_b = b.recv_until("welcome of the new session", |v| {
+        v["type"] == "relay_welcome" && v["sessionId"] == sb.as_str()
+    });
     assert_eq!(welcome_b["busy"], false);
 
-    let ia = a.request("session/prompt", prompt_params(&sa, "/chunks 3\n/sleep 200\n/chunks 3\nalpha"));
-    let ib = b.request("session/prompt", prompt_params(&sb, "/chunks 3\n/sleep 200\n/chunks 3\nbravo"));
+    let ia = a.request(
+        "session/prompt",
+        prompt_params(&sa, "/chunks 3\n/sleep 200\n/chunks 3\nalpha"),
+    );
+    let ib = b.request(
+        "session/prompt",
+        prompt_params(&sb, "/chunks 3\n/sleep 200\n/chunks 3\nbravo"),
+    );
     let da = a.response(&ia);
     let db = b.response(&ib);
     assert_eq!(da["result"]["stopReason"], "end_turn");
@@ -34,8 +50,14 @@ fn concurrent_sessions(flags: &[&str]) {
     let fb = stamped_of(&b, &db);
     let text_a = agent_text(&fa);
     let text_b = agent_text(&fb);
-    assert!(text_a.contains("alpha") && !text_a.contains("bravo"), "a saw only its session: {text_a}");
-    assert!(text_b.contains("bravo") && !text_b.contains("alpha"), "b saw only its session: {text_b}");
+    assert!(
+        text_a.contains("alpha") && !text_a.contains("bravo"),
+        "a saw only its session: {text_a}"
+    );
+    assert!(
+        text_b.contains("bravo") && !text_b.contains("alpha"),
+        "b saw only its session: {text_b}"
+    );
     for f in &fa {
         if let Some(s) = f["params"]["sessionId"].as_str() {
             assert_eq!(s, sa);
@@ -76,20 +98,40 @@ fn switch_to_a_busy_session_replays_it_and_its_ask() {
     b.recv_until("welcome", |v| v["type"] == "relay_welcome");
     let s2 = new_session(&mut b);
     assert_ne!(s1, s2);
-    b.recv_until("welcome s2", |v| v["type"] == "relay_welcome" && v["sessionId"] == s2.as_str());
-    let load = b.request("session/load", json!({"sessionId": s1, "cwd": "/", "mcpServers": []}));
-    let w = b.recv_until("welcome s1", |v| v["type"] == "relay_welcome" && v["sessionId"] == s1.as_str());
+    b.recv_until("welcome s2", |v| {
+        v["type"] == "relay_welcome" && v["sessionId"] == s2.as_str()
+    });
+    let load = b.request(
+        "session/load",
+        json!({"sessionId": s1, "cwd": "/", "mcpServers": []}),
+    );
+    let w = b.recv_until("welcome s1", |v| {
+        v["type"] == "relay_welcome" && v["sessionId"] == s1.as_str()
+    });
     assert_eq!(w["busy"], true);
     assert_eq!(w["pendingPermissionIds"], json!([ask["id"]]));
     let r = b.response(&load);
     assert!(r.get("result").is_some(), "{r}");
-    assert!(b.seen.iter().any(|v| chunk_contains(v, "echo")), "ring replayed");
-    assert!(b.seen.iter().filter(|v| v["id"] == ask["id"]).count() >= 1, "open ask re-sent");
+    assert!(
+        b.seen.iter().any(|v| chunk_contains(v, "echo")),
+        "ring replayed"
+    );
+    assert!(
+        b.seen.iter().filter(|v| v["id"] == ask["id"]).count() >= 1,
+        "open ask re-sent"
+    );
     b.send(&json!({"jsonrpc":"2.0","id":ask["id"],"result":{"outcome":{"outcome":"selected","optionId":"allow"}}}));
     assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
-    assert!(a.seen.iter().any(|v| chunk_contains(v, "permission: allow")));
+    assert!(
+        a.seen
+            .iter()
+            .any(|v| chunk_contains(v, "permission: allow"))
+    );
 
-    let unknown = b.request("session/load", json!({"sessionId": "nope", "cwd": "/", "mcpServers": []}));
+    let unknown = b.request(
+        "session/load",
+        json!({"sessionId": "nope", "cwd": "/", "mcpServers": []}),
+    );
     assert_eq!(b.response(&unknown)["error"]["code"], -32602);
 }
 
@@ -98,7 +140,10 @@ fn cap_evicts_the_oldest_idle_unviewed_session() {
     let relay = Relay::start(&["--max-sessions", "3"]);
     let mut a = relay.device("a", "");
     let s_default = open_session(&mut a);
-    let id = a.request("session/prompt", prompt_params(&s_default, "/chunks 1\ndefault"));
+    let id = a.request(
+        "session/prompt",
+        prompt_params(&s_default, "/chunks 1\ndefault"),
+    );
     a.response(&id);
     // s2 gets a turn, then a moves on: s2 is idle and unviewed.
     let s2 = new_session(&mut a);
@@ -108,30 +153,60 @@ fn cap_evicts_the_oldest_idle_unviewed_session() {
     let mut b = relay.device("b", "");
     b.recv_until("welcome", |v| v["type"] == "relay_welcome");
     let s3 = new_session(&mut b);
-    b.recv_until("welcome s3", |v| v["type"] == "relay_welcome" && v["sessionId"] == s3.as_str());
+    b.recv_until("welcome s3", |v| {
+        v["type"] == "relay_welcome" && v["sessionId"] == s3.as_str()
+    });
     // a switches back to the default; opening a 4th must evict s2.
-    let load = a.request("session/load", json!({"sessionId": s_default, "cwd": "/", "mcpServers": []}));
+    let load = a.request(
+        "session/load",
+        json!({"sessionId": s_default, "cwd": "/", "mcpServers": []}),
+    );
     a.response(&load);
     let s4 = new_session(&mut a);
     relay.wait_log(&format!("evicting session {s2}"));
     assert!(!relay.log().contains(&format!("evicting session {s3}")));
-    assert!(!relay.log().contains(&format!("evicting session {s_default}")));
+    assert!(
+        !relay
+            .log()
+            .contains(&format!("evicting session {s_default}"))
+    );
 
     let list = a.request("session/list", json!({}));
-    let sessions = a.response(&list)["result"]["sessions"].as_array().unwrap().clone();
-    let live = |s: &str| sessions.iter().find(|v| v["sessionId"] == s).map(|v| v["_meta"]["relay"]["live"].clone());
-    assert_eq!(live(&s2), Some(json!(false)), "evicted but stored: {sessions:?}");
+    let sessions = a.response(&list)["result"]["sessions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let live = |s: &str| {
+        sessions
+            .iter()
+            .find(|v| v["sessionId"] == s)
+            .map(|v| v["_meta"]["relay"]["live"].clone())
+    };
+    assert_eq!(
+        live(&s2),
+        Some(json!(false)),
+        "evicted but stored: {sessions:?}"
+    );
     assert_eq!(live(&s4), Some(json!(true)));
     assert_eq!(live(&s3), Some(json!(true)));
 
     // The evicted session loads again from the store, transcript and all.
     let mut c = relay.device("c", "");
     c.recv_until("welcome", |v| v["type"] == "relay_welcome");
-    let load = c.request("session/load", json!({"sessionId": s2, "cwd": "/", "mcpServers": []}));
-    c.recv_until("welcome s2", |v| v["type"] == "relay_welcome" && v["sessionId"] == s2.as_str());
+    let load = c.request(
+        "session/load",
+        json!({"sessionId": s2, "cwd": "/", "mcpServers": []}),
+    );
+    c.recv_until("welcome s2", |v| {
+        v["type"] == "relay_welcome" && v["sessionId"] == s2.as_str()
+    });
     c.response(&load);
     assert!(agent_text(&c.seen).contains("second"), "{:?}", c.seen);
     let id = c.request("session/prompt", prompt_params(&s2, "/context"));
     c.response(&id);
-    assert!(agent_text(&c.seen).contains("context: 1 earlier prompts; last: /chunks 1\nsecond"), "{}", agent_text(&c.seen));
+    assert!(
+        agent_text(&c.seen).contains("context: 1 earlier prompts; last: /chunks 1\nsecond"),
+        "{}",
+        agent_text(&c.seen)
+    );
 }

@@ -30,7 +30,10 @@ fn git(dir: &Path, args: &[&str]) {
 
 /// SHA-256 of a file, from coreutils' `sha256sum`.
 fn sha256_of(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
     String::from_utf8(out.stdout).unwrap()[..64].to_owned()
 }
 
@@ -38,7 +41,10 @@ fn sha256_of(path: &Path) -> String {
 fn ask(d: &mut Device, method: &str, params: Value) -> Value {
     let id = d.request(method, params);
     let r = d.response(&id);
-    assert!(r.get("rseq").is_none(), "workspace replies are not stamped: {r}");
+    assert!(
+        r.get("rseq").is_none(),
+        "workspace replies are not stamped: {r}"
+    );
     r
 }
 
@@ -50,7 +56,10 @@ fn ok(d: &mut Device, method: &str, params: Value) -> Value {
 
 fn err(d: &mut Device, method: &str, params: Value) -> Value {
     let r = ask(d, method, params.clone());
-    assert!(r.get("result").is_none(), "{method} {params} should fail: {r}");
+    assert!(
+        r.get("result").is_none(),
+        "{method} {params} should fail: {r}"
+    );
     r["error"].clone()
 }
 
@@ -67,10 +76,18 @@ fn make_repo(ws: &Path) {
     git(ws, &["config", "user.name", "Relay Test"]);
     git(ws, &["config", "user.email", "relay@test.invalid"]);
     fs::create_dir(ws.join("src")).unwrap();
-    fs::write(ws.join("src/lib.rs"), "pub fn answer() -> u32 {\n    42\n}\n").unwrap();
+    fs::write(
+        ws.join("src/lib.rs"),
+        "pub fn answer() -> u32 {\n    42\n}\n",
+    )
+    .unwrap();
     fs::write(ws.join("README.md"), "# demo\n").unwrap();
     fs::write(ws.join(".gitignore"), "*.log\ntarget/\n").unwrap();
-    fs::write(ws.join("logo.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\xff\xfe").unwrap();
+    fs::write(
+        ws.join("logo.png"),
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\xff\xfe",
+    )
+    .unwrap();
     git(ws, &["add", "."]);
     git(ws, &["commit", "-q", "-m", "initial"]);
     fs::write(ws.join("src/lib.rs"), MODIFIED).unwrap();
@@ -203,7 +220,10 @@ fn queries_report_what_git_and_the_filesystem_say() {
     let df = ok(&mut d, "_relay/git/diff", json!({}));
     let text = df["diff"].as_str().unwrap();
     assert_eq!(df["truncated"], false);
-    assert!(text.contains("diff --git a/src/lib.rs b/src/lib.rs"), "{text}");
+    assert!(
+        text.contains("diff --git a/src/lib.rs b/src/lib.rs"),
+        "{text}"
+    );
     assert!(text.contains("+// changed"), "{text}");
     assert!(!text.contains("added.txt"), "{text}");
     let df = ok(&mut d, "_relay/git/diff", json!({"staged": true}));
@@ -279,7 +299,10 @@ fn viewers_query_only_the_controller_edits_and_everyone_hears_of_it() {
     assert_eq!(r["path"], "README.md");
     assert_eq!(fs::read_to_string(ws.join("README.md")).unwrap(), content);
     assert_eq!(r["sha256"], sha256_of(&ws.join("README.md")));
-    let mode = fs::metadata(ws.join("README.md")).unwrap().permissions().mode();
+    let mode = fs::metadata(ws.join("README.md"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o640);
     for d in [&mut ctl, &mut viewer, &mut other] {
         let n = d.recv_until("_relay/workspace_changed", |v| {
@@ -346,7 +369,12 @@ fn escapes_are_refused_for_every_method() {
         ] {
             let e = err(&mut d, method, params);
             assert_eq!(e["code"], -32602, "{method} {path}: {e}");
-            assert!(e["message"].as_str().unwrap().contains("outside the workspace"));
+            assert!(
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("outside the workspace")
+            );
         }
     }
     // Edits never write outside (nor below a symlink to /etc).
@@ -367,7 +395,11 @@ fn escapes_are_refused_for_every_method() {
     assert_eq!(fs::read_to_string(&outside).unwrap(), "outside\n");
     assert!(!Path::new("/etc/acp-relay-escape-probe").exists());
     // `..` that stays inside is fine.
-    let r = ok(&mut d, "_relay/fs/read", json!({"path": "src/../README.md"}));
+    let r = ok(
+        &mut d,
+        "_relay/fs/read",
+        json!({"path": "src/../README.md"}),
+    );
     assert_eq!(r["path"], "README.md");
 }
 

@@ -178,12 +178,13 @@ pub fn classify(value: Value) -> Result<Message, FrameError> {
     };
     let id = obj.remove("id");
     if let Some(id) = &id
-        && !(id.is_string() || id.is_number() || id.is_null()) {
-            return Err(FrameError::Invalid {
-                reason: "id must be a string or a number",
-                id: Value::Null,
-            });
-        }
+        && !(id.is_string() || id.is_number() || id.is_null())
+    {
+        return Err(FrameError::Invalid {
+            reason: "id must be a string or a number",
+            id: Value::Null,
+        });
+    }
     match obj.remove("method") {
         Some(Value::String(method)) => {
             let params = obj.remove("params").unwrap_or(Value::Null);

@@ -22,7 +22,10 @@ pub struct AdmissionLimits {
 
 impl Default for AdmissionLimits {
     fn default() -> Self {
-        AdmissionLimits { max_conns: 256, max_conns_per_peer: 32 }
+        AdmissionLimits {
+            max_conns: 256,
+            max_conns_per_peer: 32,
+        }
     }
 }
 
@@ -52,12 +55,19 @@ pub struct Admission {
 
 impl Admission {
     pub fn new(limits: AdmissionLimits) -> Self {
-        Admission { limits, failures: HashMap::new(), conns: HashMap::new(), total: 0 }
+        Admission {
+            limits,
+            failures: HashMap::new(),
+            conns: HashMap::new(),
+            total: 0,
+        }
     }
 
     /// Checked before the token: a peer over its failure budget is refused.
     pub fn check_rate(&mut self, peer: IpAddr, now: Instant) -> Result<(), Refusal> {
-        let Some(f) = self.failures.get_mut(&peer) else { return Ok(()) };
+        let Some(f) = self.failures.get_mut(&peer) else {
+            return Ok(());
+        };
         let since = f.since.unwrap_or(now);
         let elapsed = now.saturating_duration_since(since);
         if elapsed >= FAIL_WINDOW {
@@ -66,7 +76,9 @@ impl Admission {
         }
         if f.count >= MAX_AUTH_FAILURES {
             let left = FAIL_WINDOW - elapsed;
-            return Err(Refusal::RateLimited { retry_after: left.as_secs().max(1) });
+            return Err(Refusal::RateLimited {
+                retry_after: left.as_secs().max(1),
+            });
         }
         Ok(())
     }
@@ -75,15 +87,28 @@ impl Admission {
     pub fn failed(&mut self, peer: IpAddr, now: Instant) {
         if !self.failures.contains_key(&peer) && self.failures.len() >= MAX_TRACKED_PEERS {
             // Forget the entries whose window is over; if none, the oldest.
-            self.failures.retain(|_, f| f.since.is_some_and(|s| now.saturating_duration_since(s) < FAIL_WINDOW));
+            self.failures.retain(|_, f| {
+                f.since
+                    .is_some_and(|s| now.saturating_duration_since(s) < FAIL_WINDOW)
+            });
             if self.failures.len() >= MAX_TRACKED_PEERS
-                && let Some(oldest) = self.failures.iter().min_by_key(|(_, f)| f.since).map(|(ip, _)| *ip) {
-                    self.failures.remove(&oldest);
-                }
+                && let Some(oldest) = self
+                    .failures
+                    .iter()
+                    .min_by_key(|(_, f)| f.since)
+                    .map(|(ip, _)| *ip)
+            {
+                self.failures.remove(&oldest);
+            }
         }
         let f = self.failures.entry(peer).or_default();
-        if f.since.is_none_or(|s| now.saturating_duration_since(s) >= FAIL_WINDOW) {
-            *f = Failures { count: 0, since: Some(now) };
+        if f.since
+            .is_none_or(|s| now.saturating_duration_since(s) >= FAIL_WINDOW)
+        {
+            *f = Failures {
+                count: 0,
+                since: Some(now),
+            };
         }
         f.count += 1;
     }
@@ -117,12 +142,19 @@ impl Admission {
 /// Whether a browser `Origin` may open a socket: none (not a browser), the
 /// relay's own origin (same host as the `Host` header), or an allowed one.
 pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
-    let Some(origin) = origin.map(|o| o.trim_end_matches('/')) else { return true };
-    if allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+    let Some(origin) = origin.map(|o| o.trim_end_matches('/')) else {
+        return true;
+    };
+    if allowed
+        .iter()
+        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
         return true;
     }
     let Some(host) = host else { return false };
-    let bare = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    let bare = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
     bare.is_some_and(|b| b.eq_ignore_ascii_case(host))
 }
 
@@ -142,19 +174,32 @@ mod tests {
             assert_eq!(a.check_rate(ip("10.0.0.1"), t0), Ok(()));
             a.failed(ip("10.0.0.1"), t0);
         }
-        assert_eq!(a.check_rate(ip("10.0.0.1"), t0 + Duration::from_secs(5)), Err(Refusal::RateLimited { retry_after: 55 }));
-        assert_eq!(a.check_rate(ip("10.0.0.2"), t0), Ok(()), "other peers unaffected");
+        assert_eq!(
+            a.check_rate(ip("10.0.0.1"), t0 + Duration::from_secs(5)),
+            Err(Refusal::RateLimited { retry_after: 55 })
+        );
+        assert_eq!(
+            a.check_rate(ip("10.0.0.2"), t0),
+            Ok(()),
+            "other peers unaffected"
+        );
         assert_eq!(a.check_rate(ip("10.0.0.1"), t0 + FAIL_WINDOW), Ok(()));
     }
 
     #[test]
     fn caps_connections() {
-        let mut a = Admission::new(AdmissionLimits { max_conns: 3, max_conns_per_peer: 2 });
+        let mut a = Admission::new(AdmissionLimits {
+            max_conns: 3,
+            max_conns_per_peer: 2,
+        });
         assert_eq!(a.open(ip("1.1.1.1")), Ok(()));
         assert_eq!(a.open(ip("1.1.1.1")), Ok(()));
         assert_eq!(a.open(ip("1.1.1.1")), Err(Refusal::Full { per_peer: true }));
         assert_eq!(a.open(ip("2.2.2.2")), Ok(()));
-        assert_eq!(a.open(ip("3.3.3.3")), Err(Refusal::Full { per_peer: false }));
+        assert_eq!(
+            a.open(ip("3.3.3.3")),
+            Err(Refusal::Full { per_peer: false })
+        );
         a.close(ip("1.1.1.1"));
         assert_eq!(a.open(ip("3.3.3.3")), Ok(()));
     }
@@ -173,9 +218,25 @@ mod tests {
     fn origins() {
         let allowed = vec!["https://app.example".to_string()];
         assert!(origin_allowed(None, Some("h:1"), &allowed));
-        assert!(origin_allowed(Some("http://127.0.0.1:7447"), Some("127.0.0.1:7447"), &allowed));
-        assert!(origin_allowed(Some("https://app.example/"), Some("127.0.0.1:7447"), &allowed));
-        assert!(!origin_allowed(Some("https://evil.example"), Some("127.0.0.1:7447"), &allowed));
-        assert!(!origin_allowed(Some("null"), Some("127.0.0.1:7447"), &allowed));
+        assert!(origin_allowed(
+            Some("http://127.0.0.1:7447"),
+            Some("127.0.0.1:7447"),
+            &allowed
+        ));
+        assert!(origin_allowed(
+            Some("https://app.example/"),
+            Some("127.0.0.1:7447"),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            Some("https://evil.example"),
+            Some("127.0.0.1:7447"),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            Some("null"),
+            Some("127.0.0.1:7447"),
+            &allowed
+        ));
     }
 }

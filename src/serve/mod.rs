@@ -9,11 +9,11 @@ pub mod web;
 
 use crate::agent::AgentCommand;
 use crate::core::frame::LineLimits;
-use crate::serve::admission::{Admission, AdmissionLimits};
 use crate::core::router::{Router, RouterConfig, StoredInfo};
-use crate::store::transcript::Store;
+use crate::serve::admission::{Admission, AdmissionLimits};
 use crate::serve::relay::{Relay, now_ms};
 use crate::store::token::{self, Token};
+use crate::store::transcript::Store;
 use crate::workspace::Workspace;
 use futures_lite::StreamExt;
 use smol::LocalExecutor;
@@ -193,8 +193,14 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let mut router_cfg = opts.router.clone();
     router_cfg.cwd = ws.root().display().to_string();
     router_cfg.epoch_seed = now_ms();
+    router_cfg.relay_meta = serde_json::json!({
+        "workspace": ws.capabilities(),
+        "terminal": router_cfg.terminals.is_some(),
+        "lease": router_cfg.lease,
+    });
     let ex: Rc<LocalExecutor<'static>> = Rc::new(LocalExecutor::new());
-    let (store, stored) = Store::open(&opts.data_dir, router_cfg.keep_sessions).map_err(ServeError::Store)?;
+    let (store, stored) =
+        Store::open(&opts.data_dir, router_cfg.keep_sessions).map_err(ServeError::Store)?;
     let mut router = Router::new(router_cfg.clone(), now_ms());
     router.add_stored(stored.into_iter().map(|m| StoredInfo {
         session_id: m.session_id,
@@ -213,6 +219,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         Some(Rc::new(store)),
         (router_cfg.ring_frames, router_cfg.ring_bytes),
     );
+    if router_cfg.terminals.is_some() {
+        relay.enable_terminals();
+    }
     let shared = Rc::new(Shared {
         relay: relay.clone(),
         token: RefCell::new(token),
@@ -274,6 +283,7 @@ async fn shutdown(relay: &Rc<Relay>) {
     let pids = relay.agent_pids();
     relay.kill_all_agents();
     relay.workspace.shutdown().await;
+    relay.shutdown_terminals().await;
     let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
     while pids.iter().any(|p| process_alive(*p)) && std::time::Instant::now() < deadline {
         smol::Timer::after(Duration::from_millis(20)).await;

@@ -8,8 +8,10 @@ use crate::agent::{self, AgentCommand};
 use crate::core::ids::{AgentId, JobId, SocketId, UnitId};
 use crate::core::ring::Frame;
 use crate::core::router::{Input, Output, Persist, Router};
-use crate::store::transcript::{SessionMeta, Store};
 use crate::core::rpc::RpcError;
+use crate::core::terminals::TermAction;
+use crate::pty::{PtyEvent, PtySet};
+use crate::store::transcript::{SessionMeta, Store};
 use crate::workspace::Workspace;
 use futures_lite::io::AsyncWriteExt;
 use smol::LocalExecutor;
@@ -68,6 +70,8 @@ pub struct Relay {
     pub store: Option<Rc<Store>>,
     /// Ring bounds (frames, bytes) for restoring transcripts.
     ring_bounds: (usize, usize),
+    /// PTY terminals, when `--terminal` is on.
+    pty: RefCell<Option<Rc<PtySet>>>,
 }
 
 /// Wall-clock milliseconds: the one place the shell reads the clock for the core.
@@ -102,6 +106,7 @@ impl Relay {
             metrics: Metrics::default(),
             store,
             ring_bounds,
+            pty: RefCell::new(None),
         })
     }
 
@@ -168,6 +173,7 @@ impl Relay {
             }
             Output::KillAgent { agent } => self.kill_agent(agent),
             Output::Persist(op) => self.persist(op),
+            Output::Terminal(action) => self.terminal(action),
             Output::Restore { unit, session } => self.restore(unit, session),
             Output::Job {
                 job,
@@ -298,6 +304,71 @@ impl Relay {
             .detach();
     }
 
+    /// Gives the relay its PTY set (`--terminal`); PTY events feed the router.
+    pub fn enable_terminals(self: &Rc<Self>) {
+        let weak = Rc::downgrade(self);
+        let on_event: Rc<dyn Fn(PtyEvent)> = Rc::new(move |ev| {
+            let Some(relay) = weak.upgrade() else { return };
+            match ev {
+                PtyEvent::Output { id, data } => {
+                    relay.feed(Input::TerminalOutput { id, data: &data })
+                }
+                PtyEvent::Exited {
+                    id,
+                    exit_code,
+                    signal,
+                } => relay.feed(Input::TerminalExited {
+                    id,
+                    exit_code,
+                    signal,
+                }),
+            }
+        });
+        let set = PtySet::new(self.ex.clone(), self.cwd.clone(), on_event);
+        *self.pty.borrow_mut() = Some(set);
+    }
+
+    /// Ends every terminal and reaps its processes.
+    pub async fn shutdown_terminals(&self) {
+        let set = self.pty.borrow_mut().take();
+        if let Some(set) = set {
+            set.shutdown().await;
+        }
+    }
+
+    fn terminal(self: &Rc<Self>, action: TermAction) {
+        let Some(set) = self.pty.borrow().clone() else {
+            return;
+        };
+        match action {
+            TermAction::Spawn {
+                id,
+                cols,
+                rows,
+                cwd,
+                command,
+            } => {
+                let cwd = match cwd.as_deref().map(|c| self.workspace.jail().resolve(c)) {
+                    None => Ok(None),
+                    Some(Ok(p)) => Ok(Some(p)),
+                    Some(Err(e)) => Err(e.to_string()),
+                };
+                let started = cwd.and_then(|cwd| {
+                    set.spawn(id, cols, rows, cwd, command)
+                        .map_err(|e| e.to_string())
+                });
+                if let Err(reason) = started {
+                    log::warn!("terminal {id}: could not start: {reason}");
+                    self.feed(Input::TerminalFailed { id, reason });
+                }
+            }
+            TermAction::Write { id, data } => set.write(id, data),
+            TermAction::Resize { id, cols, rows } => set.resize(id, cols, rows),
+            TermAction::Kill { id } => set.kill(id),
+            TermAction::ToClient { .. } => {}
+        }
+    }
+
     fn persist(&self, op: Persist) {
         let Some(store) = &self.store else { return };
         match op {
@@ -321,13 +392,20 @@ impl Relay {
         self.ex
             .spawn(async move {
                 let (frames, error) = match &relay.store {
-                    Some(store) => match store.load(&session, relay.ring_bounds.0, relay.ring_bounds.1).await {
+                    Some(store) => match store
+                        .load(&session, relay.ring_bounds.0, relay.ring_bounds.1)
+                        .await
+                    {
                         Ok(s) => (s.frames, None),
                         Err(e) => (Vec::new(), Some(e.to_string())),
                     },
                     None => (Vec::new(), Some("no session store".into())),
                 };
-                relay.feed(Input::Restored { unit, frames, error });
+                relay.feed(Input::Restored {
+                    unit,
+                    frames,
+                    error,
+                });
             })
             .detach();
     }

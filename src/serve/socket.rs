@@ -5,9 +5,9 @@
 
 use crate::core::ids::ClientId;
 use crate::core::router::Input;
+use crate::serve::admission::{self, Refusal};
 use crate::serve::http::{self, Head};
 use crate::serve::relay::{Relay, SocketHandle, SocketMsg};
-use crate::serve::admission::{self, Refusal};
 use crate::serve::{Shared, web};
 use std::net::IpAddr;
 
@@ -139,29 +139,69 @@ async fn read_head(stream: &mut TcpStream) -> Result<Head, String> {
     }
 }
 
-async fn refuse(stream: &mut TcpStream, status: u16, reason: &str, extra: &[(&str, String)], body: &str) {
-    let _ = stream.write_all(&http::response(status, reason, "text/plain; charset=utf-8", extra, format!("{body}\n").as_bytes())).await;
+async fn refuse(
+    stream: &mut TcpStream,
+    status: u16,
+    reason: &str,
+    extra: &[(&str, String)],
+    body: &str,
+) {
+    let _ = stream
+        .write_all(&http::response(
+            status,
+            reason,
+            "text/plain; charset=utf-8",
+            extra,
+            format!("{body}\n").as_bytes(),
+        ))
+        .await;
 }
 
 async fn upgrade(shared: Rc<Shared>, mut stream: TcpStream, peer: SocketAddr, head: Head) {
     let ip = peer.ip();
-    if !admission::origin_allowed(head.header("origin"), head.header("host"), &shared.allowed_origins) {
-        log::warn!("{peer}: refused upgrade from foreign origin {:?}", head.header("origin"));
+    if !admission::origin_allowed(
+        head.header("origin"),
+        head.header("host"),
+        &shared.allowed_origins,
+    ) {
+        log::warn!(
+            "{peer}: refused upgrade from foreign origin {:?}",
+            head.header("origin")
+        );
         let body = "forbidden: this origin may not open relay sockets; add it with --allow-origin";
         return refuse(&mut stream, 403, "Forbidden", &[], body).await;
     }
-    let rate = shared.admission.borrow_mut().check_rate(ip, std::time::Instant::now());
+    let rate = shared
+        .admission
+        .borrow_mut()
+        .check_rate(ip, std::time::Instant::now());
     if let Err(Refusal::RateLimited { retry_after }) = rate {
         log::warn!("{peer}: refused upgrade: too many failed authentications");
-        let body = format!("too many failed authentications from your address; retry in {retry_after}s");
-        return refuse(&mut stream, 429, "Too Many Requests", &[("Retry-After", retry_after.to_string())], &body).await;
+        let body =
+            format!("too many failed authentications from your address; retry in {retry_after}s");
+        return refuse(
+            &mut stream,
+            429,
+            "Too Many Requests",
+            &[("Retry-After", retry_after.to_string())],
+            &body,
+        )
+        .await;
     }
     // Re-read the token so `acp-relay token --rotate` takes effect for new connections.
     let dir = shared.data_dir.clone();
-    if let Ok(Ok(t)) = futures_lite::future::or(async { Ok(smol::unblock(move || crate::store::token::load_or_create(&dir).map_err(|e| e.to_string())).await) }, async {
-        smol::Timer::after(Duration::from_secs(2)).await;
-        Err(())
-    })
+    if let Ok(Ok(t)) = futures_lite::future::or(
+        async {
+            Ok(smol::unblock(move || {
+                crate::store::token::load_or_create(&dir).map_err(|e| e.to_string())
+            })
+            .await)
+        },
+        async {
+            smol::Timer::after(Duration::from_secs(2)).await;
+            Err(())
+        },
+    )
     .await
     {
         *shared.token.borrow_mut() = t;
@@ -171,7 +211,10 @@ async fn upgrade(shared: Rc<Shared>, mut stream: TcpStream, peer: SocketAddr, he
         .as_deref()
         .is_some_and(|t| shared.token.borrow().matches(t));
     if !ok {
-        shared.admission.borrow_mut().failed(ip, std::time::Instant::now());
+        shared
+            .admission
+            .borrow_mut()
+            .failed(ip, std::time::Instant::now());
         shared
             .relay
             .metrics
@@ -200,12 +243,30 @@ async fn upgrade(shared: Rc<Shared>, mut stream: TcpStream, peer: SocketAddr, he
     let opened = shared.admission.borrow_mut().open(ip);
     if let Err(refusal) = opened {
         let per_peer = matches!(refusal, Refusal::Full { per_peer: true });
-        log::warn!("{peer}: refused upgrade: connection limit reached ({})", if per_peer { "per address" } else { "total" });
-        let body = if per_peer { "too many connections from your address; close some and retry" } else { "the relay has as many connections as it allows; retry later" };
-        let _ = stream.write_all(&http::response(503, "Service Unavailable", "text/plain", &[("Retry-After", "5".into())], format!("{body}\n").as_bytes())).await;
+        log::warn!(
+            "{peer}: refused upgrade: connection limit reached ({})",
+            if per_peer { "per address" } else { "total" }
+        );
+        let body = if per_peer {
+            "too many connections from your address; close some and retry"
+        } else {
+            "the relay has as many connections as it allows; retry later"
+        };
+        let _ = stream
+            .write_all(&http::response(
+                503,
+                "Service Unavailable",
+                "text/plain",
+                &[("Retry-After", "5".into())],
+                format!("{body}\n").as_bytes(),
+            ))
+            .await;
         return;
     }
-    let _slot = Slot { shared: shared.clone(), ip };
+    let _slot = Slot {
+        shared: shared.clone(),
+        ip,
+    };
     let client = head
         .query("client_id")
         .filter(|c| !c.is_empty() && c.len() <= 128)

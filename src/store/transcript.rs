@@ -13,7 +13,8 @@
 //!
 //! - line 1, the header: `{"acpRelayTranscript":1,"sessionId":"<id>"}`;
 //! - metadata: `{"meta":{"title":..,"cwd":..,"createdMs":..,"updatedMs":..,
-//!   "agentSession":..,"headSeq":..}}`; the last one wins;
+//!   "agentSession":..,"headSeq":..}}`; the last one wins, and it is written
+//!   again after every [`META_REPEAT_BYTES`] of frames;
 //! - frames, stored as they were sent: `{"rseq":N,...}`, `N` strictly
 //!   increasing.
 //!
@@ -60,6 +61,9 @@ pub const MAX_OPEN_FILES: usize = 32;
 /// Buffered bytes reach the OS at least this often, so `kill -9` loses at most
 /// about this much of the newest frames.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Metadata is written again after this many bytes of frames, so reading
+/// backwards from the end finds it soon.
+pub const META_REPEAT_BYTES: u64 = 1 << 20;
 /// Deadline on [`Store::load`].
 pub const LOAD_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -383,7 +387,7 @@ impl Store {
             return;
         }
         let (done_tx, done_rx) = smol::channel::bounded(1);
-        if !self.send(Op::Close(done_tx)) {
+        if !self.enqueue(Op::Close(done_tx)) {
             return;
         }
         let done = async { done_rx.recv().await.is_ok() };
@@ -407,6 +411,10 @@ impl Store {
     }
 
     fn send(&self, op: Op) -> bool {
+        !self.closed.load(Ordering::Relaxed) && self.enqueue(op)
+    }
+
+    fn enqueue(&self, op: Op) -> bool {
         let cost = op.cost();
         self.shared.ops.fetch_add(1, Ordering::Relaxed);
         self.shared.bytes.fetch_add(cost, Ordering::Relaxed);

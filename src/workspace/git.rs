@@ -58,7 +58,10 @@ impl fmt::Display for GitError {
             ),
             GitError::Io(e) => write!(f, "cannot run git: {}; check the git install", lower_io(e)),
             GitError::Failed { status, stderr } => {
-                write!(f, "git failed ({status}): {stderr}; fix the repository and retry")
+                write!(
+                    f,
+                    "git failed ({status}): {stderr}; fix the repository and retry"
+                )
             }
         }
     }
@@ -184,7 +187,7 @@ pub async fn run(cmd: std::process::Command, max: usize) -> Result<GitOutput, Gi
     }
     let stderr = err.map(|(b, _)| b).unwrap_or_default();
     let stderr = String::from_utf8_lossy(&stderr);
-    if status.code() == Some(128) && stderr.contains("not a git repository") {
+    if stderr.to_ascii_lowercase().contains("not a git repository") {
         return Err(GitError::NotARepo);
     }
     let first = stderr
@@ -308,6 +311,8 @@ pub async fn status(root: &Path) -> Result<Value, RpcError> {
 /// `_relay/git/diff {path?, staged?}` → `{diff, truncated}`. `rel` is a
 /// jailed workspace-relative path (`None` for the whole workspace).
 pub async fn diff(root: &Path, rel: Option<&OsStr>, staged: bool) -> Result<Value, RpcError> {
+    // Outside a work tree `git diff` turns into `--no-index`: ask first.
+    prefix(root).await?;
     let mut cmd = command(root);
     cmd.args([
         "diff",
@@ -417,7 +422,11 @@ impl Status {
     fn to_json(&self, prefix: &str, truncated: bool) -> Value {
         let strip = |p: &str| -> String {
             let rel = p.strip_prefix(prefix).unwrap_or(p);
-            if rel.is_empty() { ".".to_owned() } else { rel.to_owned() }
+            if rel.is_empty() {
+                ".".to_owned()
+            } else {
+                rel.to_owned()
+            }
         };
         let entries: Vec<Value> = self
             .entries
@@ -589,6 +598,64 @@ mod tests {
         assert_eq!(v["entries"][1]["path"], ".");
         assert_eq!(v["branch"], "main");
         assert_eq!(v["truncated"], false);
+    }
+
+    #[test]
+    fn output_past_the_bound_is_cut_and_the_child_killed() {
+        // `yes` never ends on its own: only the bound stops it.
+        let mut cmd = std::process::Command::new("yes");
+        cmd.process_group(0);
+        let out = smol::block_on(run(cmd, 1000)).expect("run yes");
+        assert!(out.truncated);
+        assert_eq!(out.stdout.len(), 1000);
+        assert!(out.stdout.starts_with(b"y\ny\n"));
+    }
+
+    #[test]
+    fn dropping_a_run_kills_its_process_group() {
+        let pidfile = std::env::temp_dir().join(format!(
+            "acp-relay-git-drop-{}",
+            std::process::id()
+        ));
+        let mut cmd = std::process::Command::new("sh");
+        cmd.process_group(0).arg("-c").arg(format!(
+            "sleep 60 & echo $! > {}; wait",
+            pidfile.display()
+        ));
+        smol::block_on(async {
+            let run = run(cmd, 1000);
+            let stop = async {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while !std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n')) {
+                    assert!(std::time::Instant::now() < deadline, "sh never started");
+                    smol::Timer::after(std::time::Duration::from_millis(10)).await;
+                }
+                Err(GitError::NotARepo)
+            };
+            assert!(future::or(run, stop).await.is_err());
+        });
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let _ = std::fs::remove_file(&pidfile);
+        let proc_dir = format!("/proc/{}", pid.trim());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Killed grandchildren linger as zombies until init reaps them.
+        while std::fs::read_to_string(format!("{proc_dir}/stat"))
+            .is_ok_and(|s| !s.contains(") Z"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the grandchild sleep survived the drop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_missing_program_is_named_as_such() {
+        let cmd = std::process::Command::new("/nonexistent/acp-relay/git");
+        let e = smol::block_on(run(cmd, 10)).unwrap_err();
+        assert!(matches!(e, GitError::Missing), "{e:?}");
+        assert!(e.to_string().contains("install git"));
     }
 
     #[test]

@@ -88,7 +88,13 @@ pub(super) async fn tree(jail: &Jail, params: &Value) -> Result<Value, RpcError>
     )
     .await;
     let applied = matches!(ignored, Some((_, false)));
-    let ignored = Ignored(ignored.map(|(l, _)| l).unwrap_or_default().into_iter().collect());
+    let ignored = Ignored(
+        ignored
+            .map(|(l, _)| l)
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    );
 
     let rel2 = rel.clone();
     let (entries, truncated) =
@@ -273,7 +279,10 @@ mod tests {
     }
 
     fn names(entries: &[Value]) -> Vec<&str> {
-        entries.iter().map(|e| e["name"].as_str().unwrap()).collect()
+        entries
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect()
     }
 
     #[test]

@@ -11,9 +11,10 @@ impl Router {
                 self.links
                     .get(a)
                     .is_some_and(|l| l.state != LinkState::Dead)
-            }) {
-                return a;
-            }
+            })
+        {
+            return a;
+        }
         let agent = self.spawn_agent();
         if !self.cfg.agent_per_session {
             self.shared_link = Some(agent);
@@ -279,16 +280,17 @@ impl Router {
             params,
         });
         if let Some(frame) = self.write_unit(unit, &line)
-            && let Some(u) = self.units.get_mut(&unit) {
-                u.asks.insert(
-                    ask_id,
-                    Ask {
-                        agent_id: id,
-                        agent,
-                        frame,
-                    },
-                );
-            }
+            && let Some(u) = self.units.get_mut(&unit)
+        {
+            u.asks.insert(
+                ask_id,
+                Ask {
+                    agent_id: id,
+                    agent,
+                    frame,
+                },
+            );
+        }
     }
 
     pub(super) fn agent_answer(

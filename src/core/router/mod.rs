@@ -10,6 +10,7 @@ use crate::core::ids::{AgentId, ClientId, JobId, SocketId, UnitId};
 use crate::core::lease::{Grant, Lease};
 use crate::core::ring::{Frame, ReplayRing};
 use crate::core::rpc::{self, RpcError, code};
+use crate::core::terminals::{TermAction, TermLimits, TerminalId, Terminals};
 use crate::core::unit::{Ask, Phase, Turn, Unit, ask_session};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -52,6 +53,8 @@ pub struct RouterConfig {
     pub epoch_seed: u64,
     /// Relay capabilities advertised under `_meta.relay` in `initialize`.
     pub relay_meta: Value,
+    /// Interactive terminals (`--terminal`); `None` when they are off.
+    pub terminals: Option<TermLimits>,
 }
 
 impl Default for RouterConfig {
@@ -74,6 +77,7 @@ impl Default for RouterConfig {
             cwd: "/".into(),
             epoch_seed: 1,
             relay_meta: json!({}),
+            terminals: None,
         }
     }
 }
@@ -112,6 +116,22 @@ pub enum Input<'a> {
         frames: Vec<Frame>,
         error: Option<String>,
     },
+    /// A terminal's PTY produced output (valid UTF-8, coalesced).
+    TerminalOutput {
+        id: TerminalId,
+        data: &'a str,
+    },
+    /// A terminal's process was reaped.
+    TerminalExited {
+        id: TerminalId,
+        exit_code: Option<i32>,
+        signal: Option<String>,
+    },
+    /// A terminal's process could not be started.
+    TerminalFailed {
+        id: TerminalId,
+        reason: String,
+    },
     /// A job the router handed out finished.
     JobDone {
         job: JobId,
@@ -138,6 +158,8 @@ pub enum Output {
     KillAgent { agent: AgentId },
     /// Write to the session store.
     Persist(Persist),
+    /// Start, feed, resize or end a PTY (never `ToClient`: the router sends those).
+    Terminal(TermAction),
     /// Read a stored transcript into `unit`; report it back with [`Input::Restored`].
     Restore { unit: UnitId, session: String },
     /// Run a workspace method; report it back with [`Input::JobDone`].
@@ -231,6 +253,7 @@ pub struct Router {
     stored: HashMap<String, StoredInfo>,
     /// Who waits for a unit's transcript to be restored.
     restoring: HashMap<UnitId, Vec<sessions::Waiter>>,
+    terminals: Terminals,
     next_unit: u64,
     next_agent: u64,
     next_job: u64,
@@ -241,6 +264,7 @@ pub struct Router {
 impl Router {
     /// Builds the router with its default unit, whose agent starts at once.
     pub fn new(cfg: RouterConfig, now_ms: u64) -> Self {
+        let terminals = Terminals::new(cfg.terminals.unwrap_or_default());
         let lease = Lease::new(cfg.lease);
         let mut r = Router {
             cfg,
@@ -258,6 +282,7 @@ impl Router {
             jobs: HashMap::new(),
             stored: HashMap::new(),
             restoring: HashMap::new(),
+            terminals,
             next_unit: 0,
             next_agent: 0,
             next_job: 0,
@@ -290,6 +315,22 @@ impl Router {
             Input::AgentLine { agent, line } => self.agent_line(agent, line),
             Input::AgentExited { agent, status } => self.agent_exited(agent, status),
             Input::JobDone { job, result } => self.job_done(job, result),
+            Input::TerminalOutput { id, data } => {
+                let actions = self.terminals.output(id, data);
+                self.terminal_actions(actions);
+            }
+            Input::TerminalExited {
+                id,
+                exit_code,
+                signal,
+            } => {
+                let actions = self.terminals.exited(id, exit_code, signal);
+                self.terminal_actions(actions);
+            }
+            Input::TerminalFailed { id, reason } => {
+                let actions = self.terminals.spawn_failed(id, &reason);
+                self.terminal_actions(actions);
+            }
             Input::Restored {
                 unit,
                 frames,
@@ -327,10 +368,19 @@ impl Router {
         session: Option<String>,
         last_seq: Option<u64>,
     ) {
-        if let Some(s) = session.as_deref().filter(|s| !self.by_session.contains_key(*s) && self.stored.contains_key(*s)) {
+        if let Some(s) = session
+            .as_deref()
+            .filter(|s| !self.by_session.contains_key(*s) && self.stored.contains_key(*s))
+        {
             // A stored session: restore it first, then attach.
             let s = s.to_owned();
-            self.sockets.insert(socket, Sock { client, unit: self.default_unit });
+            self.sockets.insert(
+                socket,
+                Sock {
+                    client,
+                    unit: self.default_unit,
+                },
+            );
             let waiter = sessions::Waiter::Attach { socket, last_seq };
             if let Err(e) = self.resume_stored(&s, waiter) {
                 log::warn!("{socket}: cannot resume session {s}: {e}");
@@ -348,13 +398,26 @@ impl Router {
                     .filter(|u| self.units.contains_key(u))
             })
             .unwrap_or(self.default_unit);
+        // A last_seq names a position in the session the device asked for;
+        // attached elsewhere, it means nothing: send everything, as a reset.
+        let mut last_seq = last_seq;
+        let mut reset = false;
         if let Some(s) = &session
-            && !self.by_session.contains_key(s) {
-                log::info!("{socket}: session {s} is not live; attaching to the default session");
-            }
+            && !self.by_session.contains_key(s)
+        {
+            log::info!(
+                "{socket}: session {s} is not live or stored; attaching to the default session"
+            );
+            reset = last_seq.is_some();
+            last_seq = None;
+        }
         self.remember_client(&client, unit);
+        let scrollback = self.terminals.replay_for(&client);
         self.sockets.insert(socket, Sock { client, unit });
-        self.attach(socket, unit, last_seq);
+        self.attach_with(socket, unit, last_seq, reset);
+        for bytes in scrollback {
+            self.out.push_back(Output::Send { socket, bytes });
+        }
     }
 
     fn remember_client(&mut self, client: &ClientId, unit: UnitId) {
@@ -375,6 +438,16 @@ impl Router {
 
     /// Welcome, replayed gap, open asks; then the socket views the unit live.
     fn attach(&mut self, socket: SocketId, unit: UnitId, last_seq: Option<u64>) {
+        self.attach_with(socket, unit, last_seq, false);
+    }
+
+    fn attach_with(
+        &mut self,
+        socket: SocketId,
+        unit: UnitId,
+        last_seq: Option<u64>,
+        force_reset: bool,
+    ) {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
@@ -384,7 +457,7 @@ impl Router {
             "epoch": u.epoch,
             "sessionId": u.session_id,
             "headSeq": u.ring.head(),
-            "reset": replay.reset,
+            "reset": replay.reset || force_reset,
             "busy": u.busy(),
             "pendingPermissionIds": u.asks.keys().collect::<Vec<_>>(),
             "lease": self.lease.enabled(),
@@ -401,9 +474,10 @@ impl Router {
 
     fn detach(&mut self, socket: SocketId) {
         if let Some(s) = self.sockets.get(&socket)
-            && let Some(u) = self.units.get_mut(&s.unit) {
-                u.viewers.remove(&socket);
-            }
+            && let Some(u) = self.units.get_mut(&s.unit)
+        {
+            u.viewers.remove(&socket);
+        }
     }
 
     /// Moves a socket's view to another unit and announces it with a fresh welcome.
@@ -552,6 +626,10 @@ impl Router {
                     params,
                 )
             }
+            "_relay/terminal/open"
+            | "_relay/terminal/input"
+            | "_relay/terminal/resize"
+            | "_relay/terminal/close" => self.terminal_request(socket, client, id, method, &params),
             "_relay/apply_edit" => {
                 let Some(id) = id else { return Ok(()) };
                 self.device_job(
@@ -568,6 +646,59 @@ impl Router {
             }
             _ if id.is_none() => Ok(()),
             m => Err(RpcError::method_not_found(m)),
+        }
+    }
+
+    fn terminal_request(
+        &mut self,
+        socket: SocketId,
+        client: &ClientId,
+        id: Option<&Value>,
+        method: &str,
+        params: &Value,
+    ) -> Result<(), RpcError> {
+        if self.cfg.terminals.is_none() {
+            return Err(RpcError::new(
+                code::METHOD_NOT_FOUND,
+                "terminals are off on this relay; start it with --terminal to allow shells",
+            ));
+        }
+        let (result, actions) = match method {
+            "_relay/terminal/open" => {
+                let (tid, actions) = self.terminals.open(client, params)?;
+                (json!({ "terminalId": tid }), actions)
+            }
+            "_relay/terminal/input" => (json!({}), self.terminals.input(client, params)?),
+            "_relay/terminal/resize" => (json!({}), self.terminals.resize(client, params)?),
+            _ => (json!({}), self.terminals.close(client, params)?),
+        };
+        if let Some(id) = id {
+            self.send_result(socket, id, result);
+        }
+        self.terminal_actions(actions);
+        Ok(())
+    }
+
+    /// Performs a terminal table's actions: frames to owners, PTY work to the shell.
+    fn terminal_actions(&mut self, actions: Vec<TermAction>) {
+        for a in actions {
+            match a {
+                TermAction::ToClient { client, line } => {
+                    let sockets: Vec<SocketId> = self
+                        .sockets
+                        .iter()
+                        .filter(|(_, s)| s.client == client)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for socket in sockets {
+                        self.out.push_back(Output::Send {
+                            socket,
+                            bytes: line.clone(),
+                        });
+                    }
+                }
+                other => self.out.push_back(Output::Terminal(other)),
+            }
         }
     }
 

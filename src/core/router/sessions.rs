@@ -30,9 +30,16 @@ pub enum Persist {
 #[derive(Debug)]
 pub(super) enum Waiter {
     /// Connected with `?session_id=`: attach with its `last_seq`.
-    Attach { socket: SocketId, last_seq: Option<u64> },
+    Attach {
+        socket: SocketId,
+        last_seq: Option<u64>,
+    },
     /// Sent `session/load` (`replay`) or `session/resume`: switch and answer.
-    Load { socket: SocketId, id: Value, replay: bool },
+    Load {
+        socket: SocketId,
+        id: Value,
+        replay: bool,
+    },
 }
 
 impl Router {
@@ -46,10 +53,18 @@ impl Router {
     fn remember_stored(&mut self, info: StoredInfo) {
         self.stored.insert(info.session_id.clone(), info);
         while self.stored.len() > self.cfg.keep_sessions.max(1) {
-            let Some(oldest) = self.stored.values().min_by_key(|i| i.updated_ms).map(|i| i.session_id.clone()) else {
+            let Some(oldest) = self
+                .stored
+                .values()
+                .min_by_key(|i| i.updated_ms)
+                .map(|i| i.session_id.clone())
+            else {
                 break;
             };
-            log::info!("forgetting stored session {oldest}: more than --keep-sessions {}", self.cfg.keep_sessions);
+            log::info!(
+                "forgetting stored session {oldest}: more than --keep-sessions {}",
+                self.cfg.keep_sessions
+            );
             self.stored.remove(&oldest);
         }
     }
@@ -78,9 +93,12 @@ impl Router {
 
     /// Asks the store to make a unit's transcript durable.
     pub(super) fn persist_sync(&mut self, unit: UnitId) {
-        let Some(u) = self.units.get(&unit) else { return };
+        let Some(u) = self.units.get(&unit) else {
+            return;
+        };
         if let (true, Some(session)) = (u.persisted, u.session_id.clone()) {
-            self.out.push_back(Output::Persist(Persist::Sync { session }));
+            self.out
+                .push_back(Output::Persist(Persist::Sync { session }));
         }
     }
 
@@ -111,8 +129,15 @@ impl Router {
             .map(|(id, _)| *id);
         match victim {
             Some(unit) => {
-                let sid = self.units.get(&unit).and_then(|u| u.session_id.clone()).unwrap_or_default();
-                log::info!("evicting session {sid} ({unit}): {} sessions live, the --max-sessions cap; it stays in the store", self.units.len());
+                let sid = self
+                    .units
+                    .get(&unit)
+                    .and_then(|u| u.session_id.clone())
+                    .unwrap_or_default();
+                log::info!(
+                    "evicting session {sid} ({unit}): {} sessions live, the --max-sessions cap; it stays in the store",
+                    self.units.len()
+                );
                 self.end_unit(unit, "evicted");
                 true
             }
@@ -131,7 +156,9 @@ impl Router {
     /// the shell, its agent session resumes on the next prompt.
     pub(super) fn resume_stored(&mut self, sid: &str, waiter: Waiter) -> Result<(), RpcError> {
         let info = self.stored.remove(sid).ok_or_else(|| {
-            RpcError::invalid_params(format!("unknown session '{sid}'; call session/list for the sessions this relay knows"))
+            RpcError::invalid_params(format!(
+                "unknown session '{sid}'; call session/list for the sessions this relay knows"
+            ))
         })?;
         let unit = self.mint_unit_capped();
         if let Some(u) = self.units.get_mut(&unit) {
@@ -147,23 +174,33 @@ impl Router {
         self.by_session.insert(info.session_id.clone(), unit);
         self.restoring.entry(unit).or_default().push(waiter);
         log::info!("resuming stored session {sid} into {unit}");
-        self.out.push_back(Output::Restore { unit, session: info.session_id });
+        self.out.push_back(Output::Restore {
+            unit,
+            session: info.session_id,
+        });
         Ok(())
     }
 
     /// The shell read a unit's transcript: fill its ring, let the waiters in.
     pub(super) fn restored(&mut self, unit: UnitId, frames: Vec<Frame>, error: Option<String>) {
         let waiters = self.restoring.remove(&unit).unwrap_or_default();
-        let Some(u) = self.units.get_mut(&unit) else { return };
+        let Some(u) = self.units.get_mut(&unit) else {
+            return;
+        };
         u.restoring = false;
         if let Some(e) = error {
-            log::warn!("{unit}: transcript of {:?} could not be read ({e}); continuing with an empty history", u.session_id);
+            log::warn!(
+                "{unit}: transcript of {:?} could not be read ({e}); continuing with an empty history",
+                u.session_id
+            );
         }
         u.ring.restore(frames, 0);
         for w in waiters {
             match w {
                 Waiter::Attach { socket, last_seq } => {
-                    let Some(s) = self.sockets.get_mut(&socket) else { continue };
+                    let Some(s) = self.sockets.get_mut(&socket) else {
+                        continue;
+                    };
                     s.unit = unit;
                     let client = s.client.clone();
                     self.remember_client(&client, unit);
@@ -295,11 +332,19 @@ impl Router {
             RpcError::invalid_params("session/load needs params.sessionId (a string)")
         })?;
         let Some(unit) = self.by_session.get(sid).copied() else {
-            let waiter = Waiter::Load { socket, id: reply_id.clone(), replay };
+            let waiter = Waiter::Load {
+                socket,
+                id: reply_id.clone(),
+                replay,
+            };
             return self.resume_stored(sid, waiter);
         };
         if self.units.get(&unit).is_some_and(|u| u.restoring) {
-            self.restoring.entry(unit).or_default().push(Waiter::Load { socket, id: reply_id.clone(), replay });
+            self.restoring.entry(unit).or_default().push(Waiter::Load {
+                socket,
+                id: reply_id.clone(),
+                replay,
+            });
             return Ok(());
         }
         self.switch_view(socket, unit, replay);
@@ -326,18 +371,23 @@ impl Router {
                 ))
             })
             .collect();
-        rows.extend(self.stored.values().filter(|i| !self.by_session.contains_key(&i.session_id)).map(|i| {
-            (
-                i.updated_ms,
-                json!({
-                    "sessionId": i.session_id,
-                    "cwd": i.cwd,
-                    "title": i.title,
-                    "updatedAt": iso8601(i.updated_ms),
-                    "_meta": {"relay": {"busy": false, "live": false}}
+        rows.extend(
+            self.stored
+                .values()
+                .filter(|i| !self.by_session.contains_key(&i.session_id))
+                .map(|i| {
+                    (
+                        i.updated_ms,
+                        json!({
+                            "sessionId": i.session_id,
+                            "cwd": i.cwd,
+                            "title": i.title,
+                            "updatedAt": iso8601(i.updated_ms),
+                            "_meta": {"relay": {"busy": false, "live": false}}
+                        }),
+                    )
                 }),
-            )
-        }));
+        );
         rows.sort_by_key(|r| std::cmp::Reverse(r.0));
         rows.into_iter().map(|(_, v)| v).collect()
     }
@@ -361,7 +411,10 @@ impl Router {
 
     /// Ends a live unit: viewers move to the default session, its agent session ends.
     pub(super) fn end_unit(&mut self, unit: UnitId, why: &str) {
-        if let Some(info) = self.info_of(unit).filter(|_| self.units.get(&unit).is_some_and(|u| u.persisted)) {
+        if let Some(info) = self
+            .info_of(unit)
+            .filter(|_| self.units.get(&unit).is_some_and(|u| u.persisted))
+        {
             self.persist_meta(unit);
             self.persist_sync(unit);
             self.remember_stored(info);

@@ -66,8 +66,18 @@ impl Router {
                 device_id: id.clone(),
                 agent_req: req,
             });
+            // A session someone prompted is nobody's fresh default any more.
+            u.claimed = true;
             if u.title.is_none() && !title.trim().is_empty() {
-                u.title = Some(title.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(80).collect());
+                u.title = Some(
+                    title
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .chars()
+                        .take(80)
+                        .collect(),
+                );
                 self.persist_meta(unit);
             }
         }

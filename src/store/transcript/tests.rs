@@ -493,3 +493,37 @@ fn error_messages_say_what_to_do() {
         "/d/sessions/x.jsonl is not an acp-relay transcript; move it out of the sessions directory"
     );
 }
+
+#[test]
+fn metadata_is_repeated_so_a_backward_read_finds_it_soon() {
+    let dir = TempDir::new("meta-repeat");
+    let (store, _) = open(&dir, 10);
+    store.put_meta(meta("s", 3));
+    let n = META_REPEAT_BYTES / frame(1).len() as u64 * 3;
+    for s in 1..=n {
+        store.append("s", frame(s));
+    }
+    store.close(Duration::from_secs(5));
+    let text = fs::read(dir.file("s")).unwrap();
+    let metas = text
+        .split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"{\"meta\":"))
+        .count();
+    assert!((3..=4).contains(&metas), "{metas}");
+    let (store, listed) = open(&dir, 10);
+    assert_eq!(
+        listed,
+        vec![SessionMeta {
+            head_seq: n,
+            ..meta("s", 3)
+        }]
+    );
+    store.close(Duration::from_secs(5));
+}
+
+#[test]
+fn the_handle_can_move_to_another_thread() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Store>();
+    send_sync::<StoreError>();
+}

@@ -14,7 +14,9 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::format::{self, Bounds, Found, HeaderCheck, MetaRecord};
-use super::{FLUSH_INTERVAL, Limits, MAX_OPEN_FILES, MAX_SESSION_ID_BYTES, Op, Shared};
+use super::{
+    FLUSH_INTERVAL, Limits, MAX_OPEN_FILES, MAX_SESSION_ID_BYTES, META_REPEAT_BYTES, Op, Shared,
+};
 
 /// Buffer per open file.
 const BUF_BYTES: usize = 64 << 10;
@@ -31,6 +33,8 @@ struct Entry {
     failing: bool,
     /// The file is full and could not be compacted: frames are not stored.
     full: bool,
+    /// Frame bytes written since the last metadata line.
+    since_meta: u64,
 }
 
 struct OpenFile {
@@ -83,6 +87,7 @@ impl Writer {
                     rank: f.rank,
                     failing: false,
                     full: false,
+                    since_meta: 0,
                 };
                 (f.meta.session_id, entry)
             })
@@ -152,6 +157,7 @@ impl Writer {
                 if let Some(e) = self.index.get_mut(&meta.session_id) {
                     e.rank = meta.updated_ms;
                     e.meta = Some(record);
+                    e.since_meta = 0;
                 }
                 self.write(&meta.session_id, &[&line], false);
             }
@@ -166,7 +172,7 @@ impl Writer {
                     );
                     return;
                 }
-                if frame.len() >= max_frame {
+                if frame.len() > max_frame {
                     log::warn!(
                         "session {session_id:?}: not storing a frame of {} bytes (at most {max_frame})",
                         frame.len()
@@ -176,8 +182,20 @@ impl Writer {
                 if self.index.get(&session_id).is_some_and(|e| e.full) {
                     return;
                 }
-                if self.ensure_open(&session_id) {
-                    self.write(&session_id, &[&frame, b"\n"], true);
+                if !self.ensure_open(&session_id) {
+                    return;
+                }
+                self.write(&session_id, &[&frame, b"\n"], true);
+                let Some(e) = self.index.get_mut(&session_id) else {
+                    return;
+                };
+                e.since_meta += frame.len() as u64 + 1;
+                if e.since_meta >= META_REPEAT_BYTES
+                    && let Some(record) = &e.meta
+                {
+                    e.since_meta = 0;
+                    let line = format::meta_line(record);
+                    self.write(&session_id, &[&line], false);
                 }
             }
             Op::Sync(session_id) => {
@@ -294,6 +312,7 @@ impl Writer {
                 rank: now_ms(),
                 failing: false,
                 full: false,
+                since_meta: 0,
             };
             self.index.insert(session_id.to_owned(), entry);
             self.prune(session_id);
@@ -338,6 +357,10 @@ impl Writer {
         }
         let mut w = BufWriter::with_capacity(BUF_BYTES, file);
         if len == 0 {
+            // Make the new name itself durable; the contents follow on sync.
+            if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
+                log::warn!("syncing {}: {e}", self.dir.display());
+            }
             let header = format::header_line(session_id);
             w.write_all(&header)?;
             len = header.len() as u64;
