@@ -297,9 +297,7 @@ async fn shutdown(relay: &Rc<Relay>) {
     // Let agent readers report the exits and socket writers send close frames.
     smol::Timer::after(Duration::from_millis(100)).await;
     if let Some(store) = &relay.store {
-        // The last step: nothing else runs, so waiting here for the writer
-        // thread's final fsync (bounded) stalls no one.
-        store.close(SHUTDOWN_GRACE);
+        store.close_async(SHUTDOWN_GRACE).await;
     }
     log::info!("stopped");
 }
