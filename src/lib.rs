@@ -13,6 +13,7 @@
 //! - [`demo_agent`] — the built-in ACP agent (`acp-relay demo-agent`).
 
 pub mod agent;
+pub mod connect;
 pub mod core;
 pub mod demo_agent;
 pub mod logger;

@@ -26,6 +26,22 @@ enum Cmd {
     Serve(Serve),
     Token(TokenCmd),
     DemoAgent(DemoAgent),
+    Connect(Connect),
+}
+
+#[derive(FromArgs)]
+/// Bridge stdin/stdout to a relay's /acp endpoint, so any stdio ACP client can use it as its agent.
+#[argh(subcommand, name = "connect")]
+struct Connect {
+    /// the relay's plain ACP endpoint, e.g. ws://pi.local:7447/acp
+    #[argh(positional)]
+    url: String,
+    /// the pairing token (default: $ACP_RELAY_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// log level (default warn)
+    #[argh(option)]
+    log: Option<String>,
 }
 
 #[derive(FromArgs)]
@@ -172,6 +188,11 @@ fn run(cli: Cli) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
             println!("{}", tok.as_str());
             Ok(())
+        }
+        Cmd::Connect(c) => {
+            logger::init(level(c.log.as_deref(), log::LevelFilter::Warn)?);
+            let token = c.token.or_else(|| std::env::var("ACP_RELAY_TOKEN").ok());
+            acp_relay::connect::run(acp_relay::connect::ConnectOptions { url: c.url, token })
         }
         Cmd::DemoAgent(d) => {
             logger::init(level(d.log.as_deref(), log::LevelFilter::Warn)?);

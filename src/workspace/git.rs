@@ -613,15 +613,12 @@ mod tests {
 
     #[test]
     fn dropping_a_run_kills_its_process_group() {
-        let pidfile = std::env::temp_dir().join(format!(
-            "acp-relay-git-drop-{}",
-            std::process::id()
-        ));
+        let pidfile =
+            std::env::temp_dir().join(format!("acp-relay-git-drop-{}", std::process::id()));
         let mut cmd = std::process::Command::new("sh");
-        cmd.process_group(0).arg("-c").arg(format!(
-            "sleep 60 & echo $! > {}; wait",
-            pidfile.display()
-        ));
+        cmd.process_group(0)
+            .arg("-c")
+            .arg(format!("sleep 60 & echo $! > {}; wait", pidfile.display()));
         smol::block_on(async {
             let run = run(cmd, 1000);
             let stop = async {
@@ -639,8 +636,7 @@ mod tests {
         let proc_dir = format!("/proc/{}", pid.trim());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         // Killed grandchildren linger as zombies until init reaps them.
-        while std::fs::read_to_string(format!("{proc_dir}/stat"))
-            .is_ok_and(|s| !s.contains(") Z"))
+        while std::fs::read_to_string(format!("{proc_dir}/stat")).is_ok_and(|s| !s.contains(") Z"))
         {
             assert!(
                 std::time::Instant::now() < deadline,
