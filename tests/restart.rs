@@ -32,10 +32,18 @@ fn kill9_and_restart_keeps_sessions() {
     let sessions_dir = relay.data_dir.join("sessions");
     for e in std::fs::read_dir(&sessions_dir).unwrap().flatten() {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(e.path()).unwrap();
-        f.write_all(b"{\"rseq\":99999,\"jsonrpc\":\"2.0\",\"method\":\"session/upd").unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(e.path())
+            .unwrap();
+        f.write_all(b"{\"rseq\":99999,\"jsonrpc\":\"2.0\",\"method\":\"session/upd")
+            .unwrap();
     }
-    std::fs::write(sessions_dir.join("garbage.jsonl"), b"\x00\x01 not json at all\n{{{{\n").unwrap();
+    std::fs::write(
+        sessions_dir.join("garbage.jsonl"),
+        b"\x00\x01 not json at all\n{{{{\n",
+    )
+    .unwrap();
     std::fs::write(sessions_dir.join("notes.txt"), b"hello").unwrap();
 
     relay.launch("127.0.0.1:0");

@@ -115,6 +115,17 @@ fn queries_report_what_git_and_the_filesystem_say() {
     let mut d = relay.device("phone", "");
     welcome(&mut d);
 
+    // `initialize` advertises the workspace methods.
+    let init = ok(
+        &mut d,
+        "initialize",
+        json!({"protocolVersion": 1, "clientCapabilities": {}}),
+    );
+    let caps = &init["_meta"]["relay"]["workspace"];
+    assert_eq!(caps["fs"], json!({"tree": true, "read": true}), "{init}");
+    assert_eq!(caps["applyEdit"], true, "{init}");
+    assert_eq!(caps["git"], true, "git is installed here: {init}");
+
     // Not a repository yet: git queries say so, the tree still works.
     for method in ["_relay/git/status", "_relay/git/diff"] {
         let e = err(&mut d, method, json!({}));

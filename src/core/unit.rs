@@ -24,6 +24,8 @@ pub enum Phase {
 #[derive(Debug, Clone)]
 pub struct Turn {
     pub client: ClientId,
+    /// The socket that sent the prompt (its plain-ACP answer goes there only).
+    pub socket: SocketId,
     pub device_id: Value,
     pub agent_req: u64,
 }

@@ -72,6 +72,7 @@ pub struct Relay {
     ring_bounds: (usize, usize),
     /// PTY terminals, when `--terminal` is on.
     pty: RefCell<Option<Rc<PtySet>>>,
+    started_ms: u64,
 }
 
 /// Wall-clock milliseconds: the one place the shell reads the clock for the core.
@@ -107,12 +108,18 @@ impl Relay {
             store,
             ring_bounds,
             pty: RefCell::new(None),
+            started_ms: now_ms(),
         })
     }
 
     /// Reads router state without letting the borrow escape.
     pub fn with_router<T>(&self, f: impl FnOnce(&Router) -> T) -> T {
         f(&self.router.borrow())
+    }
+
+    /// A nonce of this relay process (its start time in ms).
+    pub fn epoch(&self) -> u64 {
+        self.started_ms
     }
 
     pub fn mint_socket(&self) -> SocketId {

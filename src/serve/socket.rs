@@ -3,7 +3,7 @@
 //! then pump frames between the socket and the router. Never holds a router
 //! borrow across an await: every router call is a synchronous `feed`.
 
-use crate::core::ids::ClientId;
+use crate::core::ids::{ClientId, SocketId};
 use crate::core::router::Input;
 use crate::serve::admission::{self, Refusal};
 use crate::serve::http::{self, Head};
@@ -76,7 +76,17 @@ pub async fn connection(shared: Rc<Shared>, mut stream: TcpStream, peer: SocketA
     };
     let path = head.path.clone();
     match (head.method.as_str(), path.as_str()) {
-        ("GET", "/ws") if head.is_upgrade() => upgrade(shared, stream, peer, head).await,
+        ("GET", "/ws") if head.is_upgrade() => upgrade(shared, stream, peer, head, false).await,
+        ("GET", "/acp") if head.is_upgrade() => upgrade(shared, stream, peer, head, true).await,
+        ("GET", "/acp") => {
+            let _ = stream
+                .write_all(&reply(
+                    426,
+                    "Upgrade Required",
+                    "/acp is a WebSocket endpoint (plain ACP)",
+                ))
+                .await;
+        }
         ("GET", "/ws") => {
             let _ = stream
                 .write_all(&reply(
@@ -157,7 +167,13 @@ async fn refuse(
         .await;
 }
 
-async fn upgrade(shared: Rc<Shared>, mut stream: TcpStream, peer: SocketAddr, head: Head) {
+async fn upgrade(
+    shared: Rc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    head: Head,
+    plain: bool,
+) {
     let ip = peer.ip();
     if !admission::origin_allowed(
         head.header("origin"),
@@ -267,11 +283,18 @@ async fn upgrade(shared: Rc<Shared>, mut stream: TcpStream, peer: SocketAddr, he
         shared: shared.clone(),
         ip,
     };
+    let socket = shared.relay.mint_socket();
     let client = head
         .query("client_id")
         .filter(|c| !c.is_empty() && c.len() <= 128)
         .map(str::to_owned)
-        .unwrap_or_else(|| format!("anon-{peer}"));
+        .unwrap_or_else(|| {
+            if plain {
+                format!("acp-{}", socket.0)
+            } else {
+                format!("anon-{peer}")
+            }
+        });
     let session = head
         .query("session_id")
         .filter(|s| !s.is_empty())
@@ -285,6 +308,13 @@ async fn upgrade(shared: Rc<Shared>, mut stream: TcpStream, peer: SocketAddr, he
     if let Some(p) = proto {
         resp.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
     }
+    if plain {
+        resp.push_str(&format!(
+            "Acp-Connection-Id: {}-{}\r\n",
+            shared.relay.epoch(),
+            socket.0
+        ));
+    }
     resp.push_str("\r\n");
     if stream.write_all(resp.as_bytes()).await.is_err() {
         return;
@@ -293,33 +323,38 @@ async fn upgrade(shared: Rc<Shared>, mut stream: TcpStream, peer: SocketAddr, he
     config.max_message_size = Some(shared.limits.max_message_bytes);
     config.max_frame_size = Some(shared.limits.max_message_bytes);
     let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
-    run_socket(shared, ws, peer, ClientId(client), session, last_seq).await;
+    let open = Input::SocketOpen {
+        socket,
+        client: ClientId(client),
+        session,
+        last_seq,
+        plain,
+    };
+    run_socket(shared, ws, peer, socket, open).await;
 }
 
 async fn run_socket(
     shared: Rc<Shared>,
     ws: WebSocketStream<TcpStream>,
     peer: SocketAddr,
-    client: ClientId,
-    session: Option<String>,
-    last_seq: Option<u64>,
+    socket: SocketId,
+    open: Input<'static>,
 ) {
     let relay: Rc<Relay> = shared.relay.clone();
-    let socket = relay.mint_socket();
     let (tx, rx) = smol::channel::bounded(shared.limits.socket_queue);
     let own_tx = tx.clone();
     relay.register_socket(socket, SocketHandle { tx });
-    log::info!("{socket}: {peer} connected as '{client}'");
+    if let Input::SocketOpen { client, plain, .. } = &open {
+        log::info!(
+            "{socket}: {peer} connected as '{client}'{}",
+            if *plain { " (plain ACP)" } else { "" }
+        );
+    }
     let (sink, mut stream) = ws.split();
 
     let writer = relay.ex.spawn(write_socket(sink, rx));
 
-    relay.feed(Input::SocketOpen {
-        socket,
-        client,
-        session,
-        last_seq,
-    });
+    relay.feed(open);
     let mut close: Option<(u16, &str)> = None;
     loop {
         let next = futures_lite::future::or(async { stream.next().await.map(Some) }, async {

@@ -300,6 +300,17 @@ impl Device {
         })
     }
 
+    /// Wraps an already connected WebSocket (e.g. to `/acp`).
+    pub fn from_ws(ws: WebSocket<TcpStream>, client: &str) -> Device {
+        Device {
+            ws,
+            client: client.to_owned(),
+            next_id: 0,
+            seen: Vec::new(),
+            raw: Vec::new(),
+        }
+    }
+
     pub fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).expect("send");
     }

@@ -344,7 +344,7 @@ impl Router {
                     id: turn.device_id,
                     outcome,
                 });
-                self.write_unit(unit, &line);
+                self.write_unit_for(unit, &line, Plain::Only(turn.socket));
                 self.settle_all(unit, json!({"outcome": "cancelled"}), "turn-end", true);
                 self.persist_sync(unit);
             }
@@ -480,16 +480,15 @@ impl Router {
             u.loading = false;
             let sid = u.session_id.clone();
             self.settle_all(unit, json!({"outcome": "cancelled"}), "agent-exit", false);
-            self.write_unit(
-                unit,
-                &rpc::notification(
-                    "_relay/agent_exited",
-                    json!({"sessionId": sid, "status": status}),
-                ),
+            let note = rpc::notification(
+                "_relay/agent_exited",
+                json!({"sessionId": sid, "status": status}),
             );
+            self.write_unit_for(unit, &note, Plain::None);
             if let Some(turn) = turn {
                 let err = RpcError::other(why.clone());
-                self.write_unit(unit, &rpc::error_response(&turn.device_id, &err));
+                let line = rpc::error_response(&turn.device_id, &err);
+                self.write_unit_for(unit, &line, Plain::Only(turn.socket));
             }
             self.fail_pending_new(unit, &why);
             self.persist_sync(unit);

@@ -91,6 +91,8 @@ pub enum Input<'a> {
         client: ClientId,
         session: Option<String>,
         last_seq: Option<u64>,
+        /// `/acp`: plain ACP, no welcome, no `rseq`, no relay extensions.
+        plain: bool,
     },
     /// One text message from a device (one or more LF-separated lines).
     SocketText {
@@ -175,6 +177,46 @@ pub enum Output {
 struct Sock {
     client: ClientId,
     unit: UnitId,
+    /// A plain ACP socket (`/acp`).
+    plain: bool,
+}
+
+/// Which plain (`/acp`) sockets get a ring frame; relay (`/ws`) sockets get every frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Plain {
+    /// Standard ACP traffic: every plain viewer.
+    All,
+    /// Relay extensions: no plain viewer.
+    None,
+    /// A response: only the plain socket that asked.
+    Only(SocketId),
+    /// The echo of a prompt: every plain viewer but its sender.
+    AllBut(SocketId),
+}
+
+impl Plain {
+    fn admits(self, socket: SocketId) -> bool {
+        match self {
+            Plain::All => true,
+            Plain::None => false,
+            Plain::Only(s) => s == socket,
+            Plain::AllBut(s) => s != socket,
+        }
+    }
+}
+
+/// A stamped frame without its `"rseq":N` key, for plain sockets.
+pub fn unstamp(frame: &Frame) -> Frame {
+    let Some(rest) = frame.strip_prefix(b"{\"rseq\":") else {
+        return frame.clone();
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let tail = &rest[digits..];
+    let tail = tail.strip_prefix(b",").unwrap_or(tail);
+    let mut out = Vec::with_capacity(tail.len() + 1);
+    out.push(b'{');
+    out.extend_from_slice(tail);
+    out.into()
 }
 
 #[derive(Debug, PartialEq)]
@@ -309,7 +351,14 @@ impl Router {
                 client,
                 session,
                 last_seq,
-            } => self.socket_open(socket, client, session, last_seq),
+                plain,
+            } => {
+                if plain {
+                    self.plain_open(socket, client)
+                } else {
+                    self.socket_open(socket, client, session, last_seq)
+                }
+            }
             Input::SocketText { socket, text } => self.socket_text(socket, text),
             Input::SocketClosed { socket } => self.socket_closed(socket),
             Input::AgentLine { agent, line } => self.agent_line(agent, line),
@@ -379,6 +428,7 @@ impl Router {
                 Sock {
                     client,
                     unit: self.default_unit,
+                    plain: false,
                 },
             );
             let waiter = sessions::Waiter::Attach { socket, last_seq };
@@ -413,8 +463,32 @@ impl Router {
         }
         self.remember_client(&client, unit);
         let scrollback = self.terminals.replay_for(&client);
-        self.sockets.insert(socket, Sock { client, unit });
+        self.sockets.insert(
+            socket,
+            Sock {
+                client,
+                unit,
+                plain: false,
+            },
+        );
         self.attach_with(socket, unit, last_seq, reset);
+        for bytes in scrollback {
+            self.out.push_back(Output::Send { socket, bytes });
+        }
+    }
+
+    /// A plain ACP socket views nothing until `session/new` or `session/load`.
+    fn plain_open(&mut self, socket: SocketId, client: ClientId) {
+        let scrollback = self.terminals.replay_for(&client);
+        let unit = self.default_unit;
+        self.sockets.insert(
+            socket,
+            Sock {
+                client,
+                unit,
+                plain: true,
+            },
+        );
         for bytes in scrollback {
             self.out.push_back(Output::Send { socket, bytes });
         }
@@ -448,10 +522,26 @@ impl Router {
         last_seq: Option<u64>,
         force_reset: bool,
     ) {
+        let plain = self.sockets.get(&socket).is_some_and(|s| s.plain);
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
         let replay = u.ring.replay_since(last_seq);
+        if plain {
+            // History as ACP `session/update`s only, then the open asks.
+            u.viewers.insert(socket);
+            let frames: Vec<Frame> = replay
+                .frames
+                .iter()
+                .filter(|f| is_session_update(f))
+                .chain(u.asks.values().map(|a| &a.frame))
+                .map(unstamp)
+                .collect();
+            for bytes in frames {
+                self.out.push_back(Output::Send { socket, bytes });
+            }
+            return;
+        }
         let welcome = json!({
             "type": "relay_welcome",
             "epoch": u.epoch,
@@ -815,14 +905,27 @@ impl Router {
 
     /// Stamps a line into a unit's ring and fans it to every viewer.
     fn write_unit(&mut self, unit: UnitId, line: &[u8]) -> Option<Frame> {
+        self.write_unit_for(unit, line, Plain::All)
+    }
+
+    /// Stamps a line into a unit's ring and fans it to every relay viewer and
+    /// to the plain viewers `plain` admits (unstamped).
+    fn write_unit_for(&mut self, unit: UnitId, line: &[u8], plain: Plain) -> Option<Frame> {
         let u = self.units.get_mut(&unit)?;
         let frame = u.ring.push(line)?;
         u.updated_ms = self.now_ms;
+        let mut unstamped: Option<Frame> = None;
         for &socket in &u.viewers {
-            self.out.push_back(Output::Send {
-                socket,
-                bytes: frame.clone(),
-            });
+            let bytes = match self.sockets.get(&socket) {
+                Some(s) if s.plain => {
+                    if !plain.admits(socket) {
+                        continue;
+                    }
+                    unstamped.get_or_insert_with(|| unstamp(&frame)).clone()
+                }
+                _ => frame.clone(),
+            };
+            self.out.push_back(Output::Send { socket, bytes });
         }
         if let Some(session) = u.session_id.clone() {
             let first = !u.persisted;
@@ -897,6 +1000,16 @@ impl Router {
             },
         }
     }
+}
+
+/// Whether a stamped frame is an ACP `session/update` notification.
+fn is_session_update(frame: &Frame) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow)]
+        method: Option<&'a str>,
+    }
+    serde_json::from_slice::<Probe<'_>>(frame).is_ok_and(|p| p.method == Some("session/update"))
 }
 
 /// Formats unix milliseconds as an RFC 3339 UTC timestamp.

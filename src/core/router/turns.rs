@@ -63,6 +63,7 @@ impl Router {
         if let Some(u) = self.units.get_mut(&unit) {
             u.turn = Some(Turn {
                 client: client.clone(),
+                socket,
                 device_id: id.clone(),
                 agent_req: req,
             });
@@ -87,7 +88,8 @@ impl Router {
                 "update": {"sessionUpdate": "user_message_chunk", "content": block},
                 "_meta": {"relay": {"from": client.0, "promptId": id}}
             });
-            self.write_unit(unit, &rpc::notification("session/update", update));
+            let line = rpc::notification("session/update", update);
+            self.write_unit_for(unit, &line, Plain::AllBut(socket));
         }
         Ok(())
     }
@@ -235,7 +237,7 @@ impl Router {
             "_relay/ask_resolved",
             json!({"id": ask_id, "outcome": outcome, "by": by}),
         );
-        self.write_unit(unit, &note);
+        self.write_unit_for(unit, &note, Plain::None);
     }
 
     /// Settles every open ask of a unit (cancel, turn end, agent exit).
