@@ -219,8 +219,34 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic() {
+        let mut s: u64 = 0x2545_F491_4F6C_DD1D;
+        let alphabet = b"GET /ws?=&%+ HTTP/1.1\r\n:abcXYZ019\xff\x00";
+        for _ in 0..20_000 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let len = (s % 96) as usize;
+            let buf: Vec<u8> = (0..len).map(|i| alphabet[((s >> (i % 56)) as usize + i * 7) % alphabet.len()]).collect();
+            fuzz_head(&buf);
+        }
+        for e in std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/request_head")).unwrap().flatten() {
+            fuzz_head(&std::fs::read(e.path()).unwrap());
+        }
+    }
+
+    #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode("a%20b+c%zz%4"), "a b c%zz%4");
         assert_eq!(percent_decode("%"), "%");
+    }
+}
+
+/// Fuzz harness: the request-head parser and the token extraction never panic.
+pub fn fuzz_head(data: &[u8]) {
+    if let Ok(Some((head, n))) = parse_head(data) {
+        assert!(n <= data.len());
+        let _ = head.presented_token();
+        let _ = head.is_upgrade();
     }
 }
