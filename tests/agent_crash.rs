@@ -88,3 +88,35 @@ fn exit_mid_turn_then_sigterm_leaves_no_children() {
         "children of the relay left after SIGTERM: {leftover:?}"
     );
 }
+
+#[test]
+fn shared_agent_crash_fails_every_in_flight_turn_and_each_session_resumes() {
+    let relay = Relay::start(&[]);
+    let mut a = relay.device("a", "");
+    let mut b = relay.device("b", "");
+    let sa = open_session(&mut a);
+    b.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    let id = b.request("session/new", serde_json::json!({"cwd":"/","mcpServers":[]}));
+    let sb = b.response(&id)["result"]["sessionId"].as_str().unwrap().to_owned();
+    // One earlier turn each, so each has context to resume.
+    for (d, s, word) in [(&mut a, &sa, "apple"), (&mut b, &sb, "banana")] {
+        let id = d.request("session/prompt", prompt_params(s, &format!("/chunks 1\n{word}")));
+        d.response(&id);
+    }
+    let ta = a.request("session/prompt", prompt_params(&sa, "/chunks 1\n/sleep 20000\nlong a"));
+    let tb = b.request("session/prompt", prompt_params(&sb, "/chunks 1\n/sleep 20000\nlong b"));
+    a.recv_until("a streaming", |v| chunk_contains(v, "long a"));
+    b.recv_until("b streaming", |v| chunk_contains(v, "long b"));
+    let agents = children(relay.pid());
+    assert_eq!(agents.len(), 1, "one shared agent");
+    unsafe_kill(agents[0], "KILL");
+    assert!(a.response(&ta).get("error").is_some());
+    assert!(b.response(&tb).get("error").is_some());
+
+    for (d, s, word) in [(&mut a, &sa, "apple"), (&mut b, &sb, "banana")] {
+        let id = d.request("session/prompt", prompt_params(s, "/context"));
+        assert_eq!(d.response(&id)["result"]["stopReason"], "end_turn");
+        let text = agent_text(&d.seen);
+        assert!(text.contains(&format!("context: 2 earlier prompts; last: /chunks 1\n/sleep 20000\nlong {}", &word[..1])), "{text}");
+    }
+}
