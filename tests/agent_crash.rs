@@ -96,15 +96,30 @@ fn shared_agent_crash_fails_every_in_flight_turn_and_each_session_resumes() {
     let mut b = relay.device("b", "");
     let sa = open_session(&mut a);
     b.recv_until("welcome", |v| v["type"] == "relay_welcome");
-    let id = b.request("session/new", serde_json::json!({"cwd":"/","mcpServers":[]}));
-    let sb = b.response(&id)["result"]["sessionId"].as_str().unwrap().to_owned();
+    let id = b.request(
+        "session/new",
+        serde_json::json!({"cwd":"/","mcpServers":[]}),
+    );
+    let sb = b.response(&id)["result"]["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // One earlier turn each, so each has context to resume.
     for (d, s, word) in [(&mut a, &sa, "apple"), (&mut b, &sb, "banana")] {
-        let id = d.request("session/prompt", prompt_params(s, &format!("/chunks 1\n{word}")));
+        let id = d.request(
+            "session/prompt",
+            prompt_params(s, &format!("/chunks 1\n{word}")),
+        );
         d.response(&id);
     }
-    let ta = a.request("session/prompt", prompt_params(&sa, "/chunks 1\n/sleep 20000\nlong a"));
-    let tb = b.request("session/prompt", prompt_params(&sb, "/chunks 1\n/sleep 20000\nlong b"));
+    let ta = a.request(
+        "session/prompt",
+        prompt_params(&sa, "/chunks 1\n/sleep 20000\nlong a"),
+    );
+    let tb = b.request(
+        "session/prompt",
+        prompt_params(&sb, "/chunks 1\n/sleep 20000\nlong b"),
+    );
     a.recv_until("a streaming", |v| chunk_contains(v, "long a"));
     b.recv_until("b streaming", |v| chunk_contains(v, "long b"));
     let agents = children(relay.pid());
@@ -117,6 +132,12 @@ fn shared_agent_crash_fails_every_in_flight_turn_and_each_session_resumes() {
         let id = d.request("session/prompt", prompt_params(s, "/context"));
         assert_eq!(d.response(&id)["result"]["stopReason"], "end_turn");
         let text = agent_text(&d.seen);
-        assert!(text.contains(&format!("context: 2 earlier prompts; last: /chunks 1\n/sleep 20000\nlong {}", &word[..1])), "{text}");
+        assert!(
+            text.contains(&format!(
+                "context: 2 earlier prompts; last: /chunks 1\n/sleep 20000\nlong {}",
+                &word[..1]
+            )),
+            "{text}"
+        );
     }
 }

@@ -217,17 +217,33 @@ fn close_ends_a_live_session_that_stays_loadable() {
     let mut a = relay.device("a", "");
     let _default = open_session(&mut a);
     let s2 = new_session(&mut a);
-    let id = a.request("session/prompt", prompt_params(&s2, "/chunks 1\nto be closed"));
+    let id = a.request(
+        "session/prompt",
+        prompt_params(&s2, "/chunks 1\nto be closed"),
+    );
     a.response(&id);
     let id = a.request("session/close", json!({"sessionId": s2}));
     assert!(a.response(&id).get("result").is_some());
     let id = a.request("session/list", json!({}));
     let list = a.response(&id);
-    let row = list["result"]["sessions"].as_array().unwrap().iter().find(|v| v["sessionId"] == s2.as_str()).cloned().unwrap_or_else(|| panic!("{list}"));
+    let row = list["result"]["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["sessionId"] == s2.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{list}"));
     assert_eq!(row["_meta"]["relay"]["live"], false);
     let id = a.request("session/prompt", prompt_params(&s2, "hi"));
-    assert_eq!(a.response(&id)["error"]["code"], -32602, "a closed session is not silently re-routed");
-    let id = a.request("session/load", json!({"sessionId": s2, "cwd": "/", "mcpServers": []}));
+    assert_eq!(
+        a.response(&id)["error"]["code"],
+        -32602,
+        "a closed session is not silently re-routed"
+    );
+    let id = a.request(
+        "session/load",
+        json!({"sessionId": s2, "cwd": "/", "mcpServers": []}),
+    );
     a.response(&id);
     assert!(agent_text(&a.seen).contains("to be closed"));
 }

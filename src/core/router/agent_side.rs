@@ -202,7 +202,10 @@ impl Router {
                 }
                 self.next_job += 1;
                 let job = JobId(self.next_job);
-                self.jobs.insert(job, JobOwner::Agent { agent, id });
+                let wrote = (method == "fs/write_text_file")
+                    .then(|| params["path"].as_str().map(str::to_owned))
+                    .flatten();
+                self.jobs.insert(job, JobOwner::Agent { agent, id, wrote });
                 self.out.push_back(Output::Job {
                     job,
                     method: method.to_owned(),

@@ -262,6 +262,8 @@ enum JobOwner {
     Agent {
         agent: AgentId,
         id: Value,
+        /// `fs/write_text_file`: the path written, announced on success.
+        wrote: Option<String>,
     },
     Device {
         socket: SocketId,
@@ -970,7 +972,18 @@ impl Router {
             return;
         };
         match owner {
-            JobOwner::Agent { agent, id } => {
+            JobOwner::Agent { agent, id, wrote } => {
+                if let (Some(path), true) = (wrote, result.is_ok()) {
+                    let rel = path
+                        .strip_prefix(self.cfg.cwd.as_str())
+                        .map(|p| p.trim_start_matches('/'))
+                        .unwrap_or(&path)
+                        .to_owned();
+                    self.broadcast(&rpc::notification(
+                        "_relay/workspace_changed",
+                        json!({ "path": rel, "by": "agent" }),
+                    ));
+                }
                 if self
                     .links
                     .get(&agent)
