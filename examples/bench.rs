@@ -58,14 +58,20 @@ fn main() -> ExitCode {
             "replay" => replay(&opts).await,
             "plain" => plain(&opts).await,
             "smoke" => smoke(&opts).await,
-            m => Err(format!("unknown mode '{m}'; use flood, replay, plain or smoke")),
+            m => Err(format!(
+                "unknown mode '{m}'; use flood, replay, plain or smoke"
+            )),
         }
     }));
     match res {
         Ok(v) => {
             let ok = v["ok"].as_bool().unwrap_or(true);
             println!("{v}");
-            if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             println!("{}", json!({"mode": mode, "ok": false, "error": e}));
@@ -112,7 +118,10 @@ impl Opts {
         };
         while let Some(a) = args.next() {
             let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
-            let num = |s: String| s.parse::<u64>().map_err(|_| format!("{a}: not a number: {s}"));
+            let num = |s: String| {
+                s.parse::<u64>()
+                    .map_err(|_| format!("{a}: not a number: {s}"))
+            };
             match a.as_str() {
                 "--url" => o.url = val()?.trim_end_matches('/').to_string(),
                 "--token" => o.token = Some(val()?),
@@ -273,7 +282,10 @@ fn rseq(text: &[u8]) -> Option<u64> {
 }
 
 fn digits(b: &[u8]) -> Option<(u64, &[u8])> {
-    let end = b.iter().position(|c| !c.is_ascii_digit()).unwrap_or(b.len());
+    let end = b
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(b.len());
     if end == 0 {
         return None;
     }
@@ -320,7 +332,11 @@ impl Tally {
 /// Reads one device's stream until the response to `prompt_id` arrives.
 async fn read_device(mut ws: Ws, frames: u64, prompt_id: String, wait: Duration) -> (Ws, Tally) {
     let mut t = Tally::new(frames);
-    let mut dump: usize = std::env::var("BENCH_DUMP").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    // BENCH_DUMP=N prints the first N messages' sizes and ends (debugging a peer's framing).
+    let mut dump: usize = std::env::var("BENCH_DUMP")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let deadline = Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -354,7 +370,12 @@ async fn read_device(mut ws: Ws, frames: u64, prompt_id: String, wait: Duration)
         let b = text.as_bytes();
         if dump > 0 {
             dump -= 1;
-            eprintln!("msg {} bytes: {}..{}", b.len(), String::from_utf8_lossy(&b[..b.len().min(40)]), String::from_utf8_lossy(&b[b.len().saturating_sub(40)..]));
+            eprintln!(
+                "msg {} bytes: {}..{}",
+                b.len(),
+                String::from_utf8_lossy(&b[..b.len().min(40)]),
+                String::from_utf8_lossy(&b[b.len().saturating_sub(40)..])
+            );
         }
         t.frames += 1;
         t.bytes += b.len() as u64;
@@ -414,7 +435,10 @@ fn summary(tallies: &[Tally], frames: u64, secs: f64) -> Value {
     let gaps: u64 = tallies.iter().map(|t| t.rseq_gaps).sum();
     let done = tallies.iter().filter(|t| t.done).count();
     let errors: Vec<&str> = tallies.iter().filter_map(|t| t.error.as_deref()).collect();
-    let mut lat: Vec<u64> = tallies.iter().flat_map(|t| t.lat_ns.iter().copied()).collect();
+    let mut lat: Vec<u64> = tallies
+        .iter()
+        .flat_map(|t| t.lat_ns.iter().copied())
+        .collect();
     lat.sort_unstable();
     let ok = lost == 0 && dup == 0 && oor == 0 && gaps == 0 && done == tallies.len();
     json!({
@@ -426,7 +450,7 @@ fn summary(tallies: &[Tally], frames: u64, secs: f64) -> Value {
         "secs": secs,
         "fps": flood_frames as f64 / secs,
         "mbps": bytes as f64 / secs / 1e6,
-        "avg_frame_bytes": if delivered > 0 { bytes / delivered } else { 0 },
+        "avg_frame_bytes": bytes.checked_div(delivered).unwrap_or(0),
         "lat_p50_us": pct(&lat, 0.50) as f64 / 1e3,
         "lat_p99_us": pct(&lat, 0.99) as f64 / 1e3,
         "lat_max_us": lat.last().copied().unwrap_or(0) as f64 / 1e3,
@@ -568,11 +592,7 @@ async fn flood(ex: &Rc<LocalExecutor<'static>>, o: &Opts) -> Res<Value> {
         println!("{v}");
         let drains: Vec<_> = all_ws
             .into_iter()
-            .map(|mut ws| {
-                ex.spawn(async move {
-                    while let Some(Ok(_)) = ws.next().await {}
-                })
-            })
+            .map(|mut ws| ex.spawn(async move { while let Some(Ok(_)) = ws.next().await {} }))
             .collect();
         smol::Timer::after(Duration::from_secs(o.hold)).await;
         drop(drains);
@@ -585,7 +605,14 @@ async fn flood(ex: &Rc<LocalExecutor<'static>>, o: &Opts) -> Res<Value> {
 
 async fn replay(o: &Opts) -> Res<Value> {
     let token = o.token.as_deref();
-    let s = open_session(&Opts { devices: 1, ..clone_opts(o) }, 0).await?;
+    let s = open_session(
+        &Opts {
+            devices: 1,
+            ..clone_opts(o)
+        },
+        0,
+    )
+    .await?;
     let sid = s.sid.clone();
     let pid = s.prompt_id.clone();
     let mut ws = s.devs;
@@ -704,7 +731,14 @@ async fn plain(o: &Opts) -> Res<Value> {
 async fn smoke(o: &Opts) -> Res<Value> {
     let token = o.token.as_deref();
     let text = "/chunks 3\n/sleep 700\nhi";
-    let s = open_session(&Opts { devices: 1, ..clone_opts(o) }, 0).await?;
+    let s = open_session(
+        &Opts {
+            devices: 1,
+            ..clone_opts(o)
+        },
+        0,
+    )
+    .await?;
     let sid = s.sid.clone();
     let mut d = s.devs.into_iter().next().ok_or("no device")?;
     let pid = "smoke:3";
@@ -717,7 +751,9 @@ async fn smoke(o: &Opts) -> Res<Value> {
     let first = loop {
         let t = next_text(&mut d, Duration::from_secs(60)).await?;
         let v: Value = serde_json::from_slice(&t).map_err(|e| format!("bad frame: {e}"))?;
-        let Some(r) = v["rseq"].as_u64() else { continue };
+        let Some(r) = v["rseq"].as_u64() else {
+            continue;
+        };
         min_seq = min_seq.min(r);
         let is_chunk = v["params"]["update"]["sessionUpdate"] == "agent_message_chunk";
         got.insert(r, v);
@@ -739,7 +775,9 @@ async fn smoke(o: &Opts) -> Res<Value> {
     loop {
         let t = next_text(&mut d, Duration::from_secs(60)).await?;
         let v: Value = serde_json::from_slice(&t).map_err(|e| format!("bad frame: {e}"))?;
-        let Some(r) = v["rseq"].as_u64() else { continue };
+        let Some(r) = v["rseq"].as_u64() else {
+            continue;
+        };
         if r != expect && gap.is_none() {
             gap = Some(format!("expected rseq {expect}, got {r}"));
         }

@@ -38,7 +38,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$WORK/data" "$WORK/ws"
 
-"$QEMU" "$PI_BIN" --help >/dev/null 2>&1 || true
 file -b "$PI_BIN" | grep -q 'ARM aarch64' || { say "$PI_BIN is not an aarch64 binary"; exit 1; }
 
 # The relay starts its demo agent from its own path (current_exe). Under
