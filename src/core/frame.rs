@@ -164,7 +164,9 @@ pub fn parse_line(line: &[u8], limits: LineLimits) -> Result<Message, FrameError
             max: limits.max_line_bytes,
         });
     }
-    check_depth(line, limits.max_depth)?;
+    if limits.max_depth < SERDE_RECURSION_LIMIT {
+        check_depth(line, limits.max_depth)?;
+    }
     let value: Value = serde_json::from_slice(line).map_err(|e| FrameError::NotJson {
         reason: e.to_string(),
     })?;
@@ -259,6 +261,24 @@ pub fn encode(msg: &Message) -> Vec<u8> {
     serde_json::to_vec(&Value::Object(obj)).unwrap_or_default()
 }
 
+/// Appends `n` in decimal without an intermediate allocation.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// serde_json refuses nesting deeper than this by itself.
+const SERDE_RECURSION_LIMIT: usize = 128;
+
 /// Splices `"rseq":seq` in as the first key of a JSON object line.
 ///
 /// Returns `None` when the line does not start (after whitespace) with `{`.
@@ -273,7 +293,7 @@ pub fn stamp_rseq(line: &[u8], seq: u64) -> Option<Vec<u8>> {
     let empty = matches!(first, Some(i) if body[i] == b'}');
     let mut out = Vec::with_capacity(line.len() + 32);
     out.extend_from_slice(b"{\"rseq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
+    push_decimal(&mut out, seq);
     if !empty {
         out.push(b',');
     }
@@ -462,7 +482,13 @@ mod rseq_tests {
 /// Fuzz harness: parse, classify, stamp and read back arbitrary bytes. Never
 /// panics; asserts the stamper's invariants.
 pub fn fuzz_line(data: &[u8]) {
-    let _ = parse_line(data, LineLimits { max_line_bytes: 1 << 16, max_depth: 32 });
+    let _ = parse_line(
+        data,
+        LineLimits {
+            max_line_bytes: 1 << 16,
+            max_depth: 32,
+        },
+    );
     for line in lines(data) {
         let _ = parse_line(line, LineLimits::default());
     }
@@ -470,11 +496,77 @@ pub fn fuzz_line(data: &[u8]) {
     if let Some(stamped) = stamp_rseq(data, seq) {
         assert_eq!(read_rseq(&stamped), Some(seq));
         // Stamping a valid object yields a valid object with rseq first.
-        if let Ok(serde_json::Value::Object(orig)) = serde_json::from_slice::<serde_json::Value>(data) {
+        if let Ok(serde_json::Value::Object(orig)) =
+            serde_json::from_slice::<serde_json::Value>(data)
+        {
             if !orig.contains_key("rseq") {
-                let v: serde_json::Value = serde_json::from_slice(&stamped).expect("stamped object stays valid JSON");
+                let v: serde_json::Value =
+                    serde_json::from_slice(&stamped).expect("stamped object stays valid JSON");
                 assert_eq!(v["rseq"], seq);
             }
         }
+    }
+}
+
+/// Fast path for the hottest agent line: a `session/update` notification.
+/// Returns its `params.sessionId` without building a JSON tree (the line is
+/// still fully validated); `None` for anything else, which then takes
+/// [`parse_line`].
+pub fn probe_update(line: &[u8]) -> Option<String> {
+    use serde::Deserialize;
+    use serde::de::IgnoredAny;
+    use std::borrow::Cow;
+    #[derive(Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow, rename = "sessionId")]
+        session_id: Option<Cow<'a, str>>,
+    }
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow)]
+        method: Option<Cow<'a, str>>,
+        id: Option<IgnoredAny>,
+        #[serde(borrow)]
+        params: Option<Params<'a>>,
+    }
+    let p: Probe<'_> = serde_json::from_slice(line).ok()?;
+    if p.id.is_some() || p.method.as_deref() != Some("session/update") {
+        return None;
+    }
+    p.params?.session_id.map(Cow::into_owned)
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    #[test]
+    fn probes_only_session_updates() {
+        let l = br#"{"jsonrpc":"2.0","method":"session/update","params":{"update":{"x":[1,{"y":"z"}]},"sessionId":"s-1"}}"#;
+        assert_eq!(probe_update(l).as_deref(), Some("s-1"));
+        assert_eq!(
+            probe_update(
+                br#"{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"a\"b"}}"#
+            )
+            .as_deref(),
+            Some("a\"b")
+        );
+        assert_eq!(
+            probe_update(br#"{"id":1,"method":"session/update","params":{"sessionId":"s"}}"#),
+            None
+        );
+        assert_eq!(
+            probe_update(br#"{"method":"session/other","params":{"sessionId":"s"}}"#),
+            None
+        );
+        assert_eq!(
+            probe_update(br#"{"method":"session/update","params":{}}"#),
+            None
+        );
+        assert_eq!(
+            probe_update(br#"{"method":"session/update","params":{"sessionId":"s"}"#),
+            None
+        );
+        assert_eq!(probe_update(b"not json"), None);
     }
 }

@@ -24,6 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Lines queued toward one agent's stdin before the agent counts as hung.
 pub const AGENT_QUEUE: usize = 4096;
+/// Agent lines handled before the reader yields to other tasks.
+pub const AGENT_LINES_PER_YIELD: usize = 32;
 /// Deadline of a device query job (`_relay/fs/*`, `_relay/git/*`).
 pub const QUERY_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -288,7 +290,15 @@ impl Relay {
         self.ex
             .spawn(async move {
                 let mut buf = Vec::with_capacity(4096);
+                let mut since_yield = 0usize;
                 loop {
+                    // A fast agent keeps its pipe full, so reads never wait:
+                    // yield now and then so the socket writers get to run.
+                    since_yield += 1;
+                    if since_yield >= AGENT_LINES_PER_YIELD {
+                        since_yield = 0;
+                        futures_lite::future::yield_now().await;
+                    }
                     match read_line(&mut stdout, &mut buf, max).await {
                         Ok(LineRead::Line) => relay.feed(Input::AgentLine { agent, line: &buf }),
                         Ok(LineRead::TooLong { size }) => log::warn!(

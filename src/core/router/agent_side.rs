@@ -112,6 +112,10 @@ impl Router {
         if !self.links.contains_key(&agent) {
             return;
         }
+        if let Some(asid) = frame::probe_update(line) {
+            self.agent_update(agent, &asid, line);
+            return;
+        }
         let msg = match frame::parse_line(line, self.cfg.agent_limits) {
             Ok(m) => m,
             Err(e) => {
@@ -124,9 +128,9 @@ impl Router {
             Message::Request { id, method, params } => {
                 self.agent_request_in(agent, id, &method, params)
             }
-            Message::Notification { method, params } => {
+            Message::Notification { method, .. } => {
                 if method == "session/update" {
-                    self.agent_update(agent, &params, line);
+                    log::info!("{agent}: session/update without a string sessionId; dropped");
                 } else {
                     log::debug!("{agent}: notification {method} ignored");
                 }
@@ -134,11 +138,7 @@ impl Router {
         }
     }
 
-    pub(super) fn agent_update(&mut self, agent: AgentId, params: &Value, line: &[u8]) {
-        let Some(asid) = params["sessionId"].as_str() else {
-            log::info!("{agent}: session/update without sessionId; dropped");
-            return;
-        };
+    pub(super) fn agent_update(&mut self, agent: AgentId, asid: &str, line: &[u8]) {
         let Some(link) = self.links.get_mut(&agent) else {
             return;
         };
@@ -152,26 +152,31 @@ impl Router {
             link.early.push_back((asid.to_owned(), line.to_vec()));
             return;
         };
-        self.unit_update(unit, asid, params, line);
+        self.unit_update(unit, asid, line);
     }
 
-    pub(super) fn unit_update(&mut self, unit: UnitId, asid: &str, params: &Value, line: &[u8]) {
+    /// Fans an agent's `session/update` for `asid` into the unit; the bytes go
+    /// as they are unless the relay's session id differs from the agent's.
+    pub(super) fn unit_update(&mut self, unit: UnitId, asid: &str, line: &[u8]) {
         let Some(u) = self.units.get(&unit) else {
             return;
         };
         if u.loading {
             return; // history the agent replays for session/load: the ring already has it
         }
-        match u.session_id.clone() {
-            Some(sid) if sid == asid => {
-                self.write_unit(unit, line);
+        match u.session_id.as_deref() {
+            Some(sid) if sid != asid => {
+                let sid = sid.to_owned();
+                let Ok(mut v) = serde_json::from_slice::<Value>(line) else {
+                    return;
+                };
+                v["params"]["sessionId"] = json!(sid);
+                self.write_unit(
+                    unit,
+                    &rpc::notification("session/update", v["params"].take()),
+                );
             }
-            Some(sid) => {
-                let mut p = params.clone();
-                p["sessionId"] = json!(sid);
-                self.write_unit(unit, &rpc::notification("session/update", p));
-            }
-            None => {
+            _ => {
                 self.write_unit(unit, line);
             }
         }
@@ -440,9 +445,7 @@ impl Router {
             None => Vec::new(),
         };
         for (_, line) in early {
-            if let Ok(v) = serde_json::from_slice::<Value>(&line) {
-                self.unit_update(unit, &asid, &v["params"], &line);
-            }
+            self.unit_update(unit, &asid, &line);
         }
         self.answer_pending_new(unit);
         self.run_deferred();
