@@ -7,7 +7,7 @@ use acp_relay::core::terminals::TermLimits;
 use acp_relay::demo_agent::{self, DemoOptions};
 use acp_relay::logger;
 use acp_relay::serve::admission::AdmissionLimits;
-use acp_relay::serve::{self, Limits, ServeOptions};
+use acp_relay::serve::{self, Limits, ServeOptions, TlsFiles};
 use acp_relay::store::{self, token};
 use argh::FromArgs;
 use std::path::PathBuf;
@@ -22,6 +22,8 @@ struct Cli {
 
 #[derive(FromArgs)]
 #[argh(subcommand)]
+// Parsed once at startup; argh cannot box a subcommand, so `Serve`'s size is moot.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     Serve(Serve),
     Token(TokenCmd),
@@ -114,6 +116,12 @@ struct Serve {
     /// most open permission asks per session (default 32)
     #[argh(option, default = "32")]
     max_asks: usize,
+    /// serve https:// and wss:// with this PEM certificate chain (needs a build with `--features tls`)
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+    /// the PEM private key for --tls-cert
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
     /// log level: error, warn, info, debug, trace (default info, or RUST_LOG)
     #[argh(option)]
     log: Option<String>,
@@ -209,6 +217,12 @@ fn run(cli: Cli) -> Result<(), String> {
 
 fn serve_cmd(s: Serve) -> Result<(), String> {
     logger::init(level(s.log.as_deref(), log::LevelFilter::Info)?);
+    let tls = match (s.tls_cert, s.tls_key) {
+        (None, None) => None,
+        _ if !cfg!(feature = "tls") => return Err(serve::NO_TLS.into()),
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => return Err("--tls-cert and --tls-key go together; pass both".into()),
+    };
     let listen = s.listen.parse().map_err(|_| {
         format!(
             "--listen '{}' is not an address like 127.0.0.1:7447",
@@ -299,6 +313,7 @@ fn serve_cmd(s: Serve) -> Result<(), String> {
         limits,
         admission,
         allowed_origins: s.allow_origin,
+        tls,
     })
     .map_err(|e| e.to_string())
 }

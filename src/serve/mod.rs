@@ -5,6 +5,8 @@ pub mod admission;
 pub mod http;
 pub mod relay;
 pub mod socket;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod web;
 
 use crate::agent::AgentCommand;
@@ -44,7 +46,21 @@ pub struct ServeOptions {
     pub limits: Limits,
     pub admission: AdmissionLimits,
     pub allowed_origins: Vec<String>,
+    /// Serve https:// and wss:// with this certificate (needs the `tls` feature).
+    pub tls: Option<TlsFiles>,
 }
+
+/// PEM files for built-in TLS (`--tls-cert`, `--tls-key`).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first (e.g. `fullchain.pem`).
+    pub cert: PathBuf,
+    /// The certificate's private key.
+    pub key: PathBuf,
+}
+
+/// The error for TLS options in a build without the `tls` feature.
+pub const NO_TLS: &str = "--tls-cert/--tls-key need a relay built with TLS; rebuild with `cargo build --release --features tls`";
 
 /// Socket-level bounds.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +92,8 @@ pub enum ServeError {
     },
     Signals(std::io::Error),
     Store(crate::store::transcript::StoreError),
+    /// The certificate or key could not be loaded; the message names the file.
+    Tls(String),
 }
 
 impl fmt::Display for ServeError {
@@ -93,6 +111,7 @@ impl fmt::Display for ServeError {
             ),
             ServeError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             ServeError::Store(e) => write!(f, "session store: {e}"),
+            ServeError::Tls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -177,6 +196,18 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         reason: e.to_string(),
     })?;
     let token = token::load_or_create(&opts.data_dir).map_err(ServeError::Token)?;
+    let tls: Option<socket::Acceptor> = match &opts.tls {
+        None => None,
+        #[cfg(feature = "tls")]
+        Some(files) => Some(tls::Acceptor::load(&files.cert, &files.key).map_err(ServeError::Tls)?),
+        #[cfg(not(feature = "tls"))]
+        Some(_) => return Err(ServeError::Tls(NO_TLS.into())),
+    };
+    let (ws_scheme, http_scheme) = if tls.is_some() {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
     let listener =
         smol::block_on(TcpListener::bind(opts.listen)).map_err(|source| ServeError::Bind {
             addr: opts.listen,
@@ -238,13 +269,19 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     println!("  workspace: {}", relay.workspace.root().display());
     println!("  agent:     {}", opts.agent);
     println!(
-        "  devices:   ws://{addr}/ws  (token: `acp-relay token --data-dir {}`)",
+        "  devices:   {ws_scheme}://{addr}/ws  (token: `acp-relay token --data-dir {}`)",
         opts.data_dir.display()
     );
     println!(
-        "  browser:   http://{addr}/#token={}",
+        "  browser:   {http_scheme}://{addr}/#token={}",
         shared.token.borrow().as_str()
     );
+    if let Some(files) = &opts.tls {
+        println!(
+            "  tls:       {} (connect by a name the certificate covers)",
+            files.cert.display()
+        );
+    }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
 
@@ -256,8 +293,13 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        ex.spawn(socket::connection(shared.clone(), stream, peer))
-                            .detach();
+                        ex.spawn(socket::connection(
+                            shared.clone(),
+                            stream,
+                            peer,
+                            tls.clone(),
+                        ))
+                        .detach();
                     }
                     Err(e) => {
                         log::warn!("accept: {e}");

@@ -1,7 +1,8 @@
-//! One TCP connection: read the request head, answer plain HTTP (`/`,
-//! `/healthz`, `/metrics`) or authenticate and upgrade `/ws` to a WebSocket,
-//! then pump frames between the socket and the router. Never holds a router
-//! borrow across an await: every router call is a synchronous `feed`.
+//! One TCP connection: the TLS handshake when TLS is on (feature `tls`), then
+//! read the request head, answer plain HTTP (`/`, `/healthz`, `/metrics`) or
+//! authenticate and upgrade `/ws` to a WebSocket, then pump frames between the
+//! socket and the router. Never holds a router borrow across an await: every
+//! router call is a synchronous `feed`.
 
 use crate::core::ids::{ClientId, SocketId};
 use crate::core::router::Input;
@@ -27,13 +28,124 @@ use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use smol::channel::Receiver;
 use smol::net::{SocketAddr, TcpStream};
+use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-type WsSink = async_tungstenite::WebSocketSender<TcpStream>;
+type WsSink = async_tungstenite::WebSocketSender<Conn>;
+
+/// What wraps accepted connections in TLS (`serve --tls-cert --tls-key`).
+#[cfg(feature = "tls")]
+pub use crate::serve::tls::Acceptor;
+
+/// Built without the `tls` feature there is no acceptor: an
+/// `Option<Acceptor>` is always `None`.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+pub enum Acceptor {}
+
+/// An accepted connection, plain or TLS. One type for both keeps one copy of
+/// the HTTP and WebSocket code; without the `tls` feature it is a `TcpStream`.
+pub enum Conn {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<crate::serve::tls::TlsStream>),
+}
+
+impl Conn {
+    /// Ends a connection after its last reply: a TLS stream sends
+    /// close_notify and flushes (within 2 s); a plain one just drops.
+    async fn finish(&mut self) {
+        match self {
+            Conn::Plain(_) => {}
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => {
+                futures_lite::future::or(
+                    async {
+                        let _ = s.close().await;
+                    },
+                    async {
+                        smol::Timer::after(Duration::from_secs(2)).await;
+                    },
+                )
+                .await
+            }
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+
+    fn poll_read_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => Pin::new(s).poll_read_vectored(cx, bufs),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_close(cx),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}
 
 /// How long a client may take to send its request head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,8 +154,33 @@ pub const PING_EVERY: Duration = Duration::from_secs(10);
 /// A socket silent for this long (no frame, no pong) is dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(30);
 
-/// Serves one accepted connection to its end.
-pub async fn connection(shared: Rc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+/// Serves one accepted connection to its end; `tls` wraps it in TLS first.
+pub async fn connection(
+    shared: Rc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Acceptor>,
+) {
+    let mut stream = match tls {
+        None => Conn::Plain(stream),
+        #[cfg(feature = "tls")]
+        Some(acceptor) => {
+            match futures_lite::future::or(acceptor.accept(stream), async {
+                smol::Timer::after(HEAD_TIMEOUT).await;
+                Err("timed out waiting for the TLS handshake".to_string())
+            })
+            .await
+            {
+                Ok(s) => Conn::Tls(Box::new(s)),
+                Err(e) => {
+                    log::debug!("{peer}: {e}");
+                    return;
+                }
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match never {},
+    };
     let head = match futures_lite::future::or(read_head(&mut stream), async {
         smol::Timer::after(HEAD_TIMEOUT).await;
         Err("timed out waiting for the request head".to_string())
@@ -53,15 +190,17 @@ pub async fn connection(shared: Rc<Shared>, mut stream: TcpStream, peer: SocketA
         Ok(h) => h,
         Err(e) => {
             log::debug!("{peer}: {e}");
-            let _ = stream
-                .write_all(&http::response(
+            send(
+                &mut stream,
+                &http::response(
                     400,
                     "Bad Request",
                     "text/plain",
                     &[],
                     format!("{e}\n").as_bytes(),
-                ))
-                .await;
+                ),
+            )
+            .await;
             return;
         }
     };
@@ -79,62 +218,69 @@ pub async fn connection(shared: Rc<Shared>, mut stream: TcpStream, peer: SocketA
         ("GET", "/ws") if head.is_upgrade() => upgrade(shared, stream, peer, head, false).await,
         ("GET", "/acp") if head.is_upgrade() => upgrade(shared, stream, peer, head, true).await,
         ("GET", "/acp") => {
-            let _ = stream
-                .write_all(&reply(
+            send(
+                &mut stream,
+                &reply(
                     426,
                     "Upgrade Required",
                     "/acp is a WebSocket endpoint (plain ACP)",
-                ))
-                .await;
+                ),
+            )
+            .await;
         }
         ("GET", "/ws") => {
-            let _ = stream
-                .write_all(&reply(
-                    426,
-                    "Upgrade Required",
-                    "/ws is a WebSocket endpoint",
-                ))
-                .await;
+            send(
+                &mut stream,
+                &reply(426, "Upgrade Required", "/ws is a WebSocket endpoint"),
+            )
+            .await;
         }
         ("GET", "/healthz") => {
-            let _ = stream.write_all(&reply(200, "OK", "ok")).await;
+            send(&mut stream, &reply(200, "OK", "ok")).await;
         }
         ("GET", "/metrics") => {
             let body = shared.metrics_text();
-            let _ = stream
-                .write_all(&http::response(
-                    200,
-                    "OK",
-                    "text/plain; version=0.0.4",
-                    &[],
-                    body.as_bytes(),
-                ))
-                .await;
+            send(
+                &mut stream,
+                &http::response(200, "OK", "text/plain; version=0.0.4", &[], body.as_bytes()),
+            )
+            .await;
         }
         ("GET", "/") | ("GET", "/index.html") => {
-            let _ = stream
-                .write_all(&http::response(
+            send(
+                &mut stream,
+                &http::response(
                     200,
                     "OK",
                     "text/html; charset=utf-8",
                     &[],
                     web::INDEX_HTML.as_bytes(),
-                ))
-                .await;
+                ),
+            )
+            .await;
         }
         _ => {
-            let _ = stream
-                .write_all(&reply(
+            send(
+                &mut stream,
+                &reply(
                     404,
                     "Not Found",
                     "not found; the relay serves /, /ws, /healthz and /metrics",
-                ))
-                .await;
+                ),
+            )
+            .await;
         }
     }
 }
 
-async fn read_head(stream: &mut TcpStream) -> Result<Head, String> {
+/// Writes a connection's last reply, then ends it (see [`Conn::finish`]).
+async fn send(stream: &mut Conn, bytes: &[u8]) {
+    if stream.write_all(bytes).await.is_ok() {
+        stream.finish().await;
+    }
+}
+
+async fn read_head(stream: &mut Conn) -> Result<Head, String> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
@@ -150,30 +296,26 @@ async fn read_head(stream: &mut TcpStream) -> Result<Head, String> {
 }
 
 async fn refuse(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     status: u16,
     reason: &str,
     extra: &[(&str, String)],
     body: &str,
 ) {
-    let _ = stream
-        .write_all(&http::response(
+    send(
+        stream,
+        &http::response(
             status,
             reason,
             "text/plain; charset=utf-8",
             extra,
             format!("{body}\n").as_bytes(),
-        ))
-        .await;
+        ),
+    )
+    .await;
 }
 
-async fn upgrade(
-    shared: Rc<Shared>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    head: Head,
-    plain: bool,
-) {
+async fn upgrade(shared: Rc<Shared>, mut stream: Conn, peer: SocketAddr, head: Head, plain: bool) {
     let ip = peer.ip();
     if !admission::origin_allowed(
         head.header("origin"),
@@ -245,15 +387,17 @@ async fn upgrade(
             }
         );
         let body = b"unauthorized: present the pairing token (acp-relay token) as Authorization: Bearer, subprotocol acp-relay.token.T, or ?token=\n";
-        let _ = stream
-            .write_all(&http::response(
+        send(
+            &mut stream,
+            &http::response(
                 401,
                 "Unauthorized",
                 "text/plain",
                 &[("WWW-Authenticate", "Bearer".into())],
                 body,
-            ))
-            .await;
+            ),
+        )
+        .await;
         return;
     }
     let opened = shared.admission.borrow_mut().open(ip);
@@ -268,15 +412,17 @@ async fn upgrade(
         } else {
             "the relay has as many connections as it allows; retry later"
         };
-        let _ = stream
-            .write_all(&http::response(
+        send(
+            &mut stream,
+            &http::response(
                 503,
                 "Service Unavailable",
                 "text/plain",
                 &[("Retry-After", "5".into())],
                 format!("{body}\n").as_bytes(),
-            ))
-            .await;
+            ),
+        )
+        .await;
         return;
     }
     let _slot = Slot {
@@ -316,7 +462,8 @@ async fn upgrade(
         ));
     }
     resp.push_str("\r\n");
-    if stream.write_all(resp.as_bytes()).await.is_err() {
+    // Flush: a TLS stream may hold the 101 back, and `/acp` sends nothing first.
+    if stream.write_all(resp.as_bytes()).await.is_err() || stream.flush().await.is_err() {
         return;
     }
     let mut config = WebSocketConfig::default();
@@ -335,7 +482,7 @@ async fn upgrade(
 
 async fn run_socket(
     shared: Rc<Shared>,
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Conn>,
     peer: SocketAddr,
     socket: SocketId,
     open: Input<'static>,
