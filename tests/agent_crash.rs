@@ -13,7 +13,7 @@ fn killing_the_agent_mid_turn() {
         prompt_params(&session, "/chunks 1\n/sleep 20000\nlong"),
     );
     d.recv_until("first chunk", |v| chunk_contains(v, "echo"));
-    let agents = children(relay.pid());
+    let agents = agent_children(relay.pid());
     assert_eq!(agents.len(), 1, "one shared agent: {agents:?}");
     unsafe_kill(agents[0], "KILL");
 
@@ -44,7 +44,7 @@ fn killing_the_agent_mid_turn() {
         "{}",
         agent_text(&d.seen)
     );
-    let agents2 = children(relay.pid());
+    let agents2 = agent_children(relay.pid());
     assert_eq!(agents2.len(), 1);
     assert_ne!(agents2, agents);
 }
@@ -122,7 +122,7 @@ fn shared_agent_crash_fails_every_in_flight_turn_and_each_session_resumes() {
     );
     a.recv_until("a streaming", |v| chunk_contains(v, "long a"));
     b.recv_until("b streaming", |v| chunk_contains(v, "long b"));
-    let agents = children(relay.pid());
+    let agents = agent_children(relay.pid());
     assert_eq!(agents.len(), 1, "one shared agent");
     unsafe_kill(agents[0], "KILL");
     assert!(a.response(&ta).get("error").is_some());

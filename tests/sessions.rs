@@ -71,7 +71,7 @@ fn concurrent_sessions(flags: &[&str]) {
     }
     // Each session has its own numbering; b's started after its own welcome.
     assert_eq!(fb[0]["rseq"], 1);
-    let agents = children(relay.pid()).len();
+    let agents = agent_children(relay.pid()).len();
     let per_session = flags.contains(&"--agent-per-session");
     assert_eq!(agents, if per_session { 2 } else { 1 }, "agent processes");
 }

@@ -74,6 +74,8 @@ pub struct Unit {
     pub restoring: bool,
     /// Its metadata has been written to the store.
     pub persisted: bool,
+    /// The head recorded in the store when the session was resumed.
+    pub stored_head: u64,
 }
 
 impl Unit {
@@ -99,6 +101,7 @@ impl Unit {
             created_ms: now_ms,
             restoring: false,
             persisted: false,
+            stored_head: 0,
         }
     }
 

@@ -240,6 +240,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         created_ms: m.created_ms,
         updated_ms: m.updated_ms,
         agent_session: m.agent_session,
+        head_seq: m.head_seq,
     }));
     let relay = Relay::new(
         ex.clone(),

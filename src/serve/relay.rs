@@ -397,7 +397,7 @@ impl Relay {
                 created_ms: info.created_ms,
                 updated_ms: info.updated_ms,
                 agent_session: info.agent_session,
-                head_seq: 0,
+                head_seq: info.head_seq,
             }),
             Persist::Sync { session } => store.sync(&session),
         }
@@ -408,19 +408,20 @@ impl Relay {
         let relay = self.clone();
         self.ex
             .spawn(async move {
-                let (frames, error) = match &relay.store {
+                let (frames, head, error) = match &relay.store {
                     Some(store) => match store
                         .load(&session, relay.ring_bounds.0, relay.ring_bounds.1)
                         .await
                     {
-                        Ok(s) => (s.frames, None),
-                        Err(e) => (Vec::new(), Some(e.to_string())),
+                        Ok(s) => (s.frames, s.meta.head_seq, None),
+                        Err(e) => (Vec::new(), 0, Some(e.to_string())),
                     },
-                    None => (Vec::new(), Some("no session store".into())),
+                    None => (Vec::new(), 0, Some("no session store".into())),
                 };
                 relay.feed(Input::Restored {
                     unit,
                     frames,
+                    head,
                     error,
                 });
             })

@@ -253,6 +253,17 @@ pub fn unsafe_kill(pid: u32, sig: &str) {
         .status();
 }
 
+/// Direct children of a process running the demo agent.
+pub fn agent_children(pid: u32) -> Vec<u32> {
+    children(pid)
+        .into_iter()
+        .filter(|c| {
+            std::fs::read(format!("/proc/{c}/cmdline"))
+                .is_ok_and(|b| String::from_utf8_lossy(&b).contains("demo-agent"))
+        })
+        .collect()
+}
+
 /// Direct children of a process, from /proc.
 pub fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();

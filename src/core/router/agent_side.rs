@@ -170,11 +170,13 @@ impl Router {
                 let Ok(mut v) = serde_json::from_slice::<Value>(line) else {
                     return;
                 };
-                v["params"]["sessionId"] = json!(sid);
-                self.write_unit(
-                    unit,
-                    &rpc::notification("session/update", v["params"].take()),
-                );
+                let Some(params) = v.get_mut("params").and_then(Value::as_object_mut) else {
+                    log::info!("{unit}: session/update whose params are not an object; dropped");
+                    return;
+                };
+                params.insert("sessionId".into(), json!(sid));
+                let params = v["params"].take();
+                self.write_unit(unit, &rpc::notification("session/update", params));
             }
             _ => {
                 self.write_unit(unit, line);
@@ -421,17 +423,25 @@ impl Router {
         };
         let Some(asid) = asid else {
             u.phase = Phase::Idle;
-            self.fail_deferred(
-                "the agent could not open a session; check the agent's log and retry",
-            );
+            let why = "the agent could not open a session (it may need authenticate); check the agent's log and retry";
+            self.fail_pending_new(unit, why);
+            self.fail_deferred(why);
             return;
         };
         u.agent_session = Some(asid.clone());
         u.resume_from = None;
         u.phase = Phase::Ready;
         if u.session_id.is_none() {
-            u.session_id = Some(asid.clone());
-            self.by_session.insert(asid.clone(), unit);
+            // The agent's id names the session unless another session (live
+            // or stored) has it already: agents may number sessions per process.
+            let mut sid = asid.clone();
+            let mut n = 1u64;
+            while self.by_session.contains_key(&sid) || self.stored.contains_key(&sid) {
+                n += 1;
+                sid = format!("{asid}~{n}");
+            }
+            u.session_id = Some(sid.clone());
+            self.by_session.insert(sid, unit);
         }
         self.persist_meta(unit);
         let early: Vec<(String, Vec<u8>)> = match self.links.get_mut(&agent) {
@@ -456,6 +466,10 @@ impl Router {
             return;
         };
         let was_ready = link.state == LinkState::Ready;
+        let opening = self
+            .units
+            .values()
+            .any(|u| u.agent == Some(agent) && u.phase == Phase::Opening);
         link.state = LinkState::Dead;
         let pending: Vec<Pending> = link.pending.drain().map(|(_, p)| p).collect();
         log::warn!("{agent}: agent exited ({status})");
@@ -512,9 +526,9 @@ impl Router {
         for j in jobs {
             self.jobs.remove(&j);
         }
-        if !was_ready {
+        if !was_ready || opening {
             self.fail_deferred(&format!(
-                "the agent failed to start ({status}); check --agent and the log"
+                "the agent exited ({status}) before the session was open; check --agent and the log, then retry"
             ));
         }
     }

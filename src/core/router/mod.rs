@@ -116,6 +116,8 @@ pub enum Input<'a> {
     Restored {
         unit: UnitId,
         frames: Vec<Frame>,
+        /// The newest `rseq` the store knows of (0 when unknown).
+        head: u64,
         error: Option<String>,
     },
     /// A terminal's PTY produced output (valid UTF-8, coalesced).
@@ -385,8 +387,9 @@ impl Router {
             Input::Restored {
                 unit,
                 frames,
+                head,
                 error,
-            } => self.restored(unit, frames, error),
+            } => self.restored(unit, frames, head, error),
         }
     }
 
@@ -419,6 +422,32 @@ impl Router {
         session: Option<String>,
         last_seq: Option<u64>,
     ) {
+        let restoring = session
+            .as_deref()
+            .and_then(|s| self.by_session.get(s))
+            .copied()
+            .filter(|u| self.units.get(u).is_some_and(|u| u.restoring));
+        if let Some(unit) = restoring {
+            // Its transcript is still being read: attach once it is.
+            self.sockets.insert(
+                socket,
+                Sock {
+                    client,
+                    unit: self.default_unit,
+                    plain: false,
+                },
+            );
+            let waiters = self.restoring.entry(unit).or_default();
+            if waiters.len() < MAX_DEFERRED_LINES {
+                waiters.push(sessions::Waiter::Attach { socket, last_seq });
+            } else {
+                log::warn!(
+                    "{socket}: too many sockets wait for {unit} to be restored; attaching to the default session"
+                );
+                self.attach(socket, self.default_unit, None);
+            }
+            return;
+        }
         if let Some(s) = session
             .as_deref()
             .filter(|s| !self.by_session.contains_key(*s) && self.stored.contains_key(*s))
@@ -817,7 +846,12 @@ impl Router {
     /// Sends an unstamped connection-level frame to every socket.
     fn broadcast(&mut self, line: &[u8]) {
         let bytes = Frame::copy_from_slice(line);
-        let sockets: Vec<SocketId> = self.sockets.keys().copied().collect();
+        let sockets: Vec<SocketId> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| !s.plain)
+            .map(|(id, _)| *id)
+            .collect();
         for socket in sockets {
             self.out.push_back(Output::Send {
                 socket,
@@ -929,7 +963,7 @@ impl Router {
             };
             self.out.push_back(Output::Send { socket, bytes });
         }
-        if let Some(session) = u.session_id.clone() {
+        if let (true, Some(session)) = (u.claimed, u.session_id.clone()) {
             let first = !u.persisted;
             u.persisted = true;
             if first {

@@ -13,6 +13,8 @@ pub struct StoredInfo {
     pub updated_ms: u64,
     /// The agent's id for the session, to resume it with ACP `session/load`.
     pub agent_session: Option<String>,
+    /// The newest `rseq` handed out; numbering resumes after it.
+    pub head_seq: u64,
 }
 
 /// A write to the session store.
@@ -78,6 +80,7 @@ impl Router {
             created_ms: u.created_ms,
             updated_ms: u.updated_ms,
             agent_session: u.agent_session.clone().or_else(|| u.resume_from.clone()),
+            head_seq: u.ring.head(),
         })
     }
 
@@ -170,6 +173,7 @@ impl Router {
             u.resume_from = info.agent_session.clone();
             u.restoring = true;
             u.persisted = true;
+            u.stored_head = info.head_seq;
         }
         self.by_session.insert(info.session_id.clone(), unit);
         self.restoring.entry(unit).or_default().push(waiter);
@@ -182,7 +186,13 @@ impl Router {
     }
 
     /// The shell read a unit's transcript: fill its ring, let the waiters in.
-    pub(super) fn restored(&mut self, unit: UnitId, frames: Vec<Frame>, error: Option<String>) {
+    pub(super) fn restored(
+        &mut self,
+        unit: UnitId,
+        frames: Vec<Frame>,
+        head: u64,
+        error: Option<String>,
+    ) {
         let waiters = self.restoring.remove(&unit).unwrap_or_default();
         let Some(u) = self.units.get_mut(&unit) else {
             return;
@@ -194,7 +204,12 @@ impl Router {
                 u.session_id
             );
         }
-        u.ring.restore(frames, 0);
+        // Numbering resumes after everything ever stamped, even when the
+        // transcript could not be read: an rseq is never handed out twice.
+        let head = head.max(u.stored_head);
+        u.ring.restore(frames, head);
+        // Ask ids must not repeat ones in the history either.
+        u.next_ask = u.next_ask.max(u.ring.head());
         for w in waiters {
             match w {
                 Waiter::Attach { socket, last_seq } => {
@@ -426,8 +441,8 @@ impl Router {
         if let Some(sid) = &u.session_id {
             self.by_session.remove(sid);
         }
-        if let (Some(agent), Some(asid)) = (u.agent, &u.agent_session) {
-            if let Some(l) = self.links.get_mut(&agent) {
+        if let Some(agent) = u.agent {
+            if let (Some(asid), Some(l)) = (&u.agent_session, self.links.get_mut(&agent)) {
                 l.sessions.remove(asid);
             }
             if self.cfg.agent_per_session {

@@ -142,7 +142,11 @@ impl Router {
         if unit.is_none() {
             // `authenticate` needs an initialized agent, not an open session:
             // an agent that wants a login refuses session/new until then.
-            let alive = u.agent.filter(|a| self.links.get(a).is_some_and(|l| l.state != LinkState::Dead));
+            let alive = u.agent.filter(|a| {
+                self.links
+                    .get(a)
+                    .is_some_and(|l| l.state != LinkState::Dead)
+            });
             let agent = match alive {
                 Some(a) => a,
                 None => {
@@ -153,7 +157,11 @@ impl Router {
                     a
                 }
             };
-            if !self.links.get(&agent).is_some_and(|l| l.state == LinkState::Ready) {
+            if !self
+                .links
+                .get(&agent)
+                .is_some_and(|l| l.state == LinkState::Ready)
+            {
                 return self.defer(socket, line);
             }
             return self.send_to_agent(agent, socket, id, method, params, None);
@@ -175,15 +183,33 @@ impl Router {
     }
 
     /// Sends a device's request (answer mapped back to `socket`) or notification to an agent.
-    fn send_to_agent(&mut self, agent: AgentId, socket: SocketId, id: Option<&Value>, method: &str, params: Value, unit: Option<UnitId>) -> Result<(), RpcError> {
+    fn send_to_agent(
+        &mut self,
+        agent: AgentId,
+        socket: SocketId,
+        id: Option<&Value>,
+        method: &str,
+        params: Value,
+        unit: Option<UnitId>,
+    ) -> Result<(), RpcError> {
         match id {
             Some(id) => {
-                let pending = Pending::Forward { socket, device_id: id.clone(), unit };
+                let pending = Pending::Forward {
+                    socket,
+                    device_id: id.clone(),
+                    unit,
+                };
                 if self.agent_request(agent, method, params, pending).is_none() {
-                    return Err(RpcError::new(code::LIMIT, "the agent has too many requests in flight; retry shortly"));
+                    return Err(RpcError::new(
+                        code::LIMIT,
+                        "the agent has too many requests in flight; retry shortly",
+                    ));
                 }
             }
-            None => self.out.push_back(Output::WriteAgent { agent, line: rpc::notification(method, params) }),
+            None => self.out.push_back(Output::WriteAgent {
+                agent,
+                line: rpc::notification(method, params),
+            }),
         }
         Ok(())
     }
