@@ -172,6 +172,15 @@ pub fn response(
     bytes
 }
 
+/// Fuzz harness: the request-head parser and the token extraction never panic.
+pub fn fuzz_head(data: &[u8]) {
+    if let Ok(Some((head, n))) = parse_head(data) {
+        assert!(n <= data.len());
+        let _ = head.presented_token();
+        let _ = head.is_upgrade();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,10 +236,17 @@ mod tests {
             s ^= s >> 7;
             s ^= s << 17;
             let len = (s % 96) as usize;
-            let buf: Vec<u8> = (0..len).map(|i| alphabet[((s >> (i % 56)) as usize + i * 7) % alphabet.len()]).collect();
+            let buf: Vec<u8> = (0..len)
+                .map(|i| alphabet[((s >> (i % 56)) as usize + i * 7) % alphabet.len()])
+                .collect();
             fuzz_head(&buf);
         }
-        for e in std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/request_head")).unwrap().flatten() {
+        for e in std::fs::read_dir(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/request_head"),
+        )
+        .unwrap()
+        .flatten()
+        {
             fuzz_head(&std::fs::read(e.path()).unwrap());
         }
     }
@@ -239,14 +255,5 @@ mod tests {
     fn percent_decoding() {
         assert_eq!(percent_decode("a%20b+c%zz%4"), "a b c%zz%4");
         assert_eq!(percent_decode("%"), "%");
-    }
-}
-
-/// Fuzz harness: the request-head parser and the token extraction never panic.
-pub fn fuzz_head(data: &[u8]) {
-    if let Ok(Some((head, n))) = parse_head(data) {
-        assert!(n <= data.len());
-        let _ = head.presented_token();
-        let _ = head.is_upgrade();
     }
 }

@@ -39,6 +39,10 @@ pub enum SocketMsg {
 /// The relay side of one device socket: its bounded outbound queue.
 pub struct SocketHandle {
     pub tx: Sender<SocketMsg>,
+    /// Frames queued and not yet taken by the writer.
+    pub depth: Rc<Cell<usize>>,
+    /// `--socket-queue`: past it the socket is dropped.
+    pub cap: usize,
 }
 
 struct AgentHandle {
@@ -194,12 +198,24 @@ impl Relay {
     }
 
     fn send(self: &Rc<Self>, socket: SocketId, msg: SocketMsg) {
-        let tx = self.sockets.borrow().get(&socket).map(|s| s.tx.clone());
-        let Some(tx) = tx else { return };
+        let handle = self
+            .sockets
+            .borrow()
+            .get(&socket)
+            .map(|s| (s.tx.clone(), s.depth.clone(), s.cap));
+        let Some((tx, depth, cap)) = handle else {
+            return;
+        };
         let is_frame = matches!(msg, SocketMsg::Frame(_));
-        match tx.try_send(msg) {
+        let sent = if is_frame && depth.get() >= cap {
+            Err(TrySendError::Full(msg))
+        } else {
+            tx.try_send(msg)
+        };
+        match sent {
             Ok(()) => {
                 if is_frame {
+                    depth.set(depth.get() + 1);
                     self.metrics
                         .frames_sent
                         .set(self.metrics.frames_sent.get() + 1);

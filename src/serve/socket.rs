@@ -29,8 +29,10 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures_util::SinkExt;
 use smol::channel::Receiver;
 use smol::net::{SocketAddr, TcpStream};
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -151,6 +153,10 @@ impl AsyncWrite for Conn {
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ping interval on an idle socket.
 pub const PING_EVERY: Duration = Duration::from_secs(10);
+/// Frames fed before one flush.
+pub const MAX_BATCH: usize = 256;
+/// Initial read buffer of a device socket.
+pub const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// A socket silent for this long (no frame, no pong) is dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(30);
 
@@ -469,6 +475,8 @@ async fn upgrade(shared: Rc<Shared>, mut stream: Conn, peer: SocketAddr, head: H
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(shared.limits.max_message_bytes);
     config.max_frame_size = Some(shared.limits.max_message_bytes);
+    // Device messages are small; the 128 KiB default costs every socket.
+    config.read_buffer_size = READ_BUFFER_BYTES;
     let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
     let open = Input::SocketOpen {
         socket,
@@ -488,9 +496,19 @@ async fn run_socket(
     open: Input<'static>,
 ) {
     let relay: Rc<Relay> = shared.relay.clone();
-    let (tx, rx) = smol::channel::bounded(shared.limits.socket_queue);
+    // Unbounded channel, bounded by `depth`: a bounded one would allocate
+    // every slot of --socket-queue up front for every socket.
+    let (tx, rx) = smol::channel::unbounded();
     let own_tx = tx.clone();
-    relay.register_socket(socket, SocketHandle { tx });
+    let depth = Rc::new(Cell::new(0usize));
+    relay.register_socket(
+        socket,
+        SocketHandle {
+            tx,
+            depth: depth.clone(),
+            cap: shared.limits.socket_queue,
+        },
+    );
     if let Input::SocketOpen { client, plain, .. } = &open {
         log::info!(
             "{socket}: {peer} connected as '{client}'{}",
@@ -499,7 +517,7 @@ async fn run_socket(
     }
     let (sink, mut stream) = ws.split();
 
-    let writer = relay.ex.spawn(write_socket(sink, rx));
+    let writer = relay.ex.spawn(write_socket(sink, rx, depth));
 
     relay.feed(open);
     let mut close: Option<(u16, &str)> = None;
@@ -571,32 +589,28 @@ async fn run_socket(
     log::info!("{socket}: closed");
 }
 
-/// Sends queued frames in order and pings when idle.
-async fn write_socket(mut sink: WsSink, rx: Receiver<SocketMsg>) {
+/// Sends queued frames in order, one flush per batch, and pings every
+/// [`PING_EVERY`] whatever the traffic (a device that only listens answers
+/// pongs, which keeps its reader alive).
+async fn write_socket(mut sink: WsSink, rx: Receiver<SocketMsg>, depth: Rc<Cell<usize>>) {
+    let mut ticker = smol::Timer::interval(PING_EVERY);
     loop {
         let next = futures_lite::future::or(async { Some(rx.recv().await) }, async {
-            smol::Timer::after(PING_EVERY).await;
+            ticker.next().await;
             None
         })
         .await;
-        let msg = match next {
-            None => Message::Ping(Default::default()),
-            Some(Ok(SocketMsg::Frame(bytes))) => match Utf8Bytes::try_from(bytes) {
-                Ok(text) => Message::Text(text),
-                Err(_) => continue,
-            },
-            Some(Ok(SocketMsg::Close { code, reason })) => {
-                let _ = sink
-                    .close(Some(CloseFrame {
-                        code: CloseCode::from(code),
-                        reason: reason.into(),
-                    }))
-                    .await;
-                return;
+        let mut close = None;
+        match next {
+            None => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+                continue;
             }
             Some(Err(_)) => {
-                // Closed: by the router's overflow rule while senders remain, else a normal end.
-                let frame = if rx.sender_count() > 0 {
+                // Closed: by the relay's overflow rule while senders remain, else a normal end.
+                close = Some(if rx.sender_count() > 0 {
                     CloseFrame {
                         code: CloseCode::Policy,
                         reason: "too slow: outbound queue full; reconnect with last_seq".into(),
@@ -606,12 +620,42 @@ async fn write_socket(mut sink: WsSink, rx: Receiver<SocketMsg>) {
                         code: CloseCode::Normal,
                         reason: "".into(),
                     }
-                };
-                let _ = sink.close(Some(frame)).await;
-                return;
+                });
             }
-        };
-        if sink.send(msg).await.is_err() {
+            Some(Ok(first)) => {
+                let mut msg = Some(first);
+                let mut batch = 0;
+                while let Some(m) = msg.take() {
+                    match m {
+                        SocketMsg::Frame(bytes) => {
+                            depth.set(depth.get().saturating_sub(1));
+                            if let Ok(text) = Utf8Bytes::try_from(bytes)
+                                && sink.feed(Message::Text(text)).await.is_err()
+                            {
+                                return;
+                            }
+                            batch += 1;
+                        }
+                        SocketMsg::Close { code, reason } => {
+                            close = Some(CloseFrame {
+                                code: CloseCode::from(code),
+                                reason: reason.into(),
+                            });
+                            break;
+                        }
+                    }
+                    if batch >= MAX_BATCH {
+                        break;
+                    }
+                    msg = rx.try_recv().ok();
+                }
+                if SinkExt::flush(&mut sink).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if let Some(frame) = close {
+            let _ = sink.close(Some(frame)).await;
             return;
         }
     }
