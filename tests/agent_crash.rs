@@ -141,3 +141,42 @@ fn shared_agent_crash_fails_every_in_flight_turn_and_each_session_resumes() {
         );
     }
 }
+
+#[test]
+fn a_dead_agents_commands_are_ended() {
+    let relay = Relay::start(&[]);
+    let mut d = relay.device("d", "");
+    let session = open_session(&mut d);
+    let marker = format!("sleep {}", 40 + std::process::id() % 50);
+    let id = d.request(
+        "session/prompt",
+        prompt_params(&session, &format!("/run {marker}")),
+    );
+    d.recv_until("execute tool call", |v| {
+        v["params"]["update"]["kind"] == "execute"
+    });
+    let running = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .any(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim() == marker)
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while !running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe_kill(agent_children(relay.pid())[0], "KILL");
+    assert!(d.response(&id).get("error").is_some());
+    while running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead agent's command still runs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -34,6 +34,7 @@ impl Router {
                 pending: HashMap::new(),
                 sessions: HashMap::new(),
                 early: VecDeque::new(),
+                terminals: BTreeSet::new(),
             },
         );
         self.out.push_back(Output::SpawnAgent { agent });
@@ -212,7 +213,22 @@ impl Router {
                 let wrote = (method == "fs/write_text_file")
                     .then(|| params["path"].as_str().map(str::to_owned))
                     .flatten();
-                self.jobs.insert(job, JobOwner::Agent { agent, id, wrote });
+                let term = match method {
+                    "terminal/create" => TermJob::Create,
+                    "terminal/release" => params["terminalId"]
+                        .as_str()
+                        .map_or(TermJob::None, |t| TermJob::Release(t.to_owned())),
+                    _ => TermJob::None,
+                };
+                self.jobs.insert(
+                    job,
+                    JobOwner::Agent {
+                        agent,
+                        id,
+                        wrote,
+                        term,
+                    },
+                );
                 self.out.push_back(Output::Job {
                     job,
                     method: method.to_owned(),
@@ -516,15 +532,15 @@ impl Router {
         if self.shared_link == Some(agent) {
             self.shared_link = None;
         }
-        self.links.remove(&agent);
-        let jobs: Vec<JobId> = self
-            .jobs
-            .iter()
-            .filter(|(_, o)| matches!(o, JobOwner::Agent { agent: a, .. } if *a == agent))
-            .map(|(j, _)| *j)
-            .collect();
-        for j in jobs {
-            self.jobs.remove(&j);
+        // Its terminals die with it; its jobs in flight finish unanswered
+        // (a terminal one creates meanwhile is released when it lands).
+        let terminals = self
+            .links
+            .remove(&agent)
+            .map(|l| l.terminals)
+            .unwrap_or_default();
+        for tid in terminals {
+            self.cleanup_job("terminal/release", json!({ "terminalId": tid }));
         }
         if !was_ready || opening {
             self.fail_deferred(&format!(

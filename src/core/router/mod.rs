@@ -13,7 +13,7 @@ use crate::core::rpc::{self, RpcError, code};
 use crate::core::terminals::{TermAction, TermLimits, TerminalId, Terminals};
 use crate::core::unit::{Ask, Phase, Turn, Unit, ask_session};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 mod agent_side;
 mod sessions;
@@ -257,6 +257,16 @@ struct Link {
     /// Agent session id → unit.
     sessions: HashMap<String, UnitId>,
     early: VecDeque<(String, Vec<u8>)>,
+    /// Terminals the agent created and has not released (released for it when it dies).
+    terminals: BTreeSet<String>,
+}
+
+/// What an agent's workspace job does to the agent's terminal bookkeeping.
+#[derive(Debug)]
+enum TermJob {
+    None,
+    Create,
+    Release(String),
 }
 
 #[derive(Debug)]
@@ -266,7 +276,10 @@ enum JobOwner {
         id: Value,
         /// `fs/write_text_file`: the path written, announced on success.
         wrote: Option<String>,
+        term: TermJob,
     },
+    /// Clean-up the relay does for a dead agent; the result is only logged.
+    Cleanup,
     Device {
         socket: SocketId,
         id: Value,
@@ -843,6 +856,23 @@ impl Router {
         Ok(())
     }
 
+    /// Runs a workspace method for the relay itself (no one waits for it).
+    fn cleanup_job(&mut self, method: &str, params: Value) {
+        if self.jobs.len() >= MAX_JOBS {
+            log::warn!("{MAX_JOBS} jobs in flight; skipping clean-up {method}");
+            return;
+        }
+        self.next_job += 1;
+        let job = JobId(self.next_job);
+        self.jobs.insert(job, JobOwner::Cleanup);
+        self.out.push_back(Output::Job {
+            job,
+            method: method.to_owned(),
+            params,
+            deadline: false,
+        });
+    }
+
     /// Sends an unstamped connection-level frame to every socket.
     fn broadcast(&mut self, line: &[u8]) {
         let bytes = Frame::copy_from_slice(line);
@@ -1006,7 +1036,41 @@ impl Router {
             return;
         };
         match owner {
-            JobOwner::Agent { agent, id, wrote } => {
+            JobOwner::Cleanup => {
+                if let Err(e) = result {
+                    log::debug!("{job}: clean-up failed: {e}");
+                }
+            }
+            JobOwner::Agent {
+                agent,
+                id,
+                wrote,
+                term,
+            } => {
+                let alive = self
+                    .links
+                    .get(&agent)
+                    .is_some_and(|l| l.state != LinkState::Dead);
+                match (&term, &result) {
+                    (TermJob::Create, Ok(v)) => {
+                        if let Some(tid) = v["terminalId"].as_str() {
+                            match self.links.get_mut(&agent).filter(|_| alive) {
+                                Some(l) => {
+                                    l.terminals.insert(tid.to_owned());
+                                }
+                                // Created for an agent that died meanwhile: release it.
+                                None => self
+                                    .cleanup_job("terminal/release", json!({ "terminalId": tid })),
+                            }
+                        }
+                    }
+                    (TermJob::Release(tid), _) => {
+                        if let Some(l) = self.links.get_mut(&agent) {
+                            l.terminals.remove(tid);
+                        }
+                    }
+                    _ => {}
+                }
                 if let (Some(path), true) = (wrote, result.is_ok()) {
                     let rel = path
                         .strip_prefix(self.cfg.cwd.as_str())
