@@ -124,3 +124,43 @@ fn stock_client_prompts_and_resumes_with_session_load() {
     assert!(r.response(&id).get("result").is_some());
     assert!(r.seen.is_empty(), "no history on resume: {:?}", r.seen);
 }
+
+#[test]
+fn one_plain_connection_drives_two_sessions() {
+    let relay = Relay::start(&[]);
+    let (mut c, _) = acp_client(&relay);
+    let id = c.request(
+        "initialize",
+        json!({"protocolVersion": 1, "clientCapabilities": {}}),
+    );
+    c.response(&id);
+    let id = c.request("session/new", json!({"cwd": "/", "mcpServers": []}));
+    let s1 = c.response(&id)["result"]["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = c.request("session/new", json!({"cwd": "/", "mcpServers": []}));
+    let s2 = c.response(&id)["result"]["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(s1, s2);
+    let t1 = c.request(
+        "session/prompt",
+        prompt_params(&s1, "/chunks 2\n/sleep 200\nfirst"),
+    );
+    let t2 = c.request("session/prompt", prompt_params(&s2, "/chunks 2\nsecond"));
+    assert_eq!(c.response(&t2)["result"]["stopReason"], "end_turn");
+    assert_eq!(c.response(&t1)["result"]["stopReason"], "end_turn");
+    let text = |s: &str| {
+        agent_text(
+            &c.seen
+                .iter()
+                .filter(|v| v["params"]["sessionId"] == s)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert!(text(&s1).contains("first") && !text(&s1).contains("second"));
+    assert!(text(&s2).contains("second"));
+}

@@ -616,7 +616,12 @@ impl Router {
 
     /// Moves a socket's view to another unit and announces it with a fresh welcome.
     fn switch_view(&mut self, socket: SocketId, unit: UnitId, replay: bool) {
-        self.detach(socket);
+        // A plain ACP connection may drive several sessions at once (ACP
+        // multiplexes them): it keeps viewing the ones it opened before.
+        let plain = self.sockets.get(&socket).is_some_and(|s| s.plain);
+        if !plain {
+            self.detach(socket);
+        }
         let Some(s) = self.sockets.get_mut(&socket) else {
             return;
         };
@@ -629,6 +634,11 @@ impl Router {
     }
 
     fn socket_closed(&mut self, socket: SocketId) {
+        if self.sockets.get(&socket).is_some_and(|s| s.plain) {
+            for u in self.units.values_mut() {
+                u.viewers.remove(&socket);
+            }
+        }
         self.detach(socket);
         self.sockets.remove(&socket);
         self.deferred.retain(|(s, _)| *s != socket);

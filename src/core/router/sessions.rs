@@ -451,7 +451,10 @@ impl Router {
         }
         let default = self.default_unit;
         for socket in u.viewers {
-            self.switch_view(socket, default, true);
+            // A plain socket keeps its other sessions; a relay socket moves to the default.
+            if !self.sockets.get(&socket).is_some_and(|s| s.plain) {
+                self.switch_view(socket, default, true);
+            }
         }
     }
 
