@@ -261,6 +261,15 @@ pub fn encode(msg: &Message) -> Vec<u8> {
     serde_json::to_vec(&Value::Object(obj)).unwrap_or_default()
 }
 
+fn decimal_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 10 {
+        n /= 10;
+        len += 1;
+    }
+    len
+}
+
 /// Appends `n` in decimal without an intermediate allocation.
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
@@ -291,7 +300,7 @@ pub fn stamp_rseq(line: &[u8], seq: u64) -> Option<Vec<u8>> {
     let body = &line[start + 1..];
     let first = body.iter().position(|b| !b.is_ascii_whitespace());
     let empty = matches!(first, Some(i) if body[i] == b'}');
-    let mut out = Vec::with_capacity(line.len() + 32);
+    let mut out = Vec::with_capacity(body.len() + 9 + decimal_len(seq));
     out.extend_from_slice(b"{\"rseq\":");
     push_decimal(&mut out, seq);
     if !empty {

@@ -7,6 +7,15 @@ use std::collections::VecDeque;
 
 /// Default bound on frames kept per session.
 pub const DEFAULT_RING_FRAMES: usize = 4096;
+/// Bytes a frame costs beyond its length: its allocation's header and
+/// rounding, its shared-buffer header and its slot in the ring. Counted so the
+/// byte bound is a bound on memory, not only on payload.
+pub const FRAME_OVERHEAD: usize = 64;
+
+fn cost(frame: &Frame) -> usize {
+    frame.len() + FRAME_OVERHEAD
+}
+
 /// Default bound on bytes kept per session.
 pub const DEFAULT_RING_BYTES: usize = 4 << 20;
 
@@ -65,7 +74,7 @@ impl ReplayRing {
                 continue;
             }
             self.head = seq;
-            self.bytes += f.len();
+            self.bytes += cost(&f);
             self.frames.push_back((seq, f));
             self.evict();
         }
@@ -77,7 +86,7 @@ impl ReplayRing {
             && (self.frames.len() > self.max_frames || self.bytes > self.max_bytes)
         {
             if let Some((_, old)) = self.frames.pop_front() {
-                self.bytes -= old.len();
+                self.bytes -= cost(&old);
             }
         }
     }
@@ -95,7 +104,7 @@ impl ReplayRing {
         self.frames.is_empty()
     }
 
-    /// Bytes held.
+    /// Memory held: frame bytes plus [`FRAME_OVERHEAD`] per frame.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -106,7 +115,7 @@ impl ReplayRing {
     pub fn push(&mut self, line: &[u8]) -> Option<Frame> {
         let stamped: Frame = stamp_rseq(line, self.head + 1)?.into();
         self.head += 1;
-        self.bytes += stamped.len();
+        self.bytes += cost(&stamped);
         self.frames.push_back((self.head, stamped.clone()));
         self.evict();
         Some(stamped)
@@ -191,11 +200,12 @@ mod tests {
 
     #[test]
     fn bounded_by_bytes() {
-        let mut r = ReplayRing::new(1000, 40);
+        let bound = 2 * (18 + FRAME_OVERHEAD);
+        let mut r = ReplayRing::new(1000, bound);
         for i in 0..10 {
-            r.push(&line(i)); // each stamped frame is 17-18 bytes
+            r.push(&line(i)); // each stamped frame is 17-18 bytes plus the overhead
         }
-        assert!(r.bytes() <= 40, "bytes {}", r.bytes());
+        assert!(r.bytes() <= bound, "bytes {}", r.bytes());
         assert_eq!(r.len(), 2);
         assert_eq!(seqs(&r.replay_since(Some(8))), vec![9, 10]);
         assert!(r.replay_since(Some(3)).reset);
@@ -203,7 +213,7 @@ mod tests {
 
     #[test]
     fn keeps_newest_frame_even_when_larger_than_bound() {
-        let mut r = ReplayRing::new(10, 8);
+        let mut r = ReplayRing::new(10, 8 + FRAME_OVERHEAD);
         r.push(&line(1));
         r.push(&line(2));
         assert_eq!(r.len(), 1);
