@@ -76,6 +76,8 @@ pub struct Unit {
     pub persisted: bool,
     /// The head recorded in the store when the session was resumed.
     pub stored_head: u64,
+    /// The agent's answer to `session/new` / `session/load` (modes, models, ...).
+    pub opened: serde_json::Value,
 }
 
 impl Unit {
@@ -102,6 +104,7 @@ impl Unit {
             restoring: false,
             persisted: false,
             stored_head: 0,
+            opened: serde_json::Value::Null,
         }
     }
 

@@ -40,15 +40,37 @@ pub enum SocketMsg {
 pub struct SocketHandle {
     pub tx: Sender<SocketMsg>,
     /// Frames queued and not yet taken by the writer.
-    pub depth: Rc<Cell<usize>>,
+    pub depth: Rc<QueueDepth>,
     /// `--socket-queue`: past it the socket is dropped.
     pub cap: usize,
 }
 
+/// What a socket's outbound queue holds; the writer takes from it.
+#[derive(Default)]
+pub struct QueueDepth {
+    pub frames: Cell<usize>,
+    pub bytes: Cell<usize>,
+}
+
+impl QueueDepth {
+    pub fn taken(&self, len: usize) {
+        self.frames.set(self.frames.get().saturating_sub(1));
+        self.bytes.set(self.bytes.get().saturating_sub(len));
+    }
+}
+
+/// Bytes queued on one socket before it counts as too slow.
+pub const SOCKET_QUEUE_BYTES: usize = 32 << 20;
+
 struct AgentHandle {
     tx: Sender<Vec<u8>>,
     pid: u32,
+    /// Bytes queued toward its stdin.
+    queued: Rc<Cell<usize>>,
 }
+
+/// Bytes queued toward one agent's stdin before the agent counts as hung.
+pub const AGENT_QUEUE_BYTES: usize = 64 << 20;
 
 /// Counters served on `/metrics`.
 #[derive(Default)]
@@ -170,12 +192,23 @@ impl Relay {
             } => self.send(socket, SocketMsg::Close { code, reason }),
             Output::SpawnAgent { agent } => self.spawn_agent(agent),
             Output::WriteAgent { agent, line } => {
-                let tx = self.agents.borrow().get(&agent).map(|a| a.tx.clone());
-                match tx.map(|tx| tx.try_send(line)) {
+                let handle = self
+                    .agents
+                    .borrow()
+                    .get(&agent)
+                    .map(|a| (a.tx.clone(), a.queued.clone()));
+                let len = line.len();
+                let sent = handle.map(|(tx, queued)| {
+                    if queued.get() + len > AGENT_QUEUE_BYTES {
+                        return Err(TrySendError::Full(line));
+                    }
+                    tx.try_send(line).map(|()| queued.set(queued.get() + len))
+                });
+                match sent {
                     Some(Ok(())) => {}
                     Some(Err(TrySendError::Full(_))) => {
                         log::error!(
-                            "{agent}: stdin queue full ({AGENT_QUEUE} lines); the agent is not reading, ending it"
+                            "{agent}: stdin queue full ({AGENT_QUEUE} lines or {AGENT_QUEUE_BYTES} bytes); the agent is not reading, ending it"
                         );
                         self.kill_agent(agent);
                     }
@@ -206,16 +239,23 @@ impl Relay {
         let Some((tx, depth, cap)) = handle else {
             return;
         };
-        let is_frame = matches!(msg, SocketMsg::Frame(_));
-        let sent = if is_frame && depth.get() >= cap {
+        let len = match &msg {
+            SocketMsg::Frame(b) => Some(b.len()),
+            SocketMsg::Close { .. } => None,
+        };
+        let is_frame = len.is_some();
+        let full =
+            depth.frames.get() >= cap || depth.bytes.get() + len.unwrap_or(0) > SOCKET_QUEUE_BYTES;
+        let sent = if is_frame && full {
             Err(TrySendError::Full(msg))
         } else {
             tx.try_send(msg)
         };
         match sent {
             Ok(()) => {
-                if is_frame {
-                    depth.set(depth.get() + 1);
+                if let Some(len) = len {
+                    depth.frames.set(depth.frames.get() + 1);
+                    depth.bytes.set(depth.bytes.get() + len);
                     self.metrics
                         .frames_sent
                         .set(self.metrics.frames_sent.get() + 1);
@@ -292,15 +332,23 @@ impl Relay {
         let pid = proc.child.id();
         log::info!("{agent}: started `{}` (pid {pid})", self.agent_cmd);
         let (tx, rx) = smol::channel::bounded::<Vec<u8>>(AGENT_QUEUE);
-        self.agents
-            .borrow_mut()
-            .insert(agent, AgentHandle { tx, pid });
+        let queued = Rc::new(Cell::new(0usize));
+        self.agents.borrow_mut().insert(
+            agent,
+            AgentHandle {
+                tx,
+                pid,
+                queued: queued.clone(),
+            },
+        );
         let agent::AgentProcess {
             mut child,
             stdin,
             mut stdout,
         } = proc;
-        self.ex.spawn(write_agent(agent, stdin, rx)).detach();
+        self.ex
+            .spawn(write_agent(agent, stdin, rx, queued))
+            .detach();
         let relay = self.clone();
         let max = self.max_agent_line;
         self.ex
@@ -471,8 +519,14 @@ impl Relay {
     }
 }
 
-async fn write_agent(agent: AgentId, mut stdin: smol::process::ChildStdin, rx: Receiver<Vec<u8>>) {
+async fn write_agent(
+    agent: AgentId,
+    mut stdin: smol::process::ChildStdin,
+    rx: Receiver<Vec<u8>>,
+    queued: Rc<Cell<usize>>,
+) {
     while let Ok(line) = rx.recv().await {
+        queued.set(queued.get().saturating_sub(line.len()));
         let mut res = stdin.write_all(&line).await;
         if res.is_ok() {
             res = stdin.write_all(b"\n").await;

@@ -8,7 +8,7 @@ use crate::core::ids::{ClientId, SocketId};
 use crate::core::router::Input;
 use crate::serve::admission::{self, Refusal};
 use crate::serve::http::{self, Head};
-use crate::serve::relay::{Relay, SocketHandle, SocketMsg};
+use crate::serve::relay::{QueueDepth, Relay, SocketHandle, SocketMsg};
 use crate::serve::{Shared, web};
 use std::net::IpAddr;
 
@@ -32,7 +32,6 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt
 use futures_util::SinkExt;
 use smol::channel::Receiver;
 use smol::net::{SocketAddr, TcpStream};
-use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -500,7 +499,7 @@ async fn run_socket(
     // every slot of --socket-queue up front for every socket.
     let (tx, rx) = smol::channel::unbounded();
     let own_tx = tx.clone();
-    let depth = Rc::new(Cell::new(0usize));
+    let depth = Rc::new(QueueDepth::default());
     relay.register_socket(
         socket,
         SocketHandle {
@@ -592,7 +591,7 @@ async fn run_socket(
 /// Sends queued frames in order, one flush per batch, and pings every
 /// [`PING_EVERY`] whatever the traffic (a device that only listens answers
 /// pongs, which keeps its reader alive).
-async fn write_socket(mut sink: WsSink, rx: Receiver<SocketMsg>, depth: Rc<Cell<usize>>) {
+async fn write_socket(mut sink: WsSink, rx: Receiver<SocketMsg>, depth: Rc<QueueDepth>) {
     let mut ticker = smol::Timer::interval(PING_EVERY);
     loop {
         let next = futures_lite::future::or(async { Some(rx.recv().await) }, async {
@@ -628,7 +627,7 @@ async fn write_socket(mut sink: WsSink, rx: Receiver<SocketMsg>, depth: Rc<Cell<
                 while let Some(m) = msg.take() {
                     match m {
                         SocketMsg::Frame(bytes) => {
-                            depth.set(depth.get().saturating_sub(1));
+                            depth.taken(bytes.len());
                             if let Ok(text) = Utf8Bytes::try_from(bytes)
                                 && sink.feed(Message::Text(text)).await.is_err()
                             {

@@ -419,8 +419,15 @@ impl Router {
         };
         u.loading = false;
         let asid = match outcome {
-            Ok(_) if load => u.resume_from.clone(),
-            Ok(r) => r["sessionId"].as_str().map(str::to_owned),
+            Ok(r) if load => {
+                u.opened = r;
+                u.resume_from.clone()
+            }
+            Ok(r) => {
+                let asid = r["sessionId"].as_str().map(str::to_owned);
+                u.opened = r;
+                asid
+            }
             Err(e) => {
                 if load {
                     log::info!(

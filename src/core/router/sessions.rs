@@ -45,6 +45,21 @@ pub(super) enum Waiter {
 }
 
 impl Router {
+    /// The agent's answer to opening the session (modes, models, config
+    /// options, its own fields), under the relay's session id.
+    fn open_result(&self, unit: UnitId, sid: &str) -> Value {
+        let mut r = self
+            .units
+            .get(&unit)
+            .map(|u| u.opened.clone())
+            .unwrap_or(Value::Null);
+        if !r.is_object() {
+            r = json!({});
+        }
+        r["sessionId"] = json!(sid);
+        r
+    }
+
     /// Adds sessions found in the store (at startup).
     pub fn add_stored(&mut self, infos: impl IntoIterator<Item = StoredInfo>) {
         for info in infos {
@@ -225,7 +240,13 @@ impl Router {
                 Waiter::Load { socket, id, replay } => {
                     if self.sockets.contains_key(&socket) {
                         self.switch_view(socket, unit, replay);
-                        self.send_result(socket, &id, json!({}));
+                        let sid = self
+                            .units
+                            .get(&unit)
+                            .and_then(|u| u.session_id.clone())
+                            .unwrap_or_default();
+                        let result = self.open_result(unit, &sid);
+                        self.send_result(socket, &id, result);
                     }
                 }
             }
@@ -298,7 +319,8 @@ impl Router {
         {
             Some((Phase::Ready, Some(sid))) => {
                 self.switch_view(socket, unit, true);
-                self.send_result(socket, reply_id, json!({"sessionId": sid}));
+                let result = self.open_result(unit, &sid);
+                self.send_result(socket, reply_id, result);
                 Ok(())
             }
             _ => {
@@ -322,7 +344,8 @@ impl Router {
         for (socket, id, _) in mine {
             if self.sockets.contains_key(&socket) {
                 self.switch_view(socket, unit, true);
-                self.send_result(socket, &id, json!({"sessionId": sid}));
+                let result = self.open_result(unit, sid.as_deref().unwrap_or_default());
+                self.send_result(socket, &id, result);
             }
         }
     }
@@ -355,7 +378,14 @@ impl Router {
             return self.resume_stored(sid, waiter);
         };
         if self.units.get(&unit).is_some_and(|u| u.restoring) {
-            self.restoring.entry(unit).or_default().push(Waiter::Load {
+            let waiters = self.restoring.entry(unit).or_default();
+            if waiters.len() >= MAX_DEFERRED_LINES {
+                return Err(RpcError::new(
+                    code::LIMIT,
+                    "too many devices wait for this session to load; retry in a moment",
+                ));
+            }
+            waiters.push(Waiter::Load {
                 socket,
                 id: reply_id.clone(),
                 replay,
@@ -363,7 +393,8 @@ impl Router {
             return Ok(());
         }
         self.switch_view(socket, unit, replay);
-        self.send_result(socket, reply_id, json!({}));
+        let result = self.open_result(unit, sid);
+        self.send_result(socket, reply_id, result);
         Ok(())
     }
 

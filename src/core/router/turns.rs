@@ -117,7 +117,25 @@ impl Router {
             });
         }
         self.settle_all(unit, json!({"outcome": "cancelled"}), &client.0, true);
+        self.cancel_deferred_prompts(unit);
         Ok(())
+    }
+
+    /// A prompt still waiting for its session to open is answered `cancelled`
+    /// rather than run after the user pressed stop.
+    fn cancel_deferred_prompts(&mut self, unit: UnitId) {
+        let lines: Vec<(SocketId, Vec<u8>)> = self.deferred.drain(..).collect();
+        for (socket, line) in lines {
+            if let Ok(Message::Request { id, method, params }) =
+                frame::parse_line(&line, self.cfg.device_limits)
+                && method == "session/prompt"
+                && self.unit_for(socket, &params).ok() == Some(unit)
+            {
+                self.send_result(socket, &id, json!({ "stopReason": "cancelled" }));
+                continue;
+            }
+            self.deferred.push_back((socket, line));
+        }
     }
 
     /// Passes a device request to the unit's agent and maps the id back.
