@@ -32,6 +32,18 @@ use std::time::Duration;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// Default bound on one socket's outbound queue (messages).
 pub const DEFAULT_SOCKET_QUEUE: usize = 8192;
+/// TCP connections allowed beyond `--max-conns` that have not upgraded yet.
+pub const MAX_PENDING_HANDSHAKES: usize = 64;
+
+/// Gives back a connection slot when a connection task ends.
+struct ConnGuard(Rc<std::cell::Cell<usize>>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
 /// How long shutdown waits for agents to exit after SIGTERM before SIGKILL.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -289,17 +301,27 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     smol::block_on(ex.run(async {
         // Starts the default session's agent.
         relay.pump();
+        let open_conns = Rc::new(std::cell::Cell::new(0usize));
+        let max_tcp = opts.admission.max_conns + MAX_PENDING_HANDSHAKES;
         let accept = async {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
+                        // Every TCP connection costs a task and a descriptor, even
+                        // before it authenticates: bound them all.
+                        if open_conns.get() >= max_tcp {
+                            log::warn!("{peer}: {max_tcp} connections open; refusing another");
+                            drop(stream);
+                            continue;
+                        }
                         let _ = stream.set_nodelay(true);
-                        ex.spawn(socket::connection(
-                            shared.clone(),
-                            stream,
-                            peer,
-                            tls.clone(),
-                        ))
+                        open_conns.set(open_conns.get() + 1);
+                        let guard = ConnGuard(open_conns.clone());
+                        let conn = socket::connection(shared.clone(), stream, peer, tls.clone());
+                        ex.spawn(async move {
+                            conn.await;
+                            drop(guard);
+                        })
                         .detach();
                     }
                     Err(e) => {
