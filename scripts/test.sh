@@ -17,3 +17,5 @@ fi
 
 cargo build --all-targets
 cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
+# The optional built-in TLS (ring needs the C compiler every machine here has).
+cargo test --features tls --test tls
