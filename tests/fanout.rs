@@ -1,7 +1,6 @@
 //! Two devices on one session see the same stamped stream.
 mod common;
 use common::*;
-use serde_json::Value;
 
 #[test]
 fn prompt_streams_to_two_devices_with_identical_rseq() {
@@ -20,16 +19,8 @@ fn prompt_streams_to_two_devices_with_identical_rseq() {
     let done_b = b.response(&id);
     assert_eq!(done_a, done_b);
 
-    let stamped = |d: &Device, last: &Value| -> Vec<Value> {
-        d.seen
-            .iter()
-            .chain(std::iter::once(last))
-            .filter(|v| v.get("rseq").is_some())
-            .cloned()
-            .collect()
-    };
-    let fa = stamped(&a, &done_a);
-    let fb = stamped(&b, &done_b);
+    let fa = stamped_of(&a, &done_a);
+    let fb = stamped_of(&b, &done_b);
     assert_eq!(fa, fb, "both devices see the same frames");
     let seqs: Vec<u64> = fa.iter().map(|v| v["rseq"].as_u64().unwrap()).collect();
     for w in seqs.windows(2) {

@@ -1,25 +1,7 @@
 //! Several live sessions at once: no cross-talk, switching, the cap and eviction.
 mod common;
 use common::*;
-use serde_json::{Value, json};
-
-fn stamped_of(d: &Device, last: &Value) -> Vec<Value> {
-    d.seen
-        .iter()
-        .chain(std::iter::once(last))
-        .filter(|v| v.get("rseq").is_some())
-        .cloned()
-        .collect()
-}
-
-fn new_session(d: &mut Device) -> String {
-    let id = d.request("session/new", json!({"cwd":"/","mcpServers":[]}));
-    let r = d.response(&id);
-    r["result"]["sessionId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("session/new: {r}"))
-        .to_owned()
-}
+use serde_json::json;
 
 fn concurrent_sessions(flags: &[&str]) {
     let relay = Relay::start(flags);

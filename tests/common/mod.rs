@@ -451,12 +451,27 @@ pub fn open_session(d: &mut Device) -> String {
         init["result"]["agentCapabilities"].is_object(),
         "initialize: {init}"
     );
+    new_session(d)
+}
+
+/// `session/new`; returns the new session's id.
+pub fn new_session(d: &mut Device) -> String {
     let id = d.request("session/new", json!({"cwd":"/","mcpServers":[]}));
     let r = d.response(&id);
     r["result"]["sessionId"]
         .as_str()
         .unwrap_or_else(|| panic!("session/new: {r}"))
         .to_owned()
+}
+
+/// The stamped frames a device has seen, then `last`.
+pub fn stamped_of(d: &Device, last: &Value) -> Vec<Value> {
+    d.seen
+        .iter()
+        .chain(std::iter::once(last))
+        .filter(|v| v.get("rseq").is_some())
+        .cloned()
+        .collect()
 }
 
 /// Text of a prompt request's params.
