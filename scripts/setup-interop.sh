@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Installs the ACP peers the interop tests (tests/interop_*.rs) run against,
+# into target/interop/ (never into the repository tree):
+#   node/  npm @agentclientprotocol/sdk (its experimental/ws-client is the
+#          WebSocket client), ws (Node 20 has no global WebSocket), and acpx
+#          (a headless stdio ACP client; the 0.1.x line runs on Node 20)
+#   venv/  a Python venv with PyPI agent-client-protocol (the official SDK)
+# Idempotent and fast when done: each part has a stamp naming what it holds.
+# When a registry or a tool is missing it says why and exits 0; the tests
+# that need that part then print SKIPPED and pass.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+# Pinned so every machine tests against the same peers. Bump on purpose.
+SDK_VERSION="2.4.0"
+WS_VERSION="8.23.0"
+ACPX_VERSION="0.1.15"
+PY_SDK_VERSION="0.12.1"
+# Each install may take this long (seconds) before it counts as unreachable.
+INSTALL_TIMEOUT="${INTEROP_INSTALL_TIMEOUT:-300}"
+
+DIR="target/interop"
+mkdir -p "$DIR"
+say() { echo "setup-interop: $*" >&2; }
+with_timeout() {
+  if command -v timeout >/dev/null; then timeout "$INSTALL_TIMEOUT" "$@"; else "$@"; fi
+}
+
+setup_node() {
+  local want="sdk=$SDK_VERSION ws=$WS_VERSION acpx=$ACPX_VERSION"
+  local stamp="$DIR/node/.stamp"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    say "npm peers already installed ($want)"
+    return 0
+  fi
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    say "node/npm not found: the Node SDK and acpx tests will skip (install Node.js 20+)"
+    return 0
+  fi
+  local major
+  major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+  if [ "$major" -lt 18 ]; then
+    say "node $(node --version) is too old (need 18+): the Node SDK and acpx tests will skip"
+    return 0
+  fi
+  mkdir -p "$DIR/node"
+  if [ ! -f "$DIR/node/package.json" ]; then
+    printf '{\n  "name": "acp-relay-interop-peers",\n  "private": true,\n  "type": "module"\n}\n' \
+      >"$DIR/node/package.json"
+  fi
+  say "installing npm @agentclientprotocol/sdk@$SDK_VERSION ws@$WS_VERSION acpx@$ACPX_VERSION into $DIR/node"
+  local log="$DIR/node/install.log"
+  if (cd "$DIR/node" && with_timeout npm install --no-audit --no-fund \
+    --fetch-retries=1 --fetch-retry-mintimeout=2000 --fetch-retry-maxtimeout=5000 --fetch-timeout=30000 \
+    "@agentclientprotocol/sdk@$SDK_VERSION" "ws@$WS_VERSION" "acpx@$ACPX_VERSION") >"$log" 2>&1; then
+    if [ -f "$DIR/node/node_modules/@agentclientprotocol/sdk/dist/transports/ws-stream.js" ] &&
+      [ -f "$DIR/node/node_modules/acpx/dist/cli.js" ]; then
+      echo "$want" >"$stamp"
+      say "npm peers installed ($want)"
+    else
+      say "npm install finished but the SDK's ws-client or acpx is missing; see $log"
+    fi
+  else
+    say "could not install the npm peers (npm registry unreachable?); their tests will skip. Last lines of $log:"
+    tail -n 5 "$log" >&2 || true
+  fi
+}
+
+setup_python() {
+  local want="agent-client-protocol=$PY_SDK_VERSION"
+  local stamp="$DIR/venv/.stamp"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$DIR/venv/bin/python" ]; then
+    say "Python SDK already installed ($want)"
+    return 0
+  fi
+  local py=""
+  for c in python3 python; do
+    if command -v "$c" >/dev/null &&
+      "$c" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; then
+      py="$c"
+      break
+    fi
+  done
+  if [ -z "$py" ]; then
+    say "no Python 3.10+ found: the Python SDK agent test will skip"
+    return 0
+  fi
+  if [ ! -x "$DIR/venv/bin/python" ]; then
+    if ! "$py" -m venv "$DIR/venv" >/dev/null 2>&1; then
+      rm -rf "$DIR/venv"
+      say "'$py -m venv' failed (on Debian: apt-get install python3-venv): the Python SDK agent test will skip"
+      return 0
+    fi
+  fi
+  say "installing PyPI agent-client-protocol==$PY_SDK_VERSION into $DIR/venv"
+  local log="$DIR/venv/install.log"
+  if with_timeout "$DIR/venv/bin/python" -m pip install --disable-pip-version-check -q \
+    --timeout 30 --retries 1 "agent-client-protocol==$PY_SDK_VERSION" >"$log" 2>&1 &&
+    "$DIR/venv/bin/python" -c 'import acp' 2>>"$log"; then
+    echo "$want" >"$stamp"
+    say "Python SDK installed ($want)"
+  else
+    say "could not install agent-client-protocol (PyPI unreachable?); its test will skip. Last lines of $log:"
+    tail -n 5 "$log" >&2 || true
+  fi
+}
+
+setup_node
+setup_python
+exit 0
