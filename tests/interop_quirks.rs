@@ -254,12 +254,15 @@ fn an_agent_that_needs_authenticate_is_driven_by_the_device() {
     );
     let refused = new_session(&mut d);
     assert_eq!(refused["error"]["code"], -32000, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
     assert!(
-        refused["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("authenticate"),
-        "{refused}"
+        message.contains("Authentication required"),
+        "the agent's own reason: {refused}"
+    );
+    assert!(message.contains("authenticate"), "{refused}");
+    assert_eq!(
+        refused["error"]["data"]["authMethods"][0], "test-token",
+        "the agent's error data: {refused}"
     );
     let id = d.request("authenticate", json!({"methodId": "test-token"}));
     let auth = d.response(&id);

@@ -441,12 +441,24 @@ impl Router {
                     return;
                 }
                 log::error!("{unit}: agent refused session/new: {e}");
-                None
+                u.phase = Phase::Idle;
+                // The agent's own error (e.g. auth_required with its data) reaches the device.
+                let err = RpcError {
+                    code: e["code"].as_i64().unwrap_or(code::OTHER),
+                    message: format!(
+                        "the agent could not open a session: {}; authenticate if it asks, then retry",
+                        e["message"].as_str().unwrap_or("no reason given")
+                    ),
+                    data: e.get("data").cloned(),
+                };
+                self.fail_pending_new_with(unit, &err);
+                self.fail_deferred(&err.message);
+                return;
             }
         };
         let Some(asid) = asid else {
             u.phase = Phase::Idle;
-            let why = "the agent could not open a session (it may need authenticate); check the agent's log and retry";
+            let why = "the agent answered session/new without a sessionId; check the agent's log and retry";
             self.fail_pending_new(unit, why);
             self.fail_deferred(why);
             return;

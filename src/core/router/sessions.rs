@@ -351,11 +351,16 @@ impl Router {
     }
 
     pub(super) fn fail_pending_new(&mut self, unit: UnitId, why: &str) {
+        self.fail_pending_new_with(unit, &RpcError::other(why.to_string()));
+    }
+
+    /// Answers every `session/new` waiting for `unit` with `err`.
+    pub(super) fn fail_pending_new_with(&mut self, unit: UnitId, err: &RpcError) {
         let (mine, rest): (Vec<_>, Vec<_>) =
             self.pending_new.drain(..).partition(|(_, _, u)| *u == unit);
         self.pending_new = rest.into();
         for (socket, id, _) in mine {
-            self.send_error(socket, &id, &RpcError::other(why.to_string()));
+            self.send_error(socket, &id, err);
         }
     }
 
