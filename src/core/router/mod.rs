@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 mod agent_side;
+pub mod fuzz;
 mod sessions;
 mod turns;
 
