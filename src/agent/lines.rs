@@ -1,6 +1,7 @@
 //! Bounded line reading over an async buffered reader: a line longer than the
 //! bound is skipped (and reported), never buffered whole.
 
+use crate::core::frame::find_byte;
 use futures_lite::io::{AsyncBufRead, AsyncBufReadExt};
 use std::io;
 
@@ -36,7 +37,7 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
                 LineRead::Line
             });
         }
-        let (part, done) = match chunk.iter().position(|b| *b == b'\n') {
+        let (part, done) = match find_byte(b'\n', chunk) {
             Some(i) => (&chunk[..i], Some(i + 1)),
             None => (chunk, None),
         };

@@ -5,6 +5,7 @@
 
 use crate::agent::lines::{LineRead, read_line};
 use crate::agent::{self, AgentCommand};
+use crate::core::frame::find_byte;
 use crate::core::ids::{AgentId, JobId, SocketId, UnitId};
 use crate::core::ring::Frame;
 use crate::core::router::{Input, Output, Persist, Router};
@@ -13,7 +14,8 @@ use crate::core::terminals::TermAction;
 use crate::pty::{PtyEvent, PtySet};
 use crate::store::transcript::{SessionMeta, Store};
 use crate::workspace::Workspace;
-use futures_lite::io::AsyncWriteExt;
+use async_tungstenite::tungstenite::Utf8Bytes;
+use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt};
 use smol::LocalExecutor;
 use smol::channel::{Receiver, Sender, TrySendError};
 use std::cell::{Cell, RefCell};
@@ -32,8 +34,66 @@ pub const QUERY_DEADLINE: Duration = Duration::from_secs(10);
 /// What a socket's writer task is told.
 #[derive(Debug)]
 pub enum SocketMsg {
-    Frame(Frame),
-    Close { code: u16, reason: String },
+    /// A frame, checked as UTF-8 once however many sockets it goes to.
+    Text(Utf8Bytes),
+    /// A frame that is not UTF-8, of this many bytes: queued and counted like
+    /// any other, never sent (a WebSocket text message must be UTF-8).
+    NotUtf8(usize),
+    Close {
+        code: u16,
+        reason: String,
+    },
+}
+
+impl SocketMsg {
+    /// Frame bytes this message holds in a socket's queue (`None`: not a frame).
+    fn frame_len(&self) -> Option<usize> {
+        match self {
+            SocketMsg::Text(t) => Some(t.len()),
+            SocketMsg::NotUtf8(len) => Some(*len),
+            SocketMsg::Close { .. } => None,
+        }
+    }
+}
+
+/// A frame as a socket takes it, checked as UTF-8.
+enum Checked {
+    Text(Utf8Bytes),
+    NotUtf8(Frame),
+}
+
+impl Checked {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Checked::Text(t) => t.as_bytes(),
+            Checked::NotUtf8(f) => f,
+        }
+    }
+
+    fn msg(&self) -> SocketMsg {
+        match self {
+            Checked::Text(t) => SocketMsg::Text(t.clone()),
+            Checked::NotUtf8(f) => SocketMsg::NotUtf8(f.len()),
+        }
+    }
+}
+
+/// The socket message for `bytes`. A frame fanned to several sockets comes
+/// as consecutive sends of one shared buffer: `last` keeps the previous check,
+/// reused while the same buffer comes again (it holds that buffer, so an equal
+/// pointer and length are the same bytes).
+fn socket_msg(last: &mut Option<Checked>, bytes: Frame) -> SocketMsg {
+    if let Some(prev) = last
+        && prev.bytes().as_ptr() == bytes.as_ptr()
+        && prev.bytes().len() == bytes.len()
+    {
+        return prev.msg();
+    }
+    let checked = match Utf8Bytes::try_from(bytes.clone()) {
+        Ok(text) => Checked::Text(text),
+        Err(_) => Checked::NotUtf8(bytes),
+    };
+    last.insert(checked).msg()
 }
 
 /// The relay side of one device socket: its bounded outbound queue.
@@ -177,14 +237,21 @@ impl Relay {
             let mut r = self.router.borrow_mut();
             std::iter::from_fn(|| r.poll_output()).collect()
         };
+        let mut last = None;
         for o in outputs {
-            self.perform(o);
+            match o {
+                Output::Send { socket, bytes } => {
+                    let msg = socket_msg(&mut last, bytes);
+                    self.send(socket, msg)
+                }
+                o => self.perform(o),
+            }
         }
     }
 
     fn perform(self: &Rc<Self>, out: Output) {
         match out {
-            Output::Send { socket, bytes } => self.send(socket, SocketMsg::Frame(bytes)),
+            Output::Send { socket, bytes } => self.send(socket, socket_msg(&mut None, bytes)),
             Output::Close {
                 socket,
                 code,
@@ -239,10 +306,7 @@ impl Relay {
         let Some((tx, depth, cap)) = handle else {
             return;
         };
-        let len = match &msg {
-            SocketMsg::Frame(b) => Some(b.len()),
-            SocketMsg::Close { .. } => None,
-        };
+        let len = msg.frame_len();
         let is_frame = len.is_some();
         let full =
             depth.frames.get() >= cap || depth.bytes.get() + len.unwrap_or(0) > SOCKET_QUEUE_BYTES;
@@ -363,11 +427,30 @@ impl Relay {
                         since_yield = 0;
                         futures_lite::future::yield_now().await;
                     }
+                    // A line already whole in the reader's buffer is fed from
+                    // there; one split across reads is gathered into `buf`.
+                    let chunk = match stdout.fill_buf().await {
+                        Ok(chunk) => chunk,
+                        Err(e) => {
+                            log::warn!("{agent}: reading stdout: {e}");
+                            break;
+                        }
+                    };
+                    if let Some(n) = find_byte(b'\n', chunk) {
+                        if n <= max {
+                            relay.feed(Input::AgentLine {
+                                agent,
+                                line: &chunk[..n],
+                            });
+                        } else {
+                            too_long(agent, n, max);
+                        }
+                        stdout.consume(n + 1);
+                        continue;
+                    }
                     match read_line(&mut stdout, &mut buf, max).await {
                         Ok(LineRead::Line) => relay.feed(Input::AgentLine { agent, line: &buf }),
-                        Ok(LineRead::TooLong { size }) => log::warn!(
-                            "{agent}: skipped a {size}-byte stdout line over the {max}-byte limit"
-                        ),
+                        Ok(LineRead::TooLong { size }) => too_long(agent, size, max),
                         Ok(LineRead::Eof) => break,
                         Err(e) => {
                             log::warn!("{agent}: reading stdout: {e}");
@@ -453,7 +536,7 @@ impl Relay {
     fn persist(&self, op: Persist) {
         let Some(store) = &self.store else { return };
         match op {
-            Persist::Frame { session, frame } => store.append(&session, frame),
+            Persist::Frame { session, frame } => store.append_owned(session, frame),
             Persist::Meta(info) => store.put_meta(SessionMeta {
                 session_id: info.session_id,
                 title: info.title,
@@ -517,6 +600,10 @@ impl Relay {
             })
             .detach();
     }
+}
+
+fn too_long(agent: AgentId, size: usize, max: usize) {
+    log::warn!("{agent}: skipped a {size}-byte stdout line over the {max}-byte limit");
 }
 
 async fn write_agent(

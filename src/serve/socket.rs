@@ -27,7 +27,7 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use futures_util::SinkExt;
 use smol::channel::Receiver;
@@ -626,13 +626,15 @@ async fn write_socket(mut sink: WsSink, rx: Receiver<SocketMsg>, depth: Rc<Queue
                 let mut batch = 0;
                 while let Some(m) = msg.take() {
                     match m {
-                        SocketMsg::Frame(bytes) => {
-                            depth.taken(bytes.len());
-                            if let Ok(text) = Utf8Bytes::try_from(bytes)
-                                && sink.feed(Message::Text(text)).await.is_err()
-                            {
+                        SocketMsg::Text(text) => {
+                            depth.taken(text.len());
+                            if sink.feed(Message::Text(text)).await.is_err() {
                                 return;
                             }
+                            batch += 1;
+                        }
+                        SocketMsg::NotUtf8(len) => {
+                            depth.taken(len);
                             batch += 1;
                         }
                         SocketMsg::Close { code, reason } => {

@@ -303,15 +303,18 @@ impl Store {
     /// session's transcript. Never blocks: when the queue is full the frame is
     /// dropped, counted in [`Store::dropped`] and logged once per episode.
     pub fn append(&self, session_id: &str, frame: Bytes) {
+        self.append_owned(session_id.to_owned(), frame);
+    }
+
+    /// [`Store::append`] taking the session id by value (no copy per frame).
+    pub fn append_owned(&self, session_id: String, frame: Bytes) {
         let cost = session_id.len() + frame.len();
         let s = &self.shared;
         let full = s.ops.load(Ordering::Relaxed) >= self.limits.queue_ops
             || s.bytes.load(Ordering::Relaxed) + cost > self.limits.queue_bytes;
-        let op = Op::Frame {
-            session_id: session_id.to_owned(),
-            frame,
-        };
-        if full || !self.send(op) {
+        let op = Op::Frame { session_id, frame };
+        let refused = if full { Some(op) } else { self.send(op).err() };
+        if let Some(Op::Frame { session_id, .. }) = refused {
             s.dropped.fetch_add(1, Ordering::Relaxed);
             if !s.dropping.swap(true, Ordering::Relaxed) {
                 log::warn!(
@@ -387,7 +390,7 @@ impl Store {
             return;
         }
         let (done_tx, done_rx) = smol::channel::bounded(1);
-        if !self.enqueue(Op::Close(done_tx)) {
+        if self.enqueue(Op::Close(done_tx)).is_err() {
             return;
         }
         let done = async { done_rx.recv().await.is_ok() };
@@ -407,22 +410,25 @@ impl Store {
     /// above the frame bound.
     fn send_control(&self, op: Op) -> bool {
         let bound = self.limits.queue_ops + CONTROL_HEADROOM_OPS;
-        self.shared.ops.load(Ordering::Relaxed) < bound && self.send(op)
+        self.shared.ops.load(Ordering::Relaxed) < bound && self.send(op).is_ok()
     }
 
-    fn send(&self, op: Op) -> bool {
-        !self.closed.load(Ordering::Relaxed) && self.enqueue(op)
+    /// Queues `op` unless the store is closed; gives it back when refused.
+    fn send(&self, op: Op) -> Result<(), Op> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(op);
+        }
+        self.enqueue(op)
     }
 
-    fn enqueue(&self, op: Op) -> bool {
+    fn enqueue(&self, op: Op) -> Result<(), Op> {
         let cost = op.cost();
         self.shared.ops.fetch_add(1, Ordering::Relaxed);
         self.shared.bytes.fetch_add(cost, Ordering::Relaxed);
-        if self.tx.send(op).is_ok() {
-            return true;
-        }
-        self.shared.ops.fetch_sub(1, Ordering::Relaxed);
-        self.shared.bytes.fetch_sub(cost, Ordering::Relaxed);
-        false
+        self.tx.send(op).map_err(|mpsc::SendError(op)| {
+            self.shared.ops.fetch_sub(1, Ordering::Relaxed);
+            self.shared.bytes.fetch_sub(cost, Ordering::Relaxed);
+            op
+        })
     }
 }

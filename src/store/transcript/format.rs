@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{SessionMeta, StoreError, StoredSession};
+use crate::core::frame::{rfind_byte, scan_json};
 
 /// Format version written in each header.
 pub(super) const VERSION: u32 = 1;
@@ -213,7 +214,7 @@ fn for_each_line_rev(
         pos -= n as u64;
         file.read_exact_at(&mut chunk[..n], pos)?;
         let mut stop = n;
-        while let Some(i) = chunk[..stop].iter().rposition(|&b| b == b'\n') {
+        while let Some(i) = rfind_byte(b'\n', &chunk[..stop]) {
             let at = pos + i as u64 + 1;
             let head = &chunk[i + 1..stop];
             let flow = if oversize || pieces_len + head.len() > max_line {
@@ -295,8 +296,10 @@ fn rseq_of(line: &[u8]) -> Option<u64> {
     std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
+/// Whether a line is JSON: the vectorised scan answers for the lines it can
+/// show valid (all of ours), serde for the rest.
 fn is_json(line: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
+    scan_json(line) || serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
 }
 
 /// Reads `file[start..end]` backwards: the newest frames within `bounds`, the

@@ -17,6 +17,7 @@ use super::format::{self, Bounds, Found, HeaderCheck, MetaRecord};
 use super::{
     FLUSH_INTERVAL, Limits, MAX_OPEN_FILES, MAX_SESSION_ID_BYTES, META_REPEAT_BYTES, Op, Shared,
 };
+use crate::core::frame::find_byte;
 
 /// Buffer per open file.
 const BUF_BYTES: usize = 64 << 10;
@@ -159,14 +160,16 @@ impl Writer {
                     e.meta = Some(record);
                     e.since_meta = 0;
                 }
-                self.write(&meta.session_id, &[&line], false);
+                if self.write(&meta.session_id, &[&line], false) {
+                    self.wrote(&meta.session_id);
+                }
             }
             Op::Frame { session_id, frame } => {
                 if !valid_id(&session_id) {
                     return;
                 }
                 let max_frame = (self.limits.max_file_bytes / 4) as usize;
-                if !frame.starts_with(format::FRAME_PREFIX) || frame.contains(&b'\n') {
+                if !frame.starts_with(format::FRAME_PREFIX) || find_byte(b'\n', &frame).is_some() {
                     log::warn!(
                         "session {session_id:?}: not storing a frame that is not one stamped JSON line"
                     );
@@ -185,8 +188,12 @@ impl Writer {
                 if !self.ensure_open(&session_id) {
                     return;
                 }
-                self.write(&session_id, &[&frame, b"\n"], true);
-                let Some(e) = self.index.get_mut(&session_id) else {
+                let e = if self.write(&session_id, &[&frame, b"\n"], true) {
+                    self.wrote(&session_id)
+                } else {
+                    self.index.get_mut(&session_id)
+                };
+                let Some(e) = e else {
                     return;
                 };
                 e.since_meta += frame.len() as u64 + 1;
@@ -195,7 +202,9 @@ impl Writer {
                 {
                     e.since_meta = 0;
                     let line = format::meta_line(record);
-                    self.write(&session_id, &[&line], false);
+                    if self.write(&session_id, &[&line], false) {
+                        self.wrote(&session_id);
+                    }
                 }
             }
             Op::Sync(session_id) => {
@@ -223,15 +232,16 @@ impl Writer {
     }
 
     /// Appends `parts` as one line to the session's open file, compacting the
-    /// file first when the line would take it past its bound.
-    fn write(&mut self, session_id: &str, parts: &[&[u8]], is_frame: bool) {
+    /// file first when the line would take it past its bound. `true` when
+    /// written: the caller then reports it with [`Writer::wrote`].
+    fn write(&mut self, session_id: &str, parts: &[&[u8]], is_frame: bool) -> bool {
         let n: u64 = parts.iter().map(|p| p.len() as u64).sum();
         let max = self.limits.max_file_bytes;
         let over = |w: &Writer| w.open.back().is_none_or(|of| of.len + n > max);
         if over(self) {
             let compacted = self.compact(session_id);
             if !self.ensure_open(session_id) {
-                return;
+                return false;
             }
             if is_frame && (!compacted || over(self)) {
                 if let Some(e) = self.index.get_mut(session_id) {
@@ -241,25 +251,34 @@ impl Writer {
                     "session {session_id:?}: transcript is over {max} bytes and could not be \
                      compacted; new frames are not stored"
                 );
-                return;
+                return false;
             }
         }
         let Some(of) = self.open.back_mut() else {
-            return;
+            return false;
         };
         match parts.iter().try_for_each(|p| of.w.write_all(p)) {
             Ok(()) => {
                 of.len += n;
                 self.dirty_since.get_or_insert_with(Instant::now);
-                if let Some(e) = self.index.get_mut(session_id)
-                    && e.failing
-                {
-                    e.failing = false;
-                    log::info!("session {session_id:?}: writing its transcript again");
-                }
+                true
             }
-            Err(e) => self.fail(session_id, e),
+            Err(e) => {
+                self.fail(session_id, e);
+                false
+            }
         }
+    }
+
+    /// After a successful write: ends a failing spell (logging it) and gives
+    /// the session's entry to the caller, in one lookup.
+    fn wrote(&mut self, session_id: &str) -> Option<&mut Entry> {
+        let e = self.index.get_mut(session_id)?;
+        if e.failing {
+            e.failing = false;
+            log::info!("session {session_id:?}: writing its transcript again");
+        }
+        Some(e)
     }
 
     /// Logs a write error once per failing spell and drops the file's handle
