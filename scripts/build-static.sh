@@ -32,7 +32,8 @@ LLD=$SYSROOT/lib/rustlib/$HOST/bin/rust-lld
 # -flavor gnu itself); musl targets link statically by default, crt-static says so.
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=$LLD
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C target-feature=+crt-static"
-export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C target-feature=+crt-static"
+# Non-PIE: a static-pie binary carries ~45 KB of relocations for nothing.
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
 
 mkdir -p target/static
 status=0
