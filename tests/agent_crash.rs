@@ -147,7 +147,7 @@ fn a_dead_agents_commands_are_ended() {
     let relay = Relay::start(&[]);
     let mut d = relay.device("d", "");
     let session = open_session(&mut d);
-    let marker = format!("sleep {}", 40 + std::process::id() % 50);
+    let marker = format!("sleep 40.{}", std::process::id());
     let id = d.request(
         "session/prompt",
         prompt_params(&session, &format!("/run {marker}")),

@@ -137,8 +137,10 @@ fn ninth_terminal_closes_the_first_and_sigterm_leaves_no_child() {
     let mut relay = Relay::start(&["--terminal"]);
     let mut d = relay.device("owner", "");
     d.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    // A duration no other test uses, so the process table check is ours alone.
+    let secs = format!("60.{}", std::process::id());
     let ids: Vec<String> = (0..9)
-        .map(|_| open(&mut d, json!({"command": "sleep 60"})))
+        .map(|_| open(&mut d, json!({"command": format!("sleep {secs}")})))
         .collect();
     let evicted = d.recv_until("exit of the first", |v| {
         v["method"] == "_relay/terminal/exit" && v["params"]["terminalId"] == ids[0].as_str()
@@ -164,11 +166,11 @@ fn ninth_terminal_closes_the_first_and_sigterm_leaves_no_child() {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).ok())
-        .filter(|c| c == "sleep\u{0}60\u{0}")
+        .filter(|c| *c == format!("sleep\u{0}{secs}\u{0}"))
         .collect();
     assert!(
         orphans.is_empty(),
-        "sleep 60 shells outlived the relay: {orphans:?}"
+        "sleep {secs} shells outlived the relay: {orphans:?}"
     );
 }
 
