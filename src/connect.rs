@@ -16,7 +16,7 @@
 
 pub mod state;
 
-use crate::agent::lines::LineRead;
+use crate::agent::lines::{LineAcc, LineRead};
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -383,39 +383,17 @@ fn read_line_blocking(
     buf: &mut Vec<u8>,
     max: usize,
 ) -> std::io::Result<LineRead> {
-    buf.clear();
-    let mut skipped = 0usize;
+    let mut acc = LineAcc::new(buf, max);
     loop {
         let chunk = match r.fill_buf() {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if chunk.is_empty() {
-            return Ok(match (skipped, buf.is_empty()) {
-                (0, true) => LineRead::Eof,
-                (0, false) => LineRead::Line,
-                (size, _) => LineRead::TooLong { size },
-            });
-        }
-        let (part, done) = match chunk.iter().position(|b| *b == b'\n') {
-            Some(i) => (&chunk[..i], Some(i + 1)),
-            None => (chunk, None),
-        };
-        if skipped > 0 || buf.len() + part.len() > max {
-            skipped += buf.len() + part.len();
-            buf.clear();
-        } else {
-            buf.extend_from_slice(part);
-        }
-        let used = done.unwrap_or(chunk.len());
+        let (used, done) = acc.feed(chunk);
         r.consume(used);
-        if done.is_some() {
-            return Ok(if skipped > 0 {
-                LineRead::TooLong { size: skipped }
-            } else {
-                LineRead::Line
-            });
+        if let Some(read) = done {
+            return Ok(read);
         }
     }
 }

@@ -17,6 +17,56 @@ pub enum LineRead {
     Eof,
 }
 
+/// One bounded line being gathered across buffer fills: the logic shared by
+/// [`read_line`] and blocking readers (the `connect` bridge's stdin).
+pub struct LineAcc<'a> {
+    buf: &'a mut Vec<u8>,
+    skipped: usize,
+    max: usize,
+}
+
+impl<'a> LineAcc<'a> {
+    /// Starts a line in `buf` (cleared), at most `max` bytes.
+    pub fn new(buf: &'a mut Vec<u8>, max: usize) -> Self {
+        buf.clear();
+        LineAcc {
+            buf,
+            skipped: 0,
+            max,
+        }
+    }
+
+    /// Takes what it can from `chunk` (an empty chunk is end of file): the
+    /// bytes to consume, and the outcome once the line is over.
+    pub fn feed(&mut self, chunk: &[u8]) -> (usize, Option<LineRead>) {
+        if chunk.is_empty() {
+            let end = match (self.skipped, self.buf.is_empty()) {
+                (0, true) => LineRead::Eof,
+                (0, false) => LineRead::Line,
+                (size, _) => LineRead::TooLong { size },
+            };
+            return (0, Some(end));
+        }
+        let (part, done) = match find_byte(b'\n', chunk) {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        if self.skipped > 0 || self.buf.len() + part.len() > self.max {
+            self.skipped += self.buf.len() + part.len();
+            self.buf.clear();
+        } else {
+            self.buf.extend_from_slice(part);
+        }
+        match done {
+            Some(used) if self.skipped > 0 => {
+                (used, Some(LineRead::TooLong { size: self.skipped }))
+            }
+            Some(used) => (used, Some(LineRead::Line)),
+            None => (chunk.len(), None),
+        }
+    }
+}
+
 /// Reads one `\n`-terminated line into `buf` (cleared first), at most `max` bytes.
 /// A last line without a newline at end of file is returned as a line.
 pub async fn read_line<R: AsyncBufRead + Unpin>(
@@ -24,37 +74,12 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
     buf: &mut Vec<u8>,
     max: usize,
 ) -> io::Result<LineRead> {
-    buf.clear();
-    let mut skipped = 0usize;
+    let mut acc = LineAcc::new(buf, max);
     loop {
-        let chunk = reader.fill_buf().await?;
-        if chunk.is_empty() {
-            return Ok(if skipped > 0 {
-                LineRead::TooLong { size: skipped }
-            } else if buf.is_empty() {
-                LineRead::Eof
-            } else {
-                LineRead::Line
-            });
-        }
-        let (part, done) = match find_byte(b'\n', chunk) {
-            Some(i) => (&chunk[..i], Some(i + 1)),
-            None => (chunk, None),
-        };
-        if skipped > 0 || buf.len() + part.len() > max {
-            skipped += buf.len() + part.len();
-            buf.clear();
-        } else {
-            buf.extend_from_slice(part);
-        }
-        let used = done.unwrap_or(chunk.len());
+        let (used, done) = acc.feed(reader.fill_buf().await?);
         reader.consume(used);
-        if done.is_some() {
-            return Ok(if skipped > 0 {
-                LineRead::TooLong { size: skipped }
-            } else {
-                LineRead::Line
-            });
+        if let Some(read) = done {
+            return Ok(read);
         }
     }
 }

@@ -90,3 +90,45 @@ pub fn signal_group(pid: u32, hard: bool) {
     };
     let _ = rustix::process::kill_process_group(pid, sig);
 }
+
+/// The conventional name of signal number `raw` (`"SIGKILL"`), or `"SIG<n>"`.
+pub fn signal_name(raw: i32) -> String {
+    use rustix::process::Signal;
+    const NAMES: &[(Signal, &str)] = &[
+        (Signal::HUP, "SIGHUP"),
+        (Signal::INT, "SIGINT"),
+        (Signal::QUIT, "SIGQUIT"),
+        (Signal::ILL, "SIGILL"),
+        (Signal::TRAP, "SIGTRAP"),
+        (Signal::ABORT, "SIGABRT"),
+        (Signal::BUS, "SIGBUS"),
+        (Signal::FPE, "SIGFPE"),
+        (Signal::KILL, "SIGKILL"),
+        (Signal::USR1, "SIGUSR1"),
+        (Signal::SEGV, "SIGSEGV"),
+        (Signal::USR2, "SIGUSR2"),
+        (Signal::PIPE, "SIGPIPE"),
+        (Signal::ALARM, "SIGALRM"),
+        (Signal::TERM, "SIGTERM"),
+        (Signal::XCPU, "SIGXCPU"),
+        (Signal::XFSZ, "SIGXFSZ"),
+        (Signal::SYS, "SIGSYS"),
+    ];
+    NAMES
+        .iter()
+        .find(|(sig, _)| sig.as_raw() == raw)
+        .map_or_else(|| format!("SIG{raw}"), |(_, name)| (*name).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::process::Signal;
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_name(Signal::KILL.as_raw()), "SIGKILL");
+        assert_eq!(signal_name(Signal::HUP.as_raw()), "SIGHUP");
+        assert_eq!(signal_name(99), "SIG99");
+    }
+}

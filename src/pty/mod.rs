@@ -8,7 +8,7 @@
 mod session;
 mod utf8;
 
-pub use session::signal_name;
+pub use crate::agent::signal_name;
 pub use utf8::Utf8Carry;
 
 use crate::core::terminals::TerminalId;

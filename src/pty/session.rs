@@ -8,34 +8,6 @@ use std::fs;
 /// Most `/proc` entries looked at in one sweep.
 const MAX_PROC_ENTRIES: usize = 1 << 16;
 
-/// The conventional name of signal number `raw` (`"SIGKILL"`), or `"SIG<n>"`.
-pub fn signal_name(raw: i32) -> String {
-    const NAMES: &[(Signal, &str)] = &[
-        (Signal::HUP, "SIGHUP"),
-        (Signal::INT, "SIGINT"),
-        (Signal::QUIT, "SIGQUIT"),
-        (Signal::ILL, "SIGILL"),
-        (Signal::TRAP, "SIGTRAP"),
-        (Signal::ABORT, "SIGABRT"),
-        (Signal::BUS, "SIGBUS"),
-        (Signal::FPE, "SIGFPE"),
-        (Signal::KILL, "SIGKILL"),
-        (Signal::USR1, "SIGUSR1"),
-        (Signal::SEGV, "SIGSEGV"),
-        (Signal::USR2, "SIGUSR2"),
-        (Signal::PIPE, "SIGPIPE"),
-        (Signal::ALARM, "SIGALRM"),
-        (Signal::TERM, "SIGTERM"),
-        (Signal::XCPU, "SIGXCPU"),
-        (Signal::XFSZ, "SIGXFSZ"),
-        (Signal::SYS, "SIGSYS"),
-    ];
-    NAMES
-        .iter()
-        .find(|(sig, _)| sig.as_raw() == raw)
-        .map_or_else(|| format!("SIG{raw}"), |(_, name)| (*name).to_owned())
-}
-
 /// Sends `sig` to every live process of session `sid` (other than this
 /// process) and returns how many were signalled. A terminal's session id is
 /// its leader's pid, which the kernel does not reuse while any member of the
@@ -87,13 +59,6 @@ fn parse_stat(stat: &str) -> Option<(char, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names() {
-        assert_eq!(signal_name(Signal::KILL.as_raw()), "SIGKILL");
-        assert_eq!(signal_name(Signal::HUP.as_raw()), "SIGHUP");
-        assert_eq!(signal_name(99), "SIG99");
-    }
 
     #[test]
     fn stat_lines() {

@@ -6,6 +6,7 @@
 
 use super::jail::{Jail, lower_io};
 use super::{jail_error, object_params, opt_u64_param, str_param};
+use crate::agent::signal_name;
 use crate::core::rpc::{RpcError, code};
 use futures_lite::future;
 use futures_lite::io::AsyncReadExt;
@@ -519,35 +520,6 @@ impl Output {
         };
         (text, self.truncated)
     }
-}
-
-/// `SIGKILL`-style name of a signal number, as ACP's `signal` field carries.
-fn signal_name(raw: i32) -> String {
-    use rustix::process::Signal;
-    const NAMES: &[(Signal, &str)] = &[
-        (Signal::HUP, "SIGHUP"),
-        (Signal::INT, "SIGINT"),
-        (Signal::QUIT, "SIGQUIT"),
-        (Signal::ILL, "SIGILL"),
-        (Signal::TRAP, "SIGTRAP"),
-        (Signal::ABORT, "SIGABRT"),
-        (Signal::BUS, "SIGBUS"),
-        (Signal::FPE, "SIGFPE"),
-        (Signal::KILL, "SIGKILL"),
-        (Signal::USR1, "SIGUSR1"),
-        (Signal::SEGV, "SIGSEGV"),
-        (Signal::USR2, "SIGUSR2"),
-        (Signal::PIPE, "SIGPIPE"),
-        (Signal::ALARM, "SIGALRM"),
-        (Signal::TERM, "SIGTERM"),
-        (Signal::XCPU, "SIGXCPU"),
-        (Signal::XFSZ, "SIGXFSZ"),
-        (Signal::SYS, "SIGSYS"),
-    ];
-    NAMES
-        .iter()
-        .find(|(sig, _)| sig.as_raw() == raw)
-        .map_or_else(|| format!("SIG{raw}"), |(_, name)| (*name).to_owned())
 }
 
 #[cfg(test)]
