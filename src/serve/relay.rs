@@ -161,6 +161,8 @@ pub struct Relay {
     /// PTY terminals, when `--terminal` is on.
     pty: RefCell<Option<Rc<PtySet>>>,
     started_ms: u64,
+    /// Receives router events (notifications, counters); set by `serve`.
+    pub on_event: RefCell<Option<crate::core::events::EventSink>>,
 }
 
 /// Wall-clock milliseconds: the one place the shell reads the clock for the core.
@@ -197,6 +199,7 @@ impl Relay {
             ring_bounds,
             pty: RefCell::new(None),
             started_ms: now_ms(),
+            on_event: RefCell::new(None),
         })
     }
 
@@ -294,6 +297,12 @@ impl Relay {
                 params,
                 deadline,
             } => self.run_job(job, method, params, deadline),
+            Output::Event(ev) => {
+                let sink = self.on_event.borrow().clone();
+                if let Some(sink) = sink {
+                    sink(&ev);
+                }
+            }
         }
     }
 
@@ -458,11 +467,14 @@ impl Relay {
                         }
                     }
                 }
-                let status = match child.status().await {
+                let mut status = match child.status().await {
                     Ok(s) => s.to_string(),
                     Err(e) => format!("unknown status: {e}"),
                 };
-                relay.agents.borrow_mut().remove(&agent);
+                if relay.agents.borrow_mut().remove(&agent).is_none() {
+                    // kill_agent took it out first: the relay ended it, not a crash.
+                    status = format!("{status}, {}", crate::core::events::STOPPED_BY_RELAY);
+                }
                 relay.feed(Input::AgentExited { agent, status });
             })
             .detach();
