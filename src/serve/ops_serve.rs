@@ -35,6 +35,7 @@ pub async fn reload(shared: &Rc<Shared>, dispatcher: &Rc<Dispatcher>, hook: Opti
         }
     }
     reload_token(shared).await;
+    log::info!("reloaded");
 }
 
 async fn reload_token(shared: &Rc<Shared>) {
