@@ -338,6 +338,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         && let Ok(a) = l.local_addr()
     {
         println!("  metrics:   http://{a}/metrics (no token)");
+        log::info!("metrics without the token on {a}");
     }
     if let Some(files) = &opts.tls {
         println!(
