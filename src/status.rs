@@ -51,7 +51,21 @@ impl Ops {
         let e = &self.events;
         match ev {
             RelayEvent::AskOpened { .. } => inc(&e.asks),
-            RelayEvent::TurnEnded { .. } => inc(&e.turns),
+            RelayEvent::TurnEnded {
+                session,
+                stop_reason,
+                watchers,
+                agent,
+                ..
+            } => {
+                inc(&e.turns);
+                log::info!(
+                    "session {}: turn ended ({}) on {}, {watchers} device(s) watching",
+                    crate::logger::peer(session.as_deref().unwrap_or("-")),
+                    crate::logger::peer(stop_reason.as_deref().unwrap_or("no stop reason")),
+                    agent.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                );
+            }
             RelayEvent::AgentExited { crashed, .. } => {
                 inc(&e.agent_exits);
                 if *crashed {

@@ -76,3 +76,16 @@ fn json_log_lines_and_the_agent_by_its_program_name() {
             .all(|v| v["level"].is_string() && v["target"].is_string())
     );
 }
+
+#[test]
+fn under_systemd_lines_carry_syslog_priorities() {
+    let relay = Relay::start_env(&[], &[("JOURNAL_STREAM", "8:12345")]);
+    let mut d = relay.device("alice", "");
+    let session = open_session(&mut d);
+    let id = d.request("session/prompt", prompt_params(&session, "/chunks 1\nhi"));
+    d.response(&id);
+    relay.wait_log("turn ended (\"end_turn\")");
+    let log = relay.log();
+    assert!(log.lines().any(|l| l.starts_with("<6>INFO ")), "{log}");
+    assert!(log.lines().all(|l| l.starts_with('<')), "{log}");
+}

@@ -79,6 +79,13 @@ fn metrics_need_the_token_and_count_a_scripted_run() {
     }
     assert!(m.get("acp_relay_rss_bytes").is_some_and(|r| *r > 0));
     assert!(m.get("acp_relay_frames_sent_total").is_some_and(|f| *f > 0));
+    // At least the frames' bytes the device itself received.
+    let got: u64 = a.raw.iter().map(|f| f.len() as u64).sum();
+    assert!(
+        m.get("acp_relay_bytes_sent_total")
+            .is_some_and(|b| *b >= got),
+        "{body}"
+    );
     // The token never appears in what the relay logs.
     assert!(!relay.log().contains(&relay.token));
 }

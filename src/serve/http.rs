@@ -230,6 +230,10 @@ pub fn ops_endpoint(shared: &crate::serve::Shared, head: &Head, open: bool) -> V
         "/metrics" => {
             let mut body = shared.metrics_text();
             body.push_str(&shared.ops.metrics_text(&sessions, terminals));
+            let bytes = shared.relay.metrics.bytes_sent.get();
+            body.push_str(&format!(
+                "# HELP acp_relay_bytes_sent_total Frame bytes queued to device sockets.\n# TYPE acp_relay_bytes_sent_total counter\nacp_relay_bytes_sent_total {bytes}\n"
+            ));
             response(200, "OK", "text/plain; version=0.0.4", &[], body.as_bytes())
         }
         _ => {
