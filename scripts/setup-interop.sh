@@ -6,8 +6,10 @@
 #          (a headless stdio ACP client; the 0.1.x line runs on Node 20)
 #   venv/  a Python venv with PyPI agent-client-protocol (the official SDK)
 # Idempotent and fast when done: each part has a stamp naming what it holds.
-# When a registry or a tool is missing it says why and exits 0; the tests
-# that need that part then print SKIPPED and pass.
+# Exit 0 when everything is installed; exit 3 (after saying what is missing
+# and how to get it) when a registry or a tool is missing. scripts/test.sh
+# then fails under CI=true, and elsewhere the tests that need that part
+# print SKIPPED and pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,11 @@ INSTALL_TIMEOUT="${INTEROP_INSTALL_TIMEOUT:-300}"
 DIR="target/interop"
 mkdir -p "$DIR"
 say() { echo "setup-interop: $*" >&2; }
+MISSING=()
+missing() {
+  MISSING+=("$*")
+  say "MISSING: $*"
+}
 with_timeout() {
   if command -v timeout >/dev/null; then timeout "$INSTALL_TIMEOUT" "$@"; else "$@"; fi
 }
@@ -34,13 +41,13 @@ setup_node() {
     return 0
   fi
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    say "node/npm not found: the Node SDK and acpx tests will skip (install Node.js 20+)"
+    missing "node/npm not found: install Node.js 20+ (the Node SDK, acpx and real-agent tests need it)"
     return 0
   fi
   local major
   major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
   if [ "$major" -lt 18 ]; then
-    say "node $(node --version) is too old (need 18+): the Node SDK and acpx tests will skip"
+    missing "node $(node --version) is too old: install Node.js 20+"
     return 0
   fi
   mkdir -p "$DIR/node"
@@ -58,10 +65,10 @@ setup_node() {
       echo "$want" >"$stamp"
       say "npm peers installed ($want)"
     else
-      say "npm install finished but the SDK's ws-client or acpx is missing; see $log"
+      missing "npm install finished but the SDK's ws-client or acpx is missing; see $log"
     fi
   else
-    say "could not install the npm peers (npm registry unreachable?); their tests will skip. Last lines of $log:"
+    missing "could not install the npm peers (npm registry unreachable?); see $log"
     tail -n 5 "$log" >&2 || true
   fi
 }
@@ -82,13 +89,13 @@ setup_python() {
     fi
   done
   if [ -z "$py" ]; then
-    say "no Python 3.10+ found: the Python SDK agent test will skip"
+    missing "no Python 3.10+ found: install python3 (3.10+) with venv"
     return 0
   fi
   if [ ! -x "$DIR/venv/bin/python" ]; then
     if ! "$py" -m venv "$DIR/venv" >/dev/null 2>&1; then
       rm -rf "$DIR/venv"
-      say "'$py -m venv' failed (on Debian: apt-get install python3-venv): the Python SDK agent test will skip"
+      missing "'$py -m venv' failed: install python3-venv (Debian: apt-get install python3-venv)"
       return 0
     fi
   fi
@@ -100,11 +107,16 @@ setup_python() {
     echo "$want" >"$stamp"
     say "Python SDK installed ($want)"
   else
-    say "could not install agent-client-protocol (PyPI unreachable?); its test will skip. Last lines of $log:"
+    missing "could not install PyPI agent-client-protocol==$PY_SDK_VERSION (PyPI unreachable?); see $log"
     tail -n 5 "$log" >&2 || true
   fi
 }
 
 setup_node
 setup_python
+if [ "${#MISSING[@]}" -gt 0 ]; then
+  say "${#MISSING[@]} part(s) could not be installed:"
+  for m in "${MISSING[@]}"; do say "  - $m"; done
+  exit 3
+fi
 exit 0
