@@ -11,11 +11,13 @@
 //! - [`workspace`] — the directory jail and the agent's `fs/*` / `terminal/*` methods.
 //! - [`store`] — files in the data directory (the pairing token).
 //! - [`demo_agent`] — the built-in ACP agent (`acp-relay demo-agent`).
+//! - [`heap`] — the C allocator's knobs (arenas, trimming after a burst).
 
 pub mod agent;
 pub mod connect;
 pub mod core;
 pub mod demo_agent;
+pub mod heap;
 pub mod logger;
 pub mod pty;
 pub mod serve;

@@ -32,6 +32,12 @@ use std::time::Duration;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// Default bound on one socket's outbound queue (messages).
 pub const DEFAULT_SOCKET_QUEUE: usize = 8192;
+/// Default bound on the frame bytes one socket's outbound queue holds. The
+/// frames are in the session's ring anyway; the queue only covers a burst (and
+/// a replay, so the bound is raised to fit one ring: see [`Limits::effective`]).
+pub const DEFAULT_SOCKET_BYTES: usize = 6 << 20;
+/// Room above one full ring a socket queue keeps for live frames during a replay.
+pub const REPLAY_HEADROOM_BYTES: usize = 1 << 20;
 /// TCP connections allowed beyond `--max-conns` that have not upgraded yet.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
 
@@ -79,6 +85,8 @@ pub const NO_TLS: &str = "--tls-cert/--tls-key need a relay built with TLS; rebu
 pub struct Limits {
     pub max_message_bytes: usize,
     pub socket_queue: usize,
+    /// Frame bytes queued on one socket past which it is dropped (`--socket-bytes`).
+    pub socket_bytes: usize,
 }
 
 impl Default for Limits {
@@ -86,6 +94,27 @@ impl Default for Limits {
         Limits {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             socket_queue: DEFAULT_SOCKET_QUEUE,
+            socket_bytes: DEFAULT_SOCKET_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// These limits with the byte bound raised, if need be, to hold one full
+    /// replay of a `ring_bytes` ring: a smaller bound would drop every device
+    /// that reconnects to a full session before its replay is out.
+    pub fn effective(self, ring_bytes: usize) -> Limits {
+        let floor = ring_bytes.saturating_add(REPLAY_HEADROOM_BYTES);
+        if self.socket_bytes >= floor {
+            return self;
+        }
+        log::warn!(
+            "--socket-bytes {} is below one replay (--ring-bytes {ring_bytes} + {REPLAY_HEADROOM_BYTES}); using {floor}",
+            self.socket_bytes
+        );
+        Limits {
+            socket_bytes: floor,
+            ..self
         }
     }
 }
@@ -269,7 +298,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let shared = Rc::new(Shared {
         relay: relay.clone(),
         token: RefCell::new(token),
-        limits: opts.limits,
+        limits: opts.limits.effective(router_cfg.ring_bytes),
         data_dir: opts.data_dir.clone(),
         admission: RefCell::new(Admission::new(opts.admission)),
         allowed_origins: opts.allowed_origins.clone(),

@@ -166,6 +166,9 @@ pub async fn connection(
     peer: SocketAddr,
     tls: Option<Acceptor>,
 ) {
+    // A second handle on the TCP stream, under any TLS: what a slow-socket drop
+    // shuts down without waiting on the socket's (blocked) writer.
+    let raw = stream.clone();
     let mut stream = match tls {
         None => Conn::Plain(stream),
         #[cfg(feature = "tls")]
@@ -220,8 +223,12 @@ pub async fn connection(
     };
     let path = head.path.clone();
     match (head.method.as_str(), path.as_str()) {
-        ("GET", "/ws") if head.is_upgrade() => upgrade(shared, stream, peer, head, false).await,
-        ("GET", "/acp") if head.is_upgrade() => upgrade(shared, stream, peer, head, true).await,
+        ("GET", "/ws") if head.is_upgrade() => {
+            upgrade(shared, stream, raw, peer, head, false).await
+        }
+        ("GET", "/acp") if head.is_upgrade() => {
+            upgrade(shared, stream, raw, peer, head, true).await
+        }
         ("GET", "/acp") => {
             send(
                 &mut stream,
@@ -320,7 +327,14 @@ async fn refuse(
     .await;
 }
 
-async fn upgrade(shared: Rc<Shared>, mut stream: Conn, peer: SocketAddr, head: Head, plain: bool) {
+async fn upgrade(
+    shared: Rc<Shared>,
+    mut stream: Conn,
+    raw: TcpStream,
+    peer: SocketAddr,
+    head: Head,
+    plain: bool,
+) {
     let ip = peer.ip();
     if !admission::origin_allowed(
         head.header("origin"),
@@ -484,12 +498,22 @@ async fn upgrade(shared: Rc<Shared>, mut stream: Conn, peer: SocketAddr, head: H
         last_seq,
         plain,
     };
-    run_socket(shared, ws, peer, socket, open).await;
+    run_socket(shared, ws, raw, peer, socket, open).await;
+}
+
+/// Ends a connection at once, whatever its writer is doing: linger 0 (so the
+/// close resets the connection and the kernel drops what it still buffers for
+/// a peer that does not read), then shut both directions down, which wakes the
+/// socket's reader and writer with end of file / an error.
+fn abort(raw: &TcpStream) {
+    let _ = rustix::net::sockopt::set_socket_linger(raw, Some(Duration::ZERO));
+    let _ = raw.shutdown(std::net::Shutdown::Both);
 }
 
 async fn run_socket(
     shared: Rc<Shared>,
     ws: WebSocketStream<Conn>,
+    raw: TcpStream,
     peer: SocketAddr,
     socket: SocketId,
     open: Input<'static>,
@@ -500,12 +524,21 @@ async fn run_socket(
     let (tx, rx) = smol::channel::unbounded();
     let own_tx = tx.clone();
     let depth = Rc::new(QueueDepth::default());
+    let aborted = Rc::new(std::cell::Cell::new(false));
     relay.register_socket(
         socket,
         SocketHandle {
             tx,
             depth: depth.clone(),
             cap: shared.limits.socket_queue,
+            cap_bytes: shared.limits.socket_bytes,
+            abort: Box::new({
+                let aborted = aborted.clone();
+                move || {
+                    aborted.set(true);
+                    abort(&raw);
+                }
+            }),
         },
     );
     if let Input::SocketOpen { client, plain, .. } = &open {
@@ -562,6 +595,15 @@ async fn run_socket(
         }
     }
     relay.feed(Input::SocketClosed { socket });
+    if aborted.get() {
+        // Dropped as too slow: the stream is already shut down. Cancelling the
+        // writer frees its queue now, not when a blocked write gives up.
+        writer.cancel().await;
+        drop(own_tx);
+        crate::heap::trim();
+        log::info!("{socket}: closed (too slow)");
+        return;
+    }
     match close {
         Some((code, reason)) => {
             let _ = own_tx.try_send(SocketMsg::Close {
