@@ -308,6 +308,7 @@ fn serve_cmd(s: Serve) -> Result<(), String> {
     let admission = AdmissionLimits {
         max_conns: s.max_conns,
         max_conns_per_peer: s.max_conns_per_peer,
+        ..AdmissionLimits::default()
     };
     serve::serve(ServeOptions {
         listen,

@@ -38,17 +38,6 @@ pub const DEFAULT_SOCKET_QUEUE: usize = 8192;
 pub const DEFAULT_SOCKET_BYTES: usize = 6 << 20;
 /// Room above one full ring a socket queue keeps for live frames during a replay.
 pub const REPLAY_HEADROOM_BYTES: usize = 1 << 20;
-/// TCP connections allowed beyond `--max-conns` that have not upgraded yet.
-pub const MAX_PENDING_HANDSHAKES: usize = 64;
-
-/// Gives back a connection slot when a connection task ends.
-struct ConnGuard(Rc<std::cell::Cell<usize>>);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
-    }
-}
 
 /// How long shutdown waits for agents to exit after SIGTERM before SIGKILL.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -330,28 +319,25 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     smol::block_on(ex.run(async {
         // Starts the default session's agent.
         relay.pump();
-        let open_conns = Rc::new(std::cell::Cell::new(0usize));
-        let max_tcp = opts.admission.max_conns + MAX_PENDING_HANDSHAKES;
         let accept = async {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
-                        // Every TCP connection costs a task and a descriptor, even
-                        // before it authenticates: bound them all.
-                        if open_conns.get() >= max_tcp {
-                            log::warn!("{peer}: {max_tcp} connections open; refusing another");
-                            drop(stream);
-                            continue;
-                        }
+                        // Every TCP connection costs a task and a descriptor
+                        // before it authenticates: bound them per address and
+                        // in total (sockets past authentication have their own
+                        // caps), so one address cannot lock everyone out.
+                        let preauth = match socket::PreAuth::begin(&shared, peer.ip()) {
+                            Ok(p) => p,
+                            Err(why) => {
+                                socket::refuse_at_accept(&shared, stream, peer, why);
+                                continue;
+                            }
+                        };
                         let _ = stream.set_nodelay(true);
-                        open_conns.set(open_conns.get() + 1);
-                        let guard = ConnGuard(open_conns.clone());
-                        let conn = socket::connection(shared.clone(), stream, peer, tls.clone());
-                        ex.spawn(async move {
-                            conn.await;
-                            drop(guard);
-                        })
-                        .detach();
+                        let conn =
+                            socket::connection(shared.clone(), stream, peer, tls.clone(), preauth);
+                        ex.spawn(conn).detach();
                     }
                     Err(e) => {
                         log::warn!("accept: {e}");
