@@ -226,6 +226,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         reason: e.to_string(),
     })?;
     let token = token::load_or_create(&opts.data_dir).map_err(ServeError::Token)?;
+    // End what a killed previous run left, and record this run's agents.
+    crate::agent::groups::install(crate::agent::groups::Groups::open(
+        &opts.data_dir,
+        format!("{}-{}", now_ms(), std::process::id()),
+    ));
     let tls: Option<socket::Acceptor> = match &opts.tls {
         None => None,
         #[cfg(feature = "tls")]
@@ -365,13 +370,13 @@ async fn shutdown(relay: &Rc<Relay>) {
     relay.workspace.shutdown().await;
     relay.shutdown_terminals().await;
     let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
-    while pids.iter().any(|p| process_alive(*p)) && std::time::Instant::now() < deadline {
+    while pids.iter().any(|p| crate::proc::exists(*p)) && std::time::Instant::now() < deadline {
         smol::Timer::after(Duration::from_millis(20)).await;
     }
     for p in &pids {
-        if process_alive(*p) {
+        if crate::proc::exists(*p) {
             log::warn!("agent pid {p} ignored SIGTERM; killing its process group");
-            crate::agent::signal_group(*p, true);
+            crate::proc::kill_group(*p);
         }
     }
     // Let agent readers report the exits and socket writers send close frames.
@@ -380,11 +385,6 @@ async fn shutdown(relay: &Rc<Relay>) {
         store.close_async(SHUTDOWN_GRACE).await;
     }
     log::info!("stopped");
-}
-
-fn process_alive(pid: u32) -> bool {
-    rustix::process::Pid::from_raw(pid as i32)
-        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
 }
 
 /// Line bounds for device input, from flags.

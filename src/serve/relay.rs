@@ -346,7 +346,7 @@ impl Relay {
 
     fn kill_agent(&self, agent: AgentId) {
         if let Some(a) = self.agents.borrow_mut().remove(&agent) {
-            agent::signal_group(a.pid, false);
+            crate::proc::signal_group(a.pid, rustix::process::Signal::TERM);
             a.tx.close();
         }
     }
@@ -412,6 +412,7 @@ impl Relay {
             mut child,
             stdin,
             mut stdout,
+            group,
         } = proc;
         self.ex
             .spawn(write_agent(agent, stdin, rx, queued))
@@ -465,6 +466,7 @@ impl Relay {
                     Ok(s) => s.to_string(),
                     Err(e) => format!("unknown status: {e}"),
                 };
+                drop(group);
                 relay.agents.borrow_mut().remove(&agent);
                 relay.feed(Input::AgentExited { agent, status });
             })
