@@ -11,12 +11,16 @@
 //! - [`workspace`] — the directory jail and the agent's `fs/*` / `terminal/*` methods.
 //! - [`store`] — files in the data directory (the pairing token).
 //! - [`demo_agent`] — the built-in ACP agent (`acp-relay demo-agent`).
+//! - [`proc`] — process groups and `/proc`: one way to signal a group.
+//! - [`heap`] — the C allocator's knobs (arenas, trimming after a burst).
 
 pub mod agent;
 pub mod connect;
 pub mod core;
 pub mod demo_agent;
+pub mod heap;
 pub mod logger;
+pub mod proc;
 pub mod pty;
 pub mod serve;
 pub mod store;

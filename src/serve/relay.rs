@@ -103,6 +103,10 @@ pub struct SocketHandle {
     pub depth: Rc<QueueDepth>,
     /// `--socket-queue`: past it the socket is dropped.
     pub cap: usize,
+    /// `--socket-bytes`: frame bytes queued past which the socket is dropped.
+    pub cap_bytes: usize,
+    /// Ends the connection at once when the socket is dropped as too slow.
+    pub abort: Box<dyn Fn()>,
 }
 
 /// What a socket's outbound queue holds; the writer takes from it.
@@ -118,9 +122,6 @@ impl QueueDepth {
         self.bytes.set(self.bytes.get().saturating_sub(len));
     }
 }
-
-/// Bytes queued on one socket before it counts as too slow.
-pub const SOCKET_QUEUE_BYTES: usize = 32 << 20;
 
 struct AgentHandle {
     tx: Sender<Vec<u8>>,
@@ -302,14 +303,13 @@ impl Relay {
             .sockets
             .borrow()
             .get(&socket)
-            .map(|s| (s.tx.clone(), s.depth.clone(), s.cap));
-        let Some((tx, depth, cap)) = handle else {
+            .map(|s| (s.tx.clone(), s.depth.clone(), s.cap, s.cap_bytes));
+        let Some((tx, depth, cap, cap_bytes)) = handle else {
             return;
         };
         let len = msg.frame_len();
         let is_frame = len.is_some();
-        let full =
-            depth.frames.get() >= cap || depth.bytes.get() + len.unwrap_or(0) > SOCKET_QUEUE_BYTES;
+        let full = depth.frames.get() >= cap || depth.bytes.get() + len.unwrap_or(0) > cap_bytes;
         let sent = if is_frame && full {
             Err(TrySendError::Full(msg))
         } else {
@@ -334,7 +334,10 @@ impl Relay {
                     .sockets_dropped_slow
                     .set(self.metrics.sockets_dropped_slow.get() + 1);
                 tx.close();
-                self.sockets.borrow_mut().remove(&socket);
+                let removed = self.sockets.borrow_mut().remove(&socket);
+                if let Some(handle) = removed {
+                    (handle.abort)();
+                }
                 self.feed(Input::SocketClosed { socket });
             }
             Err(TrySendError::Closed(_)) => {}
@@ -343,7 +346,7 @@ impl Relay {
 
     fn kill_agent(&self, agent: AgentId) {
         if let Some(a) = self.agents.borrow_mut().remove(&agent) {
-            agent::signal_group(a.pid, false);
+            crate::proc::signal_group(a.pid, rustix::process::Signal::TERM);
             a.tx.close();
         }
     }
@@ -409,6 +412,7 @@ impl Relay {
             mut child,
             stdin,
             mut stdout,
+            group,
         } = proc;
         self.ex
             .spawn(write_agent(agent, stdin, rx, queued))
@@ -462,6 +466,7 @@ impl Relay {
                     Ok(s) => s.to_string(),
                     Err(e) => format!("unknown status: {e}"),
                 };
+                drop(group);
                 relay.agents.borrow_mut().remove(&agent);
                 relay.feed(Input::AgentExited { agent, status });
             })
