@@ -349,6 +349,15 @@ impl Agent {
         });
         log::info!("demo agent: new session {id} in {cwd}");
         self.sessions.insert(id.clone(), Arc::new(Mutex::new(s)));
+        // Like codex-acp and gemini: the commands arrive before the answer.
+        let commands: Vec<Value> = ["chunks", "sleep", "ask", "read", "write", "run", "context"]
+            .iter()
+            .map(|c| json!({"name": c, "description": ""}))
+            .collect();
+        self.peer.update(
+            &id,
+            json!({"sessionUpdate": "available_commands_update", "availableCommands": commands}),
+        );
         Ok(json!({ "sessionId": id }))
     }
 

@@ -11,7 +11,7 @@ pub mod web;
 
 use crate::agent::AgentCommand;
 use crate::core::frame::LineLimits;
-use crate::core::router::{Router, RouterConfig, StoredInfo};
+use crate::core::router::{Router, RouterConfig};
 use crate::serve::admission::{Admission, AdmissionLimits};
 use crate::serve::relay::{Relay, now_ms};
 use crate::store::token::{self, Token};
@@ -259,6 +259,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let mut router_cfg = opts.router.clone();
     router_cfg.cwd = ws.root().display().to_string();
     router_cfg.epoch_seed = now_ms();
+    router_cfg.durable = true;
     router_cfg.relay_meta = serde_json::json!({
         "workspace": ws.capabilities(),
         "terminal": router_cfg.terminals.is_some(),
@@ -268,15 +269,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let (store, stored) =
         Store::open(&opts.data_dir, router_cfg.keep_sessions).map_err(ServeError::Store)?;
     let mut router = Router::new(router_cfg.clone(), now_ms());
-    router.add_stored(stored.into_iter().map(|m| StoredInfo {
-        session_id: m.session_id,
-        title: m.title,
-        cwd: m.cwd,
-        created_ms: m.created_ms,
-        updated_ms: m.updated_ms,
-        agent_session: m.agent_session,
-        head_seq: m.head_seq,
-    }));
+    router.add_stored(stored);
     let relay = Relay::new(
         ex.clone(),
         router,
@@ -364,6 +357,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 }
 
 async fn shutdown(relay: &Rc<Relay>) {
+    relay.stop();
     relay.close_all_sockets();
     let pids = relay.agent_pids();
     relay.kill_all_agents();

@@ -12,7 +12,7 @@ use crate::core::router::{Input, Output, Persist, Router};
 use crate::core::rpc::RpcError;
 use crate::core::terminals::TermAction;
 use crate::pty::{PtyEvent, PtySet};
-use crate::store::transcript::{SessionMeta, Store};
+use crate::store::transcript::Store;
 use crate::workspace::Workspace;
 use async_tungstenite::tungstenite::Utf8Bytes;
 use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -183,7 +183,7 @@ impl Relay {
         ring_bounds: (usize, usize),
     ) -> Rc<Relay> {
         let cwd = workspace.root().to_path_buf();
-        Rc::new(Relay {
+        let relay = Rc::new(Relay {
             ex,
             router: RefCell::new(router),
             sockets: RefCell::new(HashMap::new()),
@@ -198,7 +198,9 @@ impl Relay {
             ring_bounds,
             pty: RefCell::new(None),
             started_ms: now_ms(),
-        })
+        });
+        relay.watch_durable();
+        relay
     }
 
     /// Reads router state without letting the borrow escape.
@@ -468,7 +470,12 @@ impl Relay {
                 };
                 drop(group);
                 relay.agents.borrow_mut().remove(&agent);
-                relay.feed(Input::AgentExited { agent, status });
+                if relay.with_router(Router::stopping) {
+                    // Ended by a clean stop, not a crash: nothing to tell devices.
+                    log::info!("{agent}: agent stopped ({status})");
+                } else {
+                    relay.feed(Input::AgentExited { agent, status });
+                }
             })
             .detach();
     }
@@ -542,17 +549,43 @@ impl Relay {
         let Some(store) = &self.store else { return };
         match op {
             Persist::Frame { session, frame } => store.append_owned(session, frame),
-            Persist::Meta(info) => store.put_meta(SessionMeta {
-                session_id: info.session_id,
-                title: info.title,
-                cwd: info.cwd,
-                created_ms: info.created_ms,
-                updated_ms: info.updated_ms,
-                agent_session: info.agent_session,
-                head_seq: info.head_seq,
-            }),
+            Persist::Meta(info) => store.put_meta(info),
             Persist::Sync { session } => store.sync(&session),
+            Persist::Reserve { session, upto } => store.reserve(&session, upto),
+            Persist::Durable { session, upto } => store.sync_upto(&session, upto),
+            Persist::End { session, head } => store.end(&session, head),
+            Persist::Delete { session } => store.delete(&session),
         }
+    }
+
+    /// Feeds the store's acknowledgements (reservations and fsyncs made
+    /// durable, from the writer thread) to the router, until the store closes.
+    fn watch_durable(self: &Rc<Self>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let weak = Rc::downgrade(self);
+        self.ex
+            .spawn(async move {
+                while store.acks_ready().await.is_ok() {
+                    let Some(relay) = weak.upgrade() else { return };
+                    for (session, ack) in store.take_acks() {
+                        relay.feed(Input::Durable {
+                            session,
+                            reserved: ack.reserved,
+                            synced: ack.synced,
+                        });
+                    }
+                }
+            })
+            .detach();
+    }
+
+    /// A clean stop: the router sends nothing more, records every session's
+    /// exact end, and agents exiting from here on are not crashes.
+    pub fn stop(self: &Rc<Self>) {
+        self.router.borrow_mut().stop();
+        self.pump();
     }
 
     /// Reads a stored transcript off the executor thread and reports it back.

@@ -370,6 +370,7 @@ impl Router {
                     id: turn.device_id,
                     outcome,
                 });
+                self.hold_for_sync(unit);
                 self.write_unit_for(unit, &line, Plain::Only(turn.socket));
                 self.settle_all(unit, json!({"outcome": "cancelled"}), "turn-end", true);
                 self.persist_sync(unit);
@@ -543,6 +544,7 @@ impl Router {
             if let Some(turn) = turn {
                 let err = RpcError::other(why.clone());
                 let line = rpc::error_response(&turn.device_id, &err);
+                self.hold_for_sync(unit);
                 self.write_unit_for(unit, &line, Plain::Only(turn.socket));
             }
             self.fail_pending_new(unit, &why);

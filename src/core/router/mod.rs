@@ -16,11 +16,13 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 mod agent_side;
+mod durable;
 pub mod fuzz;
 mod sessions;
 mod turns;
 
-pub use sessions::{Persist, StoredInfo};
+pub use durable::{Gate, MAX_HELD_BYTES, MAX_HELD_FRAMES, RESERVE_BLOCK};
+pub use sessions::{Persist, SessionMeta, StoredInfo};
 
 /// Device lines waiting for an agent to become ready, across all sockets.
 pub const MAX_DEFERRED_LINES: usize = 64;
@@ -56,6 +58,9 @@ pub struct RouterConfig {
     pub relay_meta: Value,
     /// Interactive terminals (`--terminal`); `None` when they are off.
     pub terminals: Option<TermLimits>,
+    /// A store acknowledges reservations and fsyncs ([`Input::Durable`]):
+    /// frames of persisted sessions wait for them (see `durable.rs`).
+    pub durable: bool,
 }
 
 impl Default for RouterConfig {
@@ -79,6 +84,7 @@ impl Default for RouterConfig {
             epoch_seed: 1,
             relay_meta: json!({}),
             terminals: None,
+            durable: false,
         }
     }
 }
@@ -141,6 +147,13 @@ pub enum Input<'a> {
     JobDone {
         job: JobId,
         result: Result<Value, RpcError>,
+    },
+    /// The store made a session's numbering reservation (up to `reserved`)
+    /// and/or its frames (up to `synced`) durable; 0 when not this kind.
+    Durable {
+        session: String,
+        reserved: u64,
+        synced: u64,
     },
 }
 
@@ -319,6 +332,8 @@ pub struct Router {
     next_job: u64,
     now_ms: u64,
     out: VecDeque<Output>,
+    /// [`Router::stop`] was called: a clean shutdown is under way.
+    stopping: bool,
 }
 
 impl Router {
@@ -348,10 +363,13 @@ impl Router {
             next_job: 0,
             now_ms,
             out: VecDeque::new(),
+            stopping: false,
         };
         let unit = r.mint_unit();
         r.default_unit = unit;
-        r.ensure_session(unit);
+        // Its agent starts at once; its agent session only when a device
+        // claims it (an unclaimed session is never opened, stored or listed).
+        r.ensure_agent(unit);
         r
     }
 
@@ -404,6 +422,11 @@ impl Router {
                 head,
                 error,
             } => self.restored(unit, frames, head, error),
+            Input::Durable {
+                session,
+                reserved,
+                synced,
+            } => self.durable(&session, reserved, synced),
         }
     }
 
@@ -734,7 +757,7 @@ impl Router {
             "initialize" => {
                 let Some(init) = self.ready_init() else {
                     let unit = self.default_unit;
-                    self.ensure_session(unit);
+                    self.ensure_agent(unit);
                     return self.defer(socket, line);
                 };
                 let result = self.initialize_result(init, socket);
@@ -758,6 +781,7 @@ impl Router {
                 Ok(())
             }
             "session/close" => self.session_close(socket, &reply_id, &params),
+            "_relay/session/delete" => self.session_delete(socket, &reply_id, &params),
             "session/prompt" => self.session_prompt(socket, client, id, params, line),
             "session/cancel" => self.session_cancel(socket, client, &params),
             "_relay/fs/tree" | "_relay/fs/read" | "_relay/git/status" | "_relay/git/diff" => {
@@ -983,39 +1007,6 @@ impl Router {
     /// Stamps a line into a unit's ring and fans it to every viewer.
     fn write_unit(&mut self, unit: UnitId, line: &[u8]) -> Option<Frame> {
         self.write_unit_for(unit, line, Plain::All)
-    }
-
-    /// Stamps a line into a unit's ring and fans it to every relay viewer and
-    /// to the plain viewers `plain` admits (unstamped).
-    fn write_unit_for(&mut self, unit: UnitId, line: &[u8], plain: Plain) -> Option<Frame> {
-        let u = self.units.get_mut(&unit)?;
-        let frame = u.ring.push(line)?;
-        u.updated_ms = self.now_ms;
-        let mut unstamped: Option<Frame> = None;
-        for &socket in &u.viewers {
-            let bytes = match self.sockets.get(&socket) {
-                Some(s) if s.plain => {
-                    if !plain.admits(socket) {
-                        continue;
-                    }
-                    unstamped.get_or_insert_with(|| unstamp(&frame)).clone()
-                }
-                _ => frame.clone(),
-            };
-            self.out.push_back(Output::Send { socket, bytes });
-        }
-        if let (true, Some(session)) = (u.claimed, u.session_id.clone()) {
-            let first = !u.persisted;
-            u.persisted = true;
-            if first {
-                self.persist_meta(unit);
-            }
-            self.out.push_back(Output::Persist(Persist::Frame {
-                session,
-                frame: frame.clone(),
-            }));
-        }
-        Some(frame)
     }
 
     fn send_value(&mut self, socket: SocketId, v: &Value) {
