@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 mod agent_side;
 pub mod fuzz;
 mod sessions;
+#[cfg(test)]
+mod tests;
 mod turns;
 
 pub use sessions::{Persist, StoredInfo};
@@ -32,6 +34,10 @@ pub const MAX_CLIENTS: usize = 256;
 pub const MAX_AGENT_PENDING: usize = 1024;
 /// Jobs (fs, terminal, queries) in flight.
 pub const MAX_JOBS: usize = 256;
+/// Sessions opened on one shared agent that cannot be told a session ended
+/// (no `sessionCapabilities.close`) before it is retired: new sessions go to a
+/// fresh agent, and the old one ends once none of its sessions is busy.
+pub const MAX_SESSIONS_PER_AGENT: u64 = 512;
 
 /// Bounds and switches the router needs; the shell builds it from flags.
 #[derive(Debug, Clone)]
@@ -240,6 +246,8 @@ enum Pending {
     Prompt {
         unit: UnitId,
     },
+    /// `session/close` for an agent session the relay ended; the answer is only logged.
+    Release,
     /// A device request passed through; its answer goes back to that socket.
     Forward {
         socket: SocketId,
@@ -260,6 +268,10 @@ struct Link {
     early: VecDeque<(String, Vec<u8>)>,
     /// Terminals the agent created and has not released (released for it when it dies).
     terminals: BTreeSet<String>,
+    /// Agent sessions opened on it (`session/new` and `session/load` answers).
+    opened: u64,
+    /// Takes no new sessions; ended once none of its sessions is busy.
+    retired: bool,
 }
 
 /// What an agent's workspace job does to the agent's terminal bookkeeping.
@@ -1020,24 +1032,26 @@ impl Router {
 
     fn send_value(&mut self, socket: SocketId, v: &Value) {
         let bytes = serde_json::to_vec(v).unwrap_or_default();
-        self.out.push_back(Output::Send {
-            socket,
-            bytes: bytes.into(),
-        });
+        self.send_bytes(socket, bytes);
     }
 
     fn send_result(&mut self, socket: SocketId, id: &Value, result: Value) {
-        self.out.push_back(Output::Send {
-            socket,
-            bytes: rpc::response(id, result).into(),
-        });
+        self.send_bytes(socket, rpc::response(id, result));
     }
 
     fn send_error(&mut self, socket: SocketId, id: &Value, err: &RpcError) {
-        self.out.push_back(Output::Send {
-            socket,
-            bytes: rpc::error_response(id, err).into(),
-        });
+        self.send_bytes(socket, rpc::error_response(id, err));
+    }
+
+    /// Queues a connection-level frame for one socket, unless it has closed
+    /// meanwhile (an answer can outlive its requester).
+    fn send_bytes(&mut self, socket: SocketId, bytes: Vec<u8>) {
+        if self.sockets.contains_key(&socket) {
+            self.out.push_back(Output::Send {
+                socket,
+                bytes: bytes.into(),
+            });
+        }
     }
 
     // ---- agent side ----
