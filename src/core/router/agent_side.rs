@@ -458,7 +458,7 @@ impl Router {
                     data: e.get("data").cloned(),
                 };
                 self.fail_pending_new_with(unit, &err);
-                self.fail_deferred(&err.message);
+                self.fail_deferred(agent, &err.message);
                 return;
             }
         };
@@ -466,7 +466,7 @@ impl Router {
             u.phase = Phase::Idle;
             let why = "the agent answered session/new without a sessionId; check the agent's log and retry";
             self.fail_pending_new(unit, why);
-            self.fail_deferred(why);
+            self.fail_deferred(agent, why);
             return;
         };
         u.agent_session = Some(asid.clone());
@@ -571,7 +571,7 @@ impl Router {
             self.cleanup_job("terminal/release", json!({ "terminalId": tid }));
         }
         if !was_ready || opening {
-            self.fail_deferred(&format!(
+            self.fail_deferred(agent, &format!(
                 "the agent exited ({status}) before the session was open; check --agent and the log, then retry"
             ));
         }

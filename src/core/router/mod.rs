@@ -304,6 +304,16 @@ enum JobOwner {
     },
 }
 
+/// A device line waiting for an agent (or a restore) before it can run.
+#[derive(Debug)]
+struct Deferred {
+    socket: SocketId,
+    line: Vec<u8>,
+    /// The agent it waits for, `None` when it waits for a restore; only
+    /// that agent's death fails it.
+    agent: Option<AgentId>,
+}
+
 /// Connection-level state machine of the relay.
 pub struct Router {
     cfg: RouterConfig,
@@ -317,7 +327,7 @@ pub struct Router {
     links: HashMap<AgentId, Link>,
     shared_link: Option<AgentId>,
     default_unit: UnitId,
-    deferred: VecDeque<(SocketId, Vec<u8>)>,
+    deferred: VecDeque<Deferred>,
     /// `session/new` requests waiting for their unit's agent session.
     pending_new: VecDeque<(SocketId, Value, UnitId)>,
     jobs: HashMap<JobId, JobOwner>,
@@ -654,7 +664,7 @@ impl Router {
         }
         self.detach(socket);
         self.sockets.remove(&socket);
-        self.deferred.retain(|(s, _)| *s != socket);
+        self.deferred.retain(|d| d.socket != socket);
         self.pending_new.retain(|(s, _, _)| *s != socket);
     }
 
@@ -923,26 +933,54 @@ impl Router {
                 "too many requests are waiting for the agent to start; retry in a moment",
             ));
         }
-        self.deferred.push_back((socket, line.to_vec()));
+        let agent = self.waits_on(socket, line);
+        self.deferred.push_back(Deferred {
+            socket,
+            line: line.to_vec(),
+            agent,
+        });
         Ok(())
+    }
+
+    /// The agent a deferred line waits for: its session's agent.
+    fn waits_on(&self, socket: SocketId, line: &[u8]) -> Option<AgentId> {
+        let msg = frame::parse_line(line, self.cfg.device_limits).ok()?;
+        let (method, params) = match &msg {
+            Message::Request { method, params, .. } | Message::Notification { method, params } => {
+                (method.as_str(), params)
+            }
+            Message::Response { .. } => return None,
+        };
+        let unit = match method {
+            m if m.starts_with("session/") => self.unit_for(socket, params).ok()?,
+            "initialize" => self.default_unit,
+            _ => self.sockets.get(&socket)?.unit,
+        };
+        let u = self.units.get(&unit)?;
+        if u.restoring { None } else { u.agent }
     }
 
     /// Re-handles deferred lines after an agent or session became ready.
     fn run_deferred(&mut self) {
-        let lines: Vec<(SocketId, Vec<u8>)> = self.deferred.drain(..).collect();
-        for (socket, line) in lines {
-            self.device_line(socket, &line);
+        let lines: Vec<Deferred> = self.deferred.drain(..).collect();
+        for d in lines {
+            self.device_line(d.socket, &d.line);
         }
     }
 
-    /// Fails deferred lines that wait on units of a dead agent.
-    fn fail_deferred(&mut self, why: &str) {
-        let lines: Vec<(SocketId, Vec<u8>)> = self.deferred.drain(..).collect();
-        for (socket, line) in lines {
+    /// Fails the deferred lines that wait for `agent` (it died, or refused
+    /// to open their session); lines waiting for other agents stay.
+    fn fail_deferred(&mut self, agent: AgentId, why: &str) {
+        let lines: Vec<Deferred> = self.deferred.drain(..).collect();
+        for d in lines {
+            if d.agent != Some(agent) {
+                self.deferred.push_back(d);
+                continue;
+            }
             if let Ok(Message::Request { id, .. }) =
-                frame::parse_line(&line, self.cfg.device_limits)
+                frame::parse_line(&d.line, self.cfg.device_limits)
             {
-                self.send_error(socket, &id, &RpcError::other(why.to_string()));
+                self.send_error(d.socket, &id, &RpcError::other(why.to_string()));
             }
         }
     }

@@ -340,3 +340,57 @@ fn a_per_session_agent_ends_with_its_session() {
     assert!(sim.agents[&A2].killed);
     assert!(!sim.agents[&A1].killed);
 }
+
+/// Two per-session agents starting: one dies; only the lines waiting for it fail.
+#[test]
+fn a_dead_agent_fails_only_the_lines_waiting_for_it() {
+    let mut sim = Sim::boot_with(RouterConfig {
+        agent_per_session: true,
+        ..RouterConfig::default()
+    });
+    let a = sim.open("a");
+    let b = sim.open("b");
+    sim.new_session(a, 1, A1, "unused");
+    // Two sessions whose agents (2 and 3) are still starting, a prompt waiting on each.
+    sim.send(a, req(json!(2), "session/new", json!({})));
+    sim.send(b, req(json!(3), "session/new", json!({})));
+    let init2 = sim.pending(A2, "initialize");
+    sim.agent_says(A2, ok(init2.id, init_result(json!({}))));
+    sim.answer(A2, "session/new", json!({"sessionId": "p2"}));
+    let init3 = sim.pending(AgentId(3), "initialize");
+    sim.agent_says(AgentId(3), ok(init3.id, init_result(json!({}))));
+    sim.answer(AgentId(3), "session/new", json!({"sessionId": "p3"}));
+    sim.exit(A2, "crash");
+    sim.exit(AgentId(3), "crash");
+    // Both sessions are idle now; prompts respawn agents 4 and 5.
+    sim.send(
+        a,
+        req(json!("pa"), "session/prompt", prompt_params("p2", "x")),
+    );
+    sim.send(
+        b,
+        req(json!("pb"), "session/prompt", prompt_params("p3", "y")),
+    );
+    assert_eq!(sim.r.deferred.len(), 2);
+    sim.clear();
+    sim.exit(AgentId(4), "could not start");
+    let out = sim.take(a);
+    assert!(
+        out.iter()
+            .any(|f| f["id"] == json!("pa") && f["error"].is_object()),
+        "{out:?}"
+    );
+    assert!(sim.take(b).iter().all(|f| f["id"] != json!("pb")));
+    assert_eq!(
+        sim.r.deferred.len(),
+        1,
+        "b's prompt still waits for agent 5"
+    );
+    let init5 = sim.pending(AgentId(5), "initialize");
+    sim.agent_says(
+        AgentId(5),
+        ok(init5.id, init_result(json!({"loadSession": true}))),
+    );
+    sim.answer(AgentId(5), "session/load", json!({}));
+    assert!(sim.has_pending(AgentId(5), "session/prompt"));
+}
