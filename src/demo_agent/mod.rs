@@ -260,6 +260,7 @@ impl Agent {
             "initialize" => Ok(self.initialize(params)),
             "session/new" => self.new_session(params),
             "session/load" => self.load_session(params),
+            "session/close" => session::close(&mut self.sessions, params),
             "session/prompt" => match self.prompt(&id, params) {
                 Ok(()) => return,
                 Err(e) => Err(e),
@@ -310,6 +311,7 @@ impl Agent {
             "protocolVersion": PROTOCOL_VERSION,
             "agentCapabilities": {
                 "loadSession": true,
+                "sessionCapabilities": { "close": {} },
                 "promptCapabilities": { "image": false, "audio": false, "embeddedContext": true },
             },
             "agentInfo": { "name": "acp-relay-demo", "version": env!("CARGO_PKG_VERSION") },

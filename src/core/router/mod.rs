@@ -19,6 +19,8 @@ mod agent_side;
 mod durable;
 pub mod fuzz;
 mod sessions;
+#[cfg(test)]
+mod tests;
 mod turns;
 
 pub use durable::{Gate, MAX_HELD_BYTES, MAX_HELD_FRAMES, RESERVE_BLOCK};
@@ -34,6 +36,10 @@ pub const MAX_CLIENTS: usize = 256;
 pub const MAX_AGENT_PENDING: usize = 1024;
 /// Jobs (fs, terminal, queries) in flight.
 pub const MAX_JOBS: usize = 256;
+/// Sessions opened on one shared agent that cannot be told a session ended
+/// (no `sessionCapabilities.close`) before it is retired: new sessions go to a
+/// fresh agent, and the old one ends once none of its sessions is busy.
+pub const MAX_SESSIONS_PER_AGENT: u64 = 512;
 
 /// Bounds and switches the router needs; the shell builds it from flags.
 #[derive(Debug, Clone)]
@@ -253,6 +259,8 @@ enum Pending {
     Prompt {
         unit: UnitId,
     },
+    /// `session/close` for an agent session the relay ended; the answer is only logged.
+    Release,
     /// A device request passed through; its answer goes back to that socket.
     Forward {
         socket: SocketId,
@@ -273,6 +281,10 @@ struct Link {
     early: VecDeque<(String, Vec<u8>)>,
     /// Terminals the agent created and has not released (released for it when it dies).
     terminals: BTreeSet<String>,
+    /// Agent sessions opened on it (`session/new` and `session/load` answers).
+    opened: u64,
+    /// Takes no new sessions; ended once none of its sessions is busy.
+    retired: bool,
 }
 
 /// What an agent's workspace job does to the agent's terminal bookkeeping.
@@ -305,6 +317,16 @@ enum JobOwner {
     },
 }
 
+/// A device line waiting for an agent (or a restore) before it can run.
+#[derive(Debug)]
+struct Deferred {
+    socket: SocketId,
+    line: Vec<u8>,
+    /// The agent it waits for, `None` when it waits for a restore; only
+    /// that agent's death fails it.
+    agent: Option<AgentId>,
+}
+
 /// Connection-level state machine of the relay.
 pub struct Router {
     cfg: RouterConfig,
@@ -318,7 +340,7 @@ pub struct Router {
     links: HashMap<AgentId, Link>,
     shared_link: Option<AgentId>,
     default_unit: UnitId,
-    deferred: VecDeque<(SocketId, Vec<u8>)>,
+    deferred: VecDeque<Deferred>,
     /// `session/new` requests waiting for their unit's agent session.
     pending_new: VecDeque<(SocketId, Value, UnitId)>,
     jobs: HashMap<JobId, JobOwner>,
@@ -665,7 +687,7 @@ impl Router {
         }
         self.detach(socket);
         self.sockets.remove(&socket);
-        self.deferred.retain(|(s, _)| *s != socket);
+        self.deferred.retain(|d| d.socket != socket);
         self.pending_new.retain(|(s, _, _)| *s != socket);
     }
 
@@ -935,26 +957,54 @@ impl Router {
                 "too many requests are waiting for the agent to start; retry in a moment",
             ));
         }
-        self.deferred.push_back((socket, line.to_vec()));
+        let agent = self.waits_on(socket, line);
+        self.deferred.push_back(Deferred {
+            socket,
+            line: line.to_vec(),
+            agent,
+        });
         Ok(())
+    }
+
+    /// The agent a deferred line waits for: its session's agent.
+    fn waits_on(&self, socket: SocketId, line: &[u8]) -> Option<AgentId> {
+        let msg = frame::parse_line(line, self.cfg.device_limits).ok()?;
+        let (method, params) = match &msg {
+            Message::Request { method, params, .. } | Message::Notification { method, params } => {
+                (method.as_str(), params)
+            }
+            Message::Response { .. } => return None,
+        };
+        let unit = match method {
+            m if m.starts_with("session/") => self.unit_for(socket, params).ok()?,
+            "initialize" => self.default_unit,
+            _ => self.sockets.get(&socket)?.unit,
+        };
+        let u = self.units.get(&unit)?;
+        if u.restoring { None } else { u.agent }
     }
 
     /// Re-handles deferred lines after an agent or session became ready.
     fn run_deferred(&mut self) {
-        let lines: Vec<(SocketId, Vec<u8>)> = self.deferred.drain(..).collect();
-        for (socket, line) in lines {
-            self.device_line(socket, &line);
+        let lines: Vec<Deferred> = self.deferred.drain(..).collect();
+        for d in lines {
+            self.device_line(d.socket, &d.line);
         }
     }
 
-    /// Fails deferred lines that wait on units of a dead agent.
-    fn fail_deferred(&mut self, why: &str) {
-        let lines: Vec<(SocketId, Vec<u8>)> = self.deferred.drain(..).collect();
-        for (socket, line) in lines {
+    /// Fails the deferred lines that wait for `agent` (it died, or refused
+    /// to open their session); lines waiting for other agents stay.
+    fn fail_deferred(&mut self, agent: AgentId, why: &str) {
+        let lines: Vec<Deferred> = self.deferred.drain(..).collect();
+        for d in lines {
+            if d.agent != Some(agent) {
+                self.deferred.push_back(d);
+                continue;
+            }
             if let Ok(Message::Request { id, .. }) =
-                frame::parse_line(&line, self.cfg.device_limits)
+                frame::parse_line(&d.line, self.cfg.device_limits)
             {
-                self.send_error(socket, &id, &RpcError::other(why.to_string()));
+                self.send_error(d.socket, &id, &RpcError::other(why.to_string()));
             }
         }
     }
@@ -1011,24 +1061,26 @@ impl Router {
 
     fn send_value(&mut self, socket: SocketId, v: &Value) {
         let bytes = serde_json::to_vec(v).unwrap_or_default();
-        self.out.push_back(Output::Send {
-            socket,
-            bytes: bytes.into(),
-        });
+        self.send_bytes(socket, bytes);
     }
 
     fn send_result(&mut self, socket: SocketId, id: &Value, result: Value) {
-        self.out.push_back(Output::Send {
-            socket,
-            bytes: rpc::response(id, result).into(),
-        });
+        self.send_bytes(socket, rpc::response(id, result));
     }
 
     fn send_error(&mut self, socket: SocketId, id: &Value, err: &RpcError) {
-        self.out.push_back(Output::Send {
-            socket,
-            bytes: rpc::error_response(id, err).into(),
-        });
+        self.send_bytes(socket, rpc::error_response(id, err));
+    }
+
+    /// Queues a connection-level frame for one socket, unless it has closed
+    /// meanwhile (an answer can outlive its requester).
+    fn send_bytes(&mut self, socket: SocketId, bytes: Vec<u8>) {
+        if self.sockets.contains_key(&socket) {
+            self.out.push_back(Output::Send {
+                socket,
+                bytes: bytes.into(),
+            });
+        }
     }
 
     // ---- agent side ----

@@ -164,6 +164,7 @@ impl Router {
             .filter(|(id, u)| {
                 **id != self.default_unit
                     && !u.busy()
+                    && u.asks.is_empty()
                     && u.viewers.is_empty()
                     && !u.restoring
                     && !opening.contains(id)
@@ -572,6 +573,7 @@ impl Router {
 
     /// Ends a live unit: viewers move to the default session, its agent session ends.
     pub(super) fn end_unit(&mut self, unit: UnitId, why: &str) {
+        self.unit_ending(unit);
         if let Some(info) = self
             .info_of(unit)
             .filter(|_| self.units.get(&unit).is_some_and(|u| u.persisted))
