@@ -162,6 +162,8 @@ pub struct Relay {
     /// PTY terminals, when `--terminal` is on.
     pty: RefCell<Option<Rc<PtySet>>>,
     started_ms: u64,
+    /// Receives router events (notifications, counters); set by `serve`.
+    pub on_event: RefCell<Option<crate::core::events::EventSink>>,
 }
 
 /// Wall-clock milliseconds: the one place the shell reads the clock for the core.
@@ -198,6 +200,7 @@ impl Relay {
             ring_bounds,
             pty: RefCell::new(None),
             started_ms: now_ms(),
+            on_event: RefCell::new(None),
         });
         relay.watch_durable();
         relay
@@ -297,6 +300,12 @@ impl Relay {
                 params,
                 deadline,
             } => self.run_job(job, method, params, deadline),
+            Output::Event(ev) => {
+                let sink = self.on_event.borrow().clone();
+                if let Some(sink) = sink {
+                    sink(&ev);
+                }
+            }
         }
     }
 
@@ -464,16 +473,20 @@ impl Relay {
                         }
                     }
                 }
-                let status = match child.status().await {
+                let mut status = match child.status().await {
                     Ok(s) => s.to_string(),
                     Err(e) => format!("unknown status: {e}"),
                 };
                 drop(group);
-                relay.agents.borrow_mut().remove(&agent);
+                let ended_by_relay = relay.agents.borrow_mut().remove(&agent).is_none();
                 if relay.with_router(Router::stopping) {
                     // Ended by a clean stop, not a crash: nothing to tell devices.
                     log::info!("{agent}: agent stopped ({status})");
                 } else {
+                    if ended_by_relay {
+                        // kill_agent took it out first: the relay ended it, not a crash.
+                        status = format!("{status}, {}", crate::core::events::STOPPED_BY_RELAY);
+                    }
                     relay.feed(Input::AgentExited { agent, status });
                 }
             })

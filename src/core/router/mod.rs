@@ -193,6 +193,8 @@ pub enum Output {
         params: Value,
         deadline: bool,
     },
+    /// Something a notifier or the metrics may want (see [`crate::core::events`]).
+    Event(crate::core::events::RelayEvent),
 }
 
 #[derive(Debug)]
@@ -459,6 +461,24 @@ impl Router {
 
     pub fn socket_count(&self) -> usize {
         self.sockets.len()
+    }
+
+    /// Live sessions for `acp-relay status`.
+    pub fn session_summaries(&self) -> Vec<crate::core::events::SessionSummary> {
+        let summary = |u: &Unit| crate::core::events::SessionSummary {
+            session: u.session_id.clone(),
+            title: u.title.clone(),
+            agent: u.agent,
+            busy: u.busy(),
+            open_asks: u.asks.len(),
+            devices: u.viewers.len(),
+        };
+        self.units.values().map(summary).collect()
+    }
+
+    /// Open interactive terminals (for `/metrics`).
+    pub fn terminal_count(&self) -> usize {
+        self.terminals.len()
     }
 
     /// Agents the router still considers running.
