@@ -251,18 +251,10 @@ pub async fn connection(
             )
             .await;
         }
-        ("GET", "/") | ("GET", "/index.html") => {
-            send(
-                &mut stream,
-                &http::response(
-                    200,
-                    "OK",
-                    "text/html; charset=utf-8",
-                    &[],
-                    web::INDEX_HTML.as_bytes(),
-                ),
-            )
-            .await;
+        ("GET", _) if web::find(&path).is_some() => {
+            if let Some(bytes) = web::respond(&head) {
+                send(&mut stream, &bytes).await;
+            }
         }
         _ => {
             send(
