@@ -189,11 +189,12 @@ function onWelcome(w, how) {
     tr.sid = w.sessionId;
   } else if (tr.sid == null) { tr.sid = w.sessionId; tr.restoreTop = savedScroll(w.sessionId); }
   if (how.again) return; // reconnecting for a full replay
-  if (how.asked && w.sessionId !== how.asked) S.wantLoad = how.asked;
+  if (how.first && how.asked && w.sessionId !== how.asked) S.wantLoad = how.asked;
   setBusy(!!w.busy);
   setLease(w.lease, w.holder);
   tr.settleAll(new Set((w.pendingPermissionIds || []).map(String)));
-  afterWelcome();
+  // a later welcome on the same socket is a view switch (load, resume)
+  if (how.first) afterWelcome();
 }
 async function afterWelcome() {
   let r;
@@ -388,5 +389,5 @@ if (token) { link.setToken(token); link.connect(); } else showPair();
 // For tests and debugging: read-only views of the page's state.
 window.acpRelay = {
   get view() { return link.view; }, get ws() { return link.ws; }, get clientId() { return clientId; },
-  get notes() { return att.record; }, get stick() { return tr.stick; }, transcript: tr,
+  get notes() { return att.record; }, get stick() { return tr.stick; }, get stopped() { return link.stopped; }, transcript: tr,
 };

@@ -63,12 +63,13 @@ export class Controls {
     return false;
   }
   render() {
-    const bar = this.bar;
-    bar.textContent = '';
-    const ctl = this.app.isController();
+    // Selects are updated in place (a redraw under a person's finger would
+    // drop their pick); they are rebuilt only when their options change.
+    const bar = this.bar, ctl = this.app.isController();
+    const want = [];
     const m = this.modes;
     if (m && Array.isArray(m.availableModes) && m.availableModes.length) {
-      bar.appendChild(this.select('Mode', 'modeSel', m.availableModes.map(x => [x.id, x.name || x.id, x.description]), m.currentModeId, v => this.setMode(v), ctl));
+      want.push(['modeSel', 'Mode', m.availableModes.map(x => [x.id, x.name || x.id, x.description]), m.currentModeId, v => this.setMode(v)]);
     }
     for (const o of this.config) {
       if (!o || !Array.isArray(o.options)) continue;
@@ -77,21 +78,40 @@ export class Controls {
         if (x && Array.isArray(x.options)) for (const y of x.options) opts.push([y.value, (x.name ? x.name + ': ' : '') + (y.name || y.value), y.description]);
         else if (x) opts.push([x.value, x.name || x.value, x.description]);
       }
-      bar.appendChild(this.select(o.name || o.id, 'cfg-' + o.id, opts, o.currentValue, v => this.setConfig(o.id, v), ctl));
+      want.push(['cfg-' + o.id, o.name || o.id, opts, o.currentValue, v => this.setConfig(o.id, v)]);
     }
     if (this.models && Array.isArray(this.models.availableModels) && !this.config.some(o => o.category === 'model')) {
-      bar.appendChild(this.select('Model', 'modelSel', this.models.availableModels.map(x => [x.modelId, x.name || x.modelId, x.description]), this.models.currentModelId, v => this.setModel(v), ctl));
+      want.push(['modelSel', 'Model', this.models.availableModels.map(x => [x.modelId, x.name || x.modelId, x.description]), this.models.currentModelId, v => this.setModel(v)]);
     }
-    if (this.usage) bar.appendChild(el('span', 'mut', usageText(this.usage))).id = 'usage';
+    const keep = new Set(want.map(w => w[0]));
+    for (const l of [...bar.querySelectorAll('label[data-for]')]) if (!keep.has(l.dataset.for)) l.remove();
+    for (const [id, label, options, current, onchange] of want) {
+      const sig = JSON.stringify([label, options]);
+      let l = bar.querySelector('label[data-for="' + CSS.escape(id) + '"]');
+      if (!l || l.dataset.sig !== sig) {
+        const fresh = this.select(label, id, options, onchange);
+        fresh.dataset.sig = sig;
+        if (l) l.replaceWith(fresh); else bar.insertBefore(fresh, bar.querySelector('#usage'));
+        l = fresh;
+      }
+      const s = l.querySelector('select');
+      const v = current == null ? '' : String(current);
+      if (s.value !== v && document.activeElement !== s) s.value = v;
+      s.disabled = !ctl;
+    }
+    let u = bar.querySelector('#usage');
+    if (this.usage) {
+      if (!u) { u = bar.appendChild(el('span', 'mut')); u.id = 'usage'; }
+      u.textContent = usageText(this.usage);
+    } else if (u) u.remove();
   }
-  select(label, id, options, current, onchange, enabled) {
+  select(label, id, options, onchange) {
     const l = el('label');
+    l.dataset.for = id;
     l.appendChild(el('span', 'mut', label));
     const s = l.appendChild(el('select', 'ctl'));
     s.id = id;
     for (const [v, name, desc] of options) { const o = s.appendChild(el('option', '', name)); o.value = v; if (desc) o.title = desc; }
-    s.value = current == null ? '' : current;
-    s.disabled = !enabled;
     s.addEventListener('change', () => onchange(s.value));
     return l;
   }

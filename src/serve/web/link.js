@@ -15,8 +15,6 @@ const MAX_BACKOFF_MS = 10000;
 const REFUSALS_TO_STOP = 2;
 // Most requests waiting for an answer; older ones are failed first.
 const MAX_PENDING = 256;
-// Sessions whose resume point is remembered.
-const MAX_SEQS = 50;
 
 export class Link {
   constructor(h) {
@@ -30,8 +28,7 @@ export class Link {
     this.stopped = false;
     this.fresh = false;
     this.view = { sid: LS.get('session', null), epoch: null, seq: 0, head: 0 };
-    const m = LS.get('seq', {})[this.view.sid];
-    if (m) { this.view.epoch = m.e; this.view.seq = m.s; }
+    // A fresh page has an empty view: it always starts from a full replay.
     this.n = LS.get('n', 0) | 0;
     this.pending = new Map();
     this.lastRx = Date.now();
@@ -62,15 +59,6 @@ export class Link {
     });
   }
   notify(method, params) { return this.raw({ jsonrpc: '2.0', method, params: params || {} }); }
-  saveSeq() {
-    const v = this.view;
-    if (!v.sid) return;
-    const m = LS.get('seq', {});
-    m[v.sid] = { e: v.epoch, s: v.seq, t: Date.now() };
-    const ks = Object.keys(m);
-    if (ks.length > MAX_SEQS) ks.sort((a, b) => m[a].t - m[b].t).slice(0, ks.length - MAX_SEQS).forEach(k => delete m[k]);
-    LS.set('seq', m);
-  }
   setSession(sid, epoch) {
     this.view.sid = sid; this.view.epoch = epoch; this.view.seq = 0;
     if (sid) LS.set('session', sid);
@@ -166,7 +154,7 @@ export class Link {
       v.sid = o.sessionId; v.epoch = o.epoch; v.head = o.headSeq | 0;
       if (v.sid) LS.set('session', v.sid);
       this.h.state('open');
-      this.h.welcome(o, { rebuild, asked: s._asked });
+      this.h.welcome(o, { rebuild, asked: s._asked, first });
       return;
     }
     const isAsk = o.method && o.id != null;
@@ -174,7 +162,7 @@ export class Link {
     if (typeof o.rseq === 'number') {
       live = o.rseq > v.head;
       if (!isAsk && o.rseq <= v.seq) return;
-      if (o.rseq > v.seq) { v.seq = o.rseq; this.saveSeq(); }
+      if (o.rseq > v.seq) v.seq = o.rseq;
     }
     if (!o.method && o.id != null) {
       const q = this.pending.get(String(o.id));

@@ -40,7 +40,8 @@ export class Transcript {
   }
   // Keeps the reader's place when the view is rebuilt (a reset replay).
   rebuildKeepingPlace() {
-    this.restoreTop = this.stick ? null : this.log.scrollTop;
+    // a second rebuild before the first one filled the view keeps its place
+    if (this.restoreTop == null) this.restoreTop = this.stick ? null : this.log.scrollTop;
     this.clear();
   }
   onScroll() {
