@@ -317,18 +317,10 @@ pub async fn connection(
         ("GET", "/healthz" | "/metrics" | "/status") => {
             send(&mut stream, &http::ops_endpoint(&shared, &head, false)).await;
         }
-        ("GET", "/") | ("GET", "/index.html") => {
-            send(
-                &mut stream,
-                &http::response(
-                    200,
-                    "OK",
-                    "text/html; charset=utf-8",
-                    &[],
-                    web::INDEX_HTML.as_bytes(),
-                ),
-            )
-            .await;
+        ("GET", _) if web::find(&path).is_some() => {
+            if let Some(bytes) = web::respond(&head) {
+                send(&mut stream, &bytes).await;
+            }
         }
         _ => {
             send(
