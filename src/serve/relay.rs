@@ -499,9 +499,11 @@ impl Relay {
         let on_event: Rc<dyn Fn(PtyEvent)> = Rc::new(move |ev| {
             let Some(relay) = weak.upgrade() else { return };
             match ev {
-                PtyEvent::Output { id, data } => {
-                    relay.feed(Input::TerminalOutput { id, data: &data })
-                }
+                PtyEvent::Output { id, data, flush } => relay.feed(Input::TerminalOutput {
+                    id,
+                    data: &data,
+                    flush,
+                }),
                 PtyEvent::Exited {
                     id,
                     exit_code,

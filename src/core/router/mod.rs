@@ -10,7 +10,7 @@ use crate::core::ids::{AgentId, ClientId, JobId, SocketId, UnitId};
 use crate::core::lease::{Grant, Lease};
 use crate::core::ring::{Frame, ReplayRing};
 use crate::core::rpc::{self, RpcError, code};
-use crate::core::terminals::{TermAction, TermLimits, TerminalId, Terminals};
+use crate::core::terminals::{TermAction, TermLimits, TerminalId, TerminalTable};
 use crate::core::unit::{Ask, Phase, Turn, Unit, ask_session};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -133,10 +133,12 @@ pub enum Input<'a> {
         head: u64,
         error: Option<String>,
     },
-    /// A terminal's PTY produced output (valid UTF-8, coalesced).
+    /// A terminal's PTY produced output (valid UTF-8); `flush`: the shell's
+    /// frame pacing says the devices get a screen frame now.
     TerminalOutput {
         id: TerminalId,
         data: &'a str,
+        flush: bool,
     },
     /// A terminal's process was reaped.
     TerminalExited {
@@ -350,7 +352,7 @@ pub struct Router {
     stored: HashMap<String, StoredInfo>,
     /// Who waits for a unit's transcript to be restored.
     restoring: HashMap<UnitId, Vec<sessions::Waiter>>,
-    terminals: Terminals,
+    terminals: TerminalTable,
     next_unit: u64,
     next_agent: u64,
     next_job: u64,
@@ -363,7 +365,7 @@ pub struct Router {
 impl Router {
     /// Builds the router with its default unit, whose agent starts at once.
     pub fn new(cfg: RouterConfig, now_ms: u64) -> Self {
-        let terminals = Terminals::new(cfg.terminals.unwrap_or_default());
+        let terminals = TerminalTable::new(cfg.terminals.unwrap_or_default());
         let lease = Lease::new(cfg.lease);
         let mut r = Router {
             cfg,
@@ -424,8 +426,8 @@ impl Router {
             Input::AgentLine { agent, line } => self.agent_line(agent, line),
             Input::AgentExited { agent, status } => self.agent_exited(agent, status),
             Input::JobDone { job, result } => self.job_done(job, result),
-            Input::TerminalOutput { id, data } => {
-                let actions = self.terminals.output(id, data);
+            Input::TerminalOutput { id, data, flush } => {
+                let actions = self.terminals.output(id, data, flush);
                 self.terminal_actions(actions);
             }
             Input::TerminalExited {
@@ -572,7 +574,7 @@ impl Router {
             last_seq = None;
         }
         self.remember_client(&client, unit);
-        let scrollback = self.terminals.replay_for(&client);
+        let scrollback = self.terminals.snapshots_for(&client);
         self.sockets.insert(
             socket,
             Sock {
@@ -589,7 +591,7 @@ impl Router {
 
     /// A plain ACP socket views nothing until `session/new` or `session/load`.
     fn plain_open(&mut self, socket: SocketId, client: ClientId) {
-        let scrollback = self.terminals.replay_for(&client);
+        let scrollback = self.terminals.snapshots_for(&client);
         let unit = self.default_unit;
         self.sockets.insert(
             socket,
@@ -838,6 +840,9 @@ impl Router {
                 )
             }
             "_relay/terminal/open"
+            | "_relay/terminal/list"
+            | "_relay/terminal/attach"
+            | "_relay/terminal/detach"
             | "_relay/terminal/input"
             | "_relay/terminal/resize"
             | "_relay/terminal/close" => self.terminal_request(socket, client, id, method, &params),
@@ -875,9 +880,12 @@ impl Router {
             ));
         }
         let (result, actions) = match method {
-            "_relay/terminal/open" => {
-                let (tid, actions) = self.terminals.open(client, params)?;
-                (json!({ "terminalId": tid }), actions)
+            "_relay/terminal/open" => self.terminals.open(client, params)?,
+            "_relay/terminal/list" => (self.terminals.list(client), Vec::new()),
+            "_relay/terminal/attach" => (self.terminals.attach(client, params)?, Vec::new()),
+            "_relay/terminal/detach" => {
+                self.terminals.detach(client, params)?;
+                (json!({}), Vec::new())
             }
             "_relay/terminal/input" => (json!({}), self.terminals.input(client, params)?),
             "_relay/terminal/resize" => (json!({}), self.terminals.resize(client, params)?),
