@@ -108,6 +108,9 @@ struct Serve {
     /// frames queued per socket before a slow socket is dropped (default 8192)
     #[argh(option, default = "serve::DEFAULT_SOCKET_QUEUE")]
     socket_queue: usize,
+    /// frame bytes queued per socket before a slow socket is dropped (default 6 MiB; at least --ring-bytes + 1 MiB)
+    #[argh(option, default = "serve::DEFAULT_SOCKET_BYTES")]
+    socket_bytes: usize,
     /// allow devices to open shells on this machine (`_relay/terminal/*`)
     #[argh(switch)]
     terminal: bool,
@@ -603,6 +606,7 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
         ("--max-depth", s.max_depth),
         ("--max-lines", s.max_lines),
         ("--socket-queue", s.socket_queue),
+        ("--socket-bytes", s.socket_bytes),
         ("--max-agent-line", s.max_agent_line),
     ] {
         if v == 0 {
@@ -655,10 +659,12 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
     let limits = Limits {
         max_message_bytes: s.max_message_bytes,
         socket_queue: s.socket_queue,
+        socket_bytes: s.socket_bytes,
     };
     let admission = AdmissionLimits {
         max_conns: s.max_conns,
         max_conns_per_peer: s.max_conns_per_peer,
+        ..AdmissionLimits::default()
     };
     serve::serve(ServeOptions {
         listen,

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Relay, TempDir};
+use common::{Relay, TempDir, peer_missing};
 use futures_rustls::rustls::crypto::ring;
 use futures_rustls::rustls::pki_types::pem::PemObject;
 use futures_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -56,7 +56,10 @@ fn make_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
         .output();
     match out {
         Err(e) => {
-            eprintln!("skipping: cannot run openssl to make a test certificate: {e}");
+            peer_missing(
+                "tls",
+                &format!("cannot run openssl to make a test certificate ({e}): install openssl"),
+            );
             None
         }
         Ok(o) => {
