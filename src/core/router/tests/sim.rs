@@ -350,6 +350,8 @@ impl Sim {
                 params,
                 deadline,
             }),
+            // Notifications and metrics: no protocol effect.
+            Output::Event(_) => {}
         }
     }
 
