@@ -195,7 +195,7 @@ impl Dispatcher {
                 "notify: {} for session {} ({})",
                 job.note.kind.name(),
                 crate::logger::peer(job.note.session.as_deref().unwrap_or("-")),
-                job.note.headline()
+                crate::logger::peer(&job.note.headline())
             );
             let workers = self.workers.borrow().clone();
             for w in workers {

@@ -568,7 +568,8 @@ impl Router {
             && !self.by_session.contains_key(s)
         {
             log::info!(
-                "{socket}: session {s} is not live or stored; attaching to the default session"
+                "{socket}: session {} is not live or stored; attaching to the default session",
+                crate::logger::peer(s)
             );
             reset = last_seq.is_some();
             last_seq = None;
@@ -761,7 +762,8 @@ impl Router {
             Message::Notification { method, params } => {
                 if let Err(err) = self.device_request(socket, &client, None, &method, params, line)
                 {
-                    log::debug!("{socket}: notification {method} refused: {err}");
+                    let m = crate::logger::peer(&method);
+                    log::debug!("{socket}: notification {m} refused: {err}");
                 }
             }
         }
