@@ -374,8 +374,6 @@ impl Sim {
                 params,
                 deadline,
             }),
-            // Notifications and metrics: no protocol effect.
-            Output::Event(_) => {}
         }
     }
 
