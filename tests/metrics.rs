@@ -58,16 +58,42 @@ fn metrics_need_the_token_and_count_a_scripted_run() {
     a.send(&json!({"jsonrpc":"2.0","id":ask["id"],"result":{"outcome":{"outcome":"selected","optionId":"allow"}}}));
     assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
 
+    // A device resuming two frames back, and one whose position means nothing (a reset).
+    let head = a
+        .seen
+        .iter()
+        .filter_map(|v| v["rseq"].as_u64())
+        .max()
+        .unwrap();
+    let mut b = relay.device(
+        "bob",
+        &format!("session_id={session}&last_seq={}", head - 2),
+    );
+    b.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    let mut c = relay.device("carol", "session_id=gone&last_seq=3");
+    let w = c.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    assert_eq!(w["reset"], true);
+
     let (status, body) = get(relay.port, "/metrics", Some(&relay.token));
     assert!(status.contains("200"), "{status}");
     let m = parse(&body);
+    assert_eq!(m.get("acp_relay_resets_total"), Some(&1), "{body}");
+    assert!(
+        m.get("acp_relay_replays_total").is_some_and(|r| *r >= 1),
+        "{body}"
+    );
+    assert!(
+        m.get("acp_relay_replayed_frames_total")
+            .is_some_and(|r| *r >= 2),
+        "{body}"
+    );
     let want = [
         ("acp_relay_turns_total", 2),
         ("acp_relay_asks_total", 1),
         ("acp_relay_asks_open", 0),
         ("acp_relay_sessions_busy", 0),
-        ("acp_relay_sockets", 1),
-        ("acp_relay_sockets_opened_total", 1),
+        ("acp_relay_sockets", 3),
+        ("acp_relay_sockets_opened_total", 3),
         ("acp_relay_agents_spawned_total", 1),
         ("acp_relay_agent_crashes_total", 0),
         // Three refused requests above.

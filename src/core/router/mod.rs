@@ -669,6 +669,12 @@ impl Router {
         });
         u.viewers.insert(socket);
         let asks: Vec<Frame> = u.asks.values().map(|a| a.frame.clone()).collect();
+        let (replayed, reset) = (replay.frames.len(), replay.reset || force_reset);
+        self.out
+            .push_back(Output::Event(crate::core::events::RelayEvent::Attached {
+                replayed,
+                reset,
+            }));
         self.send_value(socket, &welcome);
         for f in replay.frames.into_iter().chain(asks) {
             self.out.push_back(Output::Send { socket, bytes: f });
