@@ -112,6 +112,18 @@ fn metrics_need_the_token_and_count_a_scripted_run() {
             .is_some_and(|b| *b >= got),
         "{body}"
     );
+    assert_eq!(m.get("acp_relay_agent_restarts_total"), Some(&0));
+
+    // A crash, then a prompt that starts the agent again.
+    let id = a.request("session/prompt", prompt_params(&session, "/exit"));
+    a.response(&id);
+    let id = a.request("session/prompt", prompt_params(&session, "/chunks 1\nback"));
+    assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
+    let m = parse(&get(relay.port, "/metrics", Some(&relay.token)).1);
+    assert_eq!(m.get("acp_relay_agent_crashes_total"), Some(&1));
+    assert_eq!(m.get("acp_relay_agents_spawned_total"), Some(&2));
+    assert_eq!(m.get("acp_relay_agent_restarts_total"), Some(&1));
+    assert_eq!(m.get("acp_relay_turns_total"), Some(&3));
     // The token never appears in what the relay logs.
     assert!(!relay.log().contains(&relay.token));
 }
