@@ -212,6 +212,8 @@ fn stderr_is_journal() -> bool {
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
+    // st_dev / st_ino are not u64 on every target.
+    #[allow(clippy::unnecessary_cast)]
     rustix::fs::fstat(std::io::stderr())
         .is_ok_and(|st| st.st_dev as u64 == dev && st.st_ino as u64 == ino)
 }
