@@ -405,7 +405,9 @@ fn sighup_picks_up_a_changed_config_and_a_rotated_token() {
     relay.wait_log("reloaded");
 
     let (id, ask) = turn(&mut a);
-    second.recv("ask after SIGHUP", |r| r.body.contains("\"event\":\"ask\""));
+    let r = second.recv("ask after SIGHUP", |r| r.body.contains("\"event\":\"ask\""));
+    let link = r.json()["link"].as_str().unwrap_or_default().to_owned();
+    assert!(link.ends_with(&format!("/#session={session}")), "{link}");
     allow(&mut a, &ask);
     a.response(&id);
     assert!(
