@@ -576,6 +576,11 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
             format!("--metrics-listen '{a}' is not an address like 127.0.0.1:9447")
         })?),
     };
+    if let Some(a) = metrics_listen.filter(|a| !a.ip().is_loopback()) {
+        log::warn!(
+            "--metrics-listen {a} is not loopback: anyone who reaches it reads /metrics without the token"
+        );
+    }
     let tls = match (s.tls_cert, s.tls_key) {
         (None, None) => None,
         _ if !cfg!(feature = "tls") => return Err(serve::NO_TLS.into()),
