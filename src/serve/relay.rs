@@ -5,6 +5,7 @@
 
 use crate::agent::lines::{LineRead, read_line};
 use crate::agent::{self, AgentCommand};
+use crate::core::budget::MemoryMeter;
 use crate::core::frame::find_byte;
 use crate::core::ids::{AgentId, JobId, SocketId, UnitId};
 use crate::core::ring::Frame;
@@ -116,7 +117,22 @@ impl QueueDepth {
     pub fn taken(&self, len: usize) {
         self.frames.set(self.frames.get().saturating_sub(1));
         self.bytes.set(self.bytes.get().saturating_sub(len));
+        METER.with(|m| m.dequeued(len));
     }
+}
+
+impl Drop for QueueDepth {
+    /// A closed socket's queue is freed with it: it no longer counts.
+    fn drop(&mut self) {
+        let left = self.bytes.get();
+        METER.with(|m| m.dequeued(left));
+    }
+}
+
+thread_local! {
+    /// The memory meter of the relay on this (the executor) thread: socket
+    /// queues count into it from wherever they are filled and drained.
+    static METER: Rc<MemoryMeter> = Rc::new(MemoryMeter::default());
 }
 
 /// Bytes queued on one socket before it counts as too slow.
@@ -161,6 +177,8 @@ pub struct Relay {
     /// PTY terminals, when `--terminal` is on.
     pty: RefCell<Option<Rc<PtySet>>>,
     started_ms: u64,
+    /// Socket queues and store buffers, shared with the router's budget.
+    meter: Rc<MemoryMeter>,
 }
 
 /// Wall-clock milliseconds: the one place the shell reads the clock for the core.
@@ -182,6 +200,9 @@ impl Relay {
         ring_bounds: (usize, usize),
     ) -> Rc<Relay> {
         let cwd = workspace.root().to_path_buf();
+        let meter = METER.with(Rc::clone);
+        let mut router = router;
+        router.set_meter(meter.clone());
         let relay = Rc::new(Relay {
             ex,
             router: RefCell::new(router),
@@ -197,6 +218,7 @@ impl Relay {
             ring_bounds,
             pty: RefCell::new(None),
             started_ms: now_ms(),
+            meter,
         });
         relay.watch_durable();
         relay
@@ -322,6 +344,7 @@ impl Relay {
                 if let Some(len) = len {
                     depth.frames.set(depth.frames.get() + 1);
                     depth.bytes.set(depth.bytes.get() + len);
+                    self.meter.queued(len);
                     self.metrics
                         .frames_sent
                         .set(self.metrics.frames_sent.get() + 1);
@@ -543,7 +566,10 @@ impl Relay {
     fn persist(&self, op: Persist) {
         let Some(store) = &self.store else { return };
         match op {
-            Persist::Frame { session, frame } => store.append_owned(session, frame),
+            Persist::Frame { session, frame } => {
+                store.append_owned(session, frame);
+                self.meter.set_store_bytes(store.buffered_bytes());
+            }
             Persist::Meta(info) => store.put_meta(info),
             Persist::Sync { session } => store.sync(&session),
             Persist::Reserve { session, upto } => store.reserve(&session, upto),

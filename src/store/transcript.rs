@@ -215,6 +215,8 @@ struct WriterQueue {
     dropping: AtomicBool,
     /// Failing spells logged (one warning each).
     failing_spells: AtomicU64,
+    /// Files the writer holds open (each with a buffer of its own).
+    open_files: AtomicUsize,
     /// Acknowledgements not yet taken, coalesced per session: at most one
     /// entry per session with a request in flight, so bounded by the live
     /// sessions.
@@ -314,6 +316,7 @@ impl Store {
             dropped: AtomicU64::new(0),
             dropping: AtomicBool::new(false),
             failing_spells: AtomicU64::new(0),
+            open_files: AtomicUsize::new(0),
             acks: Mutex::new(HashMap::new()),
             wake,
         });
@@ -460,6 +463,12 @@ impl Store {
     /// relay's memory budget).
     pub fn queued_bytes(&self) -> usize {
         self.shared.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the store holds in memory: its queue and the open files'
+    /// write buffers (they count against the relay's memory budget).
+    pub fn buffered_bytes(&self) -> usize {
+        self.queued_bytes() + self.shared.open_files.load(Ordering::Relaxed) * writer::BUF_BYTES
     }
 
     /// Failing spells logged since the store opened (one warning each).

@@ -126,8 +126,12 @@ impl Router {
         plain: Plain,
     ) -> Option<Frame> {
         let u = self.units.get_mut(&unit)?;
+        let before = u.ring.bytes();
         let frame = u.ring.push_held(line)?;
+        let after = u.ring.bytes();
         let rseq = u.ring.stamped();
+        self.ring_changed(unit, before, after);
+        let u = self.units.get_mut(&unit)?;
         u.updated_ms = self.now_ms;
         let persist = u.claimed && u.session_id.is_some();
         let first = persist && !u.persisted;

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 mod agent_side;
+mod budget;
 mod durable;
 pub mod fuzz;
 mod sessions;
@@ -61,6 +62,8 @@ pub struct RouterConfig {
     /// A store acknowledges reservations and fsyncs ([`Input::Durable`]):
     /// frames of persisted sessions wait for them (see `durable.rs`).
     pub durable: bool,
+    /// `--memory-budget` in bytes, shared by every ring (0: none).
+    pub memory_budget: usize,
 }
 
 impl Default for RouterConfig {
@@ -85,6 +88,7 @@ impl Default for RouterConfig {
             relay_meta: json!({}),
             terminals: None,
             durable: false,
+            memory_budget: crate::core::budget::DEFAULT_MEMORY_BUDGET,
         }
     }
 }
@@ -334,6 +338,12 @@ pub struct Router {
     out: VecDeque<Output>,
     /// [`Router::stop`] was called: a clean shutdown is under way.
     stopping: bool,
+    /// Socket queues and store buffers, counted by the shell.
+    meter: std::rc::Rc<crate::core::budget::MemoryMeter>,
+    /// Bytes all rings hold.
+    ring_bytes: usize,
+    /// Rings at or below this do not re-run the budget (see `budget.rs`).
+    budget_floor: usize,
 }
 
 impl Router {
@@ -364,6 +374,9 @@ impl Router {
             now_ms,
             out: VecDeque::new(),
             stopping: false,
+            meter: Default::default(),
+            ring_bytes: 0,
+            budget_floor: 0,
         };
         let unit = r.mint_unit();
         r.default_unit = unit;
@@ -591,10 +604,13 @@ impl Router {
         force_reset: bool,
     ) {
         let plain = self.sockets.get(&socket).is_some_and(|s| s.plain);
+        if !self.units.contains_key(&unit) {
+            return;
+        }
+        let replay = self.replay_within_budget(unit, last_seq);
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        let replay = u.ring.replay_since(last_seq);
         if plain {
             // History as ACP `session/update`s only, then the open asks.
             u.viewers.insert(socket);

@@ -261,6 +261,11 @@ impl Router {
         let head = head.max(u.stored_head);
         u.ring.restore(frames, head);
         u.gate = Gate::restored(u.ring.stamped());
+        self.recount_rings();
+        self.enforce_budget(Some(unit), 0);
+        let Some(u) = self.units.get_mut(&unit) else {
+            return;
+        };
         // Ask ids must not repeat ones in the history either.
         u.next_ask = u.next_ask.max(u.ring.head());
         for w in waiters {
@@ -582,6 +587,7 @@ impl Router {
         let Some(u) = self.units.remove(&unit) else {
             return;
         };
+        self.recount_rings();
         log::info!("{unit}: session {:?} ended ({why})", u.session_id);
         if let Some(sid) = &u.session_id {
             self.by_session.remove(sid);
