@@ -104,6 +104,10 @@ pub struct SocketHandle {
     pub depth: Rc<QueueDepth>,
     /// `--socket-queue`: past it the socket is dropped.
     pub cap: usize,
+    /// `--socket-bytes`: frame bytes queued past which the socket is dropped.
+    pub cap_bytes: usize,
+    /// Ends the connection at once when the socket is dropped as too slow.
+    pub abort: Box<dyn Fn()>,
 }
 
 /// What a socket's outbound queue holds; the writer takes from it.
@@ -134,9 +138,6 @@ thread_local! {
     /// queues count into it from wherever they are filled and drained.
     static METER: Rc<MemoryMeter> = Rc::new(MemoryMeter::default());
 }
-
-/// Bytes queued on one socket before it counts as too slow.
-pub const SOCKET_QUEUE_BYTES: usize = 32 << 20;
 
 struct AgentHandle {
     tx: Sender<Vec<u8>>,
@@ -179,6 +180,8 @@ pub struct Relay {
     started_ms: u64,
     /// Socket queues and store buffers, shared with the router's budget.
     meter: Rc<MemoryMeter>,
+    /// Receives router events (notifications, counters); set by `serve`.
+    pub on_event: RefCell<Option<crate::core::events::EventSink>>,
 }
 
 /// Wall-clock milliseconds: the one place the shell reads the clock for the core.
@@ -219,6 +222,7 @@ impl Relay {
             pty: RefCell::new(None),
             started_ms: now_ms(),
             meter,
+            on_event: RefCell::new(None),
         });
         relay.watch_durable();
         relay
@@ -318,6 +322,12 @@ impl Relay {
                 params,
                 deadline,
             } => self.run_job(job, method, params, deadline),
+            Output::Event(ev) => {
+                let sink = self.on_event.borrow().clone();
+                if let Some(sink) = sink {
+                    sink(&ev);
+                }
+            }
         }
     }
 
@@ -326,14 +336,13 @@ impl Relay {
             .sockets
             .borrow()
             .get(&socket)
-            .map(|s| (s.tx.clone(), s.depth.clone(), s.cap));
-        let Some((tx, depth, cap)) = handle else {
+            .map(|s| (s.tx.clone(), s.depth.clone(), s.cap, s.cap_bytes));
+        let Some((tx, depth, cap, cap_bytes)) = handle else {
             return;
         };
         let len = msg.frame_len();
         let is_frame = len.is_some();
-        let full =
-            depth.frames.get() >= cap || depth.bytes.get() + len.unwrap_or(0) > SOCKET_QUEUE_BYTES;
+        let full = depth.frames.get() >= cap || depth.bytes.get() + len.unwrap_or(0) > cap_bytes;
         let sent = if is_frame && full {
             Err(TrySendError::Full(msg))
         } else {
@@ -359,7 +368,10 @@ impl Relay {
                     .sockets_dropped_slow
                     .set(self.metrics.sockets_dropped_slow.get() + 1);
                 tx.close();
-                self.sockets.borrow_mut().remove(&socket);
+                let removed = self.sockets.borrow_mut().remove(&socket);
+                if let Some(handle) = removed {
+                    (handle.abort)();
+                }
                 self.feed(Input::SocketClosed { socket });
             }
             Err(TrySendError::Closed(_)) => {}
@@ -368,7 +380,7 @@ impl Relay {
 
     fn kill_agent(&self, agent: AgentId) {
         if let Some(a) = self.agents.borrow_mut().remove(&agent) {
-            agent::signal_group(a.pid, false);
+            crate::proc::signal_group(a.pid, rustix::process::Signal::TERM);
             a.tx.close();
         }
     }
@@ -434,6 +446,7 @@ impl Relay {
             mut child,
             stdin,
             mut stdout,
+            group,
         } = proc;
         self.ex
             .spawn(write_agent(agent, stdin, rx, queued))
@@ -483,15 +496,20 @@ impl Relay {
                         }
                     }
                 }
-                let status = match child.status().await {
+                let mut status = match child.status().await {
                     Ok(s) => s.to_string(),
                     Err(e) => format!("unknown status: {e}"),
                 };
-                relay.agents.borrow_mut().remove(&agent);
+                drop(group);
+                let ended_by_relay = relay.agents.borrow_mut().remove(&agent).is_none();
                 if relay.with_router(Router::stopping) {
                     // Ended by a clean stop, not a crash: nothing to tell devices.
                     log::info!("{agent}: agent stopped ({status})");
                 } else {
+                    if ended_by_relay {
+                        // kill_agent took it out first: the relay ended it, not a crash.
+                        status = format!("{status}, {}", crate::core::events::STOPPED_BY_RELAY);
+                    }
                     relay.feed(Input::AgentExited { agent, status });
                 }
             })
@@ -504,9 +522,11 @@ impl Relay {
         let on_event: Rc<dyn Fn(PtyEvent)> = Rc::new(move |ev| {
             let Some(relay) = weak.upgrade() else { return };
             match ev {
-                PtyEvent::Output { id, data } => {
-                    relay.feed(Input::TerminalOutput { id, data: &data })
-                }
+                PtyEvent::Output { id, data, flush } => relay.feed(Input::TerminalOutput {
+                    id,
+                    data: &data,
+                    flush,
+                }),
                 PtyEvent::Exited {
                     id,
                     exit_code,

@@ -164,6 +164,7 @@ impl Router {
             .filter(|(id, u)| {
                 **id != self.default_unit
                     && !u.busy()
+                    && u.asks.is_empty()
                     && u.viewers.is_empty()
                     && !u.restoring
                     && !opening.contains(id)
@@ -325,13 +326,20 @@ impl Router {
         }
     }
 
-    /// Makes sure the unit has (or is getting) an agent session; a unit
-    /// opened is claimed (a device asked for it).
+    /// Opens the default session's agent session before any device claims
+    /// it, as the relay did eagerly before it opened it lazily (router tests
+    /// start from there).
+    #[cfg(test)]
+    pub(crate) fn open_default(&mut self) {
+        let unit = self.default_unit;
+        self.ensure_session(unit);
+    }
+
+    /// Makes sure the unit has (or is getting) an agent session.
     pub(super) fn ensure_session(&mut self, unit: UnitId) {
-        let Some(u) = self.units.get_mut(&unit) else {
+        let Some(u) = self.units.get(&unit) else {
             return;
         };
-        u.claimed = true;
         if u.phase != Phase::Idle {
             return;
         }
@@ -382,7 +390,8 @@ impl Router {
             .map(|u| (u.phase, u.session_id.clone()))
         {
             Some((Phase::Ready, Some(sid))) => {
-                self.switch_view(socket, unit, true);
+                let replay = !self.views(socket, unit);
+                self.switch_view(socket, unit, replay);
                 let result = self.open_result(unit, &sid);
                 self.send_result(socket, reply_id, result);
                 Ok(())
@@ -400,6 +409,13 @@ impl Router {
         }
     }
 
+    /// Whether a socket views a unit now.
+    fn views(&self, socket: SocketId, unit: UnitId) -> bool {
+        self.units
+            .get(&unit)
+            .is_some_and(|u| u.viewers.contains(&socket))
+    }
+
     pub(super) fn answer_pending_new(&mut self, unit: UnitId) {
         let (mine, rest): (Vec<_>, Vec<_>) =
             self.pending_new.drain(..).partition(|(_, _, u)| *u == unit);
@@ -407,7 +423,10 @@ impl Router {
         let sid = self.units.get(&unit).and_then(|u| u.session_id.clone());
         for (socket, id, _) in mine {
             if self.sockets.contains_key(&socket) {
-                self.switch_view(socket, unit, true);
+                // A socket viewing the unit already (the default it claimed)
+                // has every frame: a welcome without a replay.
+                let replay = !self.views(socket, unit);
+                self.switch_view(socket, unit, replay);
                 let result = self.open_result(unit, sid.as_deref().unwrap_or_default());
                 self.send_result(socket, &id, result);
             }
@@ -577,6 +596,7 @@ impl Router {
 
     /// Ends a live unit: viewers move to the default session, its agent session ends.
     pub(super) fn end_unit(&mut self, unit: UnitId, why: &str) {
+        self.unit_ending(unit);
         if let Some(info) = self
             .info_of(unit)
             .filter(|_| self.units.get(&unit).is_some_and(|u| u.persisted))
