@@ -394,3 +394,36 @@ fn sigterm_is_a_clean_stop_and_devices_resume_without_reset() {
     assert_eq!(next["rseq"], head + 1, "{next}");
     e.response(&id);
 }
+
+#[test]
+fn a_gap_the_ring_dropped_is_replayed_from_the_transcript() {
+    let relay = Relay::start(&["--ring-frames", "8"]);
+    let mut a = device(&relay, "a", "");
+    let s = open_session(&mut a);
+    let id = a.request(
+        "session/prompt",
+        prompt_params(&s, "/chunks 30\nlong answer"),
+    );
+    let done = a.response(&id);
+    let head = done["rseq"].as_u64().unwrap();
+    assert!(head > 30, "{done}");
+    let sent: Vec<Value> = stamped_of(&a, &done)
+        .into_iter()
+        .filter(|v| v["rseq"].as_u64().is_some_and(|r| r > 3))
+        .collect();
+    // The ring holds 8 frames; the gap after 3 is on disk.
+    let mut b = device(&relay, "b", &format!("session_id={s}&last_seq=3"));
+    let w = b.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    assert_eq!(
+        w["reset"], false,
+        "served from the transcript, not a reset: {w}"
+    );
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let v = b.recv();
+        if v.get("rseq").is_some() {
+            got.push(v);
+        }
+    }
+    assert_eq!(got, sent, "exactly the gap, as it was sent");
+}

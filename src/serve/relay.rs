@@ -316,6 +316,14 @@ impl Relay {
             Output::Persist(op) => self.persist(op),
             Output::Terminal(action) => self.terminal(action),
             Output::Restore { unit, session } => self.restore(unit, session),
+            Output::StoreReplay {
+                socket,
+                unit,
+                session,
+                after,
+                upto,
+                max_bytes,
+            } => self.store_replay(socket, unit, session, (after, upto), max_bytes),
             Output::Job {
                 job,
                 method,
@@ -502,16 +510,13 @@ impl Relay {
                 };
                 drop(group);
                 let ended_by_relay = relay.agents.borrow_mut().remove(&agent).is_none();
-                if relay.with_router(Router::stopping) {
-                    // Ended by a clean stop, not a crash: nothing to tell devices.
-                    log::info!("{agent}: agent stopped ({status})");
-                } else {
-                    if ended_by_relay {
-                        // kill_agent took it out first: the relay ended it, not a crash.
-                        status = format!("{status}, {}", crate::core::events::STOPPED_BY_RELAY);
-                    }
-                    relay.feed(Input::AgentExited { agent, status });
+                if ended_by_relay {
+                    // kill_agent took it out first: the relay ended it, not a crash.
+                    status = format!("{status}, {}", crate::core::events::STOPPED_BY_RELAY);
                 }
+                // Fed during a clean stop too: the router releases the agent's
+                // terminals, and records nothing in any history.
+                relay.feed(Input::AgentExited { agent, status });
             })
             .detach();
     }
@@ -627,6 +632,38 @@ impl Relay {
     pub fn stop(self: &Rc<Self>) {
         self.router.borrow_mut().stop();
         self.pump();
+    }
+
+    /// Reads a replay the ring no longer holds from the transcript, off the
+    /// executor thread, and reports it back.
+    fn store_replay(
+        self: &Rc<Self>,
+        socket: SocketId,
+        unit: UnitId,
+        session: String,
+        (after, upto): (u64, u64),
+        max_bytes: usize,
+    ) {
+        let relay = self.clone();
+        self.ex
+            .spawn(async move {
+                let frames = match &relay.store {
+                    Some(store) => match store.load_range(&session, after, upto, max_bytes).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            log::info!("{socket}: replay from the transcript of {session:?}: {e}");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                relay.feed(Input::StoreReplayed {
+                    socket,
+                    unit,
+                    frames,
+                });
+            })
+            .detach();
     }
 
     /// Reads a stored transcript off the executor thread and reports it back.

@@ -510,6 +510,44 @@ impl Store {
         futures_lite::future::or(work, deadline).await
     }
 
+    /// Reads the frames numbered `(after, upto]` of a session, oldest first,
+    /// at most `max_bytes` of them: a replay the ring no longer holds. `None`
+    /// when they are not all on disk within the bound. Everything queued
+    /// before the call is written out first; runs on a blocking thread within
+    /// [`LOAD_DEADLINE`].
+    pub async fn load_range(
+        &self,
+        session_id: &str,
+        after: u64,
+        upto: u64,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Bytes>>, StoreError> {
+        if upto <= after {
+            return Ok(Some(Vec::new()));
+        }
+        let (done_tx, done_rx) = smol::channel::bounded(1);
+        let queued = self.send_control(Op::Flush {
+            session_id: session_id.to_owned(),
+            done: done_tx,
+        });
+        let path = self.sessions_dir.join(file_name(session_id));
+        let id = session_id.to_owned();
+        let work = async move {
+            if queued {
+                let _ = done_rx.recv().await;
+            }
+            smol::unblock(move || format::read_range(&path, &id, after, upto, max_bytes)).await
+        };
+        let deadline = async {
+            smol::Timer::after(LOAD_DEADLINE).await;
+            Err(StoreError::Timeout {
+                session_id: session_id.to_owned(),
+                after: LOAD_DEADLINE,
+            })
+        };
+        futures_lite::future::or(work, deadline).await
+    }
+
     /// Writes out and fsyncs everything queued, then stops the writer thread.
     /// Blocks for at most `deadline`: call it at shutdown, or use
     /// [`Store::close_async`] on the executor. Later writes are dropped.

@@ -126,6 +126,12 @@ impl Router {
         plain: Plain,
     ) -> Option<Frame> {
         let u = self.units.get_mut(&unit)?;
+        if self.stopping {
+            // Shutting down (agents ending, their last words): neither sent
+            // nor stored. The exact end was recorded by `stop`; a number used
+            // here named nothing anyone saw, so it may be used again.
+            return u.ring.push_held(line);
+        }
         let before = u.ring.bytes();
         let frame = u.ring.push_held(line)?;
         let after = u.ring.bytes();
@@ -148,10 +154,6 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return Some(frame);
         };
-        if self.stopping {
-            // Shutting down: stored, never sent (its number is not released).
-            return Some(frame);
-        }
         if !(self.cfg.durable && u.persisted) {
             u.ring.release(rseq);
             fan_out(&u.viewers, &self.sockets, &mut self.out, &frame, plain);
@@ -263,6 +265,9 @@ impl Router {
     /// agent exits), with its metadata; the frames held behind a turn end are
     /// released when the store acknowledges it.
     pub(super) fn persist_sync(&mut self, unit: UnitId) {
+        if self.stopping {
+            return;
+        }
         self.persist_meta(unit);
         let durable = self.cfg.durable;
         let Some(u) = self.units.get_mut(&unit) else {
@@ -284,6 +289,9 @@ impl Router {
 
     /// Records the exact end of a unit's numbering (clean stop, session end).
     pub(super) fn persist_end(&mut self, unit: UnitId) {
+        if self.stopping {
+            return;
+        }
         self.persist_meta(unit);
         let Some(u) = self.units.get(&unit) else {
             return;
@@ -299,11 +307,12 @@ impl Router {
     /// session records its exact end, and agents exiting from here on are not
     /// crashes. Drain [`Router::poll_output`] afterwards.
     pub fn stop(&mut self) {
-        self.stopping = true;
         let units: Vec<UnitId> = self.units.keys().copied().collect();
         for unit in units {
             self.persist_end(unit);
         }
+        // From here on nothing is stored: the ends just recorded are exact.
+        self.stopping = true;
     }
 
     /// Whether [`Router::stop`] was called.

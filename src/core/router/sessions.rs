@@ -126,7 +126,7 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        if !u.claimed || u.session_id.is_none() {
+        if !u.claimed || u.session_id.is_none() || self.stopping {
             return;
         }
         let first = !std::mem::replace(&mut u.persisted, true);
