@@ -81,6 +81,9 @@ struct Serve {
     /// bytes kept per session for replay (default 4 MiB)
     #[argh(option, default = "acp_relay::core::ring::DEFAULT_RING_BYTES")]
     ring_bytes: usize,
+    /// bytes all rings, socket queues, replays and store buffers share (default 48 MiB)
+    #[argh(option, default = "acp_relay::core::budget::DEFAULT_MEMORY_BUDGET")]
+    memory_budget: usize,
     /// only the device holding the controller lease may drive
     #[argh(switch)]
     lease: bool,
@@ -635,6 +638,7 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
     let router = RouterConfig {
         ring_frames: s.ring_frames,
         ring_bytes: s.ring_bytes,
+        memory_budget: s.memory_budget,
         auto_approve: s.auto_approve,
         lease: s.lease,
         agent_per_session: s.agent_per_session,

@@ -177,6 +177,9 @@ impl Shared {
         let (sessions, sockets) = self
             .relay
             .with_router(|r| (r.live_sessions(), r.socket_count()));
+        let (memory, budget, rings) = self
+            .relay
+            .with_router(|r| (r.memory_bytes(), r.memory_budget(), r.ring_bytes()));
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
             let _ = writeln!(
@@ -219,6 +222,24 @@ impl Shared {
             "Agent processes started.",
             "counter",
             m.agents_spawned.get(),
+        );
+        gauge(
+            "acp_relay_memory_bytes",
+            "Bytes counted against --memory-budget: rings, socket queues, replays, store buffers.",
+            "gauge",
+            memory as u64,
+        );
+        gauge(
+            "acp_relay_memory_budget_bytes",
+            "The --memory-budget (0: none).",
+            "gauge",
+            budget as u64,
+        );
+        gauge(
+            "acp_relay_ring_bytes",
+            "Bytes held by every live session's replay ring.",
+            "gauge",
+            rings as u64,
         );
         gauge(
             "acp_relay_auth_failures_total",

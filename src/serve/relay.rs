@@ -5,6 +5,7 @@
 
 use crate::agent::lines::{LineRead, read_line};
 use crate::agent::{self, AgentCommand};
+use crate::core::budget::MemoryMeter;
 use crate::core::frame::find_byte;
 use crate::core::ids::{AgentId, JobId, SocketId, UnitId};
 use crate::core::ring::Frame;
@@ -120,7 +121,22 @@ impl QueueDepth {
     pub fn taken(&self, len: usize) {
         self.frames.set(self.frames.get().saturating_sub(1));
         self.bytes.set(self.bytes.get().saturating_sub(len));
+        METER.with(|m| m.dequeued(len));
     }
+}
+
+impl Drop for QueueDepth {
+    /// A closed socket's queue is freed with it: it no longer counts.
+    fn drop(&mut self) {
+        let left = self.bytes.get();
+        METER.with(|m| m.dequeued(left));
+    }
+}
+
+thread_local! {
+    /// The memory meter of the relay on this (the executor) thread: socket
+    /// queues count into it from wherever they are filled and drained.
+    static METER: Rc<MemoryMeter> = Rc::new(MemoryMeter::default());
 }
 
 struct AgentHandle {
@@ -162,6 +178,8 @@ pub struct Relay {
     /// PTY terminals, when `--terminal` is on.
     pty: RefCell<Option<Rc<PtySet>>>,
     started_ms: u64,
+    /// Socket queues and store buffers, shared with the router's budget.
+    meter: Rc<MemoryMeter>,
     /// Receives router events (notifications, counters); set by `serve`.
     pub on_event: RefCell<Option<crate::core::events::EventSink>>,
 }
@@ -185,6 +203,9 @@ impl Relay {
         ring_bounds: (usize, usize),
     ) -> Rc<Relay> {
         let cwd = workspace.root().to_path_buf();
+        let meter = METER.with(Rc::clone);
+        let mut router = router;
+        router.set_meter(meter.clone());
         let relay = Rc::new(Relay {
             ex,
             router: RefCell::new(router),
@@ -200,6 +221,7 @@ impl Relay {
             ring_bounds,
             pty: RefCell::new(None),
             started_ms: now_ms(),
+            meter,
             on_event: RefCell::new(None),
         });
         relay.watch_durable();
@@ -294,6 +316,14 @@ impl Relay {
             Output::Persist(op) => self.persist(op),
             Output::Terminal(action) => self.terminal(action),
             Output::Restore { unit, session } => self.restore(unit, session),
+            Output::StoreReplay {
+                socket,
+                unit,
+                session,
+                after,
+                upto,
+                max_bytes,
+            } => self.store_replay(socket, unit, session, (after, upto), max_bytes),
             Output::Job {
                 job,
                 method,
@@ -331,6 +361,7 @@ impl Relay {
                 if let Some(len) = len {
                     depth.frames.set(depth.frames.get() + 1);
                     depth.bytes.set(depth.bytes.get() + len);
+                    self.meter.queued(len);
                     self.metrics
                         .frames_sent
                         .set(self.metrics.frames_sent.get() + 1);
@@ -479,16 +510,13 @@ impl Relay {
                 };
                 drop(group);
                 let ended_by_relay = relay.agents.borrow_mut().remove(&agent).is_none();
-                if relay.with_router(Router::stopping) {
-                    // Ended by a clean stop, not a crash: nothing to tell devices.
-                    log::info!("{agent}: agent stopped ({status})");
-                } else {
-                    if ended_by_relay {
-                        // kill_agent took it out first: the relay ended it, not a crash.
-                        status = format!("{status}, {}", crate::core::events::STOPPED_BY_RELAY);
-                    }
-                    relay.feed(Input::AgentExited { agent, status });
+                if ended_by_relay {
+                    // kill_agent took it out first: the relay ended it, not a crash.
+                    status = format!("{status}, {}", crate::core::events::STOPPED_BY_RELAY);
                 }
+                // Fed during a clean stop too: the router releases the agent's
+                // terminals, and records nothing in any history.
+                relay.feed(Input::AgentExited { agent, status });
             })
             .detach();
     }
@@ -563,7 +591,10 @@ impl Relay {
     fn persist(&self, op: Persist) {
         let Some(store) = &self.store else { return };
         match op {
-            Persist::Frame { session, frame } => store.append_owned(session, frame),
+            Persist::Frame { session, frame } => {
+                store.append_owned(session, frame);
+                self.meter.set_store_bytes(store.buffered_bytes());
+            }
             Persist::Meta(info) => store.put_meta(info),
             Persist::Sync { session } => store.sync(&session),
             Persist::Reserve { session, upto } => store.reserve(&session, upto),
@@ -601,6 +632,38 @@ impl Relay {
     pub fn stop(self: &Rc<Self>) {
         self.router.borrow_mut().stop();
         self.pump();
+    }
+
+    /// Reads a replay the ring no longer holds from the transcript, off the
+    /// executor thread, and reports it back.
+    fn store_replay(
+        self: &Rc<Self>,
+        socket: SocketId,
+        unit: UnitId,
+        session: String,
+        (after, upto): (u64, u64),
+        max_bytes: usize,
+    ) {
+        let relay = self.clone();
+        self.ex
+            .spawn(async move {
+                let frames = match &relay.store {
+                    Some(store) => match store.load_range(&session, after, upto, max_bytes).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            log::info!("{socket}: replay from the transcript of {session:?}: {e}");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                relay.feed(Input::StoreReplayed {
+                    socket,
+                    unit,
+                    frames,
+                });
+            })
+            .detach();
     }
 
     /// Reads a stored transcript off the executor thread and reports it back.
