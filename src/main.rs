@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(FromArgs)]
-/// Drive Agent Client Protocol agents at home from a phone or a browser.
+/// Drive Agent Client Protocol agents at home from a phone or a browser (`acp-relay --version` prints the version).
 struct Cli {
     #[argh(subcommand)]
     cmd: Cmd,

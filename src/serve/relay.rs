@@ -153,6 +153,7 @@ pub const AGENT_QUEUE_BYTES: usize = 64 << 20;
 #[derive(Default)]
 pub struct Metrics {
     pub frames_sent: Cell<u64>,
+    pub bytes_sent: Cell<u64>,
     pub sockets_dropped_slow: Cell<u64>,
     pub sockets_opened: Cell<u64>,
     pub agents_spawned: Cell<u64>,
@@ -365,6 +366,8 @@ impl Relay {
                     self.metrics
                         .frames_sent
                         .set(self.metrics.frames_sent.get() + 1);
+                    let b = &self.metrics.bytes_sent;
+                    b.set(b.get() + len as u64);
                 }
             }
             Err(TrySendError::Full(_)) => {

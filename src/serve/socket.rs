@@ -397,8 +397,8 @@ async fn upgrade(
             &shared,
             peer,
             &format!(
-                "refused upgrade from foreign origin {:?}",
-                head.header("origin")
+                "refused upgrade from foreign origin {}",
+                crate::logger::peer(head.header("origin").unwrap_or("(none)"))
             ),
         );
         let body = "forbidden: this origin may not open relay sockets; add it with --allow-origin";

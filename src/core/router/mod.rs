@@ -609,7 +609,8 @@ impl Router {
             && !self.by_session.contains_key(s)
         {
             log::info!(
-                "{socket}: session {s} is not live or stored; attaching to the default session"
+                "{socket}: session {} is not live or stored; attaching to the default session",
+                crate::logger::peer(s)
             );
             reset = last_seq.is_some();
             last_seq = None;
@@ -734,6 +735,12 @@ impl Router {
         });
         u.viewers.insert(socket);
         let asks: Vec<Frame> = u.asks.values().map(|a| a.frame.clone()).collect();
+        let (replayed, reset) = (replay.frames.len(), replay.reset || force_reset);
+        self.out
+            .push_back(Output::Event(crate::core::events::RelayEvent::Attached {
+                replayed,
+                reset,
+            }));
         self.send_value(socket, &welcome);
         for f in replay.frames.into_iter().chain(asks) {
             self.out.push_back(Output::Send { socket, bytes: f });
@@ -827,7 +834,8 @@ impl Router {
             Message::Notification { method, params } => {
                 if let Err(err) = self.device_request(socket, &client, None, &method, params, line)
                 {
-                    log::debug!("{socket}: notification {method} refused: {err}");
+                    let m = crate::logger::peer(&method);
+                    log::debug!("{socket}: notification {m} refused: {err}");
                 }
             }
         }
