@@ -230,7 +230,8 @@ def reload_mid_turn_no_duplicate(pw, browser):
         assert pg.locator("#log .msg.user").count() == 1
         assert pg.evaluate("() => [...document.querySelectorAll('#log .msg.asst')].filter(e => e.innerText.includes('first words')).length") == 1
         # the header shows the session title, not the raw id
-        pg.wait_for_function("() => !document.querySelector('#title').innerText.startsWith('Session ')", timeout=T)
+        pg.wait_for_function("() => document.querySelector('#title').innerText.startsWith('/chunks 1')", timeout=T)
+        assert "demo-" not in text(pg, "#title")
     finally:
         env.close()
 

@@ -3,7 +3,7 @@
 // content), plans, permission cards, stop reasons. Follows the stream unless
 // the person scrolled up (then a "new activity" pill).
 import { el, button, deviceName } from './dom.js';
-import { renderMarkdown, ansiNodes } from './markdown.js';
+import { renderMarkdown, ansiNodes, stripAnsi } from './markdown.js';
 
 // Longest text shown in one tool card block.
 const MAX_TOOL_TEXT = 200000;
@@ -79,7 +79,8 @@ export class Transcript {
   }
   notice(text, cls) { this.endBlocks(); return this.add(el('div', 'line ' + (cls || ''), text)); }
   endBlocks() { this.cur.asst = this.cur.thought = this.cur.line = null; }
-  renderMsg(e) { e._body.textContent = ''; e._body.appendChild(renderMarkdown(e._t)); }
+  // escape codes an agent quotes from command output are dropped, never shown raw
+  renderMsg(e) { e._body.textContent = ''; e._body.appendChild(renderMarkdown(stripAnsi(e._t))); }
 
   onUpdate(p, live) {
     const u = p.update || {}, k = u.sessionUpdate;
@@ -258,6 +259,7 @@ export class Transcript {
     return true;
   }
   setAskButtons(a, on) { for (const b of a._b.querySelectorAll('button')) b.disabled = !on; }
+  firstUser() { const u = this.log.querySelector('.msg.user'); return u && u._text ? u._text.data.trim().split('\n')[0].slice(0, 60) : ''; }
   openAsks() { let n = 0; for (const a of this.asks.values()) if (!a._done) n++; return n; }
   resolveAsk(id, outcome, by) {
     const a = this.asks.get(String(id));
@@ -319,7 +321,8 @@ export function textOf(c) {
 
 // Line diff of old and new text as [op, line] with op ' ', '-', '+'.
 export function lineDiff(a, b) {
-  const A = a === '' ? [] : a.split('\n'), B = b === '' ? [] : b.split('\n');
+  const lines = t => (t === '' ? [] : t.replace(/\n$/, '').split('\n'));
+  const A = lines(a), B = lines(b);
   let s = 0;
   while (s < A.length && s < B.length && A[s] === B[s]) s++;
   let ea = A.length, eb = B.length;
