@@ -165,7 +165,7 @@ function setLease(l, h) {
   const v = viewer();
   document.body.classList.toggle('viewer', v);
   for (const e of document.querySelectorAll('.ctl')) e.disabled = v;
-  $('input').placeholder = v ? 'Viewing only: take control to type' : 'Message the agent';
+  $('input').placeholder = v ? 'Viewing only' : 'Message the agent';
   controls.render();
   files.buttons();
   sessions.render();
