@@ -308,6 +308,7 @@ impl Agent {
                 }
                 opened
             }
+            "session/close" => session::close(&mut self.sessions, params),
             "session/set_mode" => self.set_mode(params),
             "session/set_config_option" => self.set_config_option(params),
             "authenticate" => {
@@ -371,6 +372,7 @@ impl Agent {
             "protocolVersion": PROTOCOL_VERSION,
             "agentCapabilities": {
                 "loadSession": true,
+                "sessionCapabilities": { "close": {} },
                 "promptCapabilities": { "image": true, "audio": false, "embeddedContext": true },
             },
             "agentInfo": { "name": "acp-relay-demo", "version": env!("CARGO_PKG_VERSION") },

@@ -358,7 +358,7 @@ fn read_goes_through_the_client() {
         chunks[chunks.len() - 3..],
         [
             "read ok: 18 bytes: first line",
-            "read error: no",
+            "read error -32601: no",
             "read ok: 18 bytes: first line"
         ]
     );

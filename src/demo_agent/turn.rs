@@ -490,7 +490,7 @@ impl Player {
                 self.tool_update(&tool, "completed", Some(text_content(preview(&text))));
             }
             Err(e) => {
-                self.say(&format!("read error: {}", e.message));
+                self.say(&format!("read error {}: {}", e.code, e.message));
                 self.tool_update(&tool, "failed", Some(text_content(&e.message)));
             }
         }
