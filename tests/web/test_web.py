@@ -479,7 +479,7 @@ def sessions_menu_and_terminal_tab(pw, browser):
             shot(pg, "sessions")
             pg.keyboard.press("Escape")
             pg.click("#tab-term")
-            pg.wait_for_function("() => document.querySelector('#term').childElementCount > 0 && !document.querySelector('#term').innerText.includes('loading')", timeout=T)
+            pg.wait_for_selector("#term .term-root", timeout=T)
             shot(pg, "terminal")
     finally:
         env.close()

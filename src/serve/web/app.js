@@ -16,6 +16,11 @@ if (!clientId || !/-[0-9a-f]{8}$/.test(clientId)) {
   clientId = guess + '-' + hex(4);
   LS.set('client', clientId);
 }
+// `?client_id=` names this tab's device for once (tests, several tabs), unsaved.
+{
+  const q = new URLSearchParams(location.search).get('client_id');
+  if (q && /^[\w.:-]{1,64}$/.test(q)) clientId = q;
+}
 let token = LS.get('token', '');
 {
   const h = new URLSearchParams(location.hash.slice(1)), t = h.get('token');
