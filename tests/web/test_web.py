@@ -63,8 +63,8 @@ class Env:
         self.contexts = []
         self.errors = []
 
-    def page(self, viewport=PHONE, token=True, scheme="light", perms=()):
-        ctx = self.browser.new_context(viewport=viewport, color_scheme=scheme, permissions=list(perms))
+    def page(self, viewport=PHONE, token=True, scheme="light", perms=(), touch=False):
+        ctx = self.browser.new_context(viewport=viewport, color_scheme=scheme, permissions=list(perms), has_touch=touch, is_mobile=touch)
         self.contexts.append(ctx)
         pg = ctx.new_page()
         pg.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
@@ -465,22 +465,39 @@ def lease_viewer_disabled_take_control(pw, browser):
 
 
 @test
-def sessions_menu_and_terminal_tab(pw, browser):
+def sessions_menu_delete_and_terminal_tab(pw, browser):
     env = Env(pw, browser, extra=["--terminal"])
     try:
-        for vp in (PHONE, DESKTOP):
-            pg = env.page(viewport=vp)
-            prompt(pg, "/chunks 1\nfirst session")
-            wait_done(pg)
-            pg.click("#sessBtn")
-            pg.wait_for_selector("#slist li .open", timeout=T)
-            assert "first session" in text(pg, "#slist")
-            assert pg.locator("#slist li button:has-text('Delete')").count() >= 1
-            shot(pg, "sessions")
-            pg.keyboard.press("Escape")
-            pg.click("#tab-term")
-            pg.wait_for_selector("#term .term-root", timeout=T)
-            shot(pg, "terminal")
+        pg = env.page()
+        prompt(pg, "/chunks 1\nfirst session")
+        wait_done(pg)
+        pg.click("#newBtn")
+        pg.wait_for_function("() => document.querySelectorAll('#log .msg').length === 0", timeout=T)
+        prompt(pg, "/chunks 1\nsecond session")
+        wait_done(pg)
+        pg.click("#sessBtn")
+        pg.wait_for_function("() => document.querySelectorAll('#slist li .open').length === 2", timeout=T)
+        listed = text(pg, "#slist")
+        assert "first session" in listed and "second session" in listed, listed
+        shot(pg, "sessions")
+        pg.locator("#slist li", has_text="first session").locator("button:has-text('Delete')").click()
+        pg.wait_for_function("() => document.querySelectorAll('#slist li .open').length === 1", timeout=T)
+        assert "first session" not in text(pg, "#slist")
+        pg.keyboard.press("Escape")
+        # a phone (touch: the key bar shows) opens a terminal; the desktop attaches
+        ph = env.page(touch=True)
+        for p in (ph, pg):
+            if p is pg:
+                pg.set_viewport_size(DESKTOP)
+            p.click("#tab-term")
+            p.wait_for_selector("#term .term-root", timeout=T)
+            if p is ph:
+                p.click("#term button[aria-label='New terminal']")
+                p.wait_for_selector("#term .term-screen:not([hidden]) .term-row", timeout=T)
+                p.click("#term .term-screen:not([hidden])")
+                p.keyboard.type("printf '\\033[32mgreen\\033[0m and plain\\n'; echo hi from the web\n")
+            p.wait_for_function("() => [...document.querySelectorAll('#term .term-screen:not([hidden]) .term-row')].some(r => r.textContent.startsWith('hi from the web'))", timeout=T)
+            shot(p, "terminal-tab")
     finally:
         env.close()
 
