@@ -4,7 +4,7 @@ Debian's chromium driven by playwright (never a downloaded browser).
 Run by scripts/test-web.sh: `python tests/web/test_web.py BINARY SHOTS_DIR [NAME...]`.
 Every wait is a condition with a deadline; no test asserts on timing.
 """
-import base64, gzip, json, os, subprocess, sys, traceback, urllib.request
+import base64, gzip, json, os, signal, subprocess, sys, traceback, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from relay import Relay, wait_for  # noqa: E402
@@ -262,6 +262,25 @@ def restart_shows_banner_and_keeps_scroll(pw, browser):
         pg.wait_for_function(f"() => Math.abs(document.querySelector('#log').scrollTop - {top}) <= 2", timeout=T)
         assert pg.locator("#log .msg.user").count() == 4
         assert pg.is_hidden("#pair")
+    finally:
+        env.close()
+
+
+@test
+def silent_link_is_noticed(pw, browser):
+    env = Env(pw, browser, workspace=False)
+    try:
+        pg = env.page()
+        # a relay that stops answering keeps the socket open: the page must
+        # notice the silence by itself (about 15 s), show the banner and retry
+        os.killpg(env.relay.proc.pid, signal.SIGSTOP)
+        try:
+            pg.wait_for_selector("#banner:not([hidden])", timeout=40000)
+            assert pg.is_hidden("#pair")
+        finally:
+            os.killpg(env.relay.proc.pid, signal.SIGCONT)
+        connected(pg)
+        pg.wait_for_selector("#banner[hidden]", state="attached", timeout=T)
     finally:
         env.close()
 
