@@ -190,6 +190,29 @@ def streamed_markdown_is_safe(pw, browser):
 
 
 @test
+def thought_plan_usage_and_stop_reason(pw, browser):
+    env = Env(pw, browser)
+    try:
+        pg = env.page()
+        prompt(pg, "show me around")
+        pg.wait_for_selector(".ask:not(.done) button.pri", timeout=T)
+        th = pg.locator("#log details.thought")
+        assert th.count() == 1 and th.get_attribute("open") is None, "thoughts start collapsed"
+        assert pg.locator("#log .plan li").count() == 3
+        pg.click(".ask:not(.done) button.pri")
+        wait_done(pg)
+        pg.wait_for_function("() => document.querySelector('#usage') && /tokens/.test(document.querySelector('#usage').innerText)", timeout=T)
+        assert "$" in text(pg, "#usage")
+        prompt(pg, "/chunks 1\n/sleep 60000")
+        pg.wait_for_selector("#stop:not([hidden])", timeout=T)
+        pg.click("#stop")
+        pg.wait_for_function("() => document.querySelector('#log').innerText.includes('Stopped: cancelled')", timeout=T)
+        shot(pg, "chat-tour")
+    finally:
+        env.close()
+
+
+@test
 def ask_on_two_devices_settles_on_both(pw, browser):
     env = Env(pw, browser)
     try:
