@@ -213,6 +213,23 @@ def thought_plan_usage_and_stop_reason(pw, browser):
 
 
 @test
+def exit_shows_one_notice(pw, browser):
+    env = Env(pw, browser, workspace=False)
+    try:
+        pg = env.page()
+        prompt(pg, "/chunks 1\n/exit")
+        pg.wait_for_function("() => document.querySelector('#log').innerText.includes('The agent exited')", timeout=T)
+        pg.wait_for_selector("#send:not([hidden])", timeout=T)
+        prompt(pg, "/chunks 1\nagain")
+        pg.wait_for_function("() => document.querySelector('#log').innerText.includes('echo: /chunks 1\\nagain')", timeout=T)
+        wait_done(pg, 2)
+        notices = pg.evaluate("() => [...document.querySelectorAll('#log .line.err, #log .line.warn')].map(e => e.innerText)")
+        assert len(notices) == 1, notices
+    finally:
+        env.close()
+
+
+@test
 def ask_on_two_devices_settles_on_both(pw, browser):
     env = Env(pw, browser)
     try:

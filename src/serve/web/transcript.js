@@ -176,6 +176,10 @@ export class Transcript {
     if (u.kind != null) c._k.textContent = u.kind;
     c._k.hidden = !c._k.textContent;
     if (u.status != null) { c._s.textContent = String(u.status).replace('_', ' '); c._s.className = 'tag st-' + u.status; }
+    if (u.status === 'completed' || u.status === 'failed') {
+      // the relay does not stream an agent terminal's output to devices
+      for (const pre of c._c.querySelectorAll('pre.term-out')) if (/running…$/.test(pre.textContent)) pre.textContent = 'terminal ' + pre.dataset.terminal + ' finished';
+    }
     c._s.hidden = !c._s.textContent;
     const ri = u.rawInput;
     if (ri && typeof ri === 'object' && (ri.command || ri.cmd)) {
