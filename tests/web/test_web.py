@@ -139,6 +139,33 @@ def assets_gzip_etag_csp(pw, browser):
 
 
 @test
+def installable_and_keyboard(pw, browser):
+    env = Env(pw, browser, workspace=False)
+    try:
+        pg = env.page(viewport=DESKTOP)
+        # the service worker controls the page (installable on localhost/https)
+        pg.wait_for_function("() => navigator.serviceWorker.getRegistration().then(r => !!(r && r.active))", timeout=T)
+        assert pg.evaluate("() => document.querySelector('link[rel=manifest]').href").endswith("/manifest.webmanifest")
+        # keyboard only: focus the composer, type, Enter sends; arrows move between screens
+        pg.focus("#input")
+        pg.keyboard.type("/chunks 1")
+        pg.keyboard.press("Escape")  # close the command palette
+        pg.keyboard.press("Shift+Enter")
+        pg.keyboard.type("by keyboard")
+        pg.keyboard.press("Enter")
+        wait_done(pg)
+        assert "by keyboard" in text(pg, "#log .msg.user")
+        pg.focus("#tab-chat")
+        pg.keyboard.press("ArrowRight")
+        pg.wait_for_selector("#files:not([hidden])", timeout=T)
+        assert pg.evaluate("() => document.activeElement.id") == "tab-files"
+        pg.keyboard.press("ArrowLeft")
+        pg.wait_for_selector("#chat:not([hidden])", timeout=T)
+    finally:
+        env.close()
+
+
+@test
 def pair_then_refused_token_stops(pw, browser):
     env = Env(pw, browser, workspace=False)
     try:
