@@ -212,6 +212,28 @@ def streamed_markdown_is_safe(pw, browser):
         body = text(pg, a)
         assert "<b>raw</b>" in body and "<img src=x" in body and "fenced <i>x</i>" in body
         shot(pg, "chat-markdown")
+        # the renderer never makes other elements or attributes, whatever the input
+        bad = pg.evaluate(r"""async () => {
+          const { renderMarkdown } = await import('/markdown.js');
+          const ok = new Set(['P','BR','H1','H2','H3','H4','H5','H6','STRONG','EM','S','CODE','PRE','A','UL','OL','LI','BLOCKQUOTE','TABLE','THEAD','TBODY','TR','TH','TD','HR']);
+          const attrs = new Set(['href','rel','target','align','start','data-lang']);
+          const parts = ['<script>x</script>', '<img src=x onerror=y>', '[a](javascript:x)', '[b](data:text/html,x)', '**', '*', '_', '`', '```', '> ', '- ', '1. ', '| a |', '|---|', '# ', '\n', ' ', 'http://x.y/z', '<http://q>', '[c](http://ok)', '\\', '~~', '[ ]', '![i](http://x)', '<a href=x>', '&lt;'];
+          let seed = 7, out = [];
+          const rnd = n => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+          for (let k = 0; k < 400; k++) {
+            let t = '';
+            for (let j = rnd(30); j > 0; j--) t += parts[rnd(parts.length)];
+            const d = document.createElement('div');
+            d.appendChild(renderMarkdown(t));
+            for (const e of d.querySelectorAll('*')) {
+              if (!ok.has(e.tagName)) out.push(e.tagName + ' from ' + JSON.stringify(t));
+              for (const a of e.attributes) if (!attrs.has(a.name)) out.push(a.name + ' from ' + JSON.stringify(t));
+              if (e.tagName === 'A' && !/^https?:/.test(e.getAttribute('href'))) out.push('href ' + e.getAttribute('href'));
+            }
+          }
+          return out.slice(0, 5);
+        }""")
+        assert not bad, bad
     finally:
         env.close()
 

@@ -5,6 +5,8 @@
 import { el, button, deviceName } from './dom.js';
 import { renderMarkdown, ansiNodes, stripAnsi } from './markdown.js';
 
+// Most blocks kept in the transcript; the oldest go first (the relay keeps them).
+const MAX_BLOCKS = 4000;
 // Longest text shown in one tool card block.
 const MAX_TOOL_TEXT = 200000;
 // Largest old×new line product diffed exactly; bigger diffs show old then new.
@@ -73,6 +75,12 @@ export class Transcript {
     const em = this.log.querySelector('#empty');
     if (em) em.remove();
     this.log.appendChild(node);
+    while (this.log.childElementCount > MAX_BLOCKS) {
+      const first = this.log.firstElementChild;
+      const h = first.offsetHeight;
+      first.remove();
+      if (!this.stick) this.log.scrollTop -= h;
+    }
     this.grew = true;
     this.later();
     return node;
