@@ -480,6 +480,7 @@ def workspace_tree_viewer_diff_edit_conflict(pw, browser):
             pg = env.page(viewport=vp)
             pg.click("#tab-files")
             pg.wait_for_selector("#files ul.tree button[data-path='README.md']", timeout=T)
+            pg.wait_for_selector("#files ul.tree button[data-path='README.md'] .gm.M", timeout=T)
             names = text(pg, "#files ul.tree")
             assert "src" in names and "notes.txt" in names and "secret.log" not in names, names
             pg.click("#files ul.tree button[data-path='src']")
