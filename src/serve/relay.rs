@@ -182,7 +182,7 @@ impl Relay {
         ring_bounds: (usize, usize),
     ) -> Rc<Relay> {
         let cwd = workspace.root().to_path_buf();
-        Rc::new(Relay {
+        let relay = Rc::new(Relay {
             ex,
             router: RefCell::new(router),
             sockets: RefCell::new(HashMap::new()),
@@ -197,7 +197,9 @@ impl Relay {
             ring_bounds,
             pty: RefCell::new(None),
             started_ms: now_ms(),
-        })
+        });
+        relay.tap_agent_terminals();
+        relay
     }
 
     /// Reads router state without letting the borrow escape.
@@ -464,6 +466,26 @@ impl Relay {
                 };
                 relay.agents.borrow_mut().remove(&agent);
                 relay.feed(Input::AgentExited { agent, status });
+            })
+            .detach();
+    }
+
+    /// Live output of agent terminals (`terminal/create`) feeds the router,
+    /// which sends it to the viewers of the terminal's session.
+    pub fn tap_agent_terminals(self: &Rc<Self>) {
+        let (tx, rx) = smol::channel::bounded(crate::workspace::agent_terminal::MAX_TAP_CHUNKS);
+        self.workspace.tap_agent_terminals(tx);
+        let weak = Rc::downgrade(self);
+        self.ex
+            .spawn(async move {
+                while let Ok(chunk) = rx.recv().await {
+                    let Some(relay) = weak.upgrade() else { return };
+                    relay.feed(Input::AgentTerminalOutput {
+                        terminal: &chunk.terminal_id,
+                        session: &chunk.session_id,
+                        data: &chunk.data,
+                    });
+                }
             })
             .detach();
     }

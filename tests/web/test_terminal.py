@@ -341,10 +341,46 @@ def steps(browser, relay, harness, tabs):
         desk.type("q")
         wait_for("top quit", lambda: desk.page.locator(".term-screen.alt").count() == 0, desk.page)
 
+    # An agent's terminal (the demo agent's /run) drawn live with its colours.
+    if harness:
+        agent_terminal(desk)
+
     for t in (desk, phone):
         assert not t.errors, t.errors
     phone.close()
     desk.close()
+
+
+AGENT_JS = r"""async () => {
+  const api = window.__api, m = window.__termModule;
+  await api.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
+  const { sessionId } = await api.request('session/new', { cwd: '/', mcpServers: [] });
+  const box = document.body.appendChild(document.createElement('div'));
+  box.id = 'agent-term';
+  window.__updates = [];
+  api.on('session/update', (p) => {
+    window.__updates.push(p);
+    const cs = p.update && p.update.content; for (const c of Array.isArray(cs) ? cs : []) {
+      if (c.type === 'terminal' && !box.dataset.tid) { box.dataset.tid = c.terminalId; m.mountAgentTerminal(box, api, { terminalId: c.terminalId }); }
+    }
+  });
+  api.request('session/prompt', { sessionId, prompt: [{ type: 'text',
+    text: "/run printf '\\033[32mgreen\\033[0m start\\n'; sleep 0.3; printf 'step\\r'; echo done-$((40+2))" }] });
+}"""
+
+
+def agent_terminal(tab):
+    tab.page.evaluate(AGENT_JS)
+    try:
+        wait_for("the agent terminal's output", lambda: "done-42" in (tab.page.text_content("#agent-term pre") or ""), tab.page)
+    except AssertionError:
+        sys.stderr.write("updates: " + json.dumps(tab.page.evaluate("() => window.__updates"))[:3000] + "\n")
+        raise
+    text = tab.page.text_content("#agent-term pre")
+    assert text.startswith("green start\n"), repr(text)
+    assert "step" not in text, "a bare CR starts the line again: " + repr(text)
+    colour = tab.page.evaluate("() => getComputedStyle(document.querySelector('#agent-term pre span')).color")
+    assert colour == "rgb(152, 195, 121)", colour
 
 
 def test_terminal():
