@@ -53,6 +53,7 @@ impl Lease {
                 m.starts_with("session/")
                     || m == "authenticate"
                     || m == "_relay/apply_edit"
+                    || m == "_relay/session/delete"
                     || m.starts_with("_relay/terminal/")
             }
         }

@@ -111,11 +111,11 @@ impl Term {
         if self.reaped.get() {
             return;
         }
-        let _ = rustix::process::kill_process_group(self.pid, sig);
+        crate::proc::signal_pgid(self.pid, sig);
         if let Ok(fg) = rustix::termios::tcgetpgrp(self.pty.get_ref())
             && fg != self.pid
         {
-            let _ = rustix::process::kill_process_group(fg, sig);
+            crate::proc::signal_pgid(fg, sig);
         }
     }
 }
@@ -201,6 +201,7 @@ impl PtySet {
                 Ok(())
             });
         }
+        crate::proc::die_with_parent(&mut std_cmd);
         let mut cmd = smol::process::Command::from(std_cmd);
         // Stdio after the conversion, or the child inherits the relay's.
         cmd.stdin(Stdio::from(pts.as_fd().try_clone_to_owned()?))
