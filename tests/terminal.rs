@@ -561,3 +561,21 @@ fn terminals_need_the_flag_and_the_lease() {
     until_text(&mut viewer, &t, &mut gv, "typed by holder");
     assert!(!g.all_text().contains("viewer"));
 }
+
+#[test]
+fn scrollback_is_bounded_by_the_flag() {
+    let relay = start(&["--terminal-scrollback", "5"]);
+    let mut d = relay.device("owner", "");
+    welcome(&mut d);
+    let (t, mut g) = open(
+        &mut d,
+        json!({"cols": 20, "rows": 4, "command": "i=0; while [ $i -lt 40 ]; do echo n-$i; i=$((i+1)); done; echo end; sleep 1000"}),
+    );
+    until_text(&mut d, &t, &mut g, "end");
+    d.close();
+    let mut d = relay.device("owner", "");
+    let snap = d.recv_until("snapshot", |v| is_screen(v, &t));
+    let history = snap["params"]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 5, "{snap}");
+    assert_eq!(row_text(&history[4]), "n-37");
+}
