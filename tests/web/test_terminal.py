@@ -266,7 +266,9 @@ def steps(browser, relay, harness, tabs):
     desk.page.wait_for_selector(".term-tab.on")
     desk.page.click(".term-screen:not([hidden])")
 
-    # echo hi
+    # echo hi, once the shell's prompt shows (typed sooner, the terminal
+    # echoes it before the prompt)
+    desk.wait_rows("the shell's prompt", lambda r: any(x.rstrip().endswith(("#", "$")) for x in r))
     desk.type("echo hi\n")
     desk.wait_rows("echo hi printed hi", lambda r: "hi" in r)
 

@@ -119,7 +119,8 @@ class Term {
 
   label() {
     const t = this.title || this.command || 'shell';
-    return (t.length > 24 ? t.slice(0, 23) + '…' : t) + (this.exited ? ' (exited)' : '');
+    const n = this.id.replace(/^t/, '');
+    return n + ': ' + (t.length > 24 ? t.slice(0, 23) + '…' : t) + (this.exited ? ' (exited)' : '');
   }
 
   // A snapshot or a diff. Returns false when a diff does not follow the frame held.
@@ -497,6 +498,11 @@ export function mountTerminals(container, api) {
     e.preventDefault();
     if (ctrlLatch || altLatch) setLatch(null);
     send(s);
+  });
+  // Soft keyboards report Backspace and Enter on an empty field this way.
+  input.addEventListener('beforeinput', (e) => {
+    if (e.inputType === 'deleteContentBackward') { e.preventDefault(); send(latched('\x7f')); }
+    else if (e.inputType === 'insertLineBreak' || e.inputType === 'insertParagraph') { e.preventDefault(); send(latched('\r')); }
   });
   input.addEventListener('input', () => {
     const v = input.value;
