@@ -17,6 +17,8 @@ pub mod code {
     pub const BUSY: i64 = -32011;
     pub const LIMIT: i64 = -32012;
     pub const OTHER: i64 = -32000;
+    /// ACP: a resource such as a file was not found (message "Resource not found").
+    pub const RESOURCE_NOT_FOUND: i64 = -32002;
 }
 
 /// An error answer: a code, a message that says what to do, optional data.
