@@ -171,6 +171,8 @@ struct Counters {
     disk_recovered: AtomicU64,
     asks_answered: AtomicU64,
     lost: AtomicU64,
+    /// Largest run of already-sent numbers a reset view went without.
+    reset_holes: AtomicU64,
     duplicates: AtomicU64,
     reused: AtomicU64,
     bad_resumes: AtomicU64,
@@ -395,6 +397,17 @@ fn end_relay(r: &mut RelayProc, sig: rustix::process::Signal) {
 type Ws = WebSocket<TcpStream>;
 
 fn connect(shared: &Shared, query: &str, rcvbuf: Option<usize>) -> Result<Ws, String> {
+    connect_from(shared, query, rcvbuf, None)
+}
+
+/// [`connect`] from the loopback address `src` (devices behind different
+/// addresses: the relay caps pre-authentication connections per address).
+fn connect_from(
+    shared: &Shared,
+    query: &str,
+    rcvbuf: Option<usize>,
+    src: Option<std::net::Ipv4Addr>,
+) -> Result<Ws, String> {
     let url = shared.url(query);
     let mut req = url
         .as_str()
@@ -408,9 +421,11 @@ fn connect(shared: &Shared, query: &str, rcvbuf: Option<usize>) -> Result<Ws, St
             .map_err(|_| "token header")?,
     );
     let port = shared.port.load(SeqCst) as u16;
-    let stream = match rcvbuf {
-        None => TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?,
-        Some(bytes) => small_buffer_stream(port, bytes)?,
+    let stream = match (rcvbuf, src) {
+        (None, None) => {
+            TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?
+        }
+        _ => raw_stream(port, rcvbuf, src)?,
     };
     stream
         .set_read_timeout(Some(TICK))
@@ -428,13 +443,24 @@ fn connect(shared: &Shared, query: &str, rcvbuf: Option<usize>) -> Result<Ws, St
     Ok(ws)
 }
 
-/// A TCP connection whose receive buffer is `bytes` (set before connecting,
-/// so the window stays small): a reader that stops fills the relay's queue.
-fn small_buffer_stream(port: u16, bytes: usize) -> Result<TcpStream, String> {
+/// A TCP connection from `src` (any port) whose receive buffer is `rcvbuf`
+/// (set before connecting, so the window stays small: a reader that stops
+/// fills the relay's queue).
+fn raw_stream(
+    port: u16,
+    rcvbuf: Option<usize>,
+    src: Option<std::net::Ipv4Addr>,
+) -> Result<TcpStream, String> {
     use rustix::net::{AddressFamily, SocketType, ipproto, socket, sockopt};
     let fd = socket(AddressFamily::INET, SocketType::STREAM, Some(ipproto::TCP))
         .map_err(|e| e.to_string())?;
-    sockopt::set_socket_recv_buffer_size(&fd, bytes).map_err(|e| e.to_string())?;
+    if let Some(bytes) = rcvbuf {
+        sockopt::set_socket_recv_buffer_size(&fd, bytes).map_err(|e| e.to_string())?;
+    }
+    if let Some(ip) = src {
+        rustix::net::bind(&fd, &std::net::SocketAddrV4::new(ip, 0))
+            .map_err(|e| format!("bind {ip}: {e}"))?;
+    }
     let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
     rustix::net::connect(&fd, &addr).map_err(|e| format!("connect: {e}"))?;
     Ok(TcpStream::from(fd))
@@ -464,6 +490,9 @@ struct Follow {
     last: u64,
     /// After a welcome with reset:true the next number starts a new view.
     rebase: bool,
+    /// This attach began with reset:true: the relay said the view restarts,
+    /// so numbers missing in it are holes in the history, not silent skips.
+    reset_view: bool,
     frames: u64,
     /// The last welcome: (last_seq asked for, headSeq, reset), and the
     /// frames since it.
@@ -476,6 +505,7 @@ impl Follow {
             session,
             last: 0,
             rebase: false,
+            reset_view: false,
             frames: 0,
             attach: (0, 0, false, 0),
         }
@@ -485,6 +515,7 @@ impl Follow {
         let reset = w["reset"].as_bool().unwrap_or(false);
         let head = w["headSeq"].as_u64().unwrap_or(0);
         self.attach = (self.last, head, reset, 0);
+        self.reset_view = reset;
         if reset {
             bump(&shared.c.resets);
             self.rebase = true;
@@ -542,6 +573,22 @@ impl Follow {
                 "DUPLICATE: session {} rseq {n} after {} ({who})",
                 self.session, self.last
             ));
+        } else if self.reset_view {
+            // Numbers the relay skipped in a view it announced as reset: the
+            // ones some device had seen are history the relay no longer
+            // holds (allowed after reset:true; counted, not failed).
+            let seen = shared
+                .ledger
+                .lock()
+                .map(|l| {
+                    (self.last + 1..n)
+                        .take(100_000)
+                        .filter(|k| l.contains_key(&(self.session, *k)))
+                        .count() as u64
+                })
+                .unwrap_or(0);
+            shared.c.reset_holes.fetch_max(seen, SeqCst);
+            self.last = n;
         } else {
             shared.c.lost.fetch_add(n - self.last - 1, SeqCst);
             let (asked, head, reset, since) = self.attach;
@@ -812,8 +859,22 @@ fn storm(shared: &Arc<Shared>, rng: &mut Rng) {
             let name = format!("storm{i}");
             let sid = shared.sessions[session].clone();
             let query = format!("client_id={name}&session_id={sid}&last_seq={last}");
-            let Ok(mut ws) = connect(&shared, &query, None) else {
-                return;
+            // Eight loopback addresses, and retries on a refusal (503 past
+            // the relay's per-address pre-authentication cap), as phones
+            // reconnecting after an outage would.
+            let src = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 8) as u8);
+            let until = Instant::now() + Duration::from_secs(10);
+            let mut ws = loop {
+                match connect_from(&shared, &query, None, Some(src)) {
+                    Ok(ws) => break ws,
+                    Err(_) if Instant::now() < until && !shared.stopped() => {
+                        std::thread::sleep(Duration::from_millis(100 + (i as u64 * 37) % 200));
+                    }
+                    Err(e) => {
+                        shared.say(&format!("{name}: could not connect: {e}"));
+                        return;
+                    }
+                }
             };
             bump(&shared.c.connects);
             let mut follow = Follow::new(session);
@@ -1352,6 +1413,10 @@ fn report(
             },
         ),
         ("FRAMES LOST".into(), lost.to_string()),
+        (
+            "sent frames missing after a reset (largest run; allowed)".into(),
+            g(&c.reset_holes).to_string(),
+        ),
         ("DUPLICATES".into(), dup.to_string()),
         ("NUMBERS REUSED".into(), reused.to_string()),
         (
