@@ -253,6 +253,8 @@ impl Shared {
 
 /// Runs the relay until SIGTERM/SIGINT. Prints the pairing URL to stdout.
 pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    // Before any helper thread starts, so none gets an arena of its own.
+    crate::heap::tune();
     let ws = Workspace::new(&opts.workspace).map_err(|e| ServeError::Workspace {
         path: opts.workspace.clone(),
         reason: e.to_string(),

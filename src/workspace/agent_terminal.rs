@@ -10,6 +10,7 @@ use crate::agent::signal_name;
 use crate::core::rpc::{RpcError, code};
 use futures_lite::future;
 use futures_lite::io::AsyncReadExt;
+use rustix::fs::{Mode, OFlags};
 use serde_json::{Value, json};
 use smol::channel::{Receiver, Sender};
 use smol::lock::OnceCell;
@@ -18,6 +19,7 @@ use smol::{Async, Timer};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::pin::pin;
@@ -131,12 +133,10 @@ impl AgentTerminals {
         };
 
         self.check_room()?;
-        let cwd = match cwd {
-            None => jail.root().to_path_buf(),
-            Some(cwd) => {
-                let jail = jail.clone();
-                smol::unblock(move || resolve_dir(&jail, &cwd)).await?
-            }
+        let cwd = cwd.unwrap_or_else(|| ".".to_owned());
+        let (cwd, cwd_fd) = {
+            let jail = jail.clone();
+            smol::unblock(move || resolve_dir(&jail, &cwd)).await?
         };
         // Other creates may have run while the cwd was resolved.
         self.check_room()?;
@@ -149,7 +149,18 @@ impl AgentTerminals {
         })?;
         let spawned = {
             let mut std_cmd = std::process::Command::new(&command);
-            std_cmd.args(&args).current_dir(&cwd).envs(env);
+            std_cmd.args(&args).envs(env);
+            // Into the directory opened beneath the root, not by path: a
+            // symlink swapped in since it was resolved cannot move it out.
+            let dir_fd = cwd_fd.as_raw_fd();
+            // SAFETY: runs in the forked child before exec; fchdir is
+            // async-signal-safe, and `cwd_fd` stays open until spawn returns.
+            unsafe {
+                std_cmd.pre_exec(move || {
+                    rustix::process::fchdir(BorrowedFd::borrow_raw(dir_fd))?;
+                    Ok(())
+                });
+            }
             // Its own process group, so a kill reaches its children too and
             // the relay's terminal signals do not reach it.
             std_cmd.process_group(0);
@@ -316,13 +327,19 @@ async fn kill_and_wait(terms: &[Rc<Terminal>]) {
 }
 
 /// The working directory for a command: jailed, and a directory.
-fn resolve_dir(jail: &Jail, cwd: &str) -> Result<PathBuf, RpcError> {
+/// The directory `cwd` names, resolved and opened beneath the root.
+fn resolve_dir(jail: &Jail, cwd: &str) -> Result<(PathBuf, OwnedFd), RpcError> {
     let dir = jail.resolve(cwd).map_err(jail_error)?;
-    match std::fs::metadata(&dir) {
-        Ok(meta) if meta.is_dir() => Ok(dir),
-        Ok(_) => Err(RpcError::invalid_params(format!(
-            "cwd {cwd:?} is not a directory: name a directory in the workspace"
-        ))),
+    let opened = jail.open(
+        &dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+        Mode::empty(),
+    );
+    match opened {
+        Ok(fd) => Ok((dir, fd)),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => Err(RpcError::invalid_params(
+            format!("cwd {cwd:?} is not a directory: name a directory in the workspace"),
+        )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(RpcError::invalid_params(format!(
             "cwd {cwd:?} does not exist: name an existing directory in the workspace"
         ))),
