@@ -49,11 +49,10 @@ class Relay:
             if not line:
                 raise AssertionError("relay exited before printing its URL: " + "".join(lines))
             lines.append(line)
-            # The pairing link (it holds the token) is printed only on a terminal:
-            # take the port from the banner and the token from the data dir.
             m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
             if m:
                 self.port = int(m.group(1))
+                # the token file is written before the relay listens
                 with open(os.path.join(self.data, "token")) as f:
                     self.token = f.read().strip()
                 self.url = f"http://127.0.0.1:{self.port}/#token={self.token}"
