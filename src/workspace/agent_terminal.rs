@@ -263,7 +263,7 @@ impl AgentTerminals {
             .borrow_mut()
             .remove(id)
             .ok_or_else(|| unknown_terminal(id))?;
-        kill_and_wait(&[term.clone()]).await;
+        kill_and_wait(std::slice::from_ref(&term)).await;
         let mut released = self.released.borrow_mut();
         if released.len() >= MAX_AGENT_TERMINALS * 4 {
             released.pop_front();
