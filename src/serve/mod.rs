@@ -253,6 +253,8 @@ impl Shared {
 
 /// Runs the relay until SIGTERM/SIGINT. Prints the pairing URL to stdout.
 pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    // Before any helper thread starts, so none gets an arena of its own.
+    crate::heap::tune();
     let ws = Workspace::new(&opts.workspace).map_err(|e| ServeError::Workspace {
         path: opts.workspace.clone(),
         reason: e.to_string(),
@@ -326,10 +328,12 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     }
     let ops = Rc::new(crate::status::Ops::new(now_ms(), opts.agent.to_string()));
     let base_url = crate::pair::base_url(opts.public_url.as_deref(), addr, opts.tls.is_some());
-    let mut notify_cfg = opts.notify.clone();
-    notify_cfg.public_url.get_or_insert(base_url.clone());
-    let dispatcher =
-        crate::notify::deliver::Dispatcher::start(ex.clone(), notify_cfg, opts.agent.to_string());
+    let dispatcher = crate::notify::deliver::Dispatcher::start(
+        ex.clone(),
+        opts.notify.clone(),
+        opts.agent.to_string(),
+        base_url.clone(),
+    );
     *ops.notify.borrow_mut() = Some(dispatcher.clone());
     {
         let (ops, dispatcher) = (ops.clone(), dispatcher.clone());

@@ -153,6 +153,7 @@ pub const AGENT_QUEUE_BYTES: usize = 64 << 20;
 #[derive(Default)]
 pub struct Metrics {
     pub frames_sent: Cell<u64>,
+    pub bytes_sent: Cell<u64>,
     pub sockets_dropped_slow: Cell<u64>,
     pub sockets_opened: Cell<u64>,
     pub agents_spawned: Cell<u64>,
@@ -225,6 +226,7 @@ impl Relay {
             on_event: RefCell::new(None),
         });
         relay.watch_durable();
+        relay.tap_agent_terminals();
         relay
     }
 
@@ -365,6 +367,8 @@ impl Relay {
                     self.metrics
                         .frames_sent
                         .set(self.metrics.frames_sent.get() + 1);
+                    let b = &self.metrics.bytes_sent;
+                    b.set(b.get() + len as u64);
                 }
             }
             Err(TrySendError::Full(_)) => {
@@ -517,6 +521,26 @@ impl Relay {
                 // Fed during a clean stop too: the router releases the agent's
                 // terminals, and records nothing in any history.
                 relay.feed(Input::AgentExited { agent, status });
+            })
+            .detach();
+    }
+
+    /// Live output of agent terminals (`terminal/create`) feeds the router,
+    /// which sends it to the viewers of the terminal's session.
+    pub fn tap_agent_terminals(self: &Rc<Self>) {
+        let (tx, rx) = smol::channel::bounded(crate::workspace::agent_terminal::MAX_TAP_CHUNKS);
+        self.workspace.tap_agent_terminals(tx);
+        let weak = Rc::downgrade(self);
+        self.ex
+            .spawn(async move {
+                while let Ok(chunk) = rx.recv().await {
+                    let Some(relay) = weak.upgrade() else { return };
+                    relay.feed(Input::AgentTerminalOutput {
+                        terminal: &chunk.terminal_id,
+                        session: &chunk.session_id,
+                        data: &chunk.data,
+                    });
+                }
             })
             .detach();
     }

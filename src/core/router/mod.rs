@@ -146,6 +146,13 @@ pub enum Input<'a> {
         data: &'a str,
         flush: bool,
     },
+    /// Output of an agent's `terminal/create` command (whole characters),
+    /// for the viewers of the session named by the agent's `sessionId`.
+    AgentTerminalOutput {
+        terminal: &'a str,
+        session: &'a str,
+        data: &'a str,
+    },
     /// A terminal's process was reaped.
     TerminalExited {
         id: TerminalId,
@@ -466,6 +473,11 @@ impl Router {
                 let actions = self.terminals.output(id, data, flush);
                 self.terminal_actions(actions);
             }
+            Input::AgentTerminalOutput {
+                terminal,
+                session,
+                data,
+            } => self.agent_terminal_output(terminal, session, data),
             Input::TerminalExited {
                 id,
                 exit_code,
@@ -609,7 +621,8 @@ impl Router {
             && !self.by_session.contains_key(s)
         {
             log::info!(
-                "{socket}: session {s} is not live or stored; attaching to the default session"
+                "{socket}: session {} is not live or stored; attaching to the default session",
+                crate::logger::peer(s)
             );
             reset = last_seq.is_some();
             last_seq = None;
@@ -734,6 +747,12 @@ impl Router {
         });
         u.viewers.insert(socket);
         let asks: Vec<Frame> = u.asks.values().map(|a| a.frame.clone()).collect();
+        let (replayed, reset) = (replay.frames.len(), replay.reset || force_reset);
+        self.out
+            .push_back(Output::Event(crate::core::events::RelayEvent::Attached {
+                replayed,
+                reset,
+            }));
         self.send_value(socket, &welcome);
         for f in replay.frames.into_iter().chain(asks) {
             self.out.push_back(Output::Send { socket, bytes: f });
@@ -827,7 +846,8 @@ impl Router {
             Message::Notification { method, params } => {
                 if let Err(err) = self.device_request(socket, &client, None, &method, params, line)
                 {
-                    log::debug!("{socket}: notification {method} refused: {err}");
+                    let m = crate::logger::peer(&method);
+                    log::debug!("{socket}: notification {m} refused: {err}");
                 }
             }
         }
@@ -894,6 +914,20 @@ impl Router {
             "_relay/session/delete" => self.session_delete(socket, &reply_id, &params),
             "session/prompt" => self.session_prompt(socket, client, id, params, line),
             "session/cancel" => self.session_cancel(socket, client, &params),
+            "_relay/agent_terminal/read" => {
+                // What an agent terminal has printed so far (the live rest
+                // comes as _relay/agent_terminal/output).
+                let Some(id) = id else { return Ok(()) };
+                let tid = params.get("terminalId").cloned().unwrap_or(Value::Null);
+                self.device_job(
+                    JobOwner::Device {
+                        socket,
+                        id: id.clone(),
+                    },
+                    "terminal/output",
+                    json!({ "terminalId": tid }),
+                )
+            }
             "_relay/fs/tree" | "_relay/fs/read" | "_relay/git/status" | "_relay/git/diff" => {
                 let Some(id) = id else { return Ok(()) };
                 self.device_job(
@@ -962,6 +996,44 @@ impl Router {
         }
         self.terminal_actions(actions);
         Ok(())
+    }
+
+    /// `_relay/agent_terminal/output {sessionId, terminalId, data}` (live, not
+    /// kept in the ring) to the viewers of the session whose agent created
+    /// the terminal.
+    fn agent_terminal_output(&mut self, terminal: &str, session: &str, data: &str) {
+        let unit = self
+            .links
+            .values()
+            .find(|l| l.terminals.contains(terminal) && l.sessions.contains_key(session))
+            .or_else(|| {
+                self.links
+                    .values()
+                    .find(|l| l.sessions.contains_key(session))
+            })
+            .and_then(|l| l.sessions.get(session).copied());
+        let Some(unit) = unit.and_then(|u| self.units.get(&u)) else {
+            return;
+        };
+        let Some(sid) = unit.session_id.as_deref() else {
+            return;
+        };
+        let bytes = Frame::from(rpc::notification(
+            "_relay/agent_terminal/output",
+            json!({ "sessionId": sid, "terminalId": terminal, "data": data }),
+        ));
+        let sockets: Vec<SocketId> = unit
+            .viewers
+            .iter()
+            .copied()
+            .filter(|s| self.sockets.get(s).is_some_and(|s| !s.plain))
+            .collect();
+        for socket in sockets {
+            self.out.push_back(Output::Send {
+                socket,
+                bytes: bytes.clone(),
+            });
+        }
     }
 
     /// Performs a terminal table's actions: frames to owners, PTY work to the shell.
