@@ -27,6 +27,9 @@ const OUTPUT_BYTE_LIMIT: u64 = 65_536;
 /// Longest text put into a tool call's content.
 const PREVIEW_CHARS: usize = 4096;
 
+/// The context window the demo agent pretends to have, in tokens.
+const DEMO_CONTEXT_TOKENS: u64 = 200_000;
+
 /// The command the demo tour runs.
 const TOUR_COMMAND: &str = "echo hello from the terminal";
 
@@ -185,7 +188,11 @@ pub fn run(turn: Turn, id: Value) {
         said: String::new(),
     };
     let result = match player.turn.mode {
-        Mode::Script => player.play(),
+        Mode::Script => {
+            let r = player.play();
+            player.usage();
+            r
+        }
         Mode::Flood(f) => player.flood(f),
     };
     {
@@ -251,6 +258,20 @@ impl Player {
             self.chunk("\n");
         }
         self.chunk(text);
+    }
+
+    /// A `usage_update` at the end of a turn: a made-up token count from the
+    /// text so far (four characters a token), against a pretend context window.
+    fn usage(&self) {
+        let c = &self.turn.context;
+        let chars = self.turn.text.len() + self.said.len() + c.prompts * 160;
+        let used = (chars / 4) as u64;
+        self.update(json!({
+            "sessionUpdate": "usage_update",
+            "used": used,
+            "size": DEMO_CONTEXT_TOKENS,
+            "cost": { "amount": used as f64 * 0.000_002, "currency": "USD" },
+        }));
     }
 
     fn tool_call(&self, title: &str, kind: &str, status: &str, extra: Value) -> String {
@@ -634,6 +655,19 @@ impl Player {
     /// when allowed a file read and a command.
     fn tour(&mut self) -> Result<(), Stop> {
         self.check()?;
+        self.update(json!({
+            "sessionUpdate": "agent_thought_chunk",
+            "content": { "type": "text", "text": "The person sent plain text: show them around." },
+        }));
+        let entry = |content: &str, status: &str| json!({ "content": content, "priority": "medium", "status": status });
+        self.update(json!({
+            "sessionUpdate": "plan",
+            "entries": [
+                entry("Ask for permission", "in_progress"),
+                entry("Read README.md", "pending"),
+                entry("Run a command", "pending"),
+            ],
+        }));
         let plan = self.tool_call("Plan the demo", "think", "in_progress", json!({}));
         self.tool_update(
             &plan,

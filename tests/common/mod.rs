@@ -608,13 +608,17 @@ impl Device {
         client: &str,
     ) -> Result<Device, tungstenite::Error> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(Duration::from_millis(50)))?;
+        // The handshake waits as long as any other wait (a loaded machine may
+        // take a while to answer); reads after it poll every 50 ms.
+        stream.set_read_timeout(Some(WAIT))?;
         let (ws, _resp) = tungstenite::client::client(req, stream).map_err(|e| match e {
             tungstenite::HandshakeError::Failure(e) => e,
             tungstenite::HandshakeError::Interrupted(_) => {
                 tungstenite::Error::Io(std::io::Error::other("handshake interrupted"))
             }
         })?;
+        ws.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(50)))?;
         Ok(Device {
             ws,
             client: client.to_owned(),
