@@ -665,6 +665,8 @@ def contrast_overflow_and_tap_targets(pw, browser):
 
 
 def main():
+    # SIGTERM (test-web.sh's trap) must still run the relays' cleanup (atexit)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failed = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
