@@ -4,8 +4,8 @@
 //! Every message is escaped as a whole before it is written: control
 //! characters (newline, NUL, escape, ...) become `\n`, `\0`, `\x1b`, so a
 //! peer-supplied string can never forge a line or put raw bytes in the log.
-//! Call sites bound peer strings with [`peer`]. Under systemd (`JOURNAL_STREAM`
-//! set) each line carries a `<N>` syslog priority prefix so journald keeps the
+//! Call sites bound peer strings with [`peer`]. Under systemd (stderr is the
+//! stream `JOURNAL_STREAM` names) each line carries a `<N>` syslog priority prefix so journald keeps the
 //! level; `--log-format json` writes one JSON object per line instead.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -195,12 +195,27 @@ pub fn init(level: LevelFilter) {
 /// Installs the logger once with a format; later calls change the level and format.
 pub fn init_with(level: LevelFilter, format: Format) {
     FORMAT.store(u8::from(format == Format::Json), Ordering::Relaxed);
-    JOURNAL.store(
-        u8::from(std::env::var_os("JOURNAL_STREAM").is_some()),
-        Ordering::Relaxed,
-    );
+    JOURNAL.store(u8::from(stderr_is_journal()), Ordering::Relaxed);
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+}
+
+/// Whether stderr is the journal stream systemd named in `JOURNAL_STREAM`
+/// (`device:inode`): a redirected stderr inherits the variable but not the stream.
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var("JOURNAL_STREAM").ok() else {
+        return false;
+    };
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // st_dev / st_ino are not u64 on every target.
+    #[allow(clippy::unnecessary_cast)]
+    rustix::fs::fstat(std::io::stderr())
+        .is_ok_and(|st| st.st_dev as u64 == dev && st.st_ino as u64 == ino)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(FromArgs)]
-/// Drive Agent Client Protocol agents at home from a phone or a browser.
+/// Drive Agent Client Protocol agents at home from a phone or a browser (`acp-relay --version` prints the version).
 struct Cli {
     #[argh(subcommand)]
     cmd: Cmd,
@@ -81,6 +81,9 @@ struct Serve {
     /// bytes kept per session for replay (default 4 MiB)
     #[argh(option, default = "acp_relay::core::ring::DEFAULT_RING_BYTES")]
     ring_bytes: usize,
+    /// bytes all rings, socket queues, replays and store buffers share (default 48 MiB)
+    #[argh(option, default = "acp_relay::core::budget::DEFAULT_MEMORY_BUDGET")]
+    memory_budget: usize,
     /// only the device holding the controller lease may drive
     #[argh(switch)]
     lease: bool,
@@ -117,6 +120,12 @@ struct Serve {
     /// most terminals open at once (default 8); opening another closes the oldest
     #[argh(option, default = "acp_relay::core::terminals::DEFAULT_MAX_TERMINALS")]
     max_terminals: usize,
+    /// scrollback lines kept per terminal (default 1000, at most 10000)
+    #[argh(
+        option,
+        default = "acp_relay::core::terminals::DEFAULT_SCROLLBACK_LINES"
+    )]
+    terminal_scrollback: usize,
     /// a browser origin allowed to open sockets besides the relay's own (repeatable)
     #[argh(option)]
     allow_origin: Vec<String>,
@@ -635,6 +644,7 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
     let router = RouterConfig {
         ring_frames: s.ring_frames,
         ring_bytes: s.ring_bytes,
+        memory_budget: s.memory_budget,
         auto_approve: s.auto_approve,
         lease: s.lease,
         agent_per_session: s.agent_per_session,
@@ -650,9 +660,9 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
             max_depth: 256,
         },
         max_lines_per_message: s.max_lines,
-        terminals: s.terminal.then(|| TermLimits {
+        terminals: s.terminal.then_some(TermLimits {
             max_terminals: s.max_terminals,
-            ..TermLimits::default()
+            scrollback_lines: s.terminal_scrollback,
         }),
         ..RouterConfig::default()
     };

@@ -177,6 +177,9 @@ impl Shared {
         let (sessions, sockets) = self
             .relay
             .with_router(|r| (r.live_sessions(), r.socket_count()));
+        let (memory, budget, rings) = self
+            .relay
+            .with_router(|r| (r.memory_bytes(), r.memory_budget(), r.ring_bytes()));
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
             let _ = writeln!(
@@ -221,6 +224,24 @@ impl Shared {
             m.agents_spawned.get(),
         );
         gauge(
+            "acp_relay_memory_bytes",
+            "Bytes counted against --memory-budget: rings, socket queues, replays, store buffers.",
+            "gauge",
+            memory as u64,
+        );
+        gauge(
+            "acp_relay_memory_budget_bytes",
+            "The --memory-budget (0: none).",
+            "gauge",
+            budget as u64,
+        );
+        gauge(
+            "acp_relay_ring_bytes",
+            "Bytes held by every live session's replay ring.",
+            "gauge",
+            rings as u64,
+        );
+        gauge(
             "acp_relay_auth_failures_total",
             "Refused upgrades (bad or missing token).",
             "counter",
@@ -232,6 +253,8 @@ impl Shared {
 
 /// Runs the relay until SIGTERM/SIGINT. Prints the pairing URL to stdout.
 pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    // Before any helper thread starts, so none gets an arena of its own.
+    crate::heap::tune();
     let ws = Workspace::new(&opts.workspace).map_err(|e| ServeError::Workspace {
         path: opts.workspace.clone(),
         reason: e.to_string(),
@@ -305,10 +328,12 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     }
     let ops = Rc::new(crate::status::Ops::new(now_ms(), opts.agent.to_string()));
     let base_url = crate::pair::base_url(opts.public_url.as_deref(), addr, opts.tls.is_some());
-    let mut notify_cfg = opts.notify.clone();
-    notify_cfg.public_url.get_or_insert(base_url.clone());
-    let dispatcher =
-        crate::notify::deliver::Dispatcher::start(ex.clone(), notify_cfg, opts.agent.to_string());
+    let dispatcher = crate::notify::deliver::Dispatcher::start(
+        ex.clone(),
+        opts.notify.clone(),
+        opts.agent.to_string(),
+        base_url.clone(),
+    );
     *ops.notify.borrow_mut() = Some(dispatcher.clone());
     {
         let (ops, dispatcher) = (ops.clone(), dispatcher.clone());

@@ -220,6 +220,9 @@ impl Sim {
             violations: Vec::new(),
             next_socket: 0,
         };
+        // The relay opens its default session lazily (when a device claims
+        // it); these tests start from a default already opening.
+        sim.r.open_default();
         sim.drain();
         sim
     }
@@ -363,6 +366,35 @@ impl Sim {
             Output::Event(e) => self.events.push(e),
             Output::Terminal(t) => self.terminal.push(t),
             Output::Restore { unit, session } => self.restores.push_back((unit, session)),
+            Output::StoreReplay {
+                socket,
+                unit,
+                session,
+                after,
+                upto,
+                ..
+            } => {
+                // The fake store serves the range from what was persisted.
+                let frames: Vec<Frame> = self
+                    .store
+                    .transcripts
+                    .get(&session)
+                    .map(|t| {
+                        t.iter()
+                            .filter(|f| frame::read_rseq(f).is_some_and(|s| s > after && s <= upto))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.r.handle(
+                    self.now,
+                    Input::StoreReplayed {
+                        socket,
+                        unit,
+                        frames: Some(frames),
+                    },
+                );
+            }
             Output::Job {
                 job,
                 method,
