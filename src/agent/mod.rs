@@ -24,13 +24,21 @@ pub enum AgentCommand {
     },
 }
 
+/// The program's name only: its arguments may hold a key, so logs never show them.
 impl fmt::Display for AgentCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AgentCommand::Shell(s) => f.write_str(s),
-            AgentCommand::Program { program, args } => {
-                write!(f, "{} {}", program.display(), args.join(" "))
-            }
+        let (program, first) = match self {
+            AgentCommand::Shell(s) => (s.split_whitespace().next().unwrap_or(""), None),
+            AgentCommand::Program { program, args } => (
+                program.to_str().unwrap_or("agent"),
+                args.first().filter(|a| !a.starts_with('-')),
+            ),
+        };
+        let name = program.rsplit('/').next().unwrap_or(program);
+        match first {
+            // `acp-relay demo-agent`: a subcommand name, not a secret.
+            Some(sub) if name == "acp-relay" => write!(f, "{name} {sub}"),
+            _ => f.write_str(name),
         }
     }
 }

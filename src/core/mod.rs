@@ -1,5 +1,7 @@
 //! Sans-IO protocol core: events in, actions out, time passed in.
 
+pub mod budget;
+pub mod events;
 pub mod frame;
 pub mod ids;
 pub mod lease;

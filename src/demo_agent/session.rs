@@ -3,10 +3,13 @@
 
 use super::history::{Entry, HistoryFile};
 use super::peer::TurnEvent;
+use crate::core::rpc::RpcError;
+use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How the dispatch loop reaches a running turn.
@@ -50,6 +53,30 @@ impl Session {
     }
 }
 
+/// ACP `session/close`: cancels the session's turn, if one runs, and forgets
+/// the session (its history file stays, so `session/load` can bring it back).
+/// Closing a session the agent does not hold is not an error: it is closed.
+pub fn close(
+    sessions: &mut HashMap<String, Arc<Mutex<Session>>>,
+    params: &Value,
+) -> Result<Value, RpcError> {
+    let sid = params
+        .get("sessionId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| RpcError::invalid_params("session/close needs `sessionId` (a string)"))?;
+    match sessions.remove(sid) {
+        Some(s) => {
+            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = &s.turn {
+                t.cancel();
+            }
+            log::info!("demo agent: closed session {sid}");
+        }
+        None => log::debug!("demo agent: session/close for unknown session {sid}"),
+    }
+    Ok(json!({}))
+}
+
 /// A fresh session id: `demo-` and 16 hex digits mixed from the time, the
 /// process id and a counter, so ids differ across processes and within one.
 pub fn new_session_id() -> String {
@@ -75,6 +102,32 @@ fn mix(mut z: u64) -> u64 {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    fn session() -> Arc<Mutex<Session>> {
+        Arc::new(Mutex::new(Session {
+            cwd: PathBuf::from("/"),
+            entries: Vec::new(),
+            file: None,
+            turn: None,
+        }))
+    }
+
+    #[test]
+    fn close_forgets_the_session() {
+        let mut sessions = HashMap::new();
+        sessions.insert("a".to_owned(), session());
+        sessions.insert("b".to_owned(), session());
+        assert_eq!(
+            close(&mut sessions, &json!({"sessionId": "a"})),
+            Ok(json!({}))
+        );
+        assert!(!sessions.contains_key("a") && sessions.contains_key("b"));
+        assert_eq!(
+            close(&mut sessions, &json!({"sessionId": "a"})),
+            Ok(json!({}))
+        );
+        assert!(close(&mut sessions, &json!({})).is_err());
+    }
 
     #[test]
     fn ids_are_unique_and_well_formed() {

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod http;
+pub mod ops_serve;
 pub mod relay;
 pub mod socket;
 #[cfg(feature = "tls")]
@@ -11,7 +12,7 @@ pub mod web;
 
 use crate::agent::AgentCommand;
 use crate::core::frame::LineLimits;
-use crate::core::router::{Router, RouterConfig, StoredInfo};
+use crate::core::router::{Router, RouterConfig};
 use crate::serve::admission::{Admission, AdmissionLimits};
 use crate::serve::relay::{Relay, now_ms};
 use crate::store::token::{self, Token};
@@ -58,6 +59,14 @@ pub struct ServeOptions {
     pub allowed_origins: Vec<String>,
     /// Serve https:// and wss:// with this certificate (needs the `tls` feature).
     pub tls: Option<TlsFiles>,
+    /// Notification targets and policy (`--notify*`).
+    pub notify: crate::notify::deliver::NotifyConfig,
+    /// Serve `/metrics` without the token on this (loopback) address too.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The web client's address for links (`--public-url`).
+    pub public_url: Option<String>,
+    /// Re-reads the config on SIGHUP.
+    pub reload: Option<crate::config::Reload>,
 }
 
 /// PEM files for built-in TLS (`--tls-cert`, `--tls-key`).
@@ -160,6 +169,8 @@ pub struct Shared {
     pub admission: RefCell<Admission>,
     /// Browser origins allowed besides the relay's own (`--allow-origin`).
     pub allowed_origins: Vec<String>,
+    /// Ops counters, the notifier and the start time (`/status`, `/metrics`).
+    pub ops: Rc<crate::status::Ops>,
 }
 
 impl Shared {
@@ -169,6 +180,9 @@ impl Shared {
         let (sessions, sockets) = self
             .relay
             .with_router(|r| (r.live_sessions(), r.socket_count()));
+        let (memory, budget, rings) = self
+            .relay
+            .with_router(|r| (r.memory_bytes(), r.memory_budget(), r.ring_bytes()));
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
             let _ = writeln!(
@@ -211,6 +225,24 @@ impl Shared {
             "Agent processes started.",
             "counter",
             m.agents_spawned.get(),
+        );
+        gauge(
+            "acp_relay_memory_bytes",
+            "Bytes counted against --memory-budget: rings, socket queues, replays, store buffers.",
+            "gauge",
+            memory as u64,
+        );
+        gauge(
+            "acp_relay_memory_budget_bytes",
+            "The --memory-budget (0: none).",
+            "gauge",
+            budget as u64,
+        );
+        gauge(
+            "acp_relay_ring_bytes",
+            "Bytes held by every live session's replay ring.",
+            "gauge",
+            rings as u64,
         );
         gauge(
             "acp_relay_auth_failures_total",
@@ -257,13 +289,24 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         addr: opts.listen,
         source,
     })?;
-    let signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-            .map_err(ServeError::Signals)?;
+    let signals = async_signal::Signals::new([
+        async_signal::Signal::Term,
+        async_signal::Signal::Int,
+        async_signal::Signal::Hup,
+    ])
+    .map_err(ServeError::Signals)?;
+    let metrics_listener = match opts.metrics_listen {
+        Some(a) => Some(
+            smol::block_on(TcpListener::bind(a))
+                .map_err(|source| ServeError::Bind { addr: a, source })?,
+        ),
+        None => None,
+    };
 
     let mut router_cfg = opts.router.clone();
     router_cfg.cwd = ws.root().display().to_string();
     router_cfg.epoch_seed = now_ms();
+    router_cfg.durable = true;
     router_cfg.relay_meta = serde_json::json!({
         "workspace": ws.capabilities(),
         "terminal": router_cfg.terminals.is_some(),
@@ -273,15 +316,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let (store, stored) =
         Store::open(&opts.data_dir, router_cfg.keep_sessions).map_err(ServeError::Store)?;
     let mut router = Router::new(router_cfg.clone(), now_ms());
-    router.add_stored(stored.into_iter().map(|m| StoredInfo {
-        session_id: m.session_id,
-        title: m.title,
-        cwd: m.cwd,
-        created_ms: m.created_ms,
-        updated_ms: m.updated_ms,
-        agent_session: m.agent_session,
-        head_seq: m.head_seq,
-    }));
+    router.add_stored(stored);
     let relay = Relay::new(
         ex.clone(),
         router,
@@ -294,6 +329,22 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     if router_cfg.terminals.is_some() {
         relay.enable_terminals();
     }
+    let ops = Rc::new(crate::status::Ops::new(now_ms(), opts.agent.to_string()));
+    let base_url = crate::pair::base_url(opts.public_url.as_deref(), addr, opts.tls.is_some());
+    let dispatcher = crate::notify::deliver::Dispatcher::start(
+        ex.clone(),
+        opts.notify.clone(),
+        opts.agent.to_string(),
+        base_url.clone(),
+    );
+    *ops.notify.borrow_mut() = Some(dispatcher.clone());
+    {
+        let (ops, dispatcher) = (ops.clone(), dispatcher.clone());
+        *relay.on_event.borrow_mut() = Some(Rc::new(move |ev| {
+            ops.count(ev);
+            dispatcher.event(ev);
+        }));
+    }
     let shared = Rc::new(Shared {
         relay: relay.clone(),
         token: RefCell::new(token),
@@ -301,6 +352,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         data_dir: opts.data_dir.clone(),
         admission: RefCell::new(Admission::new(opts.admission)),
         allowed_origins: opts.allowed_origins.clone(),
+        ops,
     });
 
     println!(
@@ -313,10 +365,25 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         "  devices:   {ws_scheme}://{addr}/ws  (token: `acp-relay token --data-dir {}`)",
         opts.data_dir.display()
     );
-    println!(
-        "  browser:   {http_scheme}://{addr}/#token={}",
-        shared.token.borrow().as_str()
-    );
+    // The link holds the token: only a person at a terminal sees it, never a journal.
+    use std::io::IsTerminal as _;
+    if std::io::stdout().is_terminal() {
+        println!(
+            "  browser:   {}",
+            crate::pair::link(&base_url, shared.token.borrow().as_str())
+        );
+    } else {
+        println!(
+            "  browser:   {http_scheme}://{addr}/  (pairing link and QR code: `acp-relay pair --data-dir {}`)",
+            opts.data_dir.display()
+        );
+    }
+    if let Some(l) = &metrics_listener
+        && let Ok(a) = l.local_addr()
+    {
+        println!("  metrics:   http://{a}/metrics (no token)");
+        log::info!("metrics without the token on {a}");
+    }
     if let Some(files) = &opts.tls {
         println!(
             "  tls:       {} (connect by a name the certificate covers)",
@@ -367,19 +434,34 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                 }
             }
         };
+        if let Some(l) = metrics_listener {
+            ex.spawn(ops_serve::metrics_accept(shared.clone(), l))
+                .detach();
+        }
+        ex.spawn(ops_serve::watch_token(shared.clone())).detach();
         let mut signals = signals;
         let stop = async {
-            let sig = signals.next().await;
-            log::info!("received {sig:?}; shutting down");
+            loop {
+                let sig = signals.next().await;
+                if let Some(Ok(async_signal::Signal::Hup)) = sig {
+                    ops_serve::reload(&shared, &dispatcher, opts.reload.as_ref()).await;
+                    continue;
+                }
+                log::info!("received {sig:?}; shutting down");
+                break;
+            }
         };
         futures_lite::future::or(accept, stop).await;
         drop(listener);
+        // The relay ends its agents now: that is no crash to notify.
+        dispatcher.close();
         shutdown(&relay).await;
     }));
     Ok(())
 }
 
 async fn shutdown(relay: &Rc<Relay>) {
+    relay.stop();
     relay.close_all_sockets();
     let pids = relay.agent_pids();
     relay.kill_all_agents();

@@ -5,6 +5,7 @@
 
 use crate::agent::lines::{LineRead, read_line};
 use crate::agent::{self, AgentCommand};
+use crate::core::budget::MemoryMeter;
 use crate::core::frame::find_byte;
 use crate::core::ids::{AgentId, JobId, SocketId, UnitId};
 use crate::core::ring::Frame;
@@ -12,7 +13,7 @@ use crate::core::router::{Input, Output, Persist, Router};
 use crate::core::rpc::RpcError;
 use crate::core::terminals::TermAction;
 use crate::pty::{PtyEvent, PtySet};
-use crate::store::transcript::{SessionMeta, Store};
+use crate::store::transcript::Store;
 use crate::workspace::Workspace;
 use async_tungstenite::tungstenite::Utf8Bytes;
 use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -120,7 +121,22 @@ impl QueueDepth {
     pub fn taken(&self, len: usize) {
         self.frames.set(self.frames.get().saturating_sub(1));
         self.bytes.set(self.bytes.get().saturating_sub(len));
+        METER.with(|m| m.dequeued(len));
     }
+}
+
+impl Drop for QueueDepth {
+    /// A closed socket's queue is freed with it: it no longer counts.
+    fn drop(&mut self) {
+        let left = self.bytes.get();
+        METER.with(|m| m.dequeued(left));
+    }
+}
+
+thread_local! {
+    /// The memory meter of the relay on this (the executor) thread: socket
+    /// queues count into it from wherever they are filled and drained.
+    static METER: Rc<MemoryMeter> = Rc::new(MemoryMeter::default());
 }
 
 struct AgentHandle {
@@ -137,6 +153,7 @@ pub const AGENT_QUEUE_BYTES: usize = 64 << 20;
 #[derive(Default)]
 pub struct Metrics {
     pub frames_sent: Cell<u64>,
+    pub bytes_sent: Cell<u64>,
     pub sockets_dropped_slow: Cell<u64>,
     pub sockets_opened: Cell<u64>,
     pub agents_spawned: Cell<u64>,
@@ -162,6 +179,10 @@ pub struct Relay {
     /// PTY terminals, when `--terminal` is on.
     pty: RefCell<Option<Rc<PtySet>>>,
     started_ms: u64,
+    /// Socket queues and store buffers, shared with the router's budget.
+    meter: Rc<MemoryMeter>,
+    /// Receives router events (notifications, counters); set by `serve`.
+    pub on_event: RefCell<Option<crate::core::events::EventSink>>,
 }
 
 /// Wall-clock milliseconds: the one place the shell reads the clock for the core.
@@ -183,7 +204,10 @@ impl Relay {
         ring_bounds: (usize, usize),
     ) -> Rc<Relay> {
         let cwd = workspace.root().to_path_buf();
-        Rc::new(Relay {
+        let meter = METER.with(Rc::clone);
+        let mut router = router;
+        router.set_meter(meter.clone());
+        let relay = Rc::new(Relay {
             ex,
             router: RefCell::new(router),
             sockets: RefCell::new(HashMap::new()),
@@ -198,7 +222,12 @@ impl Relay {
             ring_bounds,
             pty: RefCell::new(None),
             started_ms: now_ms(),
-        })
+            meter,
+            on_event: RefCell::new(None),
+        });
+        relay.watch_durable();
+        relay.tap_agent_terminals();
+        relay
     }
 
     /// Reads router state without letting the borrow escape.
@@ -289,12 +318,26 @@ impl Relay {
             Output::Persist(op) => self.persist(op),
             Output::Terminal(action) => self.terminal(action),
             Output::Restore { unit, session } => self.restore(unit, session),
+            Output::StoreReplay {
+                socket,
+                unit,
+                session,
+                after,
+                upto,
+                max_bytes,
+            } => self.store_replay(socket, unit, session, (after, upto), max_bytes),
             Output::Job {
                 job,
                 method,
                 params,
                 deadline,
             } => self.run_job(job, method, params, deadline),
+            Output::Event(ev) => {
+                let sink = self.on_event.borrow().clone();
+                if let Some(sink) = sink {
+                    sink(&ev);
+                }
+            }
         }
     }
 
@@ -320,9 +363,12 @@ impl Relay {
                 if let Some(len) = len {
                     depth.frames.set(depth.frames.get() + 1);
                     depth.bytes.set(depth.bytes.get() + len);
+                    self.meter.queued(len);
                     self.metrics
                         .frames_sent
                         .set(self.metrics.frames_sent.get() + 1);
+                    let b = &self.metrics.bytes_sent;
+                    b.set(b.get() + len as u64);
                 }
             }
             Err(TrySendError::Full(_)) => {
@@ -462,13 +508,39 @@ impl Relay {
                         }
                     }
                 }
-                let status = match child.status().await {
+                let mut status = match child.status().await {
                     Ok(s) => s.to_string(),
                     Err(e) => format!("unknown status: {e}"),
                 };
                 drop(group);
-                relay.agents.borrow_mut().remove(&agent);
+                let ended_by_relay = relay.agents.borrow_mut().remove(&agent).is_none();
+                if ended_by_relay {
+                    // kill_agent took it out first: the relay ended it, not a crash.
+                    status = format!("{status}, {}", crate::core::events::STOPPED_BY_RELAY);
+                }
+                // Fed during a clean stop too: the router releases the agent's
+                // terminals, and records nothing in any history.
                 relay.feed(Input::AgentExited { agent, status });
+            })
+            .detach();
+    }
+
+    /// Live output of agent terminals (`terminal/create`) feeds the router,
+    /// which sends it to the viewers of the terminal's session.
+    pub fn tap_agent_terminals(self: &Rc<Self>) {
+        let (tx, rx) = smol::channel::bounded(crate::workspace::agent_terminal::MAX_TAP_CHUNKS);
+        self.workspace.tap_agent_terminals(tx);
+        let weak = Rc::downgrade(self);
+        self.ex
+            .spawn(async move {
+                while let Ok(chunk) = rx.recv().await {
+                    let Some(relay) = weak.upgrade() else { return };
+                    relay.feed(Input::AgentTerminalOutput {
+                        terminal: &chunk.terminal_id,
+                        session: &chunk.session_id,
+                        data: &chunk.data,
+                    });
+                }
             })
             .detach();
     }
@@ -479,9 +551,11 @@ impl Relay {
         let on_event: Rc<dyn Fn(PtyEvent)> = Rc::new(move |ev| {
             let Some(relay) = weak.upgrade() else { return };
             match ev {
-                PtyEvent::Output { id, data } => {
-                    relay.feed(Input::TerminalOutput { id, data: &data })
-                }
+                PtyEvent::Output { id, data, flush } => relay.feed(Input::TerminalOutput {
+                    id,
+                    data: &data,
+                    flush,
+                }),
                 PtyEvent::Exited {
                     id,
                     exit_code,
@@ -541,18 +615,79 @@ impl Relay {
     fn persist(&self, op: Persist) {
         let Some(store) = &self.store else { return };
         match op {
-            Persist::Frame { session, frame } => store.append_owned(session, frame),
-            Persist::Meta(info) => store.put_meta(SessionMeta {
-                session_id: info.session_id,
-                title: info.title,
-                cwd: info.cwd,
-                created_ms: info.created_ms,
-                updated_ms: info.updated_ms,
-                agent_session: info.agent_session,
-                head_seq: info.head_seq,
-            }),
+            Persist::Frame { session, frame } => {
+                store.append_owned(session, frame);
+                self.meter.set_store_bytes(store.buffered_bytes());
+            }
+            Persist::Meta(info) => store.put_meta(info),
             Persist::Sync { session } => store.sync(&session),
+            Persist::Reserve { session, upto } => store.reserve(&session, upto),
+            Persist::Durable { session, upto } => store.sync_upto(&session, upto),
+            Persist::End { session, head } => store.end(&session, head),
+            Persist::Delete { session } => store.delete(&session),
         }
+    }
+
+    /// Feeds the store's acknowledgements (reservations and fsyncs made
+    /// durable, from the writer thread) to the router, until the store closes.
+    fn watch_durable(self: &Rc<Self>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let weak = Rc::downgrade(self);
+        self.ex
+            .spawn(async move {
+                while store.acks_ready().await.is_ok() {
+                    let Some(relay) = weak.upgrade() else { return };
+                    for (session, ack) in store.take_acks() {
+                        relay.feed(Input::Durable {
+                            session,
+                            reserved: ack.reserved,
+                            synced: ack.synced,
+                        });
+                    }
+                }
+            })
+            .detach();
+    }
+
+    /// A clean stop: the router sends nothing more, records every session's
+    /// exact end, and agents exiting from here on are not crashes.
+    pub fn stop(self: &Rc<Self>) {
+        self.router.borrow_mut().stop();
+        self.pump();
+    }
+
+    /// Reads a replay the ring no longer holds from the transcript, off the
+    /// executor thread, and reports it back.
+    fn store_replay(
+        self: &Rc<Self>,
+        socket: SocketId,
+        unit: UnitId,
+        session: String,
+        (after, upto): (u64, u64),
+        max_bytes: usize,
+    ) {
+        let relay = self.clone();
+        self.ex
+            .spawn(async move {
+                let frames = match &relay.store {
+                    Some(store) => match store.load_range(&session, after, upto, max_bytes).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            log::info!("{socket}: replay from the transcript of {session:?}: {e}");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                relay.feed(Input::StoreReplayed {
+                    socket,
+                    unit,
+                    frames,
+                });
+            })
+            .detach();
     }
 
     /// Reads a stored transcript off the executor thread and reports it back.

@@ -314,29 +314,13 @@ pub async fn connection(
             )
             .await;
         }
-        ("GET", "/healthz") => {
-            send(&mut stream, &reply(200, "OK", "ok")).await;
+        ("GET", "/healthz" | "/metrics" | "/status") => {
+            send(&mut stream, &http::ops_endpoint(&shared, &head, false)).await;
         }
-        ("GET", "/metrics") => {
-            let body = shared.metrics_text();
-            send(
-                &mut stream,
-                &http::response(200, "OK", "text/plain; version=0.0.4", &[], body.as_bytes()),
-            )
-            .await;
-        }
-        ("GET", "/") | ("GET", "/index.html") => {
-            send(
-                &mut stream,
-                &http::response(
-                    200,
-                    "OK",
-                    "text/html; charset=utf-8",
-                    &[],
-                    web::INDEX_HTML.as_bytes(),
-                ),
-            )
-            .await;
+        ("GET", _) if web::find(&path).is_some() => {
+            if let Some(bytes) = web::respond(&head) {
+                send(&mut stream, &bytes).await;
+            }
         }
         _ => {
             send(
@@ -413,8 +397,8 @@ async fn upgrade(
             &shared,
             peer,
             &format!(
-                "refused upgrade from foreign origin {:?}",
-                head.header("origin")
+                "refused upgrade from foreign origin {}",
+                crate::logger::peer(head.header("origin").unwrap_or("(none)"))
             ),
         );
         let body = "forbidden: this origin may not open relay sockets; add it with --allow-origin";
@@ -441,24 +425,8 @@ async fn upgrade(
         )
         .await;
     }
-    // Re-read the token so `acp-relay token --rotate` takes effect for new connections.
-    let dir = shared.data_dir.clone();
-    if let Ok(Ok(t)) = futures_lite::future::or(
-        async {
-            Ok(smol::unblock(move || {
-                crate::store::token::load_or_create(&dir).map_err(|e| e.to_string())
-            })
-            .await)
-        },
-        async {
-            smol::Timer::after(Duration::from_secs(2)).await;
-            Err(())
-        },
-    )
-    .await
-    {
-        *shared.token.borrow_mut() = t;
-    }
+    // The token is read at start, on SIGHUP and when its file changes (serve), never here:
+    // an unauthenticated attempt must not re-create a deleted token file.
     let (presented, proto) = head.presented_token();
     let ok = presented
         .as_deref()
@@ -626,7 +594,8 @@ async fn run_socket(
     );
     if let Input::SocketOpen { client, plain, .. } = &open {
         log::info!(
-            "{socket}: {peer} connected as '{client}'{}",
+            "{socket}: {peer} connected as {}{}",
+            crate::logger::peer(&client.0),
             if *plain { " (plain ACP)" } else { "" }
         );
     }

@@ -33,6 +33,22 @@ pub const MAX_AGENT_TERMINALS: usize = 16;
 pub const DEFAULT_OUTPUT_LIMIT: usize = 1 << 20;
 /// Largest `outputByteLimit` honoured; larger requests are clamped to it.
 pub const MAX_OUTPUT_LIMIT: usize = 16 << 20;
+/// Output chunks queued toward the relay's live view of agent terminals;
+/// past it chunks are dropped from the live view (never from the buffer).
+pub const MAX_TAP_CHUNKS: usize = 256;
+
+/// A chunk of a command's output (whole UTF-8 characters, escapes intact)
+/// for the devices viewing the session that created the terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TerminalChunk {
+    pub terminal_id: String,
+    /// The agent's session id from `terminal/create`.
+    pub session_id: String,
+    pub data: String,
+}
+
+/// Where live output goes (see [`MAX_TAP_CHUNKS`]).
+pub type TerminalTap = smol::channel::Sender<TerminalChunk>;
 
 /// Bytes read from the output pipe at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -49,6 +65,7 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 pub(super) struct AgentTerminals {
     table: RefCell<HashMap<String, Rc<Terminal>>>,
     next_id: Cell<u64>,
+    tap: RefCell<Option<TerminalTap>>,
 }
 
 /// One started command. The supervisor task owns the child process; this
@@ -83,7 +100,13 @@ impl AgentTerminals {
         AgentTerminals {
             table: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
+            tap: RefCell::new(None),
         }
+    }
+
+    /// Output of terminals created from now on is also sent to `tap`.
+    pub(super) fn set_tap(&self, tap: TerminalTap) {
+        *self.tap.borrow_mut() = Some(tap);
     }
 
     /// `terminal/create {sessionId, command, args?, env?, cwd?, outputByteLimit?}`
@@ -178,7 +201,11 @@ impl AgentTerminals {
         let (kill_tx, kill_rx) = smol::channel::bounded(1);
         // The supervisor needs no executor handle: it runs on smol's global
         // executor and always ends once the child is reaped.
-        smol::spawn(supervise(child, reader, shared.clone(), kill_rx)).detach();
+        let tap = self.tap.borrow().clone().map(|tx| {
+            let session_id = params["sessionId"].as_str().unwrap_or_default().to_owned();
+            (tx, id.clone(), session_id)
+        });
+        smol::spawn(supervise(child, reader, shared.clone(), kill_rx, tap)).detach();
         log::debug!("terminal {id} started ({command:?} in {})", cwd.display());
         self.table.borrow_mut().insert(
             id.clone(),
@@ -386,9 +413,10 @@ async fn supervise(
     reader: Async<io::PipeReader>,
     shared: Arc<Shared>,
     kill: Receiver<()>,
+    tap: Option<(TerminalTap, String, String)>,
 ) {
     let pid = child.id();
-    let mut pump = pin!(pump(reader, &shared));
+    let mut pump = pin!(pump(reader, &shared, tap));
     let mut drained = false;
     let exit = {
         let mut exit = pin!(wait_or_kill(&mut child, pid, &kill));
@@ -410,13 +438,31 @@ async fn supervise(
     let _ = shared.exit.set(exit).await;
 }
 
-/// Copies the output pipe into the shared buffer until end of file.
-async fn pump(mut reader: Async<io::PipeReader>, shared: &Shared) {
+/// Copies the output pipe into the shared buffer until end of file, and to
+/// the tap (whole characters; a full tap drops the chunk).
+async fn pump(
+    mut reader: Async<io::PipeReader>,
+    shared: &Shared,
+    tap: Option<(TerminalTap, String, String)>,
+) {
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut utf8 = crate::pty::Utf8Carry::new();
     loop {
         match reader.read(&mut buf).await {
             Ok(0) => return,
-            Ok(n) => lock(&shared.output).push(&buf[..n]),
+            Ok(n) => {
+                lock(&shared.output).push(&buf[..n]);
+                if let Some((tx, terminal_id, session_id)) = &tap {
+                    let data = utf8.decode(&buf[..n]);
+                    if !data.is_empty() {
+                        let _ = tx.try_send(TerminalChunk {
+                            terminal_id: terminal_id.clone(),
+                            session_id: session_id.clone(),
+                            data,
+                        });
+                    }
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 log::warn!("terminal output stopped: {}", lower_io(&e));

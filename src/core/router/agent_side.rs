@@ -35,6 +35,8 @@ impl Router {
                 sessions: HashMap::new(),
                 early: VecDeque::new(),
                 terminals: BTreeSet::new(),
+                opened: 0,
+                retired: false,
             },
         );
         self.out.push_back(Output::SpawnAgent { agent });
@@ -251,7 +253,8 @@ impl Router {
     pub(super) fn agent_ask(&mut self, agent: AgentId, id: Value, method: &str, mut params: Value) {
         let unit = params["sessionId"]
             .as_str()
-            .and_then(|s| self.links.get(&agent)?.sessions.get(s).copied());
+            .and_then(|s| self.links.get(&agent)?.sessions.get(s).copied())
+            .filter(|u| self.units.contains_key(u));
         let Some(unit) = unit else {
             log::info!("{agent}: {method} for an unknown session; answered cancelled");
             self.out.push_back(Output::WriteAgent {
@@ -300,6 +303,14 @@ impl Router {
         if let Some(sid) = &u.session_id {
             params["sessionId"] = json!(sid);
         }
+        let event = crate::core::events::RelayEvent::AskOpened {
+            session: u.session_id.clone(),
+            ask_id: ask_id.clone(),
+            title: u.title.clone(),
+            tool_title: params["toolCall"]["title"].as_str().map(str::to_owned),
+            watchers: u.viewers.len(),
+            agent: Some(agent),
+        };
         let line = encode(&Message::Request {
             id: json!(ask_id),
             method: method.to_owned(),
@@ -316,6 +327,7 @@ impl Router {
                     frame,
                 },
             );
+            self.out.push_back(Output::Event(event));
         }
     }
 
@@ -361,18 +373,36 @@ impl Router {
                 }
             },
             Pending::OpenSession { unit, load } => self.session_opened(agent, unit, load, outcome),
+            Pending::Release => {
+                if let Err(e) = outcome {
+                    log::info!("{agent}: session/close refused ({e}); the session is ended anyway");
+                }
+            }
             Pending::Prompt { unit } => {
                 let Some(u) = self.units.get_mut(&unit) else {
                     return;
                 };
                 let Some(turn) = u.turn.take() else { return };
+                let event = crate::core::events::RelayEvent::TurnEnded {
+                    session: u.session_id.clone(),
+                    title: u.title.clone(),
+                    stop_reason: outcome
+                        .as_ref()
+                        .ok()
+                        .and_then(|r| r["stopReason"].as_str().map(str::to_owned)),
+                    watchers: u.viewers.len(),
+                    agent: Some(agent),
+                };
+                self.out.push_back(Output::Event(event));
                 let line = encode(&Message::Response {
                     id: turn.device_id,
                     outcome,
                 });
+                self.hold_for_sync(unit);
                 self.write_unit_for(unit, &line, Plain::Only(turn.socket));
                 self.settle_all(unit, json!({"outcome": "cancelled"}), "turn-end", true);
                 self.persist_sync(unit);
+                self.end_retired_if_quiet(agent);
             }
             Pending::Forward {
                 socket,
@@ -399,10 +429,7 @@ impl Router {
                     id: device_id,
                     outcome,
                 });
-                self.out.push_back(Output::Send {
-                    socket,
-                    bytes: line.into(),
-                });
+                self.send_bytes(socket, line);
             }
         }
     }
@@ -442,6 +469,22 @@ impl Router {
                 }
                 log::error!("{unit}: agent refused session/new: {e}");
                 u.phase = Phase::Idle;
+                let (ecode, msg) = (
+                    e["code"].as_i64().unwrap_or(0),
+                    e["message"].as_str().unwrap_or(""),
+                );
+                if crate::core::events::RelayEvent::needs_login(ecode, msg) {
+                    let (session, title) = (u.session_id.clone(), u.title.clone());
+                    let message = msg.to_owned();
+                    self.out.push_back(Output::Event(
+                        crate::core::events::RelayEvent::AgentNeedsLogin {
+                            agent,
+                            session,
+                            title,
+                            message,
+                        },
+                    ));
+                }
                 // The agent's own error (e.g. auth_required with its data) reaches the device.
                 let err = RpcError {
                     code: e["code"].as_i64().unwrap_or(code::OTHER),
@@ -452,7 +495,7 @@ impl Router {
                     data: e.get("data").cloned(),
                 };
                 self.fail_pending_new_with(unit, &err);
-                self.fail_deferred(&err.message);
+                self.fail_deferred(agent, &err.message);
                 return;
             }
         };
@@ -460,12 +503,15 @@ impl Router {
             u.phase = Phase::Idle;
             let why = "the agent answered session/new without a sessionId; check the agent's log and retry";
             self.fail_pending_new(unit, why);
-            self.fail_deferred(why);
+            self.fail_deferred(agent, why);
             return;
         };
         u.agent_session = Some(asid.clone());
         u.resume_from = None;
         u.phase = Phase::Ready;
+        if let Some(l) = self.links.get_mut(&agent) {
+            l.opened += 1;
+        }
         if u.session_id.is_none() {
             // The agent's id names the session unless another session (live
             // or stored) has it already: agents may number sessions per process.
@@ -507,7 +553,11 @@ impl Router {
             .any(|u| u.agent == Some(agent) && u.phase == Phase::Opening);
         link.state = LinkState::Dead;
         let pending: Vec<Pending> = link.pending.drain().map(|(_, p)| p).collect();
-        log::warn!("{agent}: agent exited ({status})");
+        if self.stopping() {
+            log::info!("{agent}: agent stopped ({status}) by the relay's shutdown");
+        } else {
+            log::warn!("{agent}: agent exited ({status})");
+        }
         let why =
             format!("the agent exited ({status}); send the prompt again to start a fresh agent");
         for p in pending {
@@ -524,6 +574,20 @@ impl Router {
             .filter(|(_, u)| u.agent == Some(agent))
             .map(|(id, _)| *id)
             .collect();
+        let sessions = units
+            .iter()
+            .filter_map(|id| self.units.get(id))
+            .map(|u| (u.session_id.clone(), u.title.clone()))
+            .collect();
+        let crashed = crate::core::events::RelayEvent::crashed(&status);
+        self.out.push_back(Output::Event(
+            crate::core::events::RelayEvent::AgentExited {
+                agent,
+                status: status.clone(),
+                crashed,
+                sessions,
+            },
+        ));
         for unit in units {
             let Some(u) = self.units.get_mut(&unit) else {
                 continue;
@@ -543,6 +607,7 @@ impl Router {
             if let Some(turn) = turn {
                 let err = RpcError::other(why.clone());
                 let line = rpc::error_response(&turn.device_id, &err);
+                self.hold_for_sync(unit);
                 self.write_unit_for(unit, &line, Plain::Only(turn.socket));
             }
             self.fail_pending_new(unit, &why);
@@ -562,9 +627,138 @@ impl Router {
             self.cleanup_job("terminal/release", json!({ "terminalId": tid }));
         }
         if !was_ready || opening {
-            self.fail_deferred(&format!(
+            self.fail_deferred(agent, &format!(
                 "the agent exited ({status}) before the session was open; check --agent and the log, then retry"
             ));
         }
     }
+}
+
+/// How a unit ends on its agent's side.
+impl Router {
+    /// Settles what a unit owes before it ends (closed or evicted): its open
+    /// asks are answered `cancelled` to the agent and announced; a turn in
+    /// flight is cancelled at the agent and answered `cancelled` to its
+    /// prompter; and the shared agent is told the session ended.
+    ///
+    /// Telling the agent: when it advertises `sessionCapabilities.close` it
+    /// gets ACP `session/close`. Otherwise it cannot forget the session, so
+    /// once [`MAX_SESSIONS_PER_AGENT`] sessions were opened on it, it is
+    /// retired: new sessions go to a fresh agent, and the old one is ended as
+    /// soon as none of its sessions is busy (a turn, an ask or an open in
+    /// flight); its remaining sessions resume on the fresh agent with
+    /// `session/load` at their next prompt. A per-session agent simply ends
+    /// with its session.
+    pub(super) fn unit_ending(&mut self, unit: UnitId) {
+        self.settle_all(unit, json!({"outcome": "cancelled"}), "session-ended", true);
+        let Some(u) = self.units.get_mut(&unit) else {
+            return;
+        };
+        let turn = u.turn.take();
+        let (agent, asid) = (u.agent, u.agent_session.clone());
+        let ready = u.phase == Phase::Ready;
+        if let Some(turn) = turn {
+            self.send_result(
+                turn.socket,
+                &turn.device_id,
+                json!({ "stopReason": "cancelled" }),
+            );
+            if let (Some(agent), Some(asid), true) = (agent, &asid, ready) {
+                self.out.push_back(Output::WriteAgent {
+                    agent,
+                    line: rpc::notification("session/cancel", json!({ "sessionId": asid })),
+                });
+            }
+        }
+        let Some(agent) = agent else { return };
+        if self.cfg.agent_per_session {
+            return;
+        }
+        let Some(link) = self.links.get_mut(&agent) else {
+            return;
+        };
+        if link.state != LinkState::Ready {
+            return;
+        }
+        let loading = u_resume_from_for(&self.units, unit);
+        if let Some(old) = loading {
+            link.sessions.remove(&old);
+        }
+        if let Some(asid) = asid.filter(|_| ready) {
+            link.sessions.remove(&asid);
+            if agent_closes_sessions(link.init.as_ref()) {
+                self.agent_request(
+                    agent,
+                    "session/close",
+                    json!({ "sessionId": asid }),
+                    Pending::Release,
+                );
+                return;
+            }
+        }
+        if link.opened >= MAX_SESSIONS_PER_AGENT && !link.retired {
+            log::info!(
+                "{agent}: {} sessions opened and it cannot close them; new sessions go to a fresh agent",
+                link.opened
+            );
+            link.retired = true;
+            if self.shared_link == Some(agent) {
+                self.shared_link = None;
+            }
+        }
+        self.end_retired_if_quiet_except(agent, Some(unit));
+    }
+
+    /// Ends a retired agent once none of its sessions is busy.
+    pub(super) fn end_retired_if_quiet(&mut self, agent: AgentId) {
+        self.end_retired_if_quiet_except(agent, None);
+    }
+
+    fn end_retired_if_quiet_except(&mut self, agent: AgentId, ending: Option<UnitId>) {
+        if !self.links.get(&agent).is_some_and(|l| l.retired) {
+            return;
+        }
+        let opening: Vec<UnitId> = self.pending_new.iter().map(|(_, _, u)| *u).collect();
+        let mine: Vec<UnitId> = self
+            .units
+            .iter()
+            .filter(|(id, u)| u.agent == Some(agent) && Some(**id) != ending)
+            .map(|(id, _)| *id)
+            .collect();
+        let busy = mine.iter().any(|id| {
+            self.units.get(id).is_some_and(|u| {
+                u.busy() || !u.asks.is_empty() || u.phase == Phase::Opening || u.restoring
+            }) || opening.contains(id)
+        });
+        if busy {
+            return;
+        }
+        for id in mine {
+            if let Some(u) = self.units.get_mut(&id) {
+                u.resume_from = u.agent_session.take().or(u.resume_from.take());
+                u.agent = None;
+                u.phase = Phase::Idle;
+            }
+        }
+        if let Some(l) = self.links.get_mut(&agent) {
+            l.sessions.clear();
+            l.state = LinkState::Dead;
+        }
+        log::info!("{agent}: retired and quiet; ending it");
+        self.out.push_back(Output::KillAgent { agent });
+    }
+}
+
+/// The agent id a unit is being loaded under, if it is loading.
+fn u_resume_from_for(units: &BTreeMap<UnitId, Unit>, unit: UnitId) -> Option<String> {
+    units
+        .get(&unit)
+        .filter(|u| u.loading)
+        .and_then(|u| u.resume_from.clone())
+}
+
+/// Whether an agent's `initialize` answer advertises ACP `session/close`
+/// (`agentCapabilities.sessionCapabilities.close`, an object).
+fn agent_closes_sessions(init: Option<&Value>) -> bool {
+    init.is_some_and(|i| i["agentCapabilities"]["sessionCapabilities"]["close"].is_object())
 }

@@ -10,17 +10,24 @@ use crate::core::ids::{AgentId, ClientId, JobId, SocketId, UnitId};
 use crate::core::lease::{Grant, Lease};
 use crate::core::ring::{Frame, ReplayRing};
 use crate::core::rpc::{self, RpcError, code};
-use crate::core::terminals::{TermAction, TermLimits, TerminalId, Terminals};
+use crate::core::terminals::{TermAction, TermLimits, TerminalId, TerminalTable};
 use crate::core::unit::{Ask, Phase, Turn, Unit, ask_session};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 mod agent_side;
+mod budget;
+mod durable;
 pub mod fuzz;
+mod replay;
 mod sessions;
+#[cfg(test)]
+mod tests;
 mod turns;
 
-pub use sessions::{Persist, StoredInfo};
+pub use durable::{Gate, MAX_HELD_BYTES, MAX_HELD_FRAMES, RESERVE_BLOCK};
+pub use replay::MAX_STORE_REPLAYS;
+pub use sessions::{Persist, SessionMeta, StoredInfo};
 
 /// Device lines waiting for an agent to become ready, across all sockets.
 pub const MAX_DEFERRED_LINES: usize = 64;
@@ -32,6 +39,10 @@ pub const MAX_CLIENTS: usize = 256;
 pub const MAX_AGENT_PENDING: usize = 1024;
 /// Jobs (fs, terminal, queries) in flight.
 pub const MAX_JOBS: usize = 256;
+/// Sessions opened on one shared agent that cannot be told a session ended
+/// (no `sessionCapabilities.close`) before it is retired: new sessions go to a
+/// fresh agent, and the old one ends once none of its sessions is busy.
+pub const MAX_SESSIONS_PER_AGENT: u64 = 512;
 
 /// Bounds and switches the router needs; the shell builds it from flags.
 #[derive(Debug, Clone)]
@@ -56,6 +67,11 @@ pub struct RouterConfig {
     pub relay_meta: Value,
     /// Interactive terminals (`--terminal`); `None` when they are off.
     pub terminals: Option<TermLimits>,
+    /// A store acknowledges reservations and fsyncs ([`Input::Durable`]):
+    /// frames of persisted sessions wait for them (see `durable.rs`).
+    pub durable: bool,
+    /// `--memory-budget` in bytes, shared by every ring (0: none).
+    pub memory_budget: usize,
 }
 
 impl Default for RouterConfig {
@@ -79,6 +95,8 @@ impl Default for RouterConfig {
             epoch_seed: 1,
             relay_meta: json!({}),
             terminals: None,
+            durable: false,
+            memory_budget: crate::core::budget::DEFAULT_MEMORY_BUDGET,
         }
     }
 }
@@ -121,9 +139,18 @@ pub enum Input<'a> {
         head: u64,
         error: Option<String>,
     },
-    /// A terminal's PTY produced output (valid UTF-8, coalesced).
+    /// A terminal's PTY produced output (valid UTF-8); `flush`: the shell's
+    /// frame pacing says the devices get a screen frame now.
     TerminalOutput {
         id: TerminalId,
+        data: &'a str,
+        flush: bool,
+    },
+    /// Output of an agent's `terminal/create` command (whole characters),
+    /// for the viewers of the session named by the agent's `sessionId`.
+    AgentTerminalOutput {
+        terminal: &'a str,
+        session: &'a str,
         data: &'a str,
     },
     /// A terminal's process was reaped.
@@ -141,6 +168,20 @@ pub enum Input<'a> {
     JobDone {
         job: JobId,
         result: Result<Value, RpcError>,
+    },
+    /// The store made a session's numbering reservation (up to `reserved`)
+    /// and/or its frames (up to `synced`) durable; 0 when not this kind.
+    Durable {
+        session: String,
+        reserved: u64,
+        synced: u64,
+    },
+    /// A transcript replay asked for with [`Output::StoreReplay`] was read:
+    /// the frames in its range, oldest first (`None`: not within its bounds).
+    StoreReplayed {
+        socket: SocketId,
+        unit: UnitId,
+        frames: Option<Vec<Frame>>,
     },
 }
 
@@ -173,6 +214,18 @@ pub enum Output {
         method: String,
         params: Value,
         deadline: bool,
+    },
+    /// Something a notifier or the metrics may want (see [`crate::core::events`]).
+    Event(crate::core::events::RelayEvent),
+    /// Read the frames numbered `(after, upto]` of a stored session, at most
+    /// `max_bytes` of them; report them with [`Input::StoreReplayed`].
+    StoreReplay {
+        socket: SocketId,
+        unit: UnitId,
+        session: String,
+        after: u64,
+        upto: u64,
+        max_bytes: usize,
     },
 }
 
@@ -240,6 +293,8 @@ enum Pending {
     Prompt {
         unit: UnitId,
     },
+    /// `session/close` for an agent session the relay ended; the answer is only logged.
+    Release,
     /// A device request passed through; its answer goes back to that socket.
     Forward {
         socket: SocketId,
@@ -260,6 +315,10 @@ struct Link {
     early: VecDeque<(String, Vec<u8>)>,
     /// Terminals the agent created and has not released (released for it when it dies).
     terminals: BTreeSet<String>,
+    /// Agent sessions opened on it (`session/new` and `session/load` answers).
+    opened: u64,
+    /// Takes no new sessions; ended once none of its sessions is busy.
+    retired: bool,
 }
 
 /// What an agent's workspace job does to the agent's terminal bookkeeping.
@@ -292,6 +351,16 @@ enum JobOwner {
     },
 }
 
+/// A device line waiting for an agent (or a restore) before it can run.
+#[derive(Debug)]
+struct Deferred {
+    socket: SocketId,
+    line: Vec<u8>,
+    /// The agent it waits for, `None` when it waits for a restore; only
+    /// that agent's death fails it.
+    agent: Option<AgentId>,
+}
+
 /// Connection-level state machine of the relay.
 pub struct Router {
     cfg: RouterConfig,
@@ -305,7 +374,7 @@ pub struct Router {
     links: HashMap<AgentId, Link>,
     shared_link: Option<AgentId>,
     default_unit: UnitId,
-    deferred: VecDeque<(SocketId, Vec<u8>)>,
+    deferred: VecDeque<Deferred>,
     /// `session/new` requests waiting for their unit's agent session.
     pending_new: VecDeque<(SocketId, Value, UnitId)>,
     jobs: HashMap<JobId, JobOwner>,
@@ -313,18 +382,29 @@ pub struct Router {
     stored: HashMap<String, StoredInfo>,
     /// Who waits for a unit's transcript to be restored.
     restoring: HashMap<UnitId, Vec<sessions::Waiter>>,
-    terminals: Terminals,
+    terminals: TerminalTable,
     next_unit: u64,
     next_agent: u64,
     next_job: u64,
     now_ms: u64,
     out: VecDeque<Output>,
+    /// [`Router::stop`] was called: a clean shutdown is under way.
+    stopping: bool,
+    /// Socket queues and store buffers, counted by the shell.
+    meter: std::rc::Rc<crate::core::budget::MemoryMeter>,
+    /// Bytes all rings hold.
+    ring_bytes: usize,
+    /// Rings at or below this do not re-run the budget (see `budget.rs`).
+    budget_floor: usize,
+    /// Sockets waiting for a transcript replay: the unit and their `last_seq`
+    /// (at most [`MAX_STORE_REPLAYS`]).
+    disk_replays: HashMap<SocketId, (UnitId, u64)>,
 }
 
 impl Router {
     /// Builds the router with its default unit, whose agent starts at once.
     pub fn new(cfg: RouterConfig, now_ms: u64) -> Self {
-        let terminals = Terminals::new(cfg.terminals.unwrap_or_default());
+        let terminals = TerminalTable::new(cfg.terminals.unwrap_or_default());
         let lease = Lease::new(cfg.lease);
         let mut r = Router {
             cfg,
@@ -348,10 +428,17 @@ impl Router {
             next_job: 0,
             now_ms,
             out: VecDeque::new(),
+            stopping: false,
+            meter: Default::default(),
+            ring_bytes: 0,
+            budget_floor: 0,
+            disk_replays: HashMap::new(),
         };
         let unit = r.mint_unit();
         r.default_unit = unit;
-        r.ensure_session(unit);
+        // Its agent starts at once; its agent session only when a device
+        // claims it (an unclaimed session is never opened, stored or listed).
+        r.ensure_agent(unit);
         r
     }
 
@@ -382,10 +469,15 @@ impl Router {
             Input::AgentLine { agent, line } => self.agent_line(agent, line),
             Input::AgentExited { agent, status } => self.agent_exited(agent, status),
             Input::JobDone { job, result } => self.job_done(job, result),
-            Input::TerminalOutput { id, data } => {
-                let actions = self.terminals.output(id, data);
+            Input::TerminalOutput { id, data, flush } => {
+                let actions = self.terminals.output(id, data, flush);
                 self.terminal_actions(actions);
             }
+            Input::AgentTerminalOutput {
+                terminal,
+                session,
+                data,
+            } => self.agent_terminal_output(terminal, session, data),
             Input::TerminalExited {
                 id,
                 exit_code,
@@ -404,6 +496,16 @@ impl Router {
                 head,
                 error,
             } => self.restored(unit, frames, head, error),
+            Input::Durable {
+                session,
+                reserved,
+                synced,
+            } => self.durable(&session, reserved, synced),
+            Input::StoreReplayed {
+                socket,
+                unit,
+                frames,
+            } => self.store_replayed(socket, unit, frames),
         }
     }
 
@@ -414,6 +516,24 @@ impl Router {
 
     pub fn socket_count(&self) -> usize {
         self.sockets.len()
+    }
+
+    /// Live sessions for `acp-relay status`.
+    pub fn session_summaries(&self) -> Vec<crate::core::events::SessionSummary> {
+        let summary = |u: &Unit| crate::core::events::SessionSummary {
+            session: u.session_id.clone(),
+            title: u.title.clone(),
+            agent: u.agent,
+            busy: u.busy(),
+            open_asks: u.asks.len(),
+            devices: u.viewers.len(),
+        };
+        self.units.values().map(summary).collect()
+    }
+
+    /// Open interactive terminals (for `/metrics`).
+    pub fn terminal_count(&self) -> usize {
+        self.terminals.len()
     }
 
     /// Agents the router still considers running.
@@ -501,13 +621,14 @@ impl Router {
             && !self.by_session.contains_key(s)
         {
             log::info!(
-                "{socket}: session {s} is not live or stored; attaching to the default session"
+                "{socket}: session {} is not live or stored; attaching to the default session",
+                crate::logger::peer(s)
             );
             reset = last_seq.is_some();
             last_seq = None;
         }
         self.remember_client(&client, unit);
-        let scrollback = self.terminals.replay_for(&client);
+        let scrollback = self.terminals.snapshots_for(&client);
         self.sockets.insert(
             socket,
             Sock {
@@ -524,7 +645,7 @@ impl Router {
 
     /// A plain ACP socket views nothing until `session/new` or `session/load`.
     fn plain_open(&mut self, socket: SocketId, client: ClientId) {
-        let scrollback = self.terminals.replay_for(&client);
+        let scrollback = self.terminals.snapshots_for(&client);
         let unit = self.default_unit;
         self.sockets.insert(
             socket,
@@ -567,11 +688,36 @@ impl Router {
         last_seq: Option<u64>,
         force_reset: bool,
     ) {
+        if let (false, Some(n)) = (force_reset, last_seq)
+            && self.replay_from_store(socket, unit, n)
+        {
+            return; // attached when the transcript has been read
+        }
+        self.attach_frames(socket, unit, last_seq, force_reset, Vec::new());
+    }
+
+    /// [`Router::attach_with`] after `disk`, the start of the gap read from
+    /// the transcript (oldest first, contiguous after `last_seq`).
+    fn attach_frames(
+        &mut self,
+        socket: SocketId,
+        unit: UnitId,
+        last_seq: Option<u64>,
+        force_reset: bool,
+        disk: Vec<Frame>,
+    ) {
         let plain = self.sockets.get(&socket).is_some_and(|s| s.plain);
+        if !self.units.contains_key(&unit) {
+            return;
+        }
+        let from = disk.last().and_then(|f| frame::read_rseq(f)).or(last_seq);
+        let mut replay = self.replay_within_budget(unit, from);
+        if !disk.is_empty() {
+            replay.frames.splice(0..0, disk);
+        }
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        let replay = u.ring.replay_since(last_seq);
         if plain {
             // History as ACP `session/update`s only, then the open asks.
             u.viewers.insert(socket);
@@ -601,6 +747,12 @@ impl Router {
         });
         u.viewers.insert(socket);
         let asks: Vec<Frame> = u.asks.values().map(|a| a.frame.clone()).collect();
+        let (replayed, reset) = (replay.frames.len(), replay.reset || force_reset);
+        self.out
+            .push_back(Output::Event(crate::core::events::RelayEvent::Attached {
+                replayed,
+                reset,
+            }));
         self.send_value(socket, &welcome);
         for f in replay.frames.into_iter().chain(asks) {
             self.out.push_back(Output::Send { socket, bytes: f });
@@ -642,7 +794,7 @@ impl Router {
         }
         self.detach(socket);
         self.sockets.remove(&socket);
-        self.deferred.retain(|(s, _)| *s != socket);
+        self.deferred.retain(|d| d.socket != socket);
         self.pending_new.retain(|(s, _, _)| *s != socket);
     }
 
@@ -694,7 +846,8 @@ impl Router {
             Message::Notification { method, params } => {
                 if let Err(err) = self.device_request(socket, &client, None, &method, params, line)
                 {
-                    log::debug!("{socket}: notification {method} refused: {err}");
+                    let m = crate::logger::peer(&method);
+                    log::debug!("{socket}: notification {m} refused: {err}");
                 }
             }
         }
@@ -734,7 +887,7 @@ impl Router {
             "initialize" => {
                 let Some(init) = self.ready_init() else {
                     let unit = self.default_unit;
-                    self.ensure_session(unit);
+                    self.ensure_agent(unit);
                     return self.defer(socket, line);
                 };
                 let result = self.initialize_result(init, socket);
@@ -758,8 +911,23 @@ impl Router {
                 Ok(())
             }
             "session/close" => self.session_close(socket, &reply_id, &params),
+            "_relay/session/delete" => self.session_delete(socket, &reply_id, &params),
             "session/prompt" => self.session_prompt(socket, client, id, params, line),
             "session/cancel" => self.session_cancel(socket, client, &params),
+            "_relay/agent_terminal/read" => {
+                // What an agent terminal has printed so far (the live rest
+                // comes as _relay/agent_terminal/output).
+                let Some(id) = id else { return Ok(()) };
+                let tid = params.get("terminalId").cloned().unwrap_or(Value::Null);
+                self.device_job(
+                    JobOwner::Device {
+                        socket,
+                        id: id.clone(),
+                    },
+                    "terminal/output",
+                    json!({ "terminalId": tid }),
+                )
+            }
             "_relay/fs/tree" | "_relay/fs/read" | "_relay/git/status" | "_relay/git/diff" => {
                 let Some(id) = id else { return Ok(()) };
                 self.device_job(
@@ -772,6 +940,9 @@ impl Router {
                 )
             }
             "_relay/terminal/open"
+            | "_relay/terminal/list"
+            | "_relay/terminal/attach"
+            | "_relay/terminal/detach"
             | "_relay/terminal/input"
             | "_relay/terminal/resize"
             | "_relay/terminal/close" => self.terminal_request(socket, client, id, method, &params),
@@ -809,9 +980,12 @@ impl Router {
             ));
         }
         let (result, actions) = match method {
-            "_relay/terminal/open" => {
-                let (tid, actions) = self.terminals.open(client, params)?;
-                (json!({ "terminalId": tid }), actions)
+            "_relay/terminal/open" => self.terminals.open(client, params)?,
+            "_relay/terminal/list" => (self.terminals.list(client), Vec::new()),
+            "_relay/terminal/attach" => (self.terminals.attach(client, params)?, Vec::new()),
+            "_relay/terminal/detach" => {
+                self.terminals.detach(client, params)?;
+                (json!({}), Vec::new())
             }
             "_relay/terminal/input" => (json!({}), self.terminals.input(client, params)?),
             "_relay/terminal/resize" => (json!({}), self.terminals.resize(client, params)?),
@@ -822,6 +996,44 @@ impl Router {
         }
         self.terminal_actions(actions);
         Ok(())
+    }
+
+    /// `_relay/agent_terminal/output {sessionId, terminalId, data}` (live, not
+    /// kept in the ring) to the viewers of the session whose agent created
+    /// the terminal.
+    fn agent_terminal_output(&mut self, terminal: &str, session: &str, data: &str) {
+        let unit = self
+            .links
+            .values()
+            .find(|l| l.terminals.contains(terminal) && l.sessions.contains_key(session))
+            .or_else(|| {
+                self.links
+                    .values()
+                    .find(|l| l.sessions.contains_key(session))
+            })
+            .and_then(|l| l.sessions.get(session).copied());
+        let Some(unit) = unit.and_then(|u| self.units.get(&u)) else {
+            return;
+        };
+        let Some(sid) = unit.session_id.as_deref() else {
+            return;
+        };
+        let bytes = Frame::from(rpc::notification(
+            "_relay/agent_terminal/output",
+            json!({ "sessionId": sid, "terminalId": terminal, "data": data }),
+        ));
+        let sockets: Vec<SocketId> = unit
+            .viewers
+            .iter()
+            .copied()
+            .filter(|s| self.sockets.get(s).is_some_and(|s| !s.plain))
+            .collect();
+        for socket in sockets {
+            self.out.push_back(Output::Send {
+                socket,
+                bytes: bytes.clone(),
+            });
+        }
     }
 
     /// Performs a terminal table's actions: frames to owners, PTY work to the shell.
@@ -911,26 +1123,54 @@ impl Router {
                 "too many requests are waiting for the agent to start; retry in a moment",
             ));
         }
-        self.deferred.push_back((socket, line.to_vec()));
+        let agent = self.waits_on(socket, line);
+        self.deferred.push_back(Deferred {
+            socket,
+            line: line.to_vec(),
+            agent,
+        });
         Ok(())
+    }
+
+    /// The agent a deferred line waits for: its session's agent.
+    fn waits_on(&self, socket: SocketId, line: &[u8]) -> Option<AgentId> {
+        let msg = frame::parse_line(line, self.cfg.device_limits).ok()?;
+        let (method, params) = match &msg {
+            Message::Request { method, params, .. } | Message::Notification { method, params } => {
+                (method.as_str(), params)
+            }
+            Message::Response { .. } => return None,
+        };
+        let unit = match method {
+            m if m.starts_with("session/") => self.unit_for(socket, params).ok()?,
+            "initialize" => self.default_unit,
+            _ => self.sockets.get(&socket)?.unit,
+        };
+        let u = self.units.get(&unit)?;
+        if u.restoring { None } else { u.agent }
     }
 
     /// Re-handles deferred lines after an agent or session became ready.
     fn run_deferred(&mut self) {
-        let lines: Vec<(SocketId, Vec<u8>)> = self.deferred.drain(..).collect();
-        for (socket, line) in lines {
-            self.device_line(socket, &line);
+        let lines: Vec<Deferred> = self.deferred.drain(..).collect();
+        for d in lines {
+            self.device_line(d.socket, &d.line);
         }
     }
 
-    /// Fails deferred lines that wait on units of a dead agent.
-    fn fail_deferred(&mut self, why: &str) {
-        let lines: Vec<(SocketId, Vec<u8>)> = self.deferred.drain(..).collect();
-        for (socket, line) in lines {
+    /// Fails the deferred lines that wait for `agent` (it died, or refused
+    /// to open their session); lines waiting for other agents stay.
+    fn fail_deferred(&mut self, agent: AgentId, why: &str) {
+        let lines: Vec<Deferred> = self.deferred.drain(..).collect();
+        for d in lines {
+            if d.agent != Some(agent) {
+                self.deferred.push_back(d);
+                continue;
+            }
             if let Ok(Message::Request { id, .. }) =
-                frame::parse_line(&line, self.cfg.device_limits)
+                frame::parse_line(&d.line, self.cfg.device_limits)
             {
-                self.send_error(socket, &id, &RpcError::other(why.to_string()));
+                self.send_error(d.socket, &id, &RpcError::other(why.to_string()));
             }
         }
     }
@@ -985,59 +1225,28 @@ impl Router {
         self.write_unit_for(unit, line, Plain::All)
     }
 
-    /// Stamps a line into a unit's ring and fans it to every relay viewer and
-    /// to the plain viewers `plain` admits (unstamped).
-    fn write_unit_for(&mut self, unit: UnitId, line: &[u8], plain: Plain) -> Option<Frame> {
-        let u = self.units.get_mut(&unit)?;
-        let frame = u.ring.push(line)?;
-        u.updated_ms = self.now_ms;
-        let mut unstamped: Option<Frame> = None;
-        for &socket in &u.viewers {
-            let bytes = match self.sockets.get(&socket) {
-                Some(s) if s.plain => {
-                    if !plain.admits(socket) {
-                        continue;
-                    }
-                    unstamped.get_or_insert_with(|| unstamp(&frame)).clone()
-                }
-                _ => frame.clone(),
-            };
-            self.out.push_back(Output::Send { socket, bytes });
-        }
-        if let (true, Some(session)) = (u.claimed, u.session_id.clone()) {
-            let first = !u.persisted;
-            u.persisted = true;
-            if first {
-                self.persist_meta(unit);
-            }
-            self.out.push_back(Output::Persist(Persist::Frame {
-                session,
-                frame: frame.clone(),
-            }));
-        }
-        Some(frame)
-    }
-
     fn send_value(&mut self, socket: SocketId, v: &Value) {
         let bytes = serde_json::to_vec(v).unwrap_or_default();
-        self.out.push_back(Output::Send {
-            socket,
-            bytes: bytes.into(),
-        });
+        self.send_bytes(socket, bytes);
     }
 
     fn send_result(&mut self, socket: SocketId, id: &Value, result: Value) {
-        self.out.push_back(Output::Send {
-            socket,
-            bytes: rpc::response(id, result).into(),
-        });
+        self.send_bytes(socket, rpc::response(id, result));
     }
 
     fn send_error(&mut self, socket: SocketId, id: &Value, err: &RpcError) {
-        self.out.push_back(Output::Send {
-            socket,
-            bytes: rpc::error_response(id, err).into(),
-        });
+        self.send_bytes(socket, rpc::error_response(id, err));
+    }
+
+    /// Queues a connection-level frame for one socket, unless it has closed
+    /// meanwhile (an answer can outlive its requester).
+    fn send_bytes(&mut self, socket: SocketId, bytes: Vec<u8>) {
+        if self.sockets.contains_key(&socket) {
+            self.out.push_back(Output::Send {
+                socket,
+                bytes: bytes.into(),
+            });
+        }
     }
 
     // ---- agent side ----

@@ -124,17 +124,17 @@ impl Router {
     /// A prompt still waiting for its session to open is answered `cancelled`
     /// rather than run after the user pressed stop.
     fn cancel_deferred_prompts(&mut self, unit: UnitId) {
-        let lines: Vec<(SocketId, Vec<u8>)> = self.deferred.drain(..).collect();
-        for (socket, line) in lines {
+        let lines: Vec<Deferred> = self.deferred.drain(..).collect();
+        for d in lines {
             if let Ok(Message::Request { id, method, params }) =
-                frame::parse_line(&line, self.cfg.device_limits)
+                frame::parse_line(&d.line, self.cfg.device_limits)
                 && method == "session/prompt"
-                && self.unit_for(socket, &params).ok() == Some(unit)
+                && self.unit_for(d.socket, &params).ok() == Some(unit)
             {
-                self.send_result(socket, &id, json!({ "stopReason": "cancelled" }));
+                self.send_result(d.socket, &id, json!({ "stopReason": "cancelled" }));
                 continue;
             }
-            self.deferred.push_back((socket, line));
+            self.deferred.push_back(d);
         }
     }
 
@@ -290,6 +290,13 @@ impl Router {
     pub(super) fn resolved(&mut self, unit: UnitId, ask_id: &str, outcome: Value, by: &str) {
         if let Some(u) = self.units.get_mut(&unit) {
             u.remember_settled(ask_id.to_owned(), by.to_owned());
+            let session = u.session_id.clone();
+            let ask_id = ask_id.to_owned();
+            self.out
+                .push_back(Output::Event(crate::core::events::RelayEvent::AskSettled {
+                    session,
+                    ask_id,
+                }));
         }
         let note = rpc::notification(
             "_relay/ask_resolved",

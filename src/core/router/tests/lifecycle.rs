@@ -1,0 +1,526 @@
+//! Session lifecycle: session/new while the agent opens, eviction rules,
+//! session/close, stored sessions and the waiters of a restore.
+
+use super::*;
+use crate::core::rpc::code;
+use serde_json::json;
+
+#[test]
+fn session_new_waits_while_the_agent_starts() {
+    let mut sim = Sim::new(RouterConfig::default());
+    let a = sim.open("a");
+    sim.take(a);
+    sim.send(a, req(json!(1), "session/new", json!({})));
+    assert!(sim.take(a).is_empty());
+    sim.answer(A1, "initialize", init_result(json!({})));
+    assert!(sim.take(a).is_empty());
+    sim.answer(
+        A1,
+        "session/new",
+        json!({"sessionId": "x1", "modes": {"currentModeId": "ask"}}),
+    );
+    assert_eq!(
+        sim.take(a),
+        vec![
+            welcome(sim.epoch(1), Some("x1"), 0, false, false, &[]),
+            ok(
+                json!(1),
+                json!({"sessionId": "x1", "modes": {"currentModeId": "ask"}})
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_prompt_sent_while_the_agent_starts_runs_once_it_is_open() {
+    let mut sim = Sim::new(RouterConfig::default());
+    let a = sim.open("a");
+    sim.take(a);
+    sim.send(
+        a,
+        req(
+            json!("p"),
+            "session/prompt",
+            json!({"prompt": [{"type": "text", "text": "hi"}]}),
+        ),
+    );
+    assert!(sim.take(a).is_empty());
+    sim.answer(A1, "initialize", init_result(json!({})));
+    sim.answer(A1, "session/new", json!({"sessionId": "x1"}));
+    assert_eq!(
+        sim.take(a),
+        vec![stamped(1, echo("x1", "a", json!("p"), "hi"))]
+    );
+    let r = sim.pending(A1, "session/prompt");
+    assert_eq!(r.params["sessionId"], json!("x1"));
+}
+
+#[test]
+fn the_second_session_new_opens_a_second_agent_session() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    assert_eq!(sim.new_session(a, 1, A1, "unused"), "s1");
+    assert!(
+        !sim.has_pending(A1, "session/new"),
+        "the default was claimed, not reopened"
+    );
+    sim.send(a, req(json!(2), "session/new", json!({})));
+    assert_eq!(
+        sim.take_agent(A1),
+        vec![req(
+            json!(3),
+            "session/new",
+            json!({"cwd": "/", "mcpServers": []})
+        )]
+    );
+    sim.answer(A1, "session/new", json!({"sessionId": "s2"}));
+    assert_eq!(
+        sim.take(a),
+        vec![
+            welcome(sim.epoch(2), Some("s2"), 0, false, false, &[]),
+            ok(json!(2), json!({"sessionId": "s2"}))
+        ]
+    );
+}
+
+#[test]
+fn an_agent_refusing_session_new_reaches_the_device_with_its_code_and_data() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.new_session(a, 1, A1, "unused");
+    sim.send(a, req(json!(2), "session/new", json!({})));
+    sim.answer_err(
+        A1,
+        "session/new",
+        json!({"code": -32000, "message": "auth_required", "data": {"m": 1}}),
+    );
+    assert_eq!(
+        sim.take(a),
+        vec![json!({"jsonrpc": "2.0", "id": 2, "error": {
+            "code": -32000,
+            "message": "the agent could not open a session: auth_required; authenticate if it asks, then retry",
+            "data": {"m": 1}
+        }})]
+    );
+}
+
+#[test]
+fn agent_session_ids_that_collide_get_a_suffix() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.new_session(a, 1, A1, "unused");
+    assert_eq!(sim.new_session(a, 2, A1, "s1"), "s1~2");
+}
+
+/// `max_sessions` 3: the default, one viewed, one busy, one idle unviewed.
+fn crowded() -> (Sim, SocketId) {
+    let mut sim = Sim::boot_with(RouterConfig {
+        max_sessions: 3,
+        ..RouterConfig::default()
+    });
+    let a = sim.open("a");
+    sim.new_session(a, 1, A1, "unused");
+    sim.new_session(a, 2, A1, "s2");
+    sim.new_session(a, 3, A1, "s3");
+    sim.clear();
+    (sim, a)
+}
+
+#[test]
+fn eviction_ends_the_oldest_idle_unviewed_session_never_the_default() {
+    let (mut sim, a) = crowded();
+    // a views s3; s1 is the default; s2 is idle and unviewed.
+    sim.send(a, req(json!(4), "session/new", json!({})));
+    assert!(!sim.r.by_session.contains_key("s2"), "s2 was evicted");
+    assert!(sim.r.by_session.contains_key("s1"));
+    assert!(sim.r.by_session.contains_key("s3"));
+    assert_eq!(sim.r.units.len(), 3);
+}
+
+#[test]
+fn eviction_spares_busy_sessions() {
+    let (mut sim, a) = crowded();
+    sim.send(
+        a,
+        req(json!("p"), "session/prompt", prompt_params("s2", "x")),
+    );
+    sim.send(a, req(json!(4), "session/new", json!({})));
+    assert!(sim.r.by_session.contains_key("s2"), "busy s2 kept");
+    assert_eq!(
+        sim.r.units.len(),
+        4,
+        "a bounded overshoot beats killing a live session"
+    );
+}
+
+#[test]
+fn eviction_spares_viewed_sessions() {
+    let (mut sim, _a) = crowded();
+    let b = sim.open_at("b", Some("s2"), None);
+    sim.send(b, req(json!(4), "session/new", json!({})));
+    // b moved to the new session: s2 is unviewed again but was viewed when the cap was checked.
+    assert!(sim.r.by_session.contains_key("s2"));
+}
+
+#[test]
+fn eviction_spares_restoring_sessions() {
+    let (mut sim, a) = crowded();
+    sim.auto_restore = false;
+    sim.r.add_stored([stored_info("old", 0)]);
+    sim.send(
+        a,
+        req(json!(4), "session/load", json!({"sessionId": "old"})),
+    );
+    // s2 was evicted to make room for old; old is restoring now.
+    assert!(!sim.r.by_session.contains_key("s2"));
+    sim.send(a, req(json!(5), "session/new", json!({})));
+    assert!(
+        sim.r.by_session.contains_key("old"),
+        "a restoring session is never evicted"
+    );
+}
+
+#[test]
+fn session_close_moves_viewers_to_the_default() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.new_session(a, 1, A1, "unused");
+    sim.new_session(a, 2, A1, "s2");
+    let b = sim.open_at("b", Some("s2"), None);
+    sim.clear();
+    sim.send(
+        a,
+        req(json!(3), "session/close", json!({"sessionId": "s2"})),
+    );
+    let back = welcome(sim.epoch(1), Some("s1"), 0, false, false, &[]);
+    assert_eq!(sim.take(a), vec![back.clone(), ok(json!(3), json!({}))]);
+    assert_eq!(sim.take(b), vec![back]);
+    assert!(!sim.r.by_session.contains_key("s2"));
+}
+
+#[test]
+fn the_default_session_cannot_be_closed() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.take(a);
+    sim.send(
+        a,
+        req(json!(3), "session/close", json!({"sessionId": "s1"})),
+    );
+    assert_eq!(
+        sim.take(a),
+        vec![err(
+            json!(3),
+            code::INVALID_PARAMS,
+            "the default session stays open; close another session"
+        )]
+    );
+}
+
+pub(super) fn stored_info(sid: &str, head: u64) -> StoredInfo {
+    StoredInfo {
+        session_id: sid.into(),
+        title: Some("old one".into()),
+        cwd: "/".into(),
+        created_ms: 5,
+        updated_ms: 6,
+        agent_session: Some(format!("agent-{sid}")),
+        head_seq: head,
+    }
+}
+
+/// A stored session with two frames in the fake store.
+fn with_stored() -> Sim {
+    let mut sim = Sim::boot();
+    sim.r.add_stored([stored_info("old", 2)]);
+    sim.store.meta.insert("old".into(), stored_info("old", 2));
+    let frames = vec![
+        frame_of(1, &update_line("old", chunk("a"))),
+        frame_of(2, &update_line("old", chunk("b"))),
+    ];
+    sim.store.transcripts.insert("old".into(), frames);
+    sim
+}
+
+#[test]
+fn a_socket_naming_a_stored_session_attaches_after_its_restore() {
+    let mut sim = with_stored();
+    sim.auto_restore = false;
+    let s = sim.open_at("a", Some("old"), Some(1));
+    assert!(
+        sim.take(s).is_empty(),
+        "nothing before the transcript is read"
+    );
+    let (unit, session) = sim.restores.pop_front().expect("a restore");
+    assert_eq!(session, "old");
+    sim.finish_restore(unit, &session, None);
+    assert_eq!(
+        sim.take(s),
+        vec![
+            welcome(sim.epoch(2), Some("old"), 2, false, false, &[]),
+            stamped(2, update_line("old", chunk("b"))),
+        ]
+    );
+}
+
+#[test]
+fn load_and_attach_waiters_are_all_answered_by_one_restore() {
+    let mut sim = with_stored();
+    sim.auto_restore = false;
+    let s = sim.open_at("a", Some("old"), None);
+    let t = sim.open("b");
+    sim.take(t);
+    sim.send(
+        t,
+        req(json!(9), "session/load", json!({"sessionId": "old"})),
+    );
+    assert!(sim.take(t).is_empty());
+    assert_eq!(sim.restores.len(), 1, "one read for both");
+    let (unit, session) = sim.restores.pop_front().expect("a restore");
+    sim.finish_restore(unit, &session, None);
+    let all = vec![
+        welcome(sim.epoch(2), Some("old"), 2, false, false, &[]),
+        stamped(1, update_line("old", chunk("a"))),
+        stamped(2, update_line("old", chunk("b"))),
+    ];
+    assert_eq!(sim.take(s), all);
+    let mut with_answer = all;
+    with_answer.push(ok(json!(9), json!({"sessionId": "old"})));
+    assert_eq!(sim.take(t), with_answer);
+}
+
+#[test]
+fn a_failed_restore_keeps_numbering_after_the_stored_head() {
+    let mut sim = with_stored();
+    sim.auto_restore = false;
+    let s = sim.open_at("a", Some("old"), Some(2));
+    let (unit, session) = sim.restores.pop_front().expect("a restore");
+    sim.store.transcripts.clear();
+    sim.finish_restore(unit, &session, Some("disk on fire".into()));
+    assert_eq!(
+        sim.take(s),
+        vec![welcome(sim.epoch(2), Some("old"), 2, false, false, &[])]
+    );
+    sim.send(
+        s,
+        req(json!("p"), "session/prompt", prompt_params("old", "hi")),
+    );
+    sim.answer(A1, "session/load", json!({}));
+    assert_eq!(
+        sim.take(s),
+        vec![stamped(3, echo("old", "a", json!("p"), "hi"))],
+        "rseq 1 and 2 are never handed out again"
+    );
+}
+
+#[test]
+fn a_prompt_for_a_restored_session_resumes_its_agent_session() {
+    let mut sim = with_stored();
+    let s = sim.open_at("a", Some("old"), Some(2));
+    sim.take(s);
+    sim.send(
+        s,
+        req(json!("p"), "session/prompt", prompt_params("old", "hi")),
+    );
+    let load = sim.pending(A1, "session/load");
+    assert_eq!(
+        load.params,
+        json!({"sessionId": "agent-old", "cwd": "/", "mcpServers": []})
+    );
+    // History the agent replays for session/load is not stamped again.
+    sim.update(A1, "agent-old", chunk("a"));
+    sim.agent_says(A1, ok(load.id, json!({})));
+    assert_eq!(
+        sim.take(s),
+        vec![stamped(3, echo("old", "a", json!("p"), "hi"))]
+    );
+    let p = sim.pending(A1, "session/prompt");
+    assert_eq!(p.params["sessionId"], json!("agent-old"));
+}
+
+#[test]
+fn an_agent_refusing_session_load_gets_a_fresh_session() {
+    let mut sim = with_stored();
+    let s = sim.open_at("a", Some("old"), Some(2));
+    sim.send(
+        s,
+        req(json!("p"), "session/prompt", prompt_params("old", "hi")),
+    );
+    sim.answer_err(A1, "session/load", json!({"code": -32601, "message": "no"}));
+    sim.answer(A1, "session/new", json!({"sessionId": "fresh"}));
+    let p = sim.pending(A1, "session/prompt");
+    assert_eq!(p.params["sessionId"], json!("fresh"));
+    assert_eq!(
+        sim.r.units[&sim.unit_of("old")].session_id.as_deref(),
+        Some("old")
+    );
+}
+
+#[test]
+fn loading_an_unknown_session_is_invalid_params() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.take(a);
+    sim.send(
+        a,
+        req(json!(1), "session/load", json!({"sessionId": "nope"})),
+    );
+    assert_eq!(
+        sim.take(a),
+        vec![err(
+            json!(1),
+            code::INVALID_PARAMS,
+            "unknown session 'nope'; call session/list for the sessions this relay knows"
+        )]
+    );
+    sim.send(a, req(json!(2), "session/load", json!({})));
+    assert_eq!(
+        sim.take(a),
+        vec![err(
+            json!(2),
+            code::INVALID_PARAMS,
+            "session/load needs params.sessionId (a string)"
+        )]
+    );
+}
+
+#[test]
+fn session_resume_switches_without_replay() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.new_session(a, 1, A1, "unused");
+    sim.update(A1, "s1", chunk("x"));
+    sim.new_session(a, 2, A1, "s2");
+    sim.clear();
+    sim.send(
+        a,
+        req(json!(3), "session/resume", json!({"sessionId": "s1"})),
+    );
+    assert_eq!(
+        sim.take(a),
+        vec![
+            welcome(sim.epoch(1), Some("s1"), 1, false, false, &[]),
+            ok(json!(3), json!({"sessionId": "s1"}))
+        ]
+    );
+    sim.send(a, req(json!(4), "session/load", json!({"sessionId": "s1"})));
+    assert_eq!(
+        sim.take(a),
+        vec![
+            welcome(sim.epoch(1), Some("s1"), 1, false, false, &[]),
+            stamped(1, update_line("s1", chunk("x"))),
+            ok(json!(4), json!({"sessionId": "s1"})),
+        ]
+    );
+}
+
+#[test]
+fn a_closed_socket_drops_its_deferred_lines_and_waits() {
+    let mut sim = Sim::new(RouterConfig::default());
+    let a = sim.open("a");
+    sim.send(a, req(json!(1), "session/new", json!({})));
+    sim.send(a, req(json!(2), "initialize", json!({})));
+    sim.close(a);
+    assert!(sim.r.deferred.is_empty() && sim.r.pending_new.is_empty());
+    sim.answer(A1, "initialize", init_result(json!({})));
+    sim.answer(A1, "session/new", json!({"sessionId": "x"}));
+}
+
+/// Closing a session with a turn and an ask in flight: the ask is answered
+/// and announced, the agent hears session/cancel, the prompter gets its answer.
+#[test]
+fn closing_a_busy_session_settles_its_ask_and_answers_its_prompt() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.new_session(a, 1, A1, "unused");
+    sim.new_session(a, 2, A1, "s2");
+    sim.send(
+        a,
+        req(json!("p"), "session/prompt", prompt_params("s2", "go")),
+    );
+    sim.agent_says(
+        A1,
+        req(
+            json!(70),
+            "session/request_permission",
+            permission_params("s2"),
+        ),
+    );
+    sim.clear();
+    sim.send(
+        a,
+        req(json!(3), "session/close", json!({"sessionId": "s2"})),
+    );
+    assert_eq!(
+        sim.take_agent(A1),
+        vec![
+            ok(json!(70), json!({"outcome": {"outcome": "cancelled"}})),
+            note("session/cancel", json!({"sessionId": "s2"})),
+        ]
+    );
+    assert_eq!(
+        sim.take(a),
+        vec![
+            stamped(
+                3,
+                resolved(
+                    "perm:s2:1",
+                    json!({"outcome": "cancelled"}),
+                    "session-ended"
+                )
+            ),
+            ok(json!("p"), json!({"stopReason": "cancelled"})),
+            welcome(sim.epoch(1), Some("s1"), 0, false, false, &[]),
+            ok(json!(3), json!({})),
+        ]
+    );
+    // The agent's late answer to the prompt finds no session and is dropped.
+    sim.answer(A1, "session/prompt", json!({"stopReason": "cancelled"}));
+    assert!(sim.take(a).is_empty());
+}
+
+#[test]
+fn eviction_spares_sessions_with_an_open_ask() {
+    let (mut sim, a) = crowded();
+    sim.agent_says(
+        A1,
+        req(
+            json!(70),
+            "session/request_permission",
+            permission_params("s2"),
+        ),
+    );
+    sim.send(a, req(json!(4), "session/new", json!({})));
+    assert!(
+        sim.r.by_session.contains_key("s2"),
+        "an ask waits for a person"
+    );
+}
+
+#[test]
+fn an_ask_for_a_session_that_ended_while_loading_is_answered_cancelled() {
+    let mut sim = with_stored();
+    let s = sim.open_at("a", Some("old"), Some(2));
+    sim.send(
+        s,
+        req(json!("p"), "session/prompt", prompt_params("old", "hi")),
+    );
+    assert!(sim.has_pending(A1, "session/load"));
+    sim.send(
+        s,
+        req(json!(3), "session/close", json!({"sessionId": "old"})),
+    );
+    sim.take_agent(A1);
+    sim.agent_says(
+        A1,
+        req(
+            json!(70),
+            "session/request_permission",
+            permission_params("agent-old"),
+        ),
+    );
+    assert_eq!(
+        sim.take_agent(A1),
+        vec![ok(json!(70), json!({"outcome": {"outcome": "cancelled"}}))]
+    );
+}
