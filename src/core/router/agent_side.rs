@@ -161,9 +161,10 @@ impl Router {
     /// Fans an agent's `session/update` for `asid` into the unit; the bytes go
     /// as they are unless the relay's session id differs from the agent's.
     pub(super) fn unit_update(&mut self, unit: UnitId, asid: &str, line: &[u8]) {
-        let Some(u) = self.units.get(&unit) else {
+        let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
+        track_update(&mut u.opened, line);
         if u.loading {
             return; // history the agent replays for session/load: the ring already has it
         }
@@ -387,7 +388,11 @@ impl Router {
                 socket,
                 device_id,
                 unit,
+                track,
             } => {
+                if let (Ok(r), Some(u)) = (&outcome, unit.and_then(|u| self.units.get_mut(&u))) {
+                    track_answer(&mut u.opened, &track, r);
+                }
                 let outcome = match (outcome, unit) {
                     (Ok(mut r), Some(unit)) => {
                         let (sid, asid) = self
@@ -458,6 +463,7 @@ impl Router {
                     data: e.get("data").cloned(),
                 };
                 self.fail_pending_new_with(unit, &err);
+                self.answer_pending_load(unit, Some(&err));
                 self.fail_deferred(agent, &err.message);
                 return;
             }
@@ -466,6 +472,7 @@ impl Router {
             u.phase = Phase::Idle;
             let why = "the agent answered session/new without a sessionId; check the agent's log and retry";
             self.fail_pending_new(unit, why);
+            self.answer_pending_load(unit, Some(&RpcError::other(why)));
             self.fail_deferred(agent, why);
             return;
         };
@@ -502,6 +509,7 @@ impl Router {
             self.unit_update(unit, &asid, &line);
         }
         self.answer_pending_new(unit);
+        self.answer_pending_load(unit, None);
         self.run_deferred();
     }
 
@@ -555,6 +563,7 @@ impl Router {
                 self.write_unit_for(unit, &line, Plain::Only(turn.socket));
             }
             self.fail_pending_new(unit, &why);
+            self.answer_pending_load(unit, Some(&RpcError::other(why.clone())));
             self.persist_sync(unit);
         }
         if self.shared_link == Some(agent) {
@@ -595,6 +604,20 @@ impl Router {
     /// with its session.
     pub(super) fn unit_ending(&mut self, unit: UnitId) {
         self.settle_all(unit, json!({"outcome": "cancelled"}), "session-ended", true);
+        let ended = RpcError::other("the session was closed while it was loading; load it again");
+        self.answer_pending_load(unit, Some(&ended));
+        // Sockets waiting for its transcript go to the default session instead.
+        for w in self.restoring.remove(&unit).unwrap_or_default() {
+            match w {
+                sessions::Waiter::Attach { socket, .. } => {
+                    if self.sockets.contains_key(&socket) {
+                        let default = self.default_unit;
+                        self.attach_with(socket, default, None, true);
+                    }
+                }
+                sessions::Waiter::Load { socket, id, .. } => self.send_error(socket, &id, &ended),
+            }
+        }
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
@@ -705,4 +728,102 @@ fn u_resume_from_for(units: &BTreeMap<UnitId, Unit>, unit: UnitId) -> Option<Str
 /// (`agentCapabilities.sessionCapabilities.close`, an object).
 fn agent_closes_sessions(init: Option<&Value>) -> bool {
     init.is_some_and(|i| i["agentCapabilities"]["sessionCapabilities"]["close"].is_object())
+}
+
+/// `session/load` and `session/resume` answers that carry the agent's current state.
+impl Router {
+    /// Switches `socket` to `unit` and answers its load: at once with the
+    /// cached open answer (kept current by [`track_update`] and
+    /// [`track_answer`]) when the unit's agent session is open; otherwise the
+    /// agent session is opened now (`session/load` after a restart or an
+    /// agent exit) and the agent's own answer is forwarded when it comes.
+    pub(super) fn answer_load(&mut self, socket: SocketId, id: Value, unit: UnitId, replay: bool) {
+        if !self.sockets.contains_key(&socket) {
+            return;
+        }
+        self.switch_view(socket, unit, replay);
+        let ready = self
+            .units
+            .get(&unit)
+            .is_some_and(|u| u.phase == Phase::Ready);
+        if ready || self.pending_load.len() >= MAX_DEFERRED_LINES {
+            let sid = self
+                .units
+                .get(&unit)
+                .and_then(|u| u.session_id.clone())
+                .unwrap_or_default();
+            let result = self.open_result(unit, &sid);
+            self.send_result(socket, &id, result);
+            return;
+        }
+        self.pending_load.push_back((socket, id, unit));
+        self.ensure_session(unit);
+    }
+
+    /// Answers the loads waiting for `unit`'s agent session: its open answer,
+    /// or `err` when it could not be opened.
+    pub(super) fn answer_pending_load(&mut self, unit: UnitId, err: Option<&RpcError>) {
+        let (mine, rest): (Vec<_>, Vec<_>) = self
+            .pending_load
+            .drain(..)
+            .partition(|(_, _, u)| *u == unit);
+        self.pending_load = rest.into();
+        let sid = self
+            .units
+            .get(&unit)
+            .and_then(|u| u.session_id.clone())
+            .unwrap_or_default();
+        for (socket, id, _) in mine {
+            match err {
+                Some(e) => self.send_error(socket, &id, e),
+                None => {
+                    let result = self.open_result(unit, &sid);
+                    self.send_result(socket, &id, result);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a session's cached open answer current with the agent's
+/// `current_mode_update` and `config_option_update` notifications.
+fn track_update(opened: &mut Value, line: &[u8]) {
+    let finder = |n: &[u8]| memchr::memmem::find(line, n).is_some();
+    if !(finder(b"current_mode_update") || finder(b"config_option_update")) {
+        return;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(line) else {
+        return;
+    };
+    let update = &v["params"]["update"];
+    match update["sessionUpdate"].as_str() {
+        Some("current_mode_update") => track_answer(
+            opened,
+            &Track::Mode(update["currentModeId"].clone()),
+            &Value::Null,
+        ),
+        Some("config_option_update") => track_answer(opened, &Track::Config, update),
+        _ => {}
+    }
+}
+
+/// Applies an accepted state change to a session's cached open answer.
+fn track_answer(opened: &mut Value, track: &Track, result: &Value) {
+    let (key, field, value) = match track {
+        Track::None => return,
+        Track::Mode(m) => ("modes", "currentModeId", m.clone()),
+        Track::Model(m) => ("models", "currentModelId", m.clone()),
+        Track::Config => {
+            if let (Some(o), true) = (opened.as_object_mut(), result["configOptions"].is_array()) {
+                o.insert("configOptions".into(), result["configOptions"].clone());
+            }
+            return;
+        }
+    };
+    if value.is_null() {
+        return;
+    }
+    if let Some(state) = opened.get_mut(key).and_then(Value::as_object_mut) {
+        state.insert(field.into(), value);
+    }
 }

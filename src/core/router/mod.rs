@@ -253,7 +253,22 @@ enum Pending {
         socket: SocketId,
         device_id: Value,
         unit: Option<UnitId>,
+        /// What its success changes in the session's cached open answer.
+        track: Track,
     },
+}
+
+/// Session state a forwarded request changes when the agent accepts it, so
+/// a cached `session/load` answer stays current.
+#[derive(Debug, Clone, PartialEq)]
+enum Track {
+    None,
+    /// `session/set_mode`: `modes.currentModeId`.
+    Mode(Value),
+    /// `session/set_model`: `models.currentModelId`.
+    Model(Value),
+    /// `session/set_config_option`: its answer's `configOptions`.
+    Config,
 }
 
 /// One agent process as the ACP client side sees it.
@@ -330,6 +345,10 @@ pub struct Router {
     deferred: VecDeque<Deferred>,
     /// `session/new` requests waiting for their unit's agent session.
     pending_new: VecDeque<(SocketId, Value, UnitId)>,
+    /// `session/load` / `session/resume` answers waiting for the agent's own
+    /// load answer (the unit's agent session was not open), within
+    /// [`MAX_DEFERRED_LINES`].
+    pending_load: VecDeque<(SocketId, Value, UnitId)>,
     jobs: HashMap<JobId, JobOwner>,
     /// Sessions in the store that are not (or no longer) live, by relay session id.
     stored: HashMap<String, StoredInfo>,
@@ -361,6 +380,7 @@ impl Router {
             default_unit: UnitId(0),
             deferred: VecDeque::new(),
             pending_new: VecDeque::new(),
+            pending_load: VecDeque::new(),
             jobs: HashMap::new(),
             stored: HashMap::new(),
             restoring: HashMap::new(),
@@ -666,6 +686,7 @@ impl Router {
         self.sockets.remove(&socket);
         self.deferred.retain(|d| d.socket != socket);
         self.pending_new.retain(|(s, _, _)| *s != socket);
+        self.pending_load.retain(|(s, _, _)| *s != socket);
     }
 
     fn socket_text(&mut self, socket: SocketId, text: &[u8]) {

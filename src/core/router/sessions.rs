@@ -47,7 +47,7 @@ pub(super) enum Waiter {
 impl Router {
     /// The agent's answer to opening the session (modes, models, config
     /// options, its own fields), under the relay's session id.
-    fn open_result(&self, unit: UnitId, sid: &str) -> Value {
+    pub(super) fn open_result(&self, unit: UnitId, sid: &str) -> Value {
         let mut r = self
             .units
             .get(&unit)
@@ -238,18 +238,7 @@ impl Router {
                     self.clients.insert(client, unit);
                     self.attach(socket, unit, last_seq);
                 }
-                Waiter::Load { socket, id, replay } => {
-                    if self.sockets.contains_key(&socket) {
-                        self.switch_view(socket, unit, replay);
-                        let sid = self
-                            .units
-                            .get(&unit)
-                            .and_then(|u| u.session_id.clone())
-                            .unwrap_or_default();
-                        let result = self.open_result(unit, &sid);
-                        self.send_result(socket, &id, result);
-                    }
-                }
+                Waiter::Load { socket, id, replay } => self.answer_load(socket, id, unit, replay),
             }
         }
         self.run_deferred();
@@ -398,9 +387,7 @@ impl Router {
             });
             return Ok(());
         }
-        self.switch_view(socket, unit, replay);
-        let result = self.open_result(unit, sid);
-        self.send_result(socket, reply_id, result);
+        self.answer_load(socket, reply_id.clone(), unit, replay);
         Ok(())
     }
 

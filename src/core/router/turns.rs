@@ -212,10 +212,17 @@ impl Router {
     ) -> Result<(), RpcError> {
         match id {
             Some(id) => {
+                let track = match (unit, method) {
+                    (Some(_), "session/set_mode") => Track::Mode(params["modeId"].clone()),
+                    (Some(_), "session/set_model") => Track::Model(params["modelId"].clone()),
+                    (Some(_), "session/set_config_option") => Track::Config,
+                    _ => Track::None,
+                };
                 let pending = Pending::Forward {
                     socket,
                     device_id: id.clone(),
                     unit,
+                    track,
                 };
                 if self.agent_request(agent, method, params, pending).is_none() {
                     return Err(RpcError::new(

@@ -284,9 +284,91 @@ fn load_and_attach_waiters_are_all_answered_by_one_restore() {
         stamped(2, update_line("old", chunk("b"))),
     ];
     assert_eq!(sim.take(s), all);
-    let mut with_answer = all;
-    with_answer.push(ok(json!(9), json!({"sessionId": "old"})));
-    assert_eq!(sim.take(t), with_answer);
+    assert_eq!(sim.take(t), all);
+    // The load answer is the agent's own, once it loaded the session.
+    let load = sim.pending(A1, "session/load");
+    assert_eq!(load.params["sessionId"], json!("agent-old"));
+    let modes =
+        json!({"currentModeId": "plan", "availableModes": [{"id": "plan"}, {"id": "code"}]});
+    sim.agent_says(A1, ok(load.id, json!({"modes": modes})));
+    assert_eq!(
+        sim.take(t),
+        vec![ok(json!(9), json!({"sessionId": "old", "modes": modes}))]
+    );
+    assert!(sim.take(s).is_empty());
+}
+
+/// After a restart the load answer carries what the agent says now, not `{sessionId}`.
+#[test]
+fn a_load_after_an_agent_exit_forwards_the_agents_load_answer() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.exit(A1, "gone");
+    sim.clear();
+    sim.send(a, req(json!(1), "session/load", json!({"sessionId": "s1"})));
+    assert_eq!(
+        sim.take(a),
+        vec![
+            welcome(sim.epoch(1), Some("s1"), 1, false, false, &[]),
+            stamped(
+                1,
+                note(
+                    "_relay/agent_exited",
+                    json!({"sessionId": "s1", "status": "gone"})
+                )
+            )
+        ]
+    );
+    let init = sim.pending(A2, "initialize");
+    sim.agent_says(A2, ok(init.id, init_result(json!({"loadSession": true}))));
+    sim.answer(
+        A2,
+        "session/load",
+        json!({"models": {"currentModelId": "m2"}}),
+    );
+    assert_eq!(
+        sim.take(a),
+        vec![ok(
+            json!(1),
+            json!({"sessionId": "s1", "models": {"currentModelId": "m2"}})
+        )]
+    );
+}
+
+#[test]
+fn closing_a_restoring_session_answers_its_waiters() {
+    let mut sim = with_stored();
+    sim.auto_restore = false;
+    let s = sim.open_at("a", Some("old"), Some(1));
+    let t = sim.open("b");
+    sim.send(
+        t,
+        req(json!(9), "session/load", json!({"sessionId": "old"})),
+    );
+    sim.clear();
+    sim.send(
+        t,
+        req(json!(10), "session/close", json!({"sessionId": "old"})),
+    );
+    assert_eq!(
+        sim.take(s),
+        vec![welcome(sim.epoch(1), Some("s1"), 0, true, false, &[])]
+    );
+    assert_eq!(
+        sim.take(t),
+        vec![
+            err(
+                json!(9),
+                code::OTHER,
+                "the session was closed while it was loading; load it again"
+            ),
+            ok(json!(10), json!({})),
+        ]
+    );
+    // The transcript read landing afterwards changes nothing.
+    let (unit, session) = sim.restores.pop_front().expect("a restore");
+    sim.finish_restore(unit, &session, None);
+    assert!(sim.take(s).is_empty() && sim.take(t).is_empty());
 }
 
 #[test]

@@ -407,3 +407,110 @@ fn too_many_jobs_in_flight_are_refused() {
         )]
     );
 }
+
+fn with_modes() -> (Sim, SocketId) {
+    let mut sim = Sim::new(RouterConfig::default());
+    sim.answer(A1, "initialize", init_result(json!({"loadSession": true})));
+    sim.answer(
+        A1,
+        "session/new",
+        json!({
+            "sessionId": "s1",
+            "modes": {"currentModeId": "auto", "availableModes": [{"id": "auto"}, {"id": "default"}]},
+            "models": {"currentModelId": "m1"},
+            "configOptions": [{"id": "effort", "currentValue": "low"}]
+        }),
+    );
+    let a = sim.open("a");
+    sim.clear();
+    (sim, a)
+}
+
+fn reload(sim: &mut Sim, a: SocketId, id: u64) -> Value {
+    sim.send(
+        a,
+        req(json!(id), "session/resume", json!({"sessionId": "s1"})),
+    );
+    let out = sim.take(a);
+    out.into_iter()
+        .find(|f| f["id"] == json!(id))
+        .map(|f| f["result"].clone())
+        .unwrap_or_default()
+}
+
+/// A re-sent cached answer follows set_mode, set_model and set_config_option.
+#[test]
+fn accepted_state_changes_update_the_cached_load_answer() {
+    let (mut sim, a) = with_modes();
+    sim.send(
+        a,
+        req(
+            json!(1),
+            "session/set_mode",
+            json!({"sessionId": "s1", "modeId": "default"}),
+        ),
+    );
+    sim.answer(A1, "session/set_mode", json!({}));
+    sim.send(
+        a,
+        req(
+            json!(2),
+            "session/set_model",
+            json!({"sessionId": "s1", "modelId": "m2"}),
+        ),
+    );
+    sim.answer(A1, "session/set_model", json!({}));
+    sim.send(
+        a,
+        req(
+            json!(3),
+            "session/set_config_option",
+            json!({"sessionId": "s1", "configId": "effort", "value": "high"}),
+        ),
+    );
+    sim.answer(
+        A1,
+        "session/set_config_option",
+        json!({"configOptions": [{"id": "effort", "currentValue": "high"}]}),
+    );
+    // A refused change changes nothing.
+    sim.send(
+        a,
+        req(
+            json!(4),
+            "session/set_mode",
+            json!({"sessionId": "s1", "modeId": "bogus"}),
+        ),
+    );
+    sim.answer_err(
+        A1,
+        "session/set_mode",
+        json!({"code": -32602, "message": "no such mode"}),
+    );
+    sim.clear();
+    let r = reload(&mut sim, a, 5);
+    assert_eq!(r["modes"]["currentModeId"], json!("default"));
+    assert_eq!(r["models"]["currentModelId"], json!("m2"));
+    assert_eq!(
+        r["configOptions"],
+        json!([{"id": "effort", "currentValue": "high"}])
+    );
+}
+
+#[test]
+fn the_agents_own_mode_and_config_updates_update_the_cached_answer() {
+    let (mut sim, a) = with_modes();
+    sim.update(
+        A1,
+        "s1",
+        json!({"sessionUpdate": "current_mode_update", "currentModeId": "default"}),
+    );
+    sim.update(A1, "s1", json!({"sessionUpdate": "config_option_update", "configOptions": [{"id": "effort", "currentValue": "mid"}]}));
+    assert_eq!(sim.take(a).len(), 2, "both still reach the viewers");
+    let r = reload(&mut sim, a, 5);
+    assert_eq!(r["modes"]["currentModeId"], json!("default"));
+    assert_eq!(
+        r["configOptions"],
+        json!([{"id": "effort", "currentValue": "mid"}])
+    );
+}
