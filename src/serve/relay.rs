@@ -161,6 +161,10 @@ pub struct Relay {
     /// PTY terminals, when `--terminal` is on.
     pty: RefCell<Option<Rc<PtySet>>>,
     started_ms: u64,
+    /// Wakes the timer task when the router's next deadline moved earlier.
+    timer_wake: Sender<()>,
+    /// The deadline the timer task sleeps toward.
+    timer_armed: Cell<Option<u64>>,
 }
 
 /// Wall-clock milliseconds: the one place the shell reads the clock for the core.
@@ -182,7 +186,8 @@ impl Relay {
         ring_bounds: (usize, usize),
     ) -> Rc<Relay> {
         let cwd = workspace.root().to_path_buf();
-        Rc::new(Relay {
+        let (timer_wake, timer_rx) = smol::channel::bounded(1);
+        let relay = Rc::new(Relay {
             ex,
             router: RefCell::new(router),
             sockets: RefCell::new(HashMap::new()),
@@ -197,7 +202,44 @@ impl Relay {
             ring_bounds,
             pty: RefCell::new(None),
             started_ms: now_ms(),
-        })
+            timer_wake,
+            timer_armed: Cell::new(None),
+        });
+        relay.start_timer(timer_rx);
+        relay
+    }
+
+    /// Feeds [`Input::Tick`] when the router's [`Router::poll_timeout`] comes;
+    /// woken early when a feed moved that time earlier.
+    fn start_timer(self: &Rc<Self>, wake: Receiver<()>) {
+        let relay = self.clone();
+        self.ex
+            .spawn(async move {
+                loop {
+                    let next = relay.router.borrow().poll_timeout();
+                    relay.timer_armed.set(next);
+                    let sleep = async {
+                        match next {
+                            Some(at) => {
+                                let ms = at.saturating_sub(now_ms());
+                                smol::Timer::after(Duration::from_millis(ms)).await;
+                                true
+                            }
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let woken = async {
+                        match wake.recv().await {
+                            Ok(()) => false,
+                            Err(_) => std::future::pending().await,
+                        }
+                    };
+                    if futures_lite::future::or(sleep, woken).await {
+                        relay.feed(Input::Tick);
+                    }
+                }
+            })
+            .detach();
     }
 
     /// Reads router state without letting the borrow escape.
@@ -229,6 +271,12 @@ impl Relay {
         }
         self.router.borrow_mut().handle(now_ms(), input);
         self.pump();
+        let next = self.router.borrow().poll_timeout();
+        if let Some(n) = next
+            && self.timer_armed.get().is_none_or(|armed| n < armed)
+        {
+            let _ = self.timer_wake.try_send(());
+        }
     }
 
     /// Performs every output the router has queued.

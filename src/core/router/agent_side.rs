@@ -103,7 +103,14 @@ impl Router {
         }
         link.next_id += 1;
         let id = link.next_id;
-        link.pending.insert(id, pending);
+        link.pending.insert(
+            id,
+            InFlight {
+                what: pending,
+                method: method.to_owned(),
+                sent_ms: self.now_ms,
+            },
+        );
         self.out.push_back(Output::WriteAgent {
             agent,
             line: rpc::request(&json!(id), method, params),
@@ -165,8 +172,10 @@ impl Router {
             return;
         };
         track_update(&mut u.opened, line);
-        if u.loading {
-            return; // history the agent replays for session/load: the ring already has it
+        if u.loading && !timers::passes_replay(line) {
+            // History the agent replays for session/load: the ring has it already.
+            self.replay_heard(unit);
+            return;
         }
         match u.session_id.as_deref() {
             Some(sid) if sid != asid => {
@@ -337,6 +346,7 @@ impl Router {
             .links
             .get_mut(&agent)
             .and_then(|l| l.pending.remove(&n))
+            .map(|f| f.what)
         else {
             log::info!("{agent}: response to id {n} the relay never issued; ignored");
             return;
@@ -428,7 +438,14 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        u.loading = false;
+        // After a load the replay window stays open until the next prompt.
+        u.loading = load && outcome.is_ok();
+        if u.loading {
+            self.hold_for_replay(unit);
+        }
+        let Some(u) = self.units.get_mut(&unit) else {
+            return;
+        };
         let asid = match outcome {
             Ok(r) if load => {
                 u.opened = r;
@@ -523,7 +540,7 @@ impl Router {
             .values()
             .any(|u| u.agent == Some(agent) && u.phase == Phase::Opening);
         link.state = LinkState::Dead;
-        let pending: Vec<Pending> = link.pending.drain().map(|(_, p)| p).collect();
+        let pending: Vec<Pending> = link.pending.drain().map(|(_, f)| f.what).collect();
         log::warn!("{agent}: agent exited ({status})");
         let why =
             format!("the agent exited ({status}); send the prompt again to start a fresh agent");

@@ -20,6 +20,7 @@ pub mod fuzz;
 mod sessions;
 #[cfg(test)]
 mod tests;
+mod timers;
 mod turns;
 
 pub use sessions::{Persist, StoredInfo};
@@ -38,6 +39,10 @@ pub const MAX_JOBS: usize = 256;
 /// (no `sessionCapabilities.close`) before it is retired: new sessions go to a
 /// fresh agent, and the old one ends once none of its sessions is busy.
 pub const MAX_SESSIONS_PER_AGENT: u64 = 512;
+
+/// Default deadline for an agent's answer: long enough for an interactive
+/// login (`authenticate` opening a browser).
+pub const DEFAULT_AGENT_TIMEOUT_MS: u64 = 300_000;
 
 /// Bounds and switches the router needs; the shell builds it from flags.
 #[derive(Debug, Clone)]
@@ -62,6 +67,9 @@ pub struct RouterConfig {
     pub relay_meta: Value,
     /// Interactive terminals (`--terminal`); `None` when they are off.
     pub terminals: Option<TermLimits>,
+    /// How long a request forwarded to an agent may go unanswered
+    /// (`--agent-timeout`); a prompt counts from the session's last frame. 0: no deadline.
+    pub agent_timeout_ms: u64,
 }
 
 impl Default for RouterConfig {
@@ -85,6 +93,7 @@ impl Default for RouterConfig {
             epoch_seed: 1,
             relay_meta: json!({}),
             terminals: None,
+            agent_timeout_ms: DEFAULT_AGENT_TIMEOUT_MS,
         }
     }
 }
@@ -148,6 +157,8 @@ pub enum Input<'a> {
         job: JobId,
         result: Result<Value, RpcError>,
     },
+    /// The time [`Router::poll_timeout`] named has come (early ticks are harmless).
+    Tick,
 }
 
 /// Actions for the shell.
@@ -271,13 +282,21 @@ enum Track {
     Config,
 }
 
+/// A request the relay sent to an agent and is waiting on.
+#[derive(Debug)]
+struct InFlight {
+    what: Pending,
+    method: String,
+    sent_ms: u64,
+}
+
 /// One agent process as the ACP client side sees it.
 #[derive(Debug)]
 struct Link {
     state: LinkState,
     init: Option<Value>,
     next_id: u64,
-    pending: HashMap<u64, Pending>,
+    pending: HashMap<u64, InFlight>,
     /// Agent session id → unit.
     sessions: HashMap<String, UnitId>,
     early: VecDeque<(String, Vec<u8>)>,
@@ -352,6 +371,9 @@ pub struct Router {
     jobs: HashMap<JobId, JobOwner>,
     /// Sessions in the store that are not (or no longer) live, by relay session id.
     stored: HashMap<String, StoredInfo>,
+    /// Units whose agent just answered `session/load`: their prompts wait
+    /// until the agent's history replay has gone quiet (see `timers`).
+    replay_hold: HashMap<UnitId, timers::Hold>,
     /// Who waits for a unit's transcript to be restored.
     restoring: HashMap<UnitId, Vec<sessions::Waiter>>,
     terminals: Terminals,
@@ -384,6 +406,7 @@ impl Router {
             jobs: HashMap::new(),
             stored: HashMap::new(),
             restoring: HashMap::new(),
+            replay_hold: HashMap::new(),
             terminals,
             next_unit: 0,
             next_agent: 0,
@@ -446,6 +469,7 @@ impl Router {
                 head,
                 error,
             } => self.restored(unit, frames, head, error),
+            Input::Tick => self.tick(),
         }
     }
 

@@ -38,6 +38,9 @@ impl Router {
             self.ensure_session(unit);
             return self.defer(socket, line);
         }
+        if self.replay_hold.contains_key(&unit) {
+            return self.defer(socket, line);
+        }
         let (Some(agent), Some(asid), sid) =
             (u.agent, u.agent_session.clone(), u.session_id.clone())
         else {
@@ -61,6 +64,8 @@ impl Router {
             .collect::<Vec<_>>()
             .join(" ");
         if let Some(u) = self.units.get_mut(&unit) {
+            // The agent's history replay, if any, is over: what follows is this turn.
+            u.loading = false;
             u.turn = Some(Turn {
                 client: client.clone(),
                 socket,

@@ -288,6 +288,7 @@ fn the_next_prompt_after_an_exit_resumes_on_a_fresh_agent() {
     let load = sim.pending(A2, "session/load");
     assert_eq!(load.params["sessionId"], json!("s1"));
     sim.agent_says(A2, ok(load.id, json!({})));
+    sim.quiet();
     assert_eq!(
         sim.take(a),
         vec![stamped(2, echo("s1", "a", json!("p"), "again"))]
@@ -392,5 +393,6 @@ fn a_dead_agent_fails_only_the_lines_waiting_for_it() {
         ok(init5.id, init_result(json!({"loadSession": true}))),
     );
     sim.answer(AgentId(5), "session/load", json!({}));
+    sim.quiet();
     assert!(sim.has_pending(AgentId(5), "session/prompt"));
 }

@@ -388,6 +388,7 @@ fn a_failed_restore_keeps_numbering_after_the_stored_head() {
         req(json!("p"), "session/prompt", prompt_params("old", "hi")),
     );
     sim.answer(A1, "session/load", json!({}));
+    sim.quiet();
     assert_eq!(
         sim.take(s),
         vec![stamped(3, echo("old", "a", json!("p"), "hi"))],
@@ -412,6 +413,7 @@ fn a_prompt_for_a_restored_session_resumes_its_agent_session() {
     // History the agent replays for session/load is not stamped again.
     sim.update(A1, "agent-old", chunk("a"));
     sim.agent_says(A1, ok(load.id, json!({})));
+    sim.quiet();
     assert_eq!(
         sim.take(s),
         vec![stamped(3, echo("old", "a", json!("p"), "hi"))]
