@@ -128,3 +128,36 @@ fn load_answers_carry_the_agents_state_and_its_replay_is_never_restamped() {
         "rseq +1: {seqs:?}"
     );
 }
+
+/// What an agent prints off the protocol (a banner on stdout, its stderr)
+/// is in its log, readable by a device.
+#[test]
+fn an_agents_stderr_and_stray_stdout_are_read_by_a_device() {
+    let Some(relay) = quirk_relay("agent_log", "stdout_logs", &[]) else {
+        return;
+    };
+    let mut d = relay.device("a", "");
+    init(&mut d);
+    let deadline = std::time::Instant::now() + WAIT;
+    let lines = loop {
+        let id = d.request("_relay/agent/log", json!({}));
+        let r = d.response(&id);
+        let lines = r["result"]["lines"].as_array().cloned().unwrap_or_default();
+        let has = |stream: &str, needle: &str| {
+            lines.iter().any(|l| {
+                l["stream"] == stream && l["text"].as_str().is_some_and(|t| t.contains(needle))
+            })
+        };
+        if has("stderr", "[quirk-agent stdout_logs] started")
+            && has("stdout", "this banner is not JSON")
+        {
+            break lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent log never showed both lines: {r}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(lines.iter().all(|l| l["t"].is_u64()), "{lines:?}");
+}

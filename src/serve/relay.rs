@@ -457,7 +457,11 @@ impl Relay {
             mut child,
             stdin,
             mut stdout,
+            stderr,
         } = proc;
+        self.ex
+            .spawn(read_stderr(self.clone(), agent, stderr))
+            .detach();
         self.ex
             .spawn(write_agent(agent, stdin, rx, queued))
             .detach();
@@ -649,6 +653,31 @@ impl Relay {
             .detach();
     }
 }
+
+/// Feeds an agent's stderr, line by line, to the router's agent log.
+async fn read_stderr(
+    relay: Rc<Relay>,
+    agent: AgentId,
+    mut stderr: futures_lite::io::BufReader<smol::process::ChildStderr>,
+) {
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        match read_line(&mut stderr, &mut buf, STDERR_LINE_BYTES).await {
+            Ok(LineRead::Line) => relay.feed(Input::AgentStderr { agent, line: &buf }),
+            Ok(LineRead::TooLong { size }) => {
+                let line = format!("(a stderr line of {size} bytes was skipped)");
+                relay.feed(Input::AgentStderr {
+                    agent,
+                    line: line.as_bytes(),
+                });
+            }
+            Ok(LineRead::Eof) | Err(_) => break,
+        }
+    }
+}
+
+/// Longest agent stderr line read whole (the agent log keeps less of it).
+const STDERR_LINE_BYTES: usize = 64 << 10;
 
 fn too_long(agent: AgentId, size: usize, max: usize) {
     log::warn!("{agent}: skipped a {size}-byte stdout line over the {max}-byte limit");

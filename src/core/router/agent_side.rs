@@ -129,7 +129,8 @@ impl Router {
         let msg = match frame::parse_line(line, self.cfg.agent_limits) {
             Ok(m) => m,
             Err(e) => {
-                log::info!("{agent}: skipped a stdout line that is not JSON-RPC ({e})");
+                log::debug!("{agent}: a stdout line that is not JSON-RPC ({e}) goes to its log");
+                self.agent_said(agent, agent_log::Stream::Stdout, line);
                 return;
             }
         };
@@ -142,7 +143,7 @@ impl Router {
                 if method == "session/update" {
                     log::info!("{agent}: session/update without a string sessionId; dropped");
                 } else {
-                    log::debug!("{agent}: notification {method} ignored");
+                    self.agent_notification(agent, line);
                 }
             }
         }

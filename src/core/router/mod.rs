@@ -15,6 +15,7 @@ use crate::core::unit::{Ask, Phase, Turn, Unit, ask_session};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+mod agent_log;
 mod agent_side;
 pub mod fuzz;
 mod sessions;
@@ -120,6 +121,11 @@ pub enum Input<'a> {
     },
     /// One line from an agent's stdout.
     AgentLine {
+        agent: AgentId,
+        line: &'a [u8],
+    },
+    /// One line an agent wrote on stderr (without its newline).
+    AgentStderr {
         agent: AgentId,
         line: &'a [u8],
     },
@@ -371,6 +377,9 @@ pub struct Router {
     jobs: HashMap<JobId, JobOwner>,
     /// Sessions in the store that are not (or no longer) live, by relay session id.
     stored: HashMap<String, StoredInfo>,
+    /// What agents said off the protocol (stderr, non-JSON stdout), newest
+    /// [`agent_log::MAX_AGENT_LOGS`] agents.
+    agent_logs: BTreeMap<AgentId, agent_log::AgentLog>,
     /// Units whose agent just answered `session/load`: their prompts wait
     /// until the agent's history replay has gone quiet (see `timers`).
     replay_hold: HashMap<UnitId, timers::Hold>,
@@ -407,6 +416,7 @@ impl Router {
             stored: HashMap::new(),
             restoring: HashMap::new(),
             replay_hold: HashMap::new(),
+            agent_logs: BTreeMap::new(),
             terminals,
             next_unit: 0,
             next_agent: 0,
@@ -445,6 +455,9 @@ impl Router {
             Input::SocketText { socket, text } => self.socket_text(socket, text),
             Input::SocketClosed { socket } => self.socket_closed(socket),
             Input::AgentLine { agent, line } => self.agent_line(agent, line),
+            Input::AgentStderr { agent, line } => {
+                self.agent_said(agent, agent_log::Stream::Stderr, line)
+            }
             Input::AgentExited { agent, status } => self.agent_exited(agent, status),
             Input::JobDone { job, result } => self.job_done(job, result),
             Input::TerminalOutput { id, data } => {
@@ -842,6 +855,11 @@ impl Router {
             | "_relay/terminal/input"
             | "_relay/terminal/resize"
             | "_relay/terminal/close" => self.terminal_request(socket, client, id, method, &params),
+            "_relay/agent/log" => {
+                let result = self.agent_log_result(socket, &params)?;
+                self.send_result(socket, &reply_id, result);
+                Ok(())
+            }
             "_relay/apply_edit" => {
                 let Some(id) = id else { return Ok(()) };
                 self.device_job(
