@@ -112,9 +112,11 @@ impl ReplayRing {
     /// Stamps `line` with the next `rseq`, keeps it, evicts the oldest frames
     /// past the bounds and returns the stamped frame. `None` when the line is
     /// not a JSON object (nothing is kept and no `rseq` is used).
+    /// Also `None` once the numbering is exhausted (a crafted head of `u64::MAX`).
     pub fn push(&mut self, line: &[u8]) -> Option<Frame> {
-        let stamped: Frame = stamp_rseq(line, self.head + 1)?.into();
-        self.head += 1;
+        let next = self.head.checked_add(1)?;
+        let stamped: Frame = stamp_rseq(line, next)?.into();
+        self.head = next;
         self.bytes += cost(&stamped);
         self.frames.push_back((self.head, stamped.clone()));
         self.evict();
@@ -128,7 +130,7 @@ impl ReplayRing {
             .frames
             .front()
             .map(|(s, _)| *s)
-            .unwrap_or(self.head + 1);
+            .unwrap_or(self.head.saturating_add(1));
         let all = || self.frames.iter().map(|(_, f)| f.clone()).collect();
         match last_seq {
             None => Replay {
@@ -139,7 +141,7 @@ impl ReplayRing {
                 frames: all(),
                 reset: true,
             },
-            Some(n) if n + 1 < oldest => Replay {
+            Some(n) if n.saturating_add(1) < oldest => Replay {
                 frames: all(),
                 reset: true,
             },

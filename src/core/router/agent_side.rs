@@ -150,6 +150,14 @@ impl Router {
     }
 
     pub(super) fn agent_update(&mut self, agent: AgentId, asid: &str, line: &[u8]) {
+        if std::str::from_utf8(line).is_err() {
+            // Refused before it is numbered: a frame no device could be sent
+            // would be a silent rseq gap on every device.
+            log::warn!("{agent}: session/update for {asid} is not valid UTF-8; dropped");
+            let note = format!("(a session/update for {asid} was not valid UTF-8 and was dropped)");
+            self.agent_said(agent, agent_log::Stream::Stdout, note.as_bytes());
+            return;
+        }
         let Some(link) = self.links.get_mut(&agent) else {
             return;
         };
@@ -192,9 +200,14 @@ impl Router {
                 let params = v["params"].take();
                 self.write_unit(unit, &rpc::notification("session/update", params));
             }
-            _ => {
-                self.write_unit(unit, line);
-            }
+            _ => match strip_rseq(line) {
+                Some(clean) => {
+                    self.write_unit(unit, &clean);
+                }
+                None => {
+                    self.write_unit(unit, line);
+                }
+            },
         }
     }
 
@@ -319,17 +332,24 @@ impl Router {
             method: method.to_owned(),
             params,
         });
-        if let Some(frame) = self.write_unit(unit, &line)
-            && let Some(u) = self.units.get_mut(&unit)
-        {
-            u.asks.insert(
-                ask_id,
-                Ask {
-                    agent_id: id,
-                    agent,
-                    frame,
-                },
-            );
+        match self.write_unit(unit, &line) {
+            Some(frame) => {
+                if let Some(u) = self.units.get_mut(&unit) {
+                    u.asks.insert(
+                        ask_id,
+                        Ask {
+                            agent_id: id,
+                            agent,
+                            frame,
+                        },
+                    );
+                }
+            }
+            // Nowhere to show it (the session's numbering is exhausted).
+            None => self.out.push_back(Output::WriteAgent {
+                agent,
+                line: rpc::response(&id, json!({"outcome": {"outcome": "cancelled"}})),
+            }),
         }
     }
 
@@ -732,6 +752,17 @@ impl Router {
         log::info!("{agent}: retired and quiet; ending it");
         self.out.push_back(Output::KillAgent { agent });
     }
+}
+
+/// An agent line without its own top-level `"rseq"` key (the relay's goes
+/// first and a duplicate key would make the frame ambiguous); `None` when it
+/// has none, which is nearly always.
+fn strip_rseq(line: &[u8]) -> Option<Vec<u8>> {
+    memchr::memmem::find(line, b"\"rseq\"")?;
+    let mut v: Value = serde_json::from_slice(line).ok()?;
+    v.as_object_mut()?.remove("rseq")?;
+    log::debug!("an agent line carried its own \"rseq\"; removed");
+    serde_json::to_vec(&v).ok()
 }
 
 /// The agent id a unit is being loaded under, if it is loading.

@@ -839,7 +839,14 @@ impl Router {
             }
             "session/close" => self.session_close(socket, &reply_id, &params),
             "session/prompt" => self.session_prompt(socket, client, id, params, line),
-            "session/cancel" => self.session_cancel(socket, client, &params),
+            "session/cancel" => {
+                self.session_cancel(socket, client, &params)?;
+                // A notification in ACP; sent as a request it still gets an answer.
+                if id.is_some() {
+                    self.send_result(socket, &reply_id, json!({}));
+                }
+                Ok(())
+            }
             "_relay/fs/tree" | "_relay/fs/read" | "_relay/git/status" | "_relay/git/diff" => {
                 let Some(id) = id else { return Ok(()) };
                 self.device_job(

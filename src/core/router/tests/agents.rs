@@ -504,3 +504,55 @@ fn agent_notifications_other_than_updates_reach_the_viewers_as_they_are() {
         "once, for s2"
     );
 }
+
+#[test]
+fn an_agents_own_rseq_key_is_removed_before_stamping() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.clear();
+    sim.agent_raw(
+        A1,
+        br#"{"rseq":99,"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"plan","rseq":"inner stays"}}}"#,
+    );
+    let raw = sim.take_raw(a);
+    assert_eq!(raw.len(), 1);
+    let text = String::from_utf8_lossy(&raw[0]).into_owned();
+    assert!(text.starts_with("{\"rseq\":1,"), "{text}");
+    assert_eq!(
+        text.matches("\"rseq\":").count(),
+        2,
+        "one top-level key: {text}"
+    );
+    assert_eq!(
+        parse(&raw[0])["params"]["update"]["rseq"],
+        json!("inner stays")
+    );
+}
+
+#[test]
+fn an_update_with_invalid_utf8_is_refused_before_it_is_numbered() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.clear();
+    sim.agent_raw(
+        A1,
+        b"{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"s1\",\"update\":{\"sessionUpdate\":\"agent_message_chunk\",\"content\":{\"type\":\"text\",\"text\":\"\xff\xfe\"}}}}",
+    );
+    let out = sim.take(a);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0]["method"],
+        json!("_relay/agent/log_line"),
+        "only the log line: {out:?}"
+    );
+    assert_eq!(
+        sim.r.units[&sim.r.default_unit].ring.head(),
+        0,
+        "no rseq used"
+    );
+    sim.update(A1, "s1", chunk("next"));
+    assert_eq!(
+        sim.take(a),
+        vec![stamped(1, update_line("s1", chunk("next")))]
+    );
+}

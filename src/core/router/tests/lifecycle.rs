@@ -608,3 +608,47 @@ fn an_ask_for_a_session_that_ended_while_loading_is_answered_cancelled() {
         vec![ok(json!(70), json!({"outcome": {"outcome": "cancelled"}}))]
     );
 }
+
+/// A crafted transcript whose head is u64::MAX: no overflow, nothing renumbered.
+#[test]
+fn a_stored_head_of_u64_max_does_not_overflow() {
+    let mut sim = Sim::boot();
+    sim.r.add_stored([stored_info("max", u64::MAX)]);
+    sim.store
+        .meta
+        .insert("max".into(), stored_info("max", u64::MAX));
+    let s = sim.open_at("a", Some("max"), Some(u64::MAX));
+    assert_eq!(
+        sim.take(s),
+        vec![welcome(
+            sim.epoch(2),
+            Some("max"),
+            u64::MAX,
+            false,
+            false,
+            &[]
+        )]
+    );
+    sim.send(
+        s,
+        req(json!("p"), "session/prompt", prompt_params("max", "hi")),
+    );
+    sim.answer(A1, "session/load", json!({}));
+    sim.quiet();
+    sim.agent_says(
+        A1,
+        req(
+            json!(70),
+            "session/request_permission",
+            permission_params("agent-max"),
+        ),
+    );
+    sim.answer(A1, "session/prompt", json!({"stopReason": "end_turn"}));
+    assert!(sim.take(s).is_empty(), "no number is left to stamp with");
+    let to_agent = sim.take_agent(A1);
+    assert!(
+        to_agent.contains(&ok(json!(70), json!({"outcome": {"outcome": "cancelled"}}))),
+        "the ask is not left hanging: {to_agent:?}"
+    );
+    assert_eq!(sim.r.units[&sim.unit_of("max")].ring.head(), u64::MAX);
+}

@@ -514,3 +514,23 @@ fn the_agents_own_mode_and_config_updates_update_the_cached_answer() {
         json!([{"id": "effort", "currentValue": "mid"}])
     );
 }
+
+#[test]
+fn a_cancel_sent_as_a_request_is_answered() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.send(
+        a,
+        req(json!("p"), "session/prompt", prompt_params("s1", "go")),
+    );
+    sim.clear();
+    sim.send(
+        a,
+        req(json!("c"), "session/cancel", json!({"sessionId": "s1"})),
+    );
+    assert_eq!(sim.take(a), vec![ok(json!("c"), json!({}))]);
+    assert_eq!(
+        sim.take_agent(A1),
+        vec![note("session/cancel", json!({"sessionId": "s1"}))]
+    );
+}
