@@ -188,6 +188,14 @@ pub fn classify(value: Value) -> Result<Message, FrameError> {
             id: Value::Null,
         });
     }
+    // JSON-RPC answers with the same id; a number that is not a 64-bit
+    // integer (1e30, 2^100, 1.5) would come back rewritten, so it is refused.
+    if id.as_ref().is_some_and(Value::is_f64) {
+        return Err(FrameError::Invalid {
+            reason: "id must be a string or an integer of at most 64 bits, so it can be echoed exactly",
+            id: Value::Null,
+        });
+    }
     match obj.remove("method") {
         Some(Value::String(method)) => {
             let params = obj.remove("params").unwrap_or(Value::Null);

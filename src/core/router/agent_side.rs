@@ -407,10 +407,10 @@ impl Router {
                 };
                 let Some(turn) = u.turn.take() else { return };
                 let line = encode(&Message::Response {
-                    id: turn.device_id,
+                    id: turn.device_id.clone(),
                     outcome,
                 });
-                self.write_unit_for(unit, &line, Plain::Only(turn.socket));
+                self.answer_turn(unit, &turn, &line);
                 self.settle_all(unit, json!({"outcome": "cancelled"}), "turn-end", true);
                 self.persist_sync(unit);
                 self.end_retired_if_quiet(agent);
@@ -598,7 +598,7 @@ impl Router {
             if let Some(turn) = turn {
                 let err = RpcError::other(why.clone());
                 let line = rpc::error_response(&turn.device_id, &err);
-                self.write_unit_for(unit, &line, Plain::Only(turn.socket));
+                self.answer_turn(unit, &turn, &line);
             }
             self.fail_pending_new(unit, &why);
             self.answer_pending_load(unit, Some(&RpcError::other(why.clone())));
@@ -627,6 +627,21 @@ impl Router {
 
 /// How a unit ends on its agent's side.
 impl Router {
+    /// Writes a turn's answer into its session and makes sure the socket
+    /// that prompted gets it even when it views another session (then
+    /// without `rseq`: the number belongs to a stream it is not following).
+    pub(super) fn answer_turn(&mut self, unit: UnitId, turn: &Turn, line: &[u8]) {
+        let frame = self.write_unit_for(unit, line, Plain::Only(turn.socket));
+        let viewing = self
+            .units
+            .get(&unit)
+            .is_some_and(|u| u.viewers.contains(&turn.socket));
+        if !viewing {
+            let bytes = frame.map_or_else(|| line.to_vec(), |f| unstamp(&f).to_vec());
+            self.send_bytes(turn.socket, bytes);
+        }
+    }
+
     /// Settles what a unit owes before it ends (closed or evicted): its open
     /// asks are answered `cancelled` to the agent and announced; a turn in
     /// flight is cancelled at the agent and answered `cancelled` to its

@@ -686,6 +686,16 @@ impl Router {
         }
     }
 
+    /// Whether no relay (`/ws`) socket views `u`. A plain ACP socket keeps
+    /// every session it opened in view, so its sessions still count toward
+    /// `--max-sessions` and can be evicted (it hears "unknown session" and
+    /// may `session/load` it again).
+    fn only_plain_viewers(&self, u: &Unit) -> bool {
+        u.viewers
+            .iter()
+            .all(|s| self.sockets.get(s).is_some_and(|s| s.plain))
+    }
+
     fn detach(&mut self, socket: SocketId) {
         if let Some(s) = self.sockets.get(&socket)
             && let Some(u) = self.units.get_mut(&s.unit)

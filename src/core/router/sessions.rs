@@ -140,11 +140,12 @@ impl Router {
                 **id != self.default_unit
                     && !u.busy()
                     && u.asks.is_empty()
-                    && u.viewers.is_empty()
+                    && self.only_plain_viewers(u)
                     && !u.restoring
                     && !opening.contains(id)
             })
-            .min_by_key(|(_, u)| u.updated_ms)
+            // Unviewed sessions first, then those only /acp sockets hold open.
+            .min_by_key(|(_, u)| (!u.viewers.is_empty(), u.updated_ms))
             .map(|(id, _)| *id);
         match victim {
             Some(unit) => {

@@ -179,7 +179,7 @@ impl Router {
         }
         self.settle_all(unit, json!({"outcome": "cancelled"}), "timeout", true);
         let line = rpc::error_response(&turn.device_id, err);
-        self.write_unit_for(unit, &line, Plain::Only(turn.socket));
+        self.answer_turn(unit, &turn, &line);
         self.persist_sync(unit);
     }
 

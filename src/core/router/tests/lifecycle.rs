@@ -652,3 +652,26 @@ fn a_stored_head_of_u64_max_does_not_overflow() {
     );
     assert_eq!(sim.r.units[&sim.unit_of("max")].ring.head(), u64::MAX);
 }
+
+/// One /acp connection opening sessions past --max-sessions: the oldest idle
+/// one it holds is evicted (the cap holds for plain sockets too).
+#[test]
+fn plain_sockets_are_held_to_the_session_cap() {
+    let mut sim = Sim::boot_with(RouterConfig {
+        max_sessions: 3,
+        ..RouterConfig::default()
+    });
+    let p = sim.open_plain("p");
+    for (i, asid) in ["unused", "x2", "x3", "x4", "x5"].iter().enumerate() {
+        sim.new_session(p, i as u64, A1, asid);
+    }
+    assert_eq!(sim.r.units.len(), 3);
+    assert!(sim.r.by_session.contains_key("x5") && sim.r.by_session.contains_key("x4"));
+    assert!(!sim.r.by_session.contains_key("x2") && !sim.r.by_session.contains_key("x3"));
+    // Its next prompt for an evicted session is told to load it again.
+    sim.send(
+        p,
+        req(json!(9), "session/prompt", prompt_params("x2", "hi")),
+    );
+    assert_eq!(sim.take(p)[0]["error"]["code"], json!(code::INVALID_PARAMS));
+}

@@ -534,3 +534,59 @@ fn a_cancel_sent_as_a_request_is_answered() {
         vec![note("session/cancel", json!({"sessionId": "s1"}))]
     );
 }
+
+#[test]
+fn an_id_that_would_not_come_back_as_sent_is_refused() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.take(a);
+    for id in ["1000000000000000000000000000000", "1.5", "1e3"] {
+        let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"session/list"}}"#);
+        sim.send_raw(a, line.as_bytes());
+        assert_eq!(
+            sim.take(a),
+            vec![err(
+                Value::Null,
+                code::INVALID_REQUEST,
+                "invalid JSON-RPC message: id must be a string or an integer of at most 64 bits, so it can be echoed exactly"
+            )],
+            "{id}"
+        );
+    }
+    // 64-bit integers are echoed as they are.
+    sim.send_raw(
+        a,
+        br#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"session/list"}"#,
+    );
+    let raw = sim.take_raw(a);
+    assert!(String::from_utf8_lossy(&raw[0]).contains("\"id\":18446744073709551615"));
+}
+
+/// A socket viewing s1 prompts s2: it gets the answer (without rseq: it does
+/// not follow s2's numbering); s2's viewers get it stamped.
+#[test]
+fn a_prompt_for_a_session_the_socket_does_not_view_is_answered_there() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.new_session(a, 1, A1, "unused");
+    sim.new_session(a, 2, A1, "s2");
+    let b = sim.open_at("b", Some("s1"), None);
+    sim.clear();
+    sim.send(
+        b,
+        req(json!("x"), "session/prompt", prompt_params("s2", "hi")),
+    );
+    assert!(sim.take(b).is_empty(), "the echo goes to s2's viewers");
+    sim.answer(A1, "session/prompt", json!({"stopReason": "end_turn"}));
+    assert_eq!(
+        sim.take(b),
+        vec![ok(json!("x"), json!({"stopReason": "end_turn"}))]
+    );
+    assert_eq!(
+        sim.take(a),
+        vec![
+            stamped(1, echo("s2", "b", json!("x"), "hi")),
+            stamped(2, ok(json!("x"), json!({"stopReason": "end_turn"}))),
+        ]
+    );
+}
