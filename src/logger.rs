@@ -1,8 +1,44 @@
 //! A minimal `log` backend: one line per record on stderr, level from
 //! `--log` or `RUST_LOG` (a bare level such as `info` or `debug`).
+//!
+//! Every message is escaped as a whole before it is written: control
+//! characters (newline, NUL, escape, ...) become `\n`, `\0`, `\x1b`, so a
+//! peer-supplied string can never forge a line or put raw bytes in the log.
+//! Call sites bound peer strings with [`peer`]. Under systemd (`JOURNAL_STREAM`
+//! set) each line carries a `<N>` syslog priority prefix so journald keeps the
+//! level; `--log-format json` writes one JSON object per line instead.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::fmt::{self, Write as _};
 use std::io::Write;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Longest message written; the rest is cut with a note of its length.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// Longest peer-supplied string [`peer`] lets through.
+pub const MAX_PEER_CHARS: usize = 96;
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `LEVEL target: message`.
+    Text,
+    /// `{"level":"info","target":"...","msg":"..."}`.
+    Json,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(Format::Text),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+static FORMAT: AtomicU8 = AtomicU8::new(0);
+static JOURNAL: AtomicU8 = AtomicU8::new(0);
 
 struct StderrLog;
 
@@ -15,22 +51,125 @@ impl Log for StderrLog {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let level = match record.level() {
-            Level::Error => "ERROR",
-            Level::Warn => "WARN ",
-            Level::Info => "INFO ",
-            Level::Debug => "DEBUG",
-            Level::Trace => "TRACE",
-        };
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "{level} {}: {}",
+        let line = render(
+            record.level(),
             record.target(),
-            record.args()
+            &record.args().to_string(),
+            if FORMAT.load(Ordering::Relaxed) == 1 {
+                Format::Json
+            } else {
+                Format::Text
+            },
+            JOURNAL.load(Ordering::Relaxed) == 1,
         );
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     fn flush(&self) {}
+}
+
+/// One finished log line (with its newline).
+pub fn render(level: Level, target: &str, msg: &str, format: Format, journal: bool) -> String {
+    let mut out = String::with_capacity(msg.len().min(MAX_MESSAGE_BYTES) + 48);
+    if journal {
+        // sd-daemon(3) priorities: err 3, warning 4, info 6, debug 7.
+        let prio = match level {
+            Level::Error => 3,
+            Level::Warn => 4,
+            Level::Info => 6,
+            Level::Debug | Level::Trace => 7,
+        };
+        let _ = write!(out, "<{prio}>");
+    }
+    let msg = bounded(msg);
+    match format {
+        Format::Text => {
+            let name = match level {
+                Level::Error => "ERROR",
+                Level::Warn => "WARN ",
+                Level::Info => "INFO ",
+                Level::Debug => "DEBUG",
+                Level::Trace => "TRACE",
+            };
+            let _ = write!(out, "{name} {}: ", escape(target));
+            escape_into(&mut out, &msg);
+        }
+        Format::Json => {
+            let v = serde_json::json!({
+                "level": level.as_str().to_ascii_lowercase(),
+                "target": target,
+                "msg": msg,
+            });
+            // serde_json escapes every control character.
+            out.push_str(&v.to_string());
+        }
+    }
+    out.push('\n');
+    out
+}
+
+fn bounded(msg: &str) -> std::borrow::Cow<'_, str> {
+    if msg.len() <= MAX_MESSAGE_BYTES {
+        return msg.into();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes, cut)", &msg[..end], msg.len()).into()
+}
+
+/// `s` with control characters written as escapes (`\n`, `\0`, `\x1b`, `\u{2028}`).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape_into(&mut out, s);
+    out
+}
+
+fn escape_into(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0' => out.push_str("\\0"),
+            '\\' => out.push('\\'),
+            c if (c as u32) < 0x20 || c == '\x7f' => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            // C1 controls and the Unicode line/paragraph separators also break lines.
+            c if ('\u{80}'..='\u{9f}').contains(&c) || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// A peer-supplied string, bounded for a log line: at most [`MAX_PEER_CHARS`]
+/// characters, quoted, the rest counted. Escaping happens for the whole line.
+pub fn peer(s: &str) -> Peer<'_> {
+    Peer(s)
+}
+
+/// See [`peer`].
+pub struct Peer<'a>(&'a str);
+
+impl fmt::Display for Peer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total = self.0.chars().count();
+        if total <= MAX_PEER_CHARS {
+            return write!(f, "{:?}", self.0);
+        }
+        let head: String = self.0.chars().take(MAX_PEER_CHARS).collect();
+        write!(f, "{head:?}... ({total} chars)")
+    }
+}
+
+impl fmt::Debug for Peer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 static LOGGER: StderrLog = StderrLog;
@@ -48,9 +187,59 @@ pub fn parse_level(s: &str) -> Option<LevelFilter> {
     }
 }
 
-/// Installs the logger once.
+/// Installs the logger once (text format); later calls only change the level.
 pub fn init(level: LevelFilter) {
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(level);
+    init_with(level, Format::Text);
+}
+
+/// Installs the logger once with a format; later calls change the level and format.
+pub fn init_with(level: LevelFilter, format: Format) {
+    FORMAT.store(u8::from(format == Format::Json), Ordering::Relaxed);
+    JOURNAL.store(
+        u8::from(std::env::var_os("JOURNAL_STREAM").is_some()),
+        Ordering::Relaxed,
+    );
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_never_reach_the_line() {
+        let line = render(
+            Level::Info,
+            "t",
+            "client \"a\nINFO forged\0\x1b[31m\u{2028}\"",
+            Format::Text,
+            false,
+        );
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.ends_with('\n'));
+        assert!(!line.contains('\0') && !line.contains('\x1b') && !line.contains('\u{2028}'));
+        assert!(
+            line.contains("a\\nINFO forged\\0\\x1b[31m\\u{2028}"),
+            "{line}"
+        );
+        let json = render(Level::Warn, "t", "a\nb\0", Format::Json, true);
+        assert!(json.starts_with("<4>{"), "{json}");
+        assert_eq!(json.matches('\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&json[3..]).unwrap();
+        assert_eq!(v["msg"], "a\nb\0");
+        assert_eq!(v["level"], "warn");
+    }
+
+    #[test]
+    fn long_messages_and_peer_strings_are_bounded() {
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let line = render(Level::Info, "t", &long, Format::Text, false);
+        assert!(line.len() < MAX_MESSAGE_BYTES + 100);
+        assert!(line.contains("bytes, cut"));
+        let p = peer(&"x".repeat(500)).to_string();
+        assert!(p.len() < MAX_PEER_CHARS + 30, "{p}");
+        assert!(p.ends_with("(500 chars)"));
+        assert_eq!(peer("phone").to_string(), "\"phone\"");
     }
 }

@@ -1,15 +1,22 @@
-//! The `acp-relay` command line: `serve`, `token`, `demo-agent`.
+//! The `acp-relay` command line: `serve`, `token`, `status`, `pair`,
+//! `install-service`, `connect`, `demo-agent`, and `--version`. `serve` reads
+//! its config file first (see [`acp_relay::config`]): flags override it.
 
 use acp_relay::agent::AgentCommand;
+use acp_relay::config;
 use acp_relay::core::frame::LineLimits;
 use acp_relay::core::router::RouterConfig;
 use acp_relay::core::terminals::TermLimits;
 use acp_relay::demo_agent::{self, DemoOptions};
 use acp_relay::logger;
+use acp_relay::notify::Policy as NotifyPolicy;
+use acp_relay::notify::deliver::NotifyConfig;
+use acp_relay::notify::http::{Format as NotifyFormat, Target};
 use acp_relay::serve::admission::AdmissionLimits;
 use acp_relay::serve::{self, Limits, ServeOptions, TlsFiles};
 use acp_relay::store::{self, token};
 use argh::FromArgs;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,6 +36,9 @@ enum Cmd {
     Token(TokenCmd),
     DemoAgent(DemoAgent),
     Connect(Connect),
+    Status(StatusCmd),
+    Pair(PairCmd),
+    InstallService(InstallService),
 }
 
 #[derive(FromArgs)]
@@ -101,6 +111,9 @@ struct Serve {
     /// frames queued per socket before a slow socket is dropped (default 8192)
     #[argh(option, default = "serve::DEFAULT_SOCKET_QUEUE")]
     socket_queue: usize,
+    /// frame bytes queued per socket before a slow socket is dropped (default 6 MiB; at least --ring-bytes + 1 MiB)
+    #[argh(option, default = "serve::DEFAULT_SOCKET_BYTES")]
+    socket_bytes: usize,
     /// allow devices to open shells on this machine (`_relay/terminal/*`)
     #[argh(switch)]
     terminal: bool,
@@ -128,6 +141,102 @@ struct Serve {
     /// log level: error, warn, info, debug, trace (default info, or RUST_LOG)
     #[argh(option)]
     log: Option<String>,
+    /// log lines as text (default) or json
+    #[argh(option, default = "String::from(\"text\")")]
+    log_format: String,
+    /// config file of `key = value` lines, keys are these flags without -- (default $XDG_CONFIG_HOME/acp-relay/config)
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// notify this URL (ntfy topic, Gotify /message?token=, or a JSON webhook; http only; repeatable)
+    #[argh(option)]
+    notify: Vec<String>,
+    /// format for --notify URLs: ntfy, gotify or json (default: guessed from each URL)
+    #[argh(option)]
+    notify_format: Option<String>,
+    /// run this shell command for each notification, the event in ACP_RELAY_* variables
+    #[argh(option)]
+    notify_cmd: Option<String>,
+    /// seconds an ask may go unanswered before it is notified (default 20)
+    #[argh(option, default = "20")]
+    notify_delay: u64,
+    /// the web client's address for links in notifications and `pair` (default http://LISTEN)
+    #[argh(option)]
+    public_url: Option<String>,
+    /// also serve /metrics without the token on this address (keep it on loopback)
+    #[argh(option)]
+    metrics_listen: Option<String>,
+}
+
+#[derive(FromArgs)]
+/// Print the sessions, uptime, memory and version of a running relay.
+#[argh(subcommand, name = "status")]
+struct StatusCmd {
+    /// the relay's address (default: `listen` from the config, else http://127.0.0.1:7447)
+    #[argh(option)]
+    url: Option<String>,
+    /// where the token lives (default: `data-dir` from the config, else $XDG_STATE_HOME/acp-relay)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// the config file to read `listen` and `data-dir` from
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// print the status document as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+/// Print the pairing link and a QR code a phone's camera can open.
+#[argh(subcommand, name = "pair")]
+struct PairCmd {
+    /// the web client's address (default: `public-url` or `listen` from the config)
+    #[argh(option)]
+    url: Option<String>,
+    /// where the token lives (default: `data-dir` from the config, else $XDG_STATE_HOME/acp-relay)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// the config file to read `public-url`, `listen` and `data-dir` from
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// print the link only, no QR code
+    #[argh(switch)]
+    no_qr: bool,
+}
+
+#[derive(FromArgs)]
+/// Install a systemd unit and a config file; serve flags go after `--`.
+#[argh(subcommand, name = "install-service")]
+struct InstallService {
+    /// print the unit and the config instead of writing them
+    #[argh(switch)]
+    print: bool,
+    /// the user the relay runs as (default acp-relay; created when missing)
+    #[argh(option, default = "String::from(\"acp-relay\")")]
+    user: String,
+    /// the relay binary (default: this program)
+    #[argh(option)]
+    bin: Option<PathBuf>,
+    /// where the config file goes (default /etc/acp-relay/config)
+    #[argh(option, default = "PathBuf::from(\"/etc/acp-relay/config\")")]
+    config: PathBuf,
+    /// where the unit goes (default /etc/systemd/system/acp-relay.service)
+    #[argh(
+        option,
+        default = "PathBuf::from(\"/etc/systemd/system/acp-relay.service\")"
+    )]
+    unit: PathBuf,
+    /// the data dir (default /var/lib/acp-relay)
+    #[argh(option, default = "PathBuf::from(\"/var/lib/acp-relay\")")]
+    data_dir: PathBuf,
+    /// the workspace the agent works in (default /srv/acp-relay)
+    #[argh(option, default = "PathBuf::from(\"/srv/acp-relay\")")]
+    workspace: PathBuf,
+    /// the unit's MemoryMax (default 256M)
+    #[argh(option, default = "String::from(\"256M\")")]
+    memory_max: String,
+    /// serve flags for the config file, e.g. -- --listen 0.0.0.0:7447 --agent 'gemini --acp'
+    #[argh(positional, greedy)]
+    serve_flags: Vec<String>,
 }
 
 #[derive(FromArgs)]
@@ -176,8 +285,8 @@ fn level(flag: Option<&str>, default: log::LevelFilter) -> Result<log::LevelFilt
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = argh::from_env();
-    match run(cli) {
+    let args: Vec<String> = std::env::args().collect();
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("acp-relay: {e}");
@@ -186,9 +295,48 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+/// Parses like `argh::from_env`, printing help or errors the same way.
+fn parse<T: FromArgs>(cmd: &[&str], args: &[&str]) -> Result<T, ExitCode> {
+    T::from_args(cmd, args).map_err(|e| {
+        if e.status.is_ok() {
+            println!("{}", e.output);
+            ExitCode::SUCCESS
+        } else {
+            eprintln!(
+                "{}\nRun {} --help for more information.",
+                e.output,
+                cmd.join(" ")
+            );
+            ExitCode::FAILURE
+        }
+    })
+}
+
+fn run(args: Vec<String>) -> Result<(), String> {
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    if matches!(rest.as_slice(), ["--version"] | ["-V"] | ["version"]) {
+        println!("acp-relay {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let rest: Vec<String> = match rest.first() {
+        Some(&"serve") => {
+            let cli: Vec<String> = rest[1..].iter().map(|s| s.to_string()).collect();
+            let mut v = vec!["serve".to_owned()];
+            v.extend(serve_args(&cli)?);
+            v
+        }
+        _ => rest.iter().map(|s| s.to_string()).collect(),
+    };
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let cli: Cli = match parse(&["acp-relay"], &rest) {
+        Ok(c) => c,
+        Err(code) => std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 }),
+    };
     match cli.cmd {
-        Cmd::Serve(s) => serve_cmd(s),
+        Cmd::Serve(s) => {
+            let reload = reloader(&args[2..]);
+            serve_cmd(s, Some(reload))
+        }
         Cmd::Token(t) => {
             let dir = t.data_dir.unwrap_or_else(store::default_data_dir);
             let tok = if t.rotate {
@@ -215,11 +363,222 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             demo_agent::run(opts).map_err(|e| format!("demo agent: {e}"))
         }
+        Cmd::Status(s) => status_cmd(s),
+        Cmd::Pair(p) => pair_cmd(p),
+        Cmd::InstallService(i) => install_service(i),
     }
 }
 
-fn serve_cmd(s: Serve) -> Result<(), String> {
-    logger::init(level(s.log.as_deref(), log::LevelFilter::Info)?);
+/// Keys `serve`'s config may not hold.
+const NOT_IN_CONFIG: &[&str] = &["config"];
+
+/// The usage line of `serve`, which names every flag (see [`config::flag_specs`]).
+fn serve_usage() -> String {
+    match Serve::from_args(&["acp-relay serve"], &["--help"]) {
+        Err(e) => e.output,
+        Ok(_) => String::new(),
+    }
+}
+
+/// The config file `serve` reads: `--config PATH` (must exist) or the default (may be absent).
+fn config_path(cli: &[String]) -> (PathBuf, bool) {
+    match cli.iter().position(|a| a == "--config") {
+        Some(i) => (cli.get(i + 1).map(PathBuf::from).unwrap_or_default(), true),
+        None => (config::default_path(), false),
+    }
+}
+
+/// `serve`'s arguments: the config file's as flags, then the command line's.
+fn serve_args(cli: &[String]) -> Result<Vec<String>, String> {
+    if cli.iter().any(|a| a == "--help") {
+        return Ok(cli.to_vec());
+    }
+    let (path, explicit) = config_path(cli);
+    let entries = match config::read(&path).map_err(|e| e.to_string())? {
+        Some(e) => e,
+        None if explicit => {
+            return Err(format!(
+                "config file {} does not exist; create it or drop --config",
+                path.display()
+            ));
+        }
+        None => Vec::new(),
+    };
+    let specs = config::flag_specs(&serve_usage());
+    config::merge(&path, &entries, &specs, cli, NOT_IN_CONFIG).map_err(|e| e.to_string())
+}
+
+/// SIGHUP: the config file and the command line again, as `serve` read them.
+fn reloader(cli: &[String]) -> config::Reload {
+    let cli = cli.to_vec();
+    config::Reload(std::sync::Arc::new(move || {
+        let merged = serve_args(&cli)?;
+        let merged: Vec<&str> = merged.iter().map(String::as_str).collect();
+        let s = Serve::from_args(&["acp-relay serve"], &merged).map_err(|e| e.output)?;
+        Ok(config::Reloaded {
+            notify: notify_config(&s)?,
+            log: level(s.log.as_deref(), log::LevelFilter::Info)?,
+        })
+    }))
+}
+
+fn notify_config(s: &Serve) -> Result<NotifyConfig, String> {
+    let format = match &s.notify_format {
+        None => None,
+        Some(f) => Some(
+            NotifyFormat::parse(f)
+                .ok_or_else(|| format!("--notify-format '{f}': use ntfy, gotify or json"))?,
+        ),
+    };
+    let targets = s
+        .notify
+        .iter()
+        .map(|u| Target::parse(u, format).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(NotifyConfig {
+        targets,
+        cmd: s.notify_cmd.clone().filter(|c| !c.trim().is_empty()),
+        policy: NotifyPolicy {
+            delay_ms: s.notify_delay.saturating_mul(1000),
+            ..NotifyPolicy::default()
+        },
+        public_url: s
+            .public_url
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_owned()),
+    })
+}
+
+/// `listen` and `data-dir` for `status` and `pair`: flag, else config, else default.
+fn relay_location(
+    config_flag: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> Result<(Vec<config::Entry>, PathBuf, String), String> {
+    let explicit = config_flag.is_some();
+    let path = config_flag.unwrap_or_else(config::default_path);
+    let entries = match config::read(&path).map_err(|e| e.to_string())? {
+        Some(e) => e,
+        None if explicit => return Err(format!("config file {} does not exist", path.display())),
+        None => Vec::new(),
+    };
+    let dir = data_dir
+        .or_else(|| config::value(&entries, "data-dir").map(PathBuf::from))
+        .unwrap_or_else(store::default_data_dir);
+    let listen = config::value(&entries, "listen")
+        .unwrap_or("127.0.0.1:7447")
+        .to_owned();
+    Ok((entries, dir, listen))
+}
+
+fn read_token(dir: &std::path::Path) -> Result<token::Token, String> {
+    token::load(dir).map_err(|e| {
+        format!("{e}; is --data-dir the relay's? (`acp-relay token --data-dir DIR` creates one)")
+    })
+}
+
+fn status_cmd(s: StatusCmd) -> Result<(), String> {
+    let (_, dir, listen) = relay_location(s.config, s.data_dir)?;
+    let url = s.url.unwrap_or(listen);
+    let hostport = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let addr: SocketAddr = match hostport.parse::<SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), a.port()),
+        Ok(a) => a,
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&hostport)
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("--url '{url}' is not an address like http://127.0.0.1:7447"))?,
+    };
+    let tok = read_token(&dir)?;
+    let v = acp_relay::status::fetch(addr, "/status", tok.as_str()).map_err(|e| e.to_string())?;
+    if s.json {
+        println!("{v}");
+    } else {
+        print!("{}", acp_relay::status::render(&v));
+    }
+    Ok(())
+}
+
+fn pair_cmd(p: PairCmd) -> Result<(), String> {
+    let (entries, dir, listen) = relay_location(p.config, p.data_dir)?;
+    let base = match p
+        .url
+        .or_else(|| config::value(&entries, "public-url").map(str::to_owned))
+    {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => {
+            let addr: SocketAddr = listen
+                .parse()
+                .map_err(|_| format!("listen '{listen}' is not an address; pass --url"))?;
+            let tls = config::value(&entries, "tls-cert").is_some();
+            acp_relay::pair::base_url(None, addr, tls)
+        }
+    };
+    let tok = read_token(&dir)?;
+    let link = acp_relay::pair::link(&base, tok.as_str());
+    if !p.no_qr
+        && let Some(q) = acp_relay::pair::qr_text(&link)
+    {
+        print!("{q}");
+    }
+    println!("{link}");
+    Ok(())
+}
+
+fn install_service(i: InstallService) -> Result<(), String> {
+    let bin = match i.bin {
+        Some(b) => b,
+        None => std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?,
+    };
+    let specs = config::flag_specs(&serve_usage());
+    let mut flags = vec![
+        "--data-dir".to_owned(),
+        i.data_dir.display().to_string(),
+        "--workspace".to_owned(),
+        i.workspace.display().to_string(),
+    ];
+    flags.extend(i.serve_flags.iter().cloned());
+    let cfg = acp_relay::cli::config_text(&specs, &flags, NOT_IN_CONFIG)?;
+    let unit = acp_relay::cli::unit_text(&acp_relay::cli::UnitOptions {
+        bin: bin.clone(),
+        user: i.user.clone(),
+        config: i.config.clone(),
+        data_dir: i.data_dir.clone(),
+        workspace: i.workspace.clone(),
+        memory_max: i.memory_max.clone(),
+    });
+    if i.print {
+        println!("# {}\n{unit}", i.unit.display());
+        println!("# {}\n{cfg}", i.config.display());
+        return Ok(());
+    }
+    acp_relay::cli::install(
+        &i.unit,
+        &unit,
+        &i.config,
+        &cfg,
+        &i.user,
+        &i.data_dir,
+        &i.workspace,
+    )
+}
+
+fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
+    let format = logger::Format::parse(&s.log_format)
+        .ok_or_else(|| format!("--log-format '{}': use text or json", s.log_format))?;
+    logger::init_with(level(s.log.as_deref(), log::LevelFilter::Info)?, format);
+    if let Some(c) = &s.config {
+        log::info!("config file {}", c.display());
+    }
+    let notify = notify_config(&s)?;
+    let metrics_listen = match &s.metrics_listen {
+        None => None,
+        Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+            format!("--metrics-listen '{a}' is not an address like 127.0.0.1:9447")
+        })?),
+    };
     let tls = match (s.tls_cert, s.tls_key) {
         (None, None) => None,
         _ if !cfg!(feature = "tls") => return Err(serve::NO_TLS.into()),
@@ -250,6 +609,7 @@ fn serve_cmd(s: Serve) -> Result<(), String> {
         ("--max-depth", s.max_depth),
         ("--max-lines", s.max_lines),
         ("--socket-queue", s.socket_queue),
+        ("--socket-bytes", s.socket_bytes),
         ("--max-agent-line", s.max_agent_line),
     ] {
         if v == 0 {
@@ -303,10 +663,12 @@ fn serve_cmd(s: Serve) -> Result<(), String> {
     let limits = Limits {
         max_message_bytes: s.max_message_bytes,
         socket_queue: s.socket_queue,
+        socket_bytes: s.socket_bytes,
     };
     let admission = AdmissionLimits {
         max_conns: s.max_conns,
         max_conns_per_peer: s.max_conns_per_peer,
+        ..AdmissionLimits::default()
     };
     serve::serve(ServeOptions {
         listen,
@@ -318,6 +680,10 @@ fn serve_cmd(s: Serve) -> Result<(), String> {
         admission,
         allowed_origins: s.allow_origin,
         tls,
+        notify,
+        metrics_listen,
+        public_url: s.public_url,
+        reload,
     })
     .map_err(|e| e.to_string())
 }

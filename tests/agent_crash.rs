@@ -60,33 +60,50 @@ fn exit_mid_turn_then_sigterm_leaves_no_children() {
     );
     let err = d.response(&id);
     assert!(err.get("error").is_some(), "{err}");
+    // A duration no other test uses names the background command.
+    let marker = format!("sleep 30.{}", std::process::id());
     let id = d.request(
         "session/prompt",
-        prompt_params(&session, "/run sleep 30 & echo started\n"),
+        prompt_params(&session, &format!("/run {marker} & echo started\n")),
     );
     d.recv_until("run output", |v| chunk_contains(v, "started"));
     let _ = d.response(&id);
-    let pid = relay.pid();
-    assert!(!children(pid).is_empty());
-    assert_eq!(relay.terminate(), Some(0), "SIGTERM exits 0");
-    let leftover: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
-                s.rsplit(')')
-                    .next()
-                    .and_then(|r| r.split_whitespace().nth(1))
-                    .and_then(|pp| pp.parse::<u32>().ok())
-                    == Some(pid)
-            })
-        })
+    let mut bg = None;
+    wait_until("the background command", WAIT, || {
+        bg = running_with_cmdline(&marker).first().copied();
+        bg.is_some()
+    });
+    // Everything the relay started (the agent, and the background command
+    // its shell left behind, already re-parented), named by pid and start
+    // time so a reused pid is never confused with it. Taken before the exit:
+    // afterwards nothing links these processes to the relay any more.
+    let mut before: Vec<Proc> = relay
+        .descendants()
+        .into_iter()
+        .filter_map(Proc::of_live)
         .collect();
+    before.extend(bg.and_then(Proc::of_live));
     assert!(
-        leftover.is_empty(),
-        "children of the relay left after SIGTERM: {leftover:?}"
+        before.len() >= 2,
+        "the agent and the background command run: {before:?}"
     );
+    assert_eq!(relay.terminate(), Some(0), "SIGTERM exits 0");
+    let leftover = || {
+        before
+            .iter()
+            .filter(|p| p.alive())
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while !leftover().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes the relay started outlived its SIGTERM: {:?}",
+            leftover()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]

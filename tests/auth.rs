@@ -51,13 +51,21 @@ fn each_token_form_is_accepted() {
         ),
     );
     assert!(ok.starts_with("HTTP/1.1 101"), "{ok}");
-    assert!(
-        ok.contains(&format!(
-            "Sec-WebSocket-Protocol: acp-relay.token.{}",
+    // The 101 never carries the token; `acp-relay.v1` is answered when offered.
+    assert!(!ok.contains(&relay.token), "token echoed: {ok}");
+    let ok = raw_upgrade(
+        relay.port,
+        "/ws",
+        &format!(
+            "Sec-WebSocket-Protocol: acp-relay.v1, acp-relay.token.{}\r\n",
             relay.token
-        )),
-        "subprotocol echoed: {ok}"
+        ),
     );
+    assert!(
+        ok.contains("Sec-WebSocket-Protocol: acp-relay.v1\r\n"),
+        "{ok}"
+    );
+    assert!(!ok.contains(&relay.token), "token echoed: {ok}");
 
     // And a full device over the subprotocol form gets its welcome.
     let mut req = format!("ws://127.0.0.1:{}/ws?client_id=sub", relay.port)
@@ -65,7 +73,9 @@ fn each_token_form_is_accepted() {
         .unwrap();
     req.headers_mut().insert(
         "Sec-WebSocket-Protocol",
-        format!("acp-relay.token.{}", relay.token).parse().unwrap(),
+        format!("acp-relay.v1, acp-relay.token.{}", relay.token)
+            .parse()
+            .unwrap(),
     );
     let mut d = Device::connect(relay.port, req, "sub").unwrap();
     let w = d.recv_until("welcome", |v| v["type"] == "relay_welcome");

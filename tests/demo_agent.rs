@@ -1,9 +1,10 @@
 //! The demo agent as a real process (`acp-relay demo-agent`), driven over its
 //! stdin/stdout by a minimal ACP client. Every wait has a deadline.
 
+mod common;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 struct Agent {
     child: Child,
+    _home: common::TempDir,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<Value>,
     next_id: u64,
@@ -55,6 +57,9 @@ impl Agent {
         if let Some(d) = state_dir {
             cmd.arg("--state-dir").arg(d);
         }
+        let home = common::TempDir::new("demo-agent-home");
+        common::clean_env(&mut cmd, home.path());
+        common::own_group(&mut cmd);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -78,6 +83,7 @@ impl Agent {
         let stdin = child.stdin.take();
         Agent {
             child,
+            _home: home,
             stdin,
             lines,
             next_id: 1,
@@ -193,16 +199,11 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        // The agent and every command it started (its process group).
+        common::kill_group(self.child.id(), "KILL");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("acp-relay-it-demo-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("create temp dir");
-    d
 }
 
 fn ready() -> (Agent, String) {
@@ -281,7 +282,8 @@ fn cancel_ends_a_sleep_quickly() {
 
 #[test]
 fn load_on_a_new_process_restores_context() {
-    let dir = temp_dir("load");
+    let tmp = common::TempDir::new("demo-load");
+    let dir = tmp.path().to_path_buf();
     let mut a = Agent::spawn(Some(&dir));
     a.initialize();
     let sid = a.new_session("/work/space");

@@ -1,6 +1,9 @@
 //! The PTY engine against real PTYs and real processes: output, resize,
 //! multibyte text, escape sequences, exit codes, kills and shutdown. Drives
-//! `PtySet` directly on a `LocalExecutor`; every wait has a deadline.
+//! `PtySet` directly on a `LocalExecutor`; every wait has a deadline. Shells
+//! are `/bin/sh` with a test HOME and no rc file, whatever the user's shell;
+//! a failing test leaves no process behind (the rig kills each terminal's
+//! session on drop).
 
 use acp_relay::core::terminals::TerminalId;
 use acp_relay::pty::{KILL_GRACE, PtyEvent, PtySet, SHUTDOWN_WAIT};
@@ -46,13 +49,40 @@ impl Drop for TempDir {
     }
 }
 
-/// A `PtySet` on its own executor, with every event it reports.
+/// A `PtySet` on its own executor, with every event it reports. On drop
+/// every process of every terminal's session it started is killed.
 struct Rig {
     ex: Rc<LocalExecutor<'static>>,
     set: Rc<PtySet>,
     events: Rc<RefCell<Vec<PtyEvent>>>,
     wake: Receiver<()>,
+    /// Session ids (the leaders' pids) of the terminals started.
+    sessions: RefCell<Vec<i32>>,
+    _home: TempDir,
     _root: TempDir,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for sid in self.sessions.borrow().iter() {
+            for (pid, _, _, _) in processes()
+                .into_iter()
+                .filter(|p| session_of(p.0) == Some(*sid))
+            {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+    }
+}
+
+/// The session id of `pid`, from `/proc/<pid>/stat`.
+fn session_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // state ppid pgrp session
+    rest.split_ascii_whitespace().nth(3)?.parse().ok()
 }
 
 impl Rig {
@@ -67,13 +97,38 @@ impl Rig {
             let _ = tx.try_send(());
         });
         let set = PtySet::new(ex.clone(), root.path().to_path_buf(), on_event);
+        let home = TempDir::new(&format!("{tag}-home"));
+        set.set_child_env(vec![
+            ("SHELL".into(), Some("/bin/sh".into())),
+            ("HOME".into(), Some(home.path().display().to_string())),
+            ("ENV".into(), None),
+            ("BASH_ENV".into(), None),
+        ]);
         Rig {
             ex,
             set,
             events,
             wake,
+            sessions: RefCell::new(Vec::new()),
+            _home: home,
             _root: root,
         }
+    }
+
+    /// Starts a terminal (see [`PtySet::spawn`]) and remembers its session.
+    fn spawn(
+        &self,
+        id: TerminalId,
+        cols: u16,
+        rows: u16,
+        cwd: Option<PathBuf>,
+        command: Option<String>,
+    ) -> std::io::Result<()> {
+        self.set.spawn(id, cols, rows, cwd, command)?;
+        if let Some(pid) = self.set.pid(id) {
+            self.sessions.borrow_mut().push(pid);
+        }
+        Ok(())
     }
 
     fn root(&self) -> &Path {
@@ -91,7 +146,7 @@ impl Rig {
             .borrow()
             .iter()
             .filter_map(|ev| match ev {
-                PtyEvent::Output { id: i, data } if *i == id => Some(data.as_str()),
+                PtyEvent::Output { id: i, data, .. } if *i == id => Some(data.as_str()),
                 _ => None,
             })
             .collect()
@@ -162,7 +217,7 @@ fn shell_evaluates_input() {
     let _g = shared_lock();
     let rig = Rig::new("echo");
     let id = TerminalId(1);
-    rig.set.spawn(id, 80, 24, None, None).unwrap();
+    rig.spawn(id, 80, 24, None, None).unwrap();
     rig.run(async {
         rig.set.write(id, b"echo $((6*7))\n".to_vec());
         rig.wait_output(id, "42").await;
@@ -178,17 +233,15 @@ fn cwd_and_term_are_set() {
     let rig = Rig::new("cwd");
     let sub = rig.root().join("sub dir");
     std::fs::create_dir(&sub).unwrap();
-    rig.set
-        .spawn(
-            TerminalId(1),
-            80,
-            24,
-            None,
-            Some("pwd; echo \"term=$TERM\"".into()),
-        )
-        .unwrap();
-    rig.set
-        .spawn(TerminalId(2), 80, 24, Some(sub.clone()), Some("pwd".into()))
+    rig.spawn(
+        TerminalId(1),
+        80,
+        24,
+        None,
+        Some("pwd; echo \"term=$TERM\"".into()),
+    )
+    .unwrap();
+    rig.spawn(TerminalId(2), 80, 24, Some(sub.clone()), Some("pwd".into()))
         .unwrap();
     rig.run(async {
         assert_eq!(rig.wait_exit(TerminalId(1)).await, (Some(0), None));
@@ -211,9 +264,7 @@ fn child_leads_a_session_with_the_pty_as_controlling_terminal() {
     // /proc/<pid>/stat: pid comm state ppid pgrp session tty_nr ...
     let script = "read pid comm state ppid pgrp sid tty rest < /proc/$$/stat; \
                   echo \"pid=$pid pgrp=$pgrp sid=$sid tty=$tty\"; read line";
-    rig.set
-        .spawn(id, 80, 24, None, Some(script.into()))
-        .unwrap();
+    rig.spawn(id, 80, 24, None, Some(script.into())).unwrap();
     let pid = rig.set.pid(id).unwrap();
     rig.run(async {
         rig.wait_output(id, " tty=").await;
@@ -234,7 +285,7 @@ fn resize_reaches_stty() {
     let _g = shared_lock();
     let rig = Rig::new("resize");
     let id = TerminalId(1);
-    rig.set.spawn(id, 80, 24, None, None).unwrap();
+    rig.spawn(id, 80, 24, None, None).unwrap();
     rig.set.resize(id, 101, 33);
     rig.run(async {
         rig.set.write(id, b"stty size\n".to_vec());
@@ -251,15 +302,14 @@ fn multibyte_text_split_across_writes_arrives_whole() {
     let _g = shared_lock();
     let rig = Rig::new("utf8");
     let id = TerminalId(1);
-    rig.set
-        .spawn(
-            id,
-            120,
-            40,
-            None,
-            Some("stty -echo; echo READY; exec cat".into()),
-        )
-        .unwrap();
+    rig.spawn(
+        id,
+        120,
+        40,
+        None,
+        Some("stty -echo; echo READY; exec cat".into()),
+    )
+    .unwrap();
     // Enough lines that the output spans many reads and frames.
     let line = "héllo 😀 漢字テスト 🧑\u{200D}💻 done";
     let text: String = (0..400).map(|i| format!("{i:03} {line}\n")).collect();
@@ -305,9 +355,7 @@ while [ $i -le 600 ]; do
   i=$((i + 1))
 done
 printf '\033[?1049lEND\n'"#;
-    rig.set
-        .spawn(id, 80, 24, None, Some(script.into()))
-        .unwrap();
+    rig.spawn(id, 80, 24, None, Some(script.into())).unwrap();
     let mut expected = String::from("\x1b[?1049h\x1b[2J\x1b[H");
     for i in 1..=600 {
         expected += &format!(
@@ -336,9 +384,8 @@ fn exit_code_is_reported() {
     let rig = Rig::new("exit3");
     let shell = TerminalId(1);
     let command = TerminalId(2);
-    rig.set.spawn(shell, 80, 24, None, None).unwrap();
-    rig.set
-        .spawn(command, 80, 24, None, Some("echo bye; exit 3".into()))
+    rig.spawn(shell, 80, 24, None, None).unwrap();
+    rig.spawn(command, 80, 24, None, Some("echo bye; exit 3".into()))
         .unwrap();
     rig.run(async {
         rig.set.write(shell, b"exit 3\n".to_vec());
@@ -370,18 +417,16 @@ fn kill_hangs_up_then_escalates() {
     let rig = Rig::new("kill");
     let polite = TerminalId(1);
     let stubborn = TerminalId(2);
-    rig.set
-        .spawn(polite, 80, 24, None, Some("echo up; sleep 1000".into()))
+    rig.spawn(polite, 80, 24, None, Some("echo up; sleep 1000".into()))
         .unwrap();
-    rig.set
-        .spawn(
-            stubborn,
-            80,
-            24,
-            None,
-            Some("trap '' HUP; echo up; sleep 1000".into()),
-        )
-        .unwrap();
+    rig.spawn(
+        stubborn,
+        80,
+        24,
+        None,
+        Some("trap '' HUP; echo up; sleep 1000".into()),
+    )
+    .unwrap();
     rig.run(async {
         rig.wait_output(polite, "up").await;
         rig.wait_output(stubborn, "up").await;
@@ -405,10 +450,9 @@ fn spawn_refuses_a_running_id_and_after_shutdown() {
     let _g = shared_lock();
     let rig = Rig::new("refuse");
     let id = TerminalId(7);
-    rig.set
-        .spawn(id, 80, 24, None, Some("sleep 1000".into()))
+    rig.spawn(id, 80, 24, None, Some("sleep 1000".into()))
         .unwrap();
-    let err = rig.set.spawn(id, 80, 24, None, None).unwrap_err();
+    let err = rig.spawn(id, 80, 24, None, None).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
     let err = rig
         .set
@@ -422,7 +466,7 @@ fn spawn_refuses_a_running_id_and_after_shutdown() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     rig.run(rig.shutdown());
-    assert!(rig.set.spawn(TerminalId(9), 80, 24, None, None).is_err());
+    assert!(rig.spawn(TerminalId(9), 80, 24, None, None).is_err());
     assert!(matches!(
         rig.exit_of(id),
         Some((None, Some(ref s))) if s == "SIGHUP"
@@ -473,20 +517,18 @@ fn shutdown_leaves_no_children() {
         marker("ptyreap_d"),
     );
     // An interactive shell with a background job in its own process group.
-    rig.set.spawn(TerminalId(1), 80, 24, None, None).unwrap();
+    rig.spawn(TerminalId(1), 80, 24, None, None).unwrap();
     // A script ignoring SIGHUP, with a job in another process group.
-    rig.set
-        .spawn(
-            TerminalId(2),
-            80,
-            24,
-            None,
-            Some(format!("set -m; trap '' HUP; {b} 1000 & {c} 1000")),
-        )
-        .unwrap();
+    rig.spawn(
+        TerminalId(2),
+        80,
+        24,
+        None,
+        Some(format!("set -m; trap '' HUP; {b} 1000 & {c} 1000")),
+    )
+    .unwrap();
     // A lone command.
-    rig.set
-        .spawn(TerminalId(3), 80, 24, None, Some(format!("{d} 1000")))
+    rig.spawn(TerminalId(3), 80, 24, None, Some(format!("{d} 1000")))
         .unwrap();
     let me = std::process::id() as i32;
     let markers = ["ptyreap_a", "ptyreap_b", "ptyreap_c", "ptyreap_d"];
@@ -527,6 +569,110 @@ fn shutdown_leaves_no_children() {
         assert!(
             Instant::now() < deadline,
             "after shutdown: children {children:?}, live markers {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn shells_get_the_test_environment_not_the_users() {
+    let _g = shared_lock();
+    let rig = Rig::new("env");
+    let id = TerminalId(1);
+    rig.spawn(id, 80, 24, None, None).unwrap();
+    let home = rig._home.path().display().to_string();
+    rig.run(async {
+        rig.set
+            .write(id, b"echo \"shell=$SHELL home=$HOME\"; exit\n".to_vec());
+        rig.wait_output(id, &format!("shell=/bin/sh home={home}"))
+            .await;
+        assert_eq!(rig.wait_exit(id).await, (Some(0), None));
+        rig.shutdown().await;
+    });
+}
+
+#[test]
+fn output_is_flushed_before_the_exit_and_nothing_is_lost() {
+    let _g = shared_lock();
+    let rig = Rig::new("flush");
+    let id = TerminalId(1);
+    rig.spawn(
+        id,
+        80,
+        24,
+        None,
+        Some("i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done".into()),
+    )
+    .unwrap();
+    rig.run(async {
+        assert_eq!(rig.wait_exit(id).await, (Some(0), None));
+        rig.shutdown().await;
+    });
+    let events = rig.events.borrow();
+    let last_output = events
+        .iter()
+        .rev()
+        .find_map(|ev| match ev {
+            PtyEvent::Output { id: i, flush, .. } if *i == id => Some(*flush),
+            _ => None,
+        })
+        .expect("some output");
+    assert!(last_output, "the last output event flushes the screen");
+    let out = rig.output(id);
+    for i in [0, 1, 1500, 2999] {
+        assert!(out.contains(&format!("line-{i}\r\n")), "line-{i} missing");
+    }
+    assert_eq!(out.matches("\r\n").count(), 3000);
+}
+
+#[test]
+fn a_dropped_rig_leaves_no_process_behind() {
+    let _g = shared_lock();
+    let marker = format!("ptyreap_drop_{}", std::process::id());
+    let sleep = ["/usr/bin/sleep", "/bin/sleep"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("no sleep binary");
+    let dir = TempDir::new("dropmarker");
+    let prog = dir.path().join(&marker);
+    std::os::unix::fs::symlink(sleep, &prog).unwrap();
+    let live = || {
+        processes()
+            .into_iter()
+            .filter(|(_, _, state, comm)| *state != 'Z' && comm.starts_with("ptyreap_drop_"))
+            .filter(|(pid, ..)| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim_end() == &marker[..marker.len().min(15)])
+            })
+            .count()
+    };
+    {
+        // As a test that fails halfway would: a job in its own process
+        // group, and no shutdown.
+        let rig = Rig::new("drop");
+        rig.spawn(
+            TerminalId(1),
+            80,
+            24,
+            None,
+            Some(format!(
+                "set -m; {} 1000 & echo started; wait",
+                prog.display()
+            )),
+        )
+        .unwrap();
+        rig.run(rig.wait_output(TerminalId(1), "started"));
+        let deadline = Instant::now() + WAIT;
+        while live() == 0 {
+            assert!(Instant::now() < deadline, "the marker did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let deadline = Instant::now() + WAIT;
+    while live() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{marker} outlived the dropped rig"
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -77,7 +77,9 @@ fn kill9_and_restart_keeps_sessions() {
     let w = d.recv_until("welcome s2", |v| {
         v["type"] == "relay_welcome" && v["sessionId"] == s2.as_str()
     });
-    assert_eq!(w["headSeq"], head2);
+    // After a crash numbering goes on past the durable reservation, so no
+    // number a device may have seen names other content.
+    assert!(w["headSeq"].as_u64().unwrap() >= head2, "{w}");
     d.response(&id);
     assert!(
         agent_text(&d.seen).contains("second session prompt"),

@@ -229,3 +229,75 @@ fn close_ends_a_live_session_that_stays_loadable() {
     a.response(&id);
     assert!(agent_text(&a.seen).contains("to be closed"));
 }
+
+#[test]
+fn delete_removes_a_stored_session_and_refuses_a_busy_one() {
+    let mut relay = Relay::start(&["--lease"]);
+    let mut a = relay.device("a", "");
+    let s1 = open_session(&mut a);
+    let id = a.request("session/prompt", prompt_params(&s1, "/chunks 1\nkeep me?"));
+    a.response(&id);
+    let s2 = new_session(&mut a);
+    let busy = a.request("session/prompt", prompt_params(&s2, "/sleep 5000\nslow"));
+    a.recv_until("the turn started", |v| {
+        v["params"]["sessionId"] == s2.as_str()
+            && v["params"]["update"]["sessionUpdate"] == "user_message_chunk"
+    });
+    let id = a.request("_relay/session/delete", json!({"sessionId": s2}));
+    let r = a.response(&id);
+    assert_eq!(r["error"]["code"], -32011, "a busy session is refused: {r}");
+
+    // Not the controller: refused under the lease.
+    let mut b = relay.device("b", "");
+    b.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    let id = b.request("_relay/session/delete", json!({"sessionId": s1}));
+    let r = b.response(&id);
+    assert_eq!(r["error"]["code"], -32010, "{r}");
+
+    a.send(&json!({"jsonrpc":"2.0","method":"session/cancel","params":{"sessionId": s2}}));
+    a.response(&busy);
+
+    // Idle and live (it is the default session too): ended, then removed.
+    let file = relay
+        .data_dir
+        .join("sessions")
+        .join(acp_relay::store::transcript::file_name(&s1));
+    assert!(file.exists());
+    let id = a.request("_relay/session/delete", json!({"sessionId": s1}));
+    let r = a.response(&id);
+    assert_eq!(r["result"], json!({}), "{r}");
+    let listed = |d: &mut Device| -> Vec<String> {
+        let id = d.request("session/list", json!({}));
+        let list = d.response(&id);
+        list["result"]["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["sessionId"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(listed(&mut a), vec![s2.clone()]);
+    let deadline = std::time::Instant::now() + WAIT;
+    while file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transcript not removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let id = a.request("_relay/session/delete", json!({"sessionId": s1}));
+    let r = a.response(&id);
+    assert_eq!(r["error"]["code"], -32602, "already gone: {r}");
+    // Still a working relay: a new session opens and prompts.
+    let s3 = new_session(&mut a);
+    let id = a.request("session/prompt", prompt_params(&s3, "/chunks 1\nfresh"));
+    assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
+
+    relay.kill9();
+    relay.launch("127.0.0.1:0");
+    let mut c = relay.device("c", "");
+    c.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    let after = listed(&mut c);
+    assert!(!after.contains(&s1), "deleted stays deleted: {after:?}");
+    assert!(after.contains(&s2) && after.contains(&s3), "{after:?}");
+}

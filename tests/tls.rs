@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Relay, TempDir};
+use common::{Relay, TempDir, peer_missing};
 use futures_rustls::rustls::crypto::ring;
 use futures_rustls::rustls::pki_types::pem::PemObject;
 use futures_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -56,7 +56,10 @@ fn make_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
         .output();
     match out {
         Err(e) => {
-            eprintln!("skipping: cannot run openssl to make a test certificate: {e}");
+            peer_missing(
+                "tls",
+                &format!("cannot run openssl to make a test certificate ({e}): install openssl"),
+            );
             None
         }
         Ok(o) => {
@@ -158,7 +161,10 @@ fn https_healthz_and_pages_over_tls() {
     };
     let r = https_get(relay.port, &cert, "/healthz");
     assert!(r.starts_with("HTTP/1.1 200"), "healthz: {r}");
-    assert!(r.ends_with("\r\n\r\nok\n"), "healthz: {r}");
+    assert!(
+        r.ends_with(concat!("\r\n\r\nok ", env!("CARGO_PKG_VERSION"), "\n")),
+        "healthz: {r}"
+    );
     let r = https_get(relay.port, &cert, "/");
     assert!(
         r.starts_with("HTTP/1.1 200") && r.contains("<html"),
@@ -171,7 +177,10 @@ fn https_healthz_and_pages_over_tls() {
     write!(s, "GET /healthz HTTP/1.1\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    assert!(out.ends_with("ok\n"), "healthz by IP: {out}");
+    assert!(
+        out.ends_with(concat!("ok ", env!("CARGO_PKG_VERSION"), "\n")),
+        "healthz by IP: {out}"
+    );
 }
 
 #[test]
@@ -289,7 +298,10 @@ fn plain_tcp_to_the_tls_port_fails_cleanly_and_the_relay_keeps_serving() {
     // The relay still serves TLS clients, and well within the head timeout.
     let t0 = std::time::Instant::now();
     let r = https_get(relay.port, &cert, "/healthz");
-    assert!(r.ends_with("ok\n"), "healthz after bad clients: {r}");
+    assert!(
+        r.ends_with(concat!("ok ", env!("CARGO_PKG_VERSION"), "\n")),
+        "healthz after bad clients: {r}"
+    );
     let mut ws = wss(&relay, &cert, "/ws?client_id=after");
     assert_eq!(next_json(&mut ws)["type"], "relay_welcome");
     assert!(t0.elapsed() < Duration::from_secs(5));

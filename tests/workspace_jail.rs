@@ -2,6 +2,9 @@
 //! its jail: driven through `Workspace::call` on a `LocalExecutor`, with real
 //! files and real processes. Every wait has a deadline.
 
+mod common;
+use common::TempDir;
+
 use acp_relay::core::rpc::{RpcError, code};
 use acp_relay::workspace::Workspace;
 use futures_lite::future;
@@ -10,31 +13,8 @@ use smol::{LocalExecutor, Timer};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("acp-relay-ws-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A temp dir with a `root/` workspace in it (the parent is outside the jail).
 fn workspace(tag: &str) -> (TempDir, Workspace) {

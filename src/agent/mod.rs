@@ -2,6 +2,7 @@
 //! directory, reading its stdout as bounded lines and writing lines to its
 //! stdin. Knows nothing of ACP; the router gives meaning to the lines.
 
+pub mod groups;
 pub mod lines;
 
 use futures_lite::io::BufReader;
@@ -23,13 +24,21 @@ pub enum AgentCommand {
     },
 }
 
+/// The program's name only: its arguments may hold a key, so logs never show them.
 impl fmt::Display for AgentCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AgentCommand::Shell(s) => f.write_str(s),
-            AgentCommand::Program { program, args } => {
-                write!(f, "{} {}", program.display(), args.join(" "))
-            }
+        let (program, first) = match self {
+            AgentCommand::Shell(s) => (s.split_whitespace().next().unwrap_or(""), None),
+            AgentCommand::Program { program, args } => (
+                program.to_str().unwrap_or("agent"),
+                args.first().filter(|a| !a.starts_with('-')),
+            ),
+        };
+        let name = program.rsplit('/').next().unwrap_or(program);
+        match first {
+            // `acp-relay demo-agent`: a subcommand name, not a secret.
+            Some(sub) if name == "acp-relay" => write!(f, "{name} {sub}"),
+            _ => f.write_str(name),
         }
     }
 }
@@ -41,10 +50,33 @@ pub struct AgentProcess {
     pub stdout: BufReader<ChildStdout>,
     /// Read into the agent's log (a login URL printed there reaches the phone).
     pub stderr: BufReader<ChildStderr>,
+    /// Its entry in the data dir's record of agent groups: drop it once the
+    /// child is reaped.
+    pub group: GroupEntry,
+}
+
+/// An agent group in this run's record ([`groups`]); dropping it forgets it.
+pub struct GroupEntry {
+    pgid: u32,
+    groups: Option<std::rc::Rc<groups::Groups>>,
+}
+
+impl Drop for GroupEntry {
+    fn drop(&mut self) {
+        if let Some(g) = &self.groups {
+            g.remove(self.pgid);
+        }
+    }
 }
 
 /// Starts the agent in its own process group (so the relay can end the agent
 /// and everything it started), stderr piped to the agent's log.
+///
+/// The agent dies with the relay: `PR_SET_PDEATHSIG` sends it SIGKILL when
+/// the thread that forked it ends, so call this from the executor thread only
+/// (the one thread that lives as long as the relay). What the agent starts
+/// is not covered; it carries this run's marker in its environment and the
+/// group is recorded, so the next start sweeps it ([`groups::sweep`]).
 pub fn spawn(cmd: &AgentCommand, cwd: &Path) -> io::Result<AgentProcess> {
     let mut std_cmd = match cmd {
         AgentCommand::Shell(line) => {
@@ -59,6 +91,12 @@ pub fn spawn(cmd: &AgentCommand, cwd: &Path) -> io::Result<AgentProcess> {
         }
     };
     std_cmd.current_dir(cwd).process_group(0);
+    let groups = groups::current();
+    if let Some(g) = &groups {
+        let (name, value) = g.marker();
+        std_cmd.env(name, value);
+    }
+    crate::proc::die_with_parent(&mut std_cmd);
     let mut child = Command::from(std_cmd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -77,25 +115,17 @@ pub fn spawn(cmd: &AgentCommand, cwd: &Path) -> io::Result<AgentProcess> {
         .stderr
         .take()
         .ok_or_else(|| io::Error::other("agent stderr was not piped"))?;
+    let pgid = child.id();
+    if let Some(g) = &groups {
+        g.add(pgid);
+    }
     Ok(AgentProcess {
         child,
         stdin,
         stdout: BufReader::with_capacity(64 * 1024, stdout),
         stderr: BufReader::with_capacity(4 * 1024, stderr),
+        group: GroupEntry { pgid, groups },
     })
-}
-
-/// Sends SIGTERM (or SIGKILL) to the agent's whole process group.
-pub fn signal_group(pid: u32, hard: bool) {
-    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
-        return;
-    };
-    let sig = if hard {
-        rustix::process::Signal::KILL
-    } else {
-        rustix::process::Signal::TERM
-    };
-    let _ = rustix::process::kill_process_group(pid, sig);
 }
 
 /// The conventional name of signal number `raw` (`"SIGKILL"`), or `"SIG<n>"`.

@@ -47,11 +47,13 @@ impl Lease {
     pub fn privileged(method: &str) -> bool {
         match method {
             "initialize" | "session/list" | "_relay/take_control" => false,
+            "_relay/terminal/list" | "_relay/terminal/attach" | "_relay/terminal/detach" => false,
             m if m.starts_with("_relay/fs/") || m.starts_with("_relay/git/") => false,
             m => {
                 m.starts_with("session/")
                     || m == "authenticate"
                     || m == "_relay/apply_edit"
+                    || m == "_relay/session/delete"
                     || m.starts_with("_relay/terminal/")
             }
         }
@@ -133,6 +135,7 @@ mod tests {
             "_relay/fs/tree",
             "_relay/git/diff",
             "_relay/take_control",
+            "_relay/terminal/attach",
         ] {
             assert!(!Lease::privileged(m), "{m}");
         }

@@ -26,12 +26,22 @@ pub type Frame = bytes::Bytes;
 ///
 /// Invariants: `rseq` strictly increases by one per pushed frame; the ring
 /// holds at most `max_frames` frames and at most `max_bytes` bytes, except that
-/// the newest frame is always kept even when it alone is larger.
+/// the newest frame is always kept even when it alone is larger. Frames are
+/// stamped ([`ReplayRing::stamped`]) before they are released to devices
+/// ([`ReplayRing::head`]); a replay never holds a frame past the release
+/// point, so a number no device has seen can still be given up safely.
 #[derive(Debug)]
 pub struct ReplayRing {
     frames: VecDeque<(u64, Frame)>,
     bytes: usize,
-    head: u64,
+    /// The newest `rseq` stamped.
+    stamped: u64,
+    /// The newest `rseq` devices may have been sent.
+    released: u64,
+    /// A `last_seq` below this is answered with `reset`: frames up to it may
+    /// be missing in a way the ring's order does not show (numbers reserved
+    /// by a run that crashed, or frames the store lost).
+    lost_upto: u64,
     max_frames: usize,
     max_bytes: usize,
 }
@@ -50,7 +60,9 @@ impl ReplayRing {
         ReplayRing {
             frames: VecDeque::new(),
             bytes: 0,
-            head: 0,
+            stamped: 0,
+            released: 0,
+            lost_upto: 0,
             max_frames: max_frames.max(1),
             max_bytes,
         }
@@ -58,27 +70,39 @@ impl ReplayRing {
 
     /// Starts numbering after `head` (a ring restored from a transcript).
     pub fn with_head(mut self, head: u64) -> Self {
-        self.head = head;
+        self.stamped = head;
+        self.released = head;
         self
     }
 
     /// Refills an empty ring with frames already stamped (from a transcript),
-    /// oldest first; frames whose `rseq` does not increase are skipped. The
-    /// head becomes the larger of `head` and the last frame's `rseq`.
+    /// oldest first; frames whose `rseq` does not increase by one are a gap
+    /// (frames the store lost): everything before it is left out, so a replay
+    /// never crosses it. The head becomes the larger of `head` and the last
+    /// frame's `rseq`; when `head` is past the last frame, the numbers between
+    /// may have been sent and lost, and a device resuming below `head` is reset.
     pub fn restore(&mut self, frames: impl IntoIterator<Item = Frame>, head: u64) {
         for f in frames {
             let Some(seq) = crate::core::frame::read_rseq(&f) else {
                 continue;
             };
-            if seq <= self.head {
+            if seq <= self.stamped {
                 continue;
             }
-            self.head = seq;
+            if self.stamped > 0 && seq != self.stamped.saturating_add(1) {
+                self.frames.clear();
+                self.bytes = 0;
+            }
+            self.stamped = seq;
             self.bytes += cost(&f);
             self.frames.push_back((seq, f));
             self.evict();
         }
-        self.head = self.head.max(head);
+        if head > self.stamped {
+            self.lost_upto = head;
+            self.stamped = head;
+        }
+        self.released = self.stamped;
     }
 
     fn evict(&mut self) {
@@ -91,9 +115,26 @@ impl ReplayRing {
         }
     }
 
-    /// The newest `rseq` handed out (0 before the first frame).
+    /// The newest `rseq` released to devices (0 before the first frame): what
+    /// a welcome announces as `headSeq`.
     pub fn head(&self) -> u64 {
-        self.head
+        self.released
+    }
+
+    /// The newest `rseq` stamped (at or past [`ReplayRing::head`]): numbering
+    /// continues after it.
+    pub fn stamped(&self) -> u64 {
+        self.stamped
+    }
+
+    /// Lets devices be sent frames up to `rseq` (at most the stamped head).
+    pub fn release(&mut self, rseq: u64) {
+        self.released = self.released.max(rseq.min(self.stamped));
+    }
+
+    /// Whether a frame of this rseq is still held (evicted frames are not).
+    pub fn holds(&self, rseq: u64) -> bool {
+        self.frames.front().is_some_and(|(s, _)| *s <= rseq) && rseq <= self.stamped
     }
 
     pub fn len(&self) -> usize {
@@ -112,46 +153,71 @@ impl ReplayRing {
     /// Stamps `line` with the next `rseq`, keeps it, evicts the oldest frames
     /// past the bounds and returns the stamped frame. `None` when the line is
     /// not a JSON object (nothing is kept and no `rseq` is used).
-    /// Also `None` once the numbering is exhausted (a crafted head of `u64::MAX`).
+    /// Released at once: see [`ReplayRing::push_held`].
     pub fn push(&mut self, line: &[u8]) -> Option<Frame> {
-        let next = self.head.checked_add(1)?;
+        let f = self.push_held(line)?;
+        self.released = self.stamped;
+        Some(f)
+    }
+
+    /// [`ReplayRing::push`] without releasing the frame: it is not replayed
+    /// until [`ReplayRing::release`] covers it.
+    pub fn push_held(&mut self, line: &[u8]) -> Option<Frame> {
+        // `None` too once the numbering is exhausted (a crafted head of `u64::MAX`).
+        let next = self.stamped.checked_add(1)?;
         let stamped: Frame = stamp_rseq(line, next)?.into();
-        self.head = next;
+        self.stamped = next;
         self.bytes += cost(&stamped);
-        self.frames.push_back((self.head, stamped.clone()));
+        self.frames.push_back((self.stamped, stamped.clone()));
         self.evict();
         Some(stamped)
     }
 
+    /// Frames with `rseq` in `(after, upto]` still held, oldest first.
+    pub fn range(&self, after: u64, upto: u64) -> impl Iterator<Item = &Frame> {
+        self.frames
+            .iter()
+            .skip_while(move |(s, _)| *s <= after)
+            .take_while(move |(s, _)| *s <= upto)
+            .map(|(_, f)| f)
+    }
+
+    /// Drops the oldest frames until at most `max_bytes` are held (the newest
+    /// frame stays); returns the bytes freed. Their frames stay on disk.
+    pub fn shrink_to(&mut self, max_bytes: usize) -> usize {
+        let before = self.bytes;
+        while self.frames.len() > 1 && self.bytes > max_bytes {
+            if let Some((_, old)) = self.frames.pop_front() {
+                self.bytes -= cost(&old);
+            }
+        }
+        before - self.bytes
+    }
+
     /// Frames with `rseq > last_seq`; `None` means the device has no view yet
     /// (everything held is sent, without reset).
+    /// Only released frames are replayed; a `last_seq` past the release point
+    /// or below [`ReplayRing::restore`]'s possibly-lost range is a reset.
     pub fn replay_since(&self, last_seq: Option<u64>) -> Replay {
+        let head = self.released;
         let oldest = self
             .frames
             .front()
             .map(|(s, _)| *s)
-            .unwrap_or(self.head.saturating_add(1));
-        let all = || self.frames.iter().map(|(_, f)| f.clone()).collect();
+            .unwrap_or(self.stamped.saturating_add(1))
+            .min(head.saturating_add(1));
+        let all = || self.range(0, head).cloned().collect();
         match last_seq {
             None => Replay {
                 frames: all(),
                 reset: false,
             },
-            Some(n) if n > self.head => Replay {
-                frames: all(),
-                reset: true,
-            },
-            Some(n) if n.saturating_add(1) < oldest => Replay {
+            Some(n) if n > head || n < self.lost_upto || n.saturating_add(1) < oldest => Replay {
                 frames: all(),
                 reset: true,
             },
             Some(n) => Replay {
-                frames: self
-                    .frames
-                    .iter()
-                    .skip_while(|(s, _)| *s <= n)
-                    .map(|(_, f)| f.clone())
-                    .collect(),
+                frames: self.range(n, head).cloned().collect(),
                 reset: false,
             },
         }
@@ -256,5 +322,50 @@ mod tests {
         let mut r = ReplayRing::new(10, 1 << 20).with_head(41);
         assert_eq!(&*r.push(b"{}").unwrap(), b"{\"rseq\":42}");
         assert!(r.replay_since(Some(10)).reset);
+    }
+
+    #[test]
+    fn held_frames_are_not_replayed_until_released() {
+        let mut r = ReplayRing::new(10, 1 << 20);
+        r.push(&line(1));
+        r.push_held(&line(2));
+        r.push_held(&line(3));
+        assert_eq!(r.head(), 1);
+        assert_eq!(r.stamped(), 3);
+        assert_eq!(seqs(&r.replay_since(None)), vec![1]);
+        // A device cannot have seen an unreleased number.
+        assert!(r.replay_since(Some(2)).reset);
+        r.release(2);
+        assert_eq!(seqs(&r.replay_since(Some(0))), vec![1, 2]);
+        r.release(99);
+        assert_eq!(r.head(), 3);
+    }
+
+    #[test]
+    fn restore_stops_at_a_gap_and_resets_across_a_lost_range() {
+        let mut src = ReplayRing::new(100, 1 << 20);
+        let frames: Vec<Frame> = (0..10).map(|i| src.push(&line(i)).unwrap()).collect();
+        // Frame 5 was lost by the store: a replay never crosses the gap.
+        let stored: Vec<Frame> = frames
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 4)
+            .map(|(_, f)| f.clone())
+            .collect();
+        let mut r = ReplayRing::new(100, 1 << 20);
+        r.restore(stored.clone(), 10);
+        assert_eq!(seqs(&r.replay_since(None)), vec![6, 7, 8, 9, 10]);
+        assert!(r.replay_since(Some(3)).reset);
+        assert!(!r.replay_since(Some(5)).reset);
+        // Numbers 11..=20 were reserved by a run that crashed: any device
+        // below 20 may have seen some of them, so it is reset.
+        let mut r = ReplayRing::new(100, 1 << 20);
+        r.restore(stored, 20);
+        assert_eq!(r.head(), 20);
+        assert!(r.replay_since(Some(10)).reset);
+        assert!(r.replay_since(Some(15)).reset);
+        let exact = r.replay_since(Some(20));
+        assert!(!exact.reset && exact.frames.is_empty());
+        assert_eq!(&*r.push(b"{}").unwrap(), b"{\"rseq\":21}");
     }
 }

@@ -19,6 +19,8 @@ pub mod code {
     /// The agent did not answer a forwarded request within `--agent-timeout`.
     pub const AGENT_TIMEOUT: i64 = -32013;
     pub const OTHER: i64 = -32000;
+    /// ACP: a resource such as a file was not found (message "Resource not found").
+    pub const RESOURCE_NOT_FOUND: i64 = -32002;
 }
 
 /// An error answer: a code, a message that says what to do, optional data.

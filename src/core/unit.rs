@@ -78,6 +78,8 @@ pub struct Unit {
     pub stored_head: u64,
     /// The agent's answer to `session/new` / `session/load` (modes, models, ...).
     pub opened: serde_json::Value,
+    /// What its frames wait on before they reach devices (durable numbering).
+    pub gate: crate::core::router::Gate,
 }
 
 impl Unit {
@@ -105,6 +107,7 @@ impl Unit {
             persisted: false,
             stored_head: 0,
             opened: serde_json::Value::Null,
+            gate: Default::default(),
         }
     }
 

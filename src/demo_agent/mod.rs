@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use turn::{ClientCaps, Mode, Turn};
+use turn::{ClientCaps, Mode, Settings, Turn};
 
 /// Options of `acp-relay demo-agent`.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +44,18 @@ pub struct DemoOptions {
     pub frame_bytes: usize,
     /// Flood chunks per second (0 = as fast as possible).
     pub rate: u64,
+}
+
+/// The one auth method the demo agent offers (it needs no account).
+const DEMO_AUTH_METHOD: &str = "demo-login";
+
+/// Adds a session's modes and config options to its `session/new` or
+/// `session/load` answer.
+fn merge_settings(answer: &mut Value, settings: &Settings) {
+    if let Some(o) = answer.as_object_mut() {
+        o.insert("modes".into(), settings.modes());
+        o.insert("configOptions".into(), settings.config_options());
+    }
 }
 
 /// The ACP protocol version the demo agent speaks.
@@ -168,6 +180,8 @@ struct Agent {
     peer: Arc<Peer>,
     caps: ClientCaps,
     sessions: HashMap<String, Arc<Mutex<Session>>>,
+    /// Each session's mode and config option values (same keys as `sessions`).
+    settings: HashMap<String, Settings>,
 }
 
 fn lock(s: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
@@ -194,6 +208,7 @@ impl Agent {
             peer,
             caps: ClientCaps::default(),
             sessions: HashMap::new(),
+            settings: HashMap::new(),
         }
     }
 
@@ -258,9 +273,55 @@ impl Agent {
         log::debug!("demo agent: request {method}");
         let result = match method {
             "initialize" => Ok(self.initialize(params)),
-            "session/new" => self.new_session(params),
-            "session/load" => self.load_session(params),
+            "session/new" | "session/load" => {
+                let opened = if method == "session/new" {
+                    self.new_session(params)
+                } else {
+                    self.load_session(params)
+                };
+                if let Ok(v) = &opened {
+                    let sid = v["sessionId"]
+                        .as_str()
+                        .or_else(|| params["sessionId"].as_str())
+                        .unwrap_or_default()
+                        .to_string();
+                    let mut answer = v.clone();
+                    if let Some(o) = answer.as_object_mut() {
+                        o.remove("sessionId");
+                        if method == "session/new" {
+                            o.insert("sessionId".into(), json!(sid));
+                        }
+                    }
+                    let live = &self.sessions;
+                    self.settings.retain(|k, _| live.contains_key(k));
+                    let settings = self.settings.entry(sid.clone()).or_default();
+                    merge_settings(&mut answer, settings);
+                    // The command list comes before the answer: a client that
+                    // reads up to the answer has it (the relay holds updates
+                    // for a session it does not know yet).
+                    self.peer.update(
+                        &sid,
+                        json!({ "sessionUpdate": "available_commands_update", "availableCommands": script::command_list() }),
+                    );
+                    self.peer.respond(&id, answer);
+                    return;
+                }
+                opened
+            }
             "session/close" => session::close(&mut self.sessions, params),
+            "session/set_mode" => self.set_mode(params),
+            "session/set_config_option" => self.set_config_option(params),
+            "authenticate" => {
+                let method = params["methodId"].as_str().unwrap_or("");
+                if method == DEMO_AUTH_METHOD {
+                    eprintln!("demo agent: logged in with {DEMO_AUTH_METHOD} (nothing to do)");
+                    Ok(json!({}))
+                } else {
+                    Err(RpcError::invalid_params(format!(
+                        "unknown auth method {method:?}; use {DEMO_AUTH_METHOD:?}"
+                    )))
+                }
+            }
             "session/prompt" => match self.prompt(&id, params) {
                 Ok(()) => return,
                 Err(e) => Err(e),
@@ -312,10 +373,14 @@ impl Agent {
             "agentCapabilities": {
                 "loadSession": true,
                 "sessionCapabilities": { "close": {} },
-                "promptCapabilities": { "image": false, "audio": false, "embeddedContext": true },
+                "promptCapabilities": { "image": true, "audio": false, "embeddedContext": true },
             },
             "agentInfo": { "name": "acp-relay-demo", "version": env!("CARGO_PKG_VERSION") },
-            "authMethods": [],
+            "authMethods": [{
+                "id": DEMO_AUTH_METHOD,
+                "name": "Demo login",
+                "description": "Pretends to log in; the demo agent needs no account",
+            }],
         })
     }
 
@@ -390,6 +455,55 @@ impl Agent {
         Ok(json!({}))
     }
 
+    fn set_mode(&mut self, params: &Value) -> Result<Value, RpcError> {
+        let sid = str_param(params, "session/set_mode", "sessionId")?;
+        let mode = str_param(params, "session/set_mode", "modeId")?;
+        if !self.sessions.contains_key(sid) {
+            return Err(unknown_session(sid));
+        }
+        if !turn::MODES.iter().any(|(id, _, _)| *id == mode) {
+            return Err(RpcError::invalid_params(format!(
+                "unknown mode {mode:?}; pick one of the session's availableModes"
+            )));
+        }
+        self.settings.entry(sid.to_string()).or_default().mode = mode.to_string();
+        log::info!("demo agent: session {sid} mode {mode}");
+        self.peer.update(
+            sid,
+            json!({ "sessionUpdate": "current_mode_update", "currentModeId": mode }),
+        );
+        Ok(json!({}))
+    }
+
+    fn set_config_option(&mut self, params: &Value) -> Result<Value, RpcError> {
+        let sid = str_param(params, "session/set_config_option", "sessionId")?;
+        let config = str_param(params, "session/set_config_option", "configId")?;
+        let value = str_param(params, "session/set_config_option", "value")?;
+        if !self.sessions.contains_key(sid) {
+            return Err(unknown_session(sid));
+        }
+        if config != turn::MODEL_OPTION {
+            return Err(RpcError::invalid_params(format!(
+                "unknown config option {config:?}; the demo agent has {:?}",
+                turn::MODEL_OPTION
+            )));
+        }
+        if !turn::MODELS.iter().any(|(v, _)| *v == value) {
+            return Err(RpcError::invalid_params(format!(
+                "unknown value {value:?} for {config:?}; pick one of its options"
+            )));
+        }
+        let settings = self.settings.entry(sid.to_string()).or_default();
+        settings.model = value.to_string();
+        log::info!("demo agent: session {sid} {config} = {value}");
+        let options = settings.config_options();
+        self.peer.update(
+            sid,
+            json!({ "sessionUpdate": "config_option_update", "configOptions": options }),
+        );
+        Ok(json!({ "configOptions": options }))
+    }
+
     /// A session from its history file, or -32602 when there is none.
     fn restore(&self, sid: &str, cwd: Option<&str>) -> Result<Session, RpcError> {
         let dir = self
@@ -439,6 +553,19 @@ impl Agent {
             .filter(|b| b["type"] == "text")
             .filter_map(|b| b["text"].as_str())
             .collect();
+        let images: Vec<(String, usize)> = blocks
+            .iter()
+            .filter(|b| b["type"] == "image")
+            .map(|b| {
+                let mime = b["mimeType"].as_str().unwrap_or("image/?").to_string();
+                // base64: four characters per three bytes
+                let bytes = b["data"]
+                    .as_str()
+                    .map_or(0, |d| d.trim_end_matches('=').len() * 3 / 4);
+                (mime, bytes)
+            })
+            .collect();
+        let settings = self.settings.get(sid).cloned().unwrap_or_default();
         let session = self
             .sessions
             .get(sid)
@@ -479,6 +606,8 @@ impl Agent {
             caps: self.caps,
             context,
             text,
+            images,
+            settings,
             mode,
             wake,
             events,

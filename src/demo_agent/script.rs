@@ -12,9 +12,48 @@ pub const MAX_CHUNKS: usize = 10_000;
 pub const MAX_SLEEP_MS: u64 = 3_600_000;
 
 /// The command words; a line starting with any other word is plain text.
-const COMMANDS: [&str; 9] = [
-    "/chunks", "/sleep", "/ask", "/read", "/write", "/run", "/context", "/fail", "/exit",
+const COMMANDS: [&str; 10] = [
+    "/chunks",
+    "/sleep",
+    "/ask",
+    "/read",
+    "/write",
+    "/run",
+    "/context",
+    "/settings",
+    "/fail",
+    "/exit",
 ];
+
+/// Each command's description and input hint, for `available_commands_update`.
+const HELP: [(&str, &str, Option<&str>); 10] = [
+    ("chunks", "split the echo into N chunks", Some("N")),
+    ("sleep", "pause for MS milliseconds", Some("MS")),
+    ("ask", "ask for permission", None),
+    ("read", "read a file through the client", Some("path")),
+    (
+        "write",
+        "write a file through the client",
+        Some("path text"),
+    ),
+    ("run", "run a command in a client terminal", Some("command")),
+    ("context", "say what the session remembers", None),
+    ("settings", "say the session's mode and model", None),
+    ("fail", "answer the prompt with an error", None),
+    ("exit", "end the agent process", None),
+];
+
+/// The commands as ACP `availableCommands`.
+pub fn command_list() -> serde_json::Value {
+    let list: Vec<serde_json::Value> = HELP
+        .iter()
+        .map(|(name, description, hint)| match hint {
+            Some(h) => serde_json::json!({ "name": name, "description": description, "input": { "hint": h } }),
+            None => serde_json::json!({ "name": name, "description": description }),
+        })
+        .collect();
+    serde_json::Value::Array(list)
+}
 
 /// One step of a turn, in prompt order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +70,8 @@ pub enum Step {
     Run { command: String },
     /// `/context`: report what the session remembers.
     Context,
+    /// `/settings`: report the session's mode and config option.
+    Settings,
     /// `/fail`: answer the prompt with a JSON-RPC error.
     Fail,
     /// `/exit`: end the process with status 3.
@@ -105,6 +146,7 @@ pub fn parse(text: &str) -> Script {
                 command: rest.to_string(),
             },
             "/context" => Step::Context,
+            "/settings" => Step::Settings,
             "/fail" => Step::Fail,
             _ => Step::Exit,
         };

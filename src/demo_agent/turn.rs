@@ -10,10 +10,11 @@ use super::session::Session;
 use crate::core::rpc::{RpcError, code};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// After `session/cancel`, how long a turn still waits for the client to
 /// answer an open permission request (which it must answer `cancelled`) or to
@@ -28,6 +29,62 @@ const PREVIEW_CHARS: usize = 4096;
 
 /// The command the demo tour runs.
 const TOUR_COMMAND: &str = "echo hello from the terminal";
+
+/// The demo agent's modes: id, name, description.
+pub const MODES: [(&str, &str, &str); 2] = [
+    ("ask", "Ask", "Ask before changing anything"),
+    ("code", "Code", "Edit and run without asking"),
+];
+
+/// The id of the demo agent's one config option.
+pub const MODEL_OPTION: &str = "model";
+
+/// The values of the model option: value, name.
+pub const MODELS: [(&str, &str); 2] = [("demo-fast", "Fast"), ("demo-smart", "Smart")];
+
+/// A session's mode and config option values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub mode: String,
+    pub model: String,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            mode: MODES[0].0.to_string(),
+            model: MODELS[0].0.to_string(),
+        }
+    }
+}
+
+impl Settings {
+    /// ACP `modes` of a session answer.
+    pub fn modes(&self) -> Value {
+        let available: Vec<Value> = MODES
+            .iter()
+            .map(|(id, name, description)| json!({ "id": id, "name": name, "description": description }))
+            .collect();
+        json!({ "currentModeId": self.mode, "availableModes": available })
+    }
+
+    /// ACP `configOptions` of a session answer.
+    pub fn config_options(&self) -> Value {
+        let options: Vec<Value> = MODELS
+            .iter()
+            .map(|(value, name)| json!({ "value": value, "name": name }))
+            .collect();
+        json!([{
+            "id": MODEL_OPTION,
+            "name": "Model",
+            "description": "Which demo model answers",
+            "category": "model",
+            "type": "select",
+            "currentValue": self.model,
+            "options": options,
+        }])
+    }
+}
 
 /// Which client methods the client advertised in `initialize`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -108,6 +165,10 @@ pub struct Turn {
     /// The session's history before this prompt.
     pub context: Context,
     pub text: String,
+    /// The prompt's image blocks: MIME type and decoded size in bytes.
+    pub images: Vec<(String, usize)>,
+    /// The session's mode and config options when the prompt arrived.
+    pub settings: Settings,
     pub mode: Mode,
     pub wake: Sender<TurnEvent>,
     pub events: Receiver<TurnEvent>,
@@ -149,6 +210,18 @@ struct Player {
 
 static TOOL_CALLS: AtomicU64 = AtomicU64::new(1);
 
+/// Names this agent process in its tool call ids, so that ids stay unique in
+/// a session across agent restarts (a restarted agent counts from 1 again).
+fn process_tag() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        format!("{:x}{:x}", ms, std::process::id())
+    })
+}
+
 impl Player {
     fn cancelled(&self) -> bool {
         self.turn.cancel.load(Ordering::SeqCst)
@@ -171,16 +244,21 @@ impl Player {
         self.update(json!({ "sessionUpdate": "agent_message_chunk", "content": { "type": "text", "text": text } }));
     }
 
-    /// One whole message, as one chunk.
+    /// One whole message, as one chunk; after earlier text a chunk holding
+    /// the newline that separates them comes first (sent and recorded alike).
     fn say(&mut self, text: &str) {
         if !self.said.is_empty() {
-            self.said.push('\n');
+            self.chunk("\n");
         }
         self.chunk(text);
     }
 
     fn tool_call(&self, title: &str, kind: &str, status: &str, extra: Value) -> String {
-        let id = format!("tool-{}", TOOL_CALLS.fetch_add(1, Ordering::Relaxed));
+        let id = format!(
+            "tool-{}-{}",
+            process_tag(),
+            TOOL_CALLS.fetch_add(1, Ordering::Relaxed)
+        );
         let mut call = json!({
             "sessionUpdate": "tool_call",
             "toolCallId": id,
@@ -295,7 +373,12 @@ impl Player {
             self.check()?;
             self.chunk(piece);
         }
-        if script.tour {
+        for (mime, bytes) in self.turn.images.clone() {
+            self.say(&format!(
+                "image: {mime}, {bytes} bytes; a demo agent cannot see it"
+            ));
+        }
+        if script.tour && self.turn.images.is_empty() {
             return self.tour();
         }
         for step in script.steps {
@@ -319,6 +402,12 @@ impl Player {
                     c.prompts,
                     c.last.as_deref().unwrap_or("none")
                 );
+                self.say(&text);
+                Ok(())
+            }
+            Step::Settings => {
+                let s = &self.turn.settings;
+                let text = format!("settings: mode {}; {MODEL_OPTION} {}", s.mode, s.model);
                 self.say(&text);
                 Ok(())
             }
@@ -401,7 +490,7 @@ impl Player {
                 self.tool_update(&tool, "completed", Some(text_content(preview(&text))));
             }
             Err(e) => {
-                self.say(&format!("read error: {}", e.message));
+                self.say(&format!("read error {}: {}", e.code, e.message));
                 self.tool_update(&tool, "failed", Some(text_content(&e.message)));
             }
         }
@@ -418,6 +507,7 @@ impl Player {
             self.tool_update(&tool, "failed", None);
             return Ok(());
         }
+        let old = self.old_text(path);
         let params = json!({ "sessionId": self.turn.session_id, "path": abs, "content": text });
         let reply = match self.request("fs/write_text_file", params, false) {
             Ok(r) => r,
@@ -430,7 +520,7 @@ impl Player {
             Ok(_) => {
                 self.say("write ok");
                 let diff =
-                    json!([{ "type": "diff", "path": abs, "oldText": null, "newText": text }]);
+                    json!([{ "type": "diff", "path": abs, "oldText": old, "newText": text }]);
                 self.tool_update(&tool, "completed", Some(diff));
             }
             Err(e) => {
@@ -439,6 +529,20 @@ impl Player {
             }
         }
         Ok(())
+    }
+
+    /// The text a write replaces, for the diff it shows: read from disk, only
+    /// for a relative path that stays inside the session's directory.
+    fn old_text(&self, path: &str) -> Option<String> {
+        let p = Path::new(path);
+        let inside = p
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return None;
+        }
+        let text = std::fs::read_to_string(self.turn.cwd.join(p)).ok()?;
+        Some(preview(&text).to_string())
     }
 
     fn run_command(&mut self, command: &str) -> Result<(), Stop> {

@@ -35,6 +35,9 @@ pub const MAX_OUTPUT_FRAME: usize = 16 * 1024;
 /// Most input bytes queued (not yet written to the PTY) per terminal; input
 /// past it is dropped with a log line.
 pub const MAX_PENDING_INPUT: usize = 1 << 20;
+/// Least time between two screen frames of one terminal: output arriving
+/// sooner is parsed as it comes and shown in the next frame.
+pub const FRAME_INTERVAL: Duration = Duration::from_millis(30);
 /// Between SIGHUP and SIGKILL when a terminal is killed.
 pub const KILL_GRACE: Duration = Duration::from_secs(1);
 /// After the child exits, how long output still buffered in the PTY (or
@@ -54,9 +57,14 @@ pub const FALLBACK_SHELL: &str = "/bin/sh";
 /// What a terminal reports, through the `on_event` callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PtyEvent {
-    /// Output, at most [`MAX_OUTPUT_FRAME`] bytes read from the PTY; never
-    /// empty, never a split character.
-    Output { id: TerminalId, data: String },
+    /// Output, at most [`MAX_OUTPUT_FRAME`] bytes read from the PTY, never a
+    /// split character; `flush`: a screen frame is due now (paced to at
+    /// most one per [`FRAME_INTERVAL`]). Empty only with `flush`.
+    Output {
+        id: TerminalId,
+        data: String,
+        flush: bool,
+    },
     /// The child was reaped; its output is over and the terminal is gone.
     Exited {
         id: TerminalId,
@@ -74,6 +82,8 @@ pub struct PtySet {
     terms: RefCell<HashMap<TerminalId, Rc<Term>>>,
     /// Set by shutdown: no more spawns.
     closed: Cell<bool>,
+    /// Environment changes for every child (`None`: remove the variable).
+    child_env: RefCell<Vec<(String, Option<String>)>>,
 }
 
 /// One running terminal, shared by the table and its supervisor task.
@@ -101,11 +111,11 @@ impl Term {
         if self.reaped.get() {
             return;
         }
-        let _ = rustix::process::kill_process_group(self.pid, sig);
+        crate::proc::signal_pgid(self.pid, sig);
         if let Ok(fg) = rustix::termios::tcgetpgrp(self.pty.get_ref())
             && fg != self.pid
         {
-            let _ = rustix::process::kill_process_group(fg, sig);
+            crate::proc::signal_pgid(fg, sig);
         }
     }
 }
@@ -124,7 +134,15 @@ impl PtySet {
             on_event,
             terms: RefCell::new(HashMap::new()),
             closed: Cell::new(false),
+            child_env: RefCell::new(Vec::new()),
         })
+    }
+
+    /// Sets (`Some`) or removes (`None`) environment variables in every child
+    /// started from now on, after `TERM`; a `SHELL` set here is also the
+    /// shell started when no command is given.
+    pub fn set_child_env(&self, vars: Vec<(String, Option<String>)>) {
+        *self.child_env.borrow_mut() = vars;
     }
 
     /// Starts `command` (through `sh -c`) or the user's `$SHELL` in a new
@@ -158,13 +176,19 @@ impl PtySet {
                 c.arg("-c").arg(command);
                 c
             }
-            None => std::process::Command::new(user_shell()),
+            None => std::process::Command::new(self.shell()),
         };
         std_cmd
             .current_dir(cwd.unwrap_or_else(|| self.workspace_root.clone()))
             .env("TERM", TERM)
             .env_remove("COLUMNS")
             .env_remove("LINES");
+        for (key, value) in self.child_env.borrow().iter() {
+            match value {
+                Some(v) => std_cmd.env(key, v),
+                None => std_cmd.env_remove(key),
+            };
+        }
         let pts_fd = pts.as_raw_fd();
         // SAFETY: the closure runs in the forked child before exec and only
         // makes two syscalls (setsid, ioctl), both async-signal-safe; it
@@ -177,6 +201,7 @@ impl PtySet {
                 Ok(())
             });
         }
+        crate::proc::die_with_parent(&mut std_cmd);
         let mut cmd = smol::process::Command::from(std_cmd);
         // Stdio after the conversion, or the child inherits the relay's.
         cmd.stdin(Stdio::from(pts.as_fd().try_clone_to_owned()?))
@@ -328,6 +353,22 @@ impl PtySet {
         self.get(id).map(|t| t.pid.as_raw_nonzero().get())
     }
 
+    /// The interactive shell: `SHELL` from [`PtySet::set_child_env`] or the
+    /// relay's own, when it is an absolute path, else [`FALLBACK_SHELL`].
+    fn shell(&self) -> PathBuf {
+        let set = self
+            .child_env
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "SHELL")
+            .map(|(_, v)| v.clone().map(std::ffi::OsString::from));
+        set.unwrap_or_else(|| std::env::var_os("SHELL"))
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .unwrap_or_else(|| PathBuf::from(FALLBACK_SHELL))
+    }
+
     fn get(&self, id: TerminalId) -> Option<Rc<Term>> {
         self.terms.borrow().get(&id).cloned()
     }
@@ -415,48 +456,100 @@ async fn supervise(
 }
 
 /// Reads output until end of file (EIO once every holder of the PTY's child
-/// side is gone). Each frame is one readiness wait plus whatever else is
-/// already buffered, up to [`MAX_OUTPUT_FRAME`] bytes.
+/// side is gone), paced: the first output after a quiet spell is flushed at
+/// once; output that follows within [`FRAME_INTERVAL`] is still reported as
+/// it is read but flushed only when the interval ends, so a flood makes one
+/// screen frame per interval, not one per read.
 async fn pump_output(term: &Term, id: TerminalId, on_event: &dyn Fn(PtyEvent)) {
     let mut buf = vec![0u8; MAX_OUTPUT_FRAME];
     let mut utf8 = Utf8Carry::new();
+    let emit = |data: String, flush: bool| {
+        if flush || !data.is_empty() {
+            on_event(PtyEvent::Output { id, data, flush });
+        }
+    };
+    // Runs from the last flush; while it runs, output waits for it.
+    let mut pace: Option<Timer> = None;
     loop {
-        let mut filled = 0;
-        let mut eof = false;
-        match term.pty.read_with(|pty| read_pty(pty, &mut buf)).await {
+        let (data, eof) = read_burst(term, id, &mut buf, &mut utf8).await;
+        if eof {
+            emit(data, true);
+            return;
+        }
+        let mut timer = match pace.take() {
+            None => None,
+            Some(mut t) => future::poll_once(&mut t).await.is_none().then_some(t),
+        };
+        match &mut timer {
+            None => emit(data, true),
+            Some(timer) => {
+                emit(data, false);
+                loop {
+                    let read = async { Some(read_burst(term, id, &mut buf, &mut utf8).await) };
+                    let due = async {
+                        (&mut *timer).await;
+                        None
+                    };
+                    match future::or(read, due).await {
+                        Some((data, true)) => {
+                            emit(data, true);
+                            return;
+                        }
+                        Some((data, false)) => {
+                            emit(data, false);
+                            future::yield_now().await;
+                        }
+                        None => {
+                            emit(String::new(), true);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        pace = Some(Timer::after(FRAME_INTERVAL));
+        // A flooding child must not starve the other tasks on the thread.
+        future::yield_now().await;
+    }
+}
+
+/// One readiness wait, then whatever else is already buffered, up to
+/// [`MAX_OUTPUT_FRAME`] bytes, as whole characters; `true` at end of file.
+/// Cancel-safe: bytes are only taken by a read that completes.
+async fn read_burst(
+    term: &Term,
+    id: TerminalId,
+    buf: &mut [u8],
+    utf8: &mut Utf8Carry,
+) -> (String, bool) {
+    let mut filled = 0;
+    let mut eof = false;
+    match term.pty.read_with(|pty| read_pty(pty, buf)).await {
+        Ok(0) => eof = true,
+        Ok(n) => filled = n,
+        Err(e) => {
+            eof = true;
+            log_read_end(id, &e);
+        }
+    }
+    // Coalesce what is already there, without waiting for more.
+    while !eof && filled < buf.len() {
+        match read_pty(term.pty.get_ref(), &mut buf[filled..]) {
             Ok(0) => eof = true,
-            Ok(n) => filled = n,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 eof = true;
                 log_read_end(id, &e);
             }
         }
-        // Coalesce what is already there, without waiting for more.
-        while !eof && filled < buf.len() {
-            match read_pty(term.pty.get_ref(), &mut buf[filled..]) {
-                Ok(0) => eof = true,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    eof = true;
-                    log_read_end(id, &e);
-                }
-            }
-        }
-        let mut data = utf8.decode(&buf[..filled]);
-        if eof {
-            data.push_str(&utf8.finish());
-        }
-        if !data.is_empty() {
-            on_event(PtyEvent::Output { id, data });
-        }
-        if eof {
-            return;
-        }
-        // A flooding child must not starve the other tasks on the thread.
-        future::yield_now().await;
     }
+    let mut data = utf8.decode(&buf[..filled]);
+    if eof {
+        data.push_str(&utf8.finish());
+    }
+    (data, eof)
 }
 
 fn read_pty(mut pty: &Pty, buf: &mut [u8]) -> io::Result<usize> {
@@ -493,14 +586,6 @@ async fn pump_input(term: &Term, id: TerminalId, ready: Receiver<()>) {
             }
         }
     }
-}
-
-/// `$SHELL` when it is an absolute path, else [`FALLBACK_SHELL`].
-fn user_shell() -> PathBuf {
-    std::env::var_os("SHELL")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| PathBuf::from(FALLBACK_SHELL))
 }
 
 fn pty_error(e: pty_process::Error) -> io::Error {

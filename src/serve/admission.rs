@@ -1,6 +1,8 @@
 //! Who may open a socket: failed-authentication rate limiting per peer
-//! address, connection caps per peer and in total, and the browser `Origin`
-//! check. Pure bookkeeping with time passed in; performs no I/O.
+//! address, caps on connections that have not authenticated yet and on
+//! sockets (per peer and in total), refusal logging once per address per
+//! interval, and the browser `Origin` check. Pure bookkeeping with time
+//! passed in; performs no I/O.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,11 +15,25 @@ pub const FAIL_WINDOW: Duration = Duration::from_secs(60);
 /// Peer addresses whose failures are remembered at once.
 pub const MAX_TRACKED_PEERS: usize = 4096;
 
+/// Connections not yet authenticated (TCP accepted, request head not yet
+/// answered) allowed in total, whatever their address.
+pub const MAX_PREAUTH: usize = 64;
+/// Connections not yet authenticated allowed from one address: one address
+/// holding idle connections never takes the slots of everyone else.
+pub const MAX_PREAUTH_PER_PEER: usize = 16;
+/// A refusal from one address is logged at most once per interval; the line
+/// after it carries how many were refused meanwhile.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Connection caps, from flags.
 #[derive(Debug, Clone, Copy)]
 pub struct AdmissionLimits {
     pub max_conns: usize,
     pub max_conns_per_peer: usize,
+    /// Unauthenticated connections in total ([`MAX_PREAUTH`]).
+    pub max_preauth: usize,
+    /// Unauthenticated connections per address ([`MAX_PREAUTH_PER_PEER`]).
+    pub max_preauth_per_peer: usize,
 }
 
 impl Default for AdmissionLimits {
@@ -25,6 +41,8 @@ impl Default for AdmissionLimits {
         AdmissionLimits {
             max_conns: 256,
             max_conns_per_peer: 32,
+            max_preauth: MAX_PREAUTH,
+            max_preauth_per_peer: MAX_PREAUTH_PER_PEER,
         }
     }
 }
@@ -36,6 +54,15 @@ pub enum Refusal {
     RateLimited { retry_after: u64 },
     /// Too many connections: 503.
     Full { per_peer: bool },
+    /// Too many connections that have not authenticated yet: closed at accept.
+    Unauthenticated { per_peer: bool },
+}
+
+/// Refusals from one address since its last log line.
+#[derive(Debug)]
+struct Quiet {
+    logged: Instant,
+    suppressed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +78,11 @@ pub struct Admission {
     failures: HashMap<IpAddr, Failures>,
     conns: HashMap<IpAddr, usize>,
     total: usize,
+    /// Unauthenticated connections per address (entries are never zero).
+    preauth: HashMap<IpAddr, usize>,
+    preauth_total: usize,
+    /// When each address last had a refusal logged (bounded by [`MAX_TRACKED_PEERS`]).
+    quiet: HashMap<IpAddr, Quiet>,
 }
 
 impl Admission {
@@ -60,7 +92,77 @@ impl Admission {
             failures: HashMap::new(),
             conns: HashMap::new(),
             total: 0,
+            preauth: HashMap::new(),
+            preauth_total: 0,
+            quiet: HashMap::new(),
         }
+    }
+
+    /// The caps in force.
+    pub fn limits(&self) -> &AdmissionLimits {
+        &self.limits
+    }
+
+    /// Takes an unauthenticated slot for a connection just accepted. The
+    /// per-address cap is checked first, so a flood from one address is
+    /// refused before it fills the total.
+    pub fn begin(&mut self, peer: IpAddr) -> Result<(), Refusal> {
+        let n = self.preauth.get(&peer).copied().unwrap_or(0);
+        if n >= self.limits.max_preauth_per_peer {
+            return Err(Refusal::Unauthenticated { per_peer: true });
+        }
+        if self.preauth_total >= self.limits.max_preauth {
+            return Err(Refusal::Unauthenticated { per_peer: false });
+        }
+        self.preauth.insert(peer, n + 1);
+        self.preauth_total += 1;
+        Ok(())
+    }
+
+    /// Gives an unauthenticated slot back: the connection authenticated
+    /// (and holds a socket slot now), got its HTTP answer, or ended.
+    pub fn end(&mut self, peer: IpAddr) {
+        if let Some(n) = self.preauth.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.preauth.remove(&peer);
+            }
+            self.preauth_total = self.preauth_total.saturating_sub(1);
+        }
+    }
+
+    /// Whether a refusal from `peer` is logged now: `Some(n)` with the number
+    /// of refusals not logged since its last line, `None` to stay quiet.
+    pub fn log_refusal(&mut self, peer: IpAddr, now: Instant) -> Option<u64> {
+        if let Some(q) = self.quiet.get_mut(&peer) {
+            if now.saturating_duration_since(q.logged) < LOG_INTERVAL {
+                q.suppressed += 1;
+                return None;
+            }
+            let n = q.suppressed;
+            *q = Quiet {
+                logged: now,
+                suppressed: 0,
+            };
+            return Some(n);
+        }
+        if self.quiet.len() >= MAX_TRACKED_PEERS {
+            self.quiet
+                .retain(|_, q| now.saturating_duration_since(q.logged) < LOG_INTERVAL);
+            if self.quiet.len() >= MAX_TRACKED_PEERS {
+                // Every address is within its interval: forget them all
+                // rather than grow (at worst a few extra lines).
+                self.quiet.clear();
+            }
+        }
+        self.quiet.insert(
+            peer,
+            Quiet {
+                logged: now,
+                suppressed: 0,
+            },
+        );
+        Some(0)
     }
 
     /// Checked before the token: a peer over its failure budget is refused.
@@ -191,6 +293,7 @@ mod tests {
         let mut a = Admission::new(AdmissionLimits {
             max_conns: 3,
             max_conns_per_peer: 2,
+            ..AdmissionLimits::default()
         });
         assert_eq!(a.open(ip("1.1.1.1")), Ok(()));
         assert_eq!(a.open(ip("1.1.1.1")), Ok(()));
@@ -202,6 +305,57 @@ mod tests {
         );
         a.close(ip("1.1.1.1"));
         assert_eq!(a.open(ip("3.3.3.3")), Ok(()));
+    }
+
+    #[test]
+    fn caps_unauthenticated_connections_per_peer_before_the_total() {
+        let mut a = Admission::new(AdmissionLimits {
+            max_preauth: 5,
+            max_preauth_per_peer: 3,
+            ..AdmissionLimits::default()
+        });
+        for _ in 0..3 {
+            assert_eq!(a.begin(ip("10.0.0.9")), Ok(()));
+        }
+        for _ in 0..100 {
+            assert_eq!(
+                a.begin(ip("10.0.0.9")),
+                Err(Refusal::Unauthenticated { per_peer: true })
+            );
+        }
+        assert_eq!(a.begin(ip("10.0.0.1")), Ok(()), "others still get in");
+        assert_eq!(a.begin(ip("10.0.0.2")), Ok(()));
+        assert_eq!(
+            a.begin(ip("10.0.0.3")),
+            Err(Refusal::Unauthenticated { per_peer: false })
+        );
+        a.end(ip("10.0.0.9"));
+        assert_eq!(a.begin(ip("10.0.0.3")), Ok(()));
+        a.end(ip("10.0.0.4"));
+        assert_eq!(a.preauth_total, 5, "ending an unknown peer changes nothing");
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_interval_with_a_count() {
+        let mut a = Admission::new(AdmissionLimits::default());
+        let t0 = Instant::now();
+        assert_eq!(a.log_refusal(ip("10.0.0.9"), t0), Some(0));
+        for i in 1..=500 {
+            assert_eq!(
+                a.log_refusal(ip("10.0.0.9"), t0 + Duration::from_millis(i)),
+                None
+            );
+        }
+        assert_eq!(a.log_refusal(ip("10.0.0.1"), t0), Some(0), "per address");
+        assert_eq!(a.log_refusal(ip("10.0.0.9"), t0 + LOG_INTERVAL), Some(500));
+        assert_eq!(
+            a.log_refusal(ip("10.0.0.9"), t0 + LOG_INTERVAL * 3),
+            Some(0)
+        );
+        for i in 0..(MAX_TRACKED_PEERS as u32 + 10) {
+            a.log_refusal(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert!(a.quiet.len() <= MAX_TRACKED_PEERS);
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! The HTTP request head the relay reads before deciding what a connection
 //! is: a WebSocket upgrade on `/ws` or `/acp`, or a plain GET (`/`,
-//! `/healthz`, `/metrics`). Parsing is pure; it never reads the socket.
+//! `/healthz`, `/metrics`, `/status`). Parsing is pure; it never reads the
+//! socket; [`ops_endpoint`] builds the answers of the ops endpoints.
 
 use std::fmt;
+
+/// The subprotocol the relay speaks; offered with the token's
+/// (`acp-relay.v1, acp-relay.token.T`), it is the one answered.
+pub const SUBPROTOCOL: &str = "acp-relay.v1";
 
 /// Longest request head accepted.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -65,22 +70,37 @@ impl Head {
     }
 
     /// The token presented as `Authorization: Bearer T`, a subprotocol
-    /// `acp-relay.token.T`, or `?token=T`, and the subprotocol to echo.
+    /// `acp-relay.token.T`, or `?token=T`, and the subprotocol to answer:
+    /// [`SUBPROTOCOL`] when the client offered it, never the token-bearing one
+    /// (the 101 response must not carry the secret).
     pub fn presented_token(&self) -> (Option<String>, Option<String>) {
-        if let Some(t) = self.header("authorization").and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        }) {
-            return (Some(t.trim().to_owned()), None);
+        let protos: Vec<&str> = self
+            .header("sec-websocket-protocol")
+            .map(|p| p.split(',').map(str::trim).collect())
+            .unwrap_or_default();
+        let answer = protos
+            .contains(&SUBPROTOCOL)
+            .then(|| SUBPROTOCOL.to_owned());
+        if let Some(t) = self.bearer() {
+            return (Some(t), answer);
         }
-        if let Some(protos) = self.header("sec-websocket-protocol") {
-            for p in protos.split(',').map(str::trim) {
-                if let Some(t) = p.strip_prefix("acp-relay.token.") {
-                    return (Some(t.to_owned()), Some(p.to_owned()));
-                }
-            }
+        if let Some(t) = protos
+            .iter()
+            .find_map(|p| p.strip_prefix("acp-relay.token."))
+        {
+            return (Some(t.to_owned()), answer);
         }
-        (self.query("token").map(str::to_owned), None)
+        (self.query("token").map(str::to_owned), answer)
+    }
+
+    /// The token of an `Authorization: Bearer T` header.
+    pub fn bearer(&self) -> Option<String> {
+        self.header("authorization")
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(|t| t.trim().to_owned())
     }
 }
 
@@ -172,6 +192,54 @@ pub fn response(
     bytes
 }
 
+/// Answers `/healthz` (`ok` and the version, no token), `/metrics` and
+/// `/status` (the token as Bearer, unless `open`: the `--metrics-listen`
+/// port, which serves `/metrics` without one).
+pub fn ops_endpoint(shared: &crate::serve::Shared, head: &Head, open: bool) -> Vec<u8> {
+    let text = |status: u16, reason: &str, extra: &[(&str, String)], body: &str| {
+        response(
+            status,
+            reason,
+            "text/plain; charset=utf-8",
+            extra,
+            format!("{body}\n").as_bytes(),
+        )
+    };
+    if head.path == "/healthz" {
+        return text(200, "OK", &[], &format!("ok {}", env!("CARGO_PKG_VERSION")));
+    }
+    let authorized = (open && head.path == "/metrics")
+        || head
+            .bearer()
+            .is_some_and(|t| shared.token.borrow().matches(&t));
+    if !authorized {
+        let m = &shared.relay.metrics;
+        m.auth_failures.set(m.auth_failures.get() + 1);
+        log::info!("refused {} without the token", head.path);
+        return text(
+            401,
+            "Unauthorized",
+            &[("WWW-Authenticate", "Bearer".into())],
+            "unauthorized: send the pairing token as Authorization: Bearer (acp-relay token), or use --metrics-listen for /metrics",
+        );
+    }
+    let (sessions, sockets, terminals) = shared
+        .relay
+        .with_router(|r| (r.session_summaries(), r.socket_count(), r.terminal_count()));
+    match head.path.as_str() {
+        "/metrics" => {
+            let mut body = shared.metrics_text();
+            body.push_str(&shared.ops.metrics_text(&sessions, terminals));
+            response(200, "OK", "text/plain; version=0.0.4", &[], body.as_bytes())
+        }
+        _ => {
+            let now = crate::serve::relay::now_ms();
+            let v = shared.ops.status_json(now, &sessions, sockets);
+            response(200, "OK", "application/json", &[], v.to_string().as_bytes())
+        }
+    }
+}
+
 /// Fuzz harness: the request-head parser and the token extraction never panic.
 pub fn fuzz_head(data: &[u8]) {
     if let Ok(Some((head, n))) = parse_head(data) {
@@ -200,8 +268,11 @@ mod tests {
         let (h, _) = parse_head(raw).unwrap().unwrap();
         assert_eq!(
             h.presented_token(),
-            (Some("s3cret".into()), Some("acp-relay.token.s3cret".into()))
+            (Some("s3cret".into()), Some("acp-relay.v1".into()))
         );
+        let raw = b"GET /ws HTTP/1.1\r\nSec-WebSocket-Protocol: acp-relay.token.s3cret\r\n\r\n";
+        let (h, _) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(h.presented_token(), (Some("s3cret".into()), None));
         let raw = b"GET /ws HTTP/1.1\r\nAuthorization: Bearer tkn\r\n\r\n";
         assert_eq!(
             parse_head(raw)

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod http;
+pub mod ops_serve;
 pub mod relay;
 pub mod socket;
 #[cfg(feature = "tls")]
@@ -11,7 +12,7 @@ pub mod web;
 
 use crate::agent::AgentCommand;
 use crate::core::frame::LineLimits;
-use crate::core::router::{Router, RouterConfig, StoredInfo};
+use crate::core::router::{Router, RouterConfig};
 use crate::serve::admission::{Admission, AdmissionLimits};
 use crate::serve::relay::{Relay, now_ms};
 use crate::store::token::{self, Token};
@@ -32,17 +33,12 @@ use std::time::Duration;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// Default bound on one socket's outbound queue (messages).
 pub const DEFAULT_SOCKET_QUEUE: usize = 8192;
-/// TCP connections allowed beyond `--max-conns` that have not upgraded yet.
-pub const MAX_PENDING_HANDSHAKES: usize = 64;
-
-/// Gives back a connection slot when a connection task ends.
-struct ConnGuard(Rc<std::cell::Cell<usize>>);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
-    }
-}
+/// Default bound on the frame bytes one socket's outbound queue holds. The
+/// frames are in the session's ring anyway; the queue only covers a burst (and
+/// a replay, so the bound is raised to fit one ring: see [`Limits::effective`]).
+pub const DEFAULT_SOCKET_BYTES: usize = 6 << 20;
+/// Room above one full ring a socket queue keeps for live frames during a replay.
+pub const REPLAY_HEADROOM_BYTES: usize = 1 << 20;
 
 /// How long shutdown waits for agents to exit after SIGTERM before SIGKILL.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -60,6 +56,14 @@ pub struct ServeOptions {
     pub allowed_origins: Vec<String>,
     /// Serve https:// and wss:// with this certificate (needs the `tls` feature).
     pub tls: Option<TlsFiles>,
+    /// Notification targets and policy (`--notify*`).
+    pub notify: crate::notify::deliver::NotifyConfig,
+    /// Serve `/metrics` without the token on this (loopback) address too.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The web client's address for links (`--public-url`).
+    pub public_url: Option<String>,
+    /// Re-reads the config on SIGHUP.
+    pub reload: Option<crate::config::Reload>,
 }
 
 /// PEM files for built-in TLS (`--tls-cert`, `--tls-key`).
@@ -79,6 +83,8 @@ pub const NO_TLS: &str = "--tls-cert/--tls-key need a relay built with TLS; rebu
 pub struct Limits {
     pub max_message_bytes: usize,
     pub socket_queue: usize,
+    /// Frame bytes queued on one socket past which it is dropped (`--socket-bytes`).
+    pub socket_bytes: usize,
 }
 
 impl Default for Limits {
@@ -86,6 +92,27 @@ impl Default for Limits {
         Limits {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             socket_queue: DEFAULT_SOCKET_QUEUE,
+            socket_bytes: DEFAULT_SOCKET_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// These limits with the byte bound raised, if need be, to hold one full
+    /// replay of a `ring_bytes` ring: a smaller bound would drop every device
+    /// that reconnects to a full session before its replay is out.
+    pub fn effective(self, ring_bytes: usize) -> Limits {
+        let floor = ring_bytes.saturating_add(REPLAY_HEADROOM_BYTES);
+        if self.socket_bytes >= floor {
+            return self;
+        }
+        log::warn!(
+            "--socket-bytes {} is below one replay (--ring-bytes {ring_bytes} + {REPLAY_HEADROOM_BYTES}); using {floor}",
+            self.socket_bytes
+        );
+        Limits {
+            socket_bytes: floor,
+            ..self
         }
     }
 }
@@ -139,6 +166,8 @@ pub struct Shared {
     pub admission: RefCell<Admission>,
     /// Browser origins allowed besides the relay's own (`--allow-origin`).
     pub allowed_origins: Vec<String>,
+    /// Ops counters, the notifier and the start time (`/status`, `/metrics`).
+    pub ops: Rc<crate::status::Ops>,
 }
 
 impl Shared {
@@ -208,6 +237,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         reason: e.to_string(),
     })?;
     let token = token::load_or_create(&opts.data_dir).map_err(ServeError::Token)?;
+    // End what a killed previous run left, and record this run's agents.
+    crate::agent::groups::install(crate::agent::groups::Groups::open(
+        &opts.data_dir,
+        format!("{}-{}", now_ms(), std::process::id()),
+    ));
     let tls: Option<socket::Acceptor> = match &opts.tls {
         None => None,
         #[cfg(feature = "tls")]
@@ -229,13 +263,24 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         addr: opts.listen,
         source,
     })?;
-    let signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-            .map_err(ServeError::Signals)?;
+    let signals = async_signal::Signals::new([
+        async_signal::Signal::Term,
+        async_signal::Signal::Int,
+        async_signal::Signal::Hup,
+    ])
+    .map_err(ServeError::Signals)?;
+    let metrics_listener = match opts.metrics_listen {
+        Some(a) => Some(
+            smol::block_on(TcpListener::bind(a))
+                .map_err(|source| ServeError::Bind { addr: a, source })?,
+        ),
+        None => None,
+    };
 
     let mut router_cfg = opts.router.clone();
     router_cfg.cwd = ws.root().display().to_string();
     router_cfg.epoch_seed = now_ms();
+    router_cfg.durable = true;
     router_cfg.relay_meta = serde_json::json!({
         "workspace": ws.capabilities(),
         "terminal": router_cfg.terminals.is_some(),
@@ -245,15 +290,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let (store, stored) =
         Store::open(&opts.data_dir, router_cfg.keep_sessions).map_err(ServeError::Store)?;
     let mut router = Router::new(router_cfg.clone(), now_ms());
-    router.add_stored(stored.into_iter().map(|m| StoredInfo {
-        session_id: m.session_id,
-        title: m.title,
-        cwd: m.cwd,
-        created_ms: m.created_ms,
-        updated_ms: m.updated_ms,
-        agent_session: m.agent_session,
-        head_seq: m.head_seq,
-    }));
+    router.add_stored(stored);
     let relay = Relay::new(
         ex.clone(),
         router,
@@ -266,13 +303,28 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     if router_cfg.terminals.is_some() {
         relay.enable_terminals();
     }
+    let ops = Rc::new(crate::status::Ops::new(now_ms(), opts.agent.to_string()));
+    let base_url = crate::pair::base_url(opts.public_url.as_deref(), addr, opts.tls.is_some());
+    let mut notify_cfg = opts.notify.clone();
+    notify_cfg.public_url.get_or_insert(base_url.clone());
+    let dispatcher =
+        crate::notify::deliver::Dispatcher::start(ex.clone(), notify_cfg, opts.agent.to_string());
+    *ops.notify.borrow_mut() = Some(dispatcher.clone());
+    {
+        let (ops, dispatcher) = (ops.clone(), dispatcher.clone());
+        *relay.on_event.borrow_mut() = Some(Rc::new(move |ev| {
+            ops.count(ev);
+            dispatcher.event(ev);
+        }));
+    }
     let shared = Rc::new(Shared {
         relay: relay.clone(),
         token: RefCell::new(token),
-        limits: opts.limits,
+        limits: opts.limits.effective(router_cfg.ring_bytes),
         data_dir: opts.data_dir.clone(),
         admission: RefCell::new(Admission::new(opts.admission)),
         allowed_origins: opts.allowed_origins.clone(),
+        ops,
     });
 
     println!(
@@ -285,10 +337,25 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         "  devices:   {ws_scheme}://{addr}/ws  (token: `acp-relay token --data-dir {}`)",
         opts.data_dir.display()
     );
-    println!(
-        "  browser:   {http_scheme}://{addr}/#token={}",
-        shared.token.borrow().as_str()
-    );
+    // The link holds the token: only a person at a terminal sees it, never a journal.
+    use std::io::IsTerminal as _;
+    if std::io::stdout().is_terminal() {
+        println!(
+            "  browser:   {}",
+            crate::pair::link(&base_url, shared.token.borrow().as_str())
+        );
+    } else {
+        println!(
+            "  browser:   {http_scheme}://{addr}/  (pairing link and QR code: `acp-relay pair --data-dir {}`)",
+            opts.data_dir.display()
+        );
+    }
+    if let Some(l) = &metrics_listener
+        && let Ok(a) = l.local_addr()
+    {
+        println!("  metrics:   http://{a}/metrics (no token)");
+        log::info!("metrics without the token on {a}");
+    }
     if let Some(files) = &opts.tls {
         println!(
             "  tls:       {} (connect by a name the certificate covers)",
@@ -301,28 +368,25 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     smol::block_on(ex.run(async {
         // Starts the default session's agent.
         relay.pump();
-        let open_conns = Rc::new(std::cell::Cell::new(0usize));
-        let max_tcp = opts.admission.max_conns + MAX_PENDING_HANDSHAKES;
         let accept = async {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
-                        // Every TCP connection costs a task and a descriptor, even
-                        // before it authenticates: bound them all.
-                        if open_conns.get() >= max_tcp {
-                            log::warn!("{peer}: {max_tcp} connections open; refusing another");
-                            drop(stream);
-                            continue;
-                        }
+                        // Every TCP connection costs a task and a descriptor
+                        // before it authenticates: bound them per address and
+                        // in total (sockets past authentication have their own
+                        // caps), so one address cannot lock everyone out.
+                        let preauth = match socket::PreAuth::begin(&shared, peer.ip()) {
+                            Ok(p) => p,
+                            Err(why) => {
+                                socket::refuse_at_accept(&shared, stream, peer, why);
+                                continue;
+                            }
+                        };
                         let _ = stream.set_nodelay(true);
-                        open_conns.set(open_conns.get() + 1);
-                        let guard = ConnGuard(open_conns.clone());
-                        let conn = socket::connection(shared.clone(), stream, peer, tls.clone());
-                        ex.spawn(async move {
-                            conn.await;
-                            drop(guard);
-                        })
-                        .detach();
+                        let conn =
+                            socket::connection(shared.clone(), stream, peer, tls.clone(), preauth);
+                        ex.spawn(conn).detach();
                     }
                     Err(e) => {
                         log::warn!("accept: {e}");
@@ -331,32 +395,47 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                 }
             }
         };
+        if let Some(l) = metrics_listener {
+            ex.spawn(ops_serve::metrics_accept(shared.clone(), l))
+                .detach();
+        }
+        ex.spawn(ops_serve::watch_token(shared.clone())).detach();
         let mut signals = signals;
         let stop = async {
-            let sig = signals.next().await;
-            log::info!("received {sig:?}; shutting down");
+            loop {
+                let sig = signals.next().await;
+                if let Some(Ok(async_signal::Signal::Hup)) = sig {
+                    ops_serve::reload(&shared, &dispatcher, opts.reload.as_ref()).await;
+                    continue;
+                }
+                log::info!("received {sig:?}; shutting down");
+                break;
+            }
         };
         futures_lite::future::or(accept, stop).await;
         drop(listener);
+        // The relay ends its agents now: that is no crash to notify.
+        dispatcher.close();
         shutdown(&relay).await;
     }));
     Ok(())
 }
 
 async fn shutdown(relay: &Rc<Relay>) {
+    relay.stop();
     relay.close_all_sockets();
     let pids = relay.agent_pids();
     relay.kill_all_agents();
     relay.workspace.shutdown().await;
     relay.shutdown_terminals().await;
     let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
-    while pids.iter().any(|p| process_alive(*p)) && std::time::Instant::now() < deadline {
+    while pids.iter().any(|p| crate::proc::exists(*p)) && std::time::Instant::now() < deadline {
         smol::Timer::after(Duration::from_millis(20)).await;
     }
     for p in &pids {
-        if process_alive(*p) {
+        if crate::proc::exists(*p) {
             log::warn!("agent pid {p} ignored SIGTERM; killing its process group");
-            crate::agent::signal_group(*p, true);
+            crate::proc::kill_group(*p);
         }
     }
     // Let agent readers report the exits and socket writers send close frames.
@@ -365,11 +444,6 @@ async fn shutdown(relay: &Rc<Relay>) {
         store.close_async(SHUTDOWN_GRACE).await;
     }
     log::info!("stopped");
-}
-
-fn process_alive(pid: u32) -> bool {
-    rustix::process::Pid::from_raw(pid as i32)
-        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
 }
 
 /// Line bounds for device input, from flags.

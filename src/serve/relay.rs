@@ -12,7 +12,7 @@ use crate::core::router::{Input, Output, Persist, Router};
 use crate::core::rpc::RpcError;
 use crate::core::terminals::TermAction;
 use crate::pty::{PtyEvent, PtySet};
-use crate::store::transcript::{SessionMeta, Store};
+use crate::store::transcript::Store;
 use crate::workspace::Workspace;
 use async_tungstenite::tungstenite::Utf8Bytes;
 use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -103,6 +103,10 @@ pub struct SocketHandle {
     pub depth: Rc<QueueDepth>,
     /// `--socket-queue`: past it the socket is dropped.
     pub cap: usize,
+    /// `--socket-bytes`: frame bytes queued past which the socket is dropped.
+    pub cap_bytes: usize,
+    /// Ends the connection at once when the socket is dropped as too slow.
+    pub abort: Box<dyn Fn()>,
 }
 
 /// What a socket's outbound queue holds; the writer takes from it.
@@ -118,9 +122,6 @@ impl QueueDepth {
         self.bytes.set(self.bytes.get().saturating_sub(len));
     }
 }
-
-/// Bytes queued on one socket before it counts as too slow.
-pub const SOCKET_QUEUE_BYTES: usize = 32 << 20;
 
 struct AgentHandle {
     tx: Sender<Vec<u8>>,
@@ -165,6 +166,8 @@ pub struct Relay {
     timer_wake: Sender<()>,
     /// The deadline the timer task sleeps toward.
     timer_armed: Cell<Option<u64>>,
+    /// Receives router events (notifications, counters); set by `serve`.
+    pub on_event: RefCell<Option<crate::core::events::EventSink>>,
 }
 
 /// Wall-clock milliseconds: the one place the shell reads the clock for the core.
@@ -204,7 +207,9 @@ impl Relay {
             started_ms: now_ms(),
             timer_wake,
             timer_armed: Cell::new(None),
+            on_event: RefCell::new(None),
         });
+        relay.watch_durable();
         relay.start_timer(timer_rx);
         relay
     }
@@ -342,6 +347,12 @@ impl Relay {
                 params,
                 deadline,
             } => self.run_job(job, method, params, deadline),
+            Output::Event(ev) => {
+                let sink = self.on_event.borrow().clone();
+                if let Some(sink) = sink {
+                    sink(&ev);
+                }
+            }
         }
     }
 
@@ -350,14 +361,13 @@ impl Relay {
             .sockets
             .borrow()
             .get(&socket)
-            .map(|s| (s.tx.clone(), s.depth.clone(), s.cap));
-        let Some((tx, depth, cap)) = handle else {
+            .map(|s| (s.tx.clone(), s.depth.clone(), s.cap, s.cap_bytes));
+        let Some((tx, depth, cap, cap_bytes)) = handle else {
             return;
         };
         let len = msg.frame_len();
         let is_frame = len.is_some();
-        let full =
-            depth.frames.get() >= cap || depth.bytes.get() + len.unwrap_or(0) > SOCKET_QUEUE_BYTES;
+        let full = depth.frames.get() >= cap || depth.bytes.get() + len.unwrap_or(0) > cap_bytes;
         let sent = if is_frame && full {
             Err(TrySendError::Full(msg))
         } else {
@@ -382,7 +392,10 @@ impl Relay {
                     .sockets_dropped_slow
                     .set(self.metrics.sockets_dropped_slow.get() + 1);
                 tx.close();
-                self.sockets.borrow_mut().remove(&socket);
+                let removed = self.sockets.borrow_mut().remove(&socket);
+                if let Some(handle) = removed {
+                    (handle.abort)();
+                }
                 self.feed(Input::SocketClosed { socket });
             }
             Err(TrySendError::Closed(_)) => {}
@@ -391,7 +404,7 @@ impl Relay {
 
     fn kill_agent(&self, agent: AgentId) {
         if let Some(a) = self.agents.borrow_mut().remove(&agent) {
-            agent::signal_group(a.pid, false);
+            crate::proc::signal_group(a.pid, rustix::process::Signal::TERM);
             a.tx.close();
         }
     }
@@ -458,6 +471,7 @@ impl Relay {
             stdin,
             mut stdout,
             stderr,
+            group,
         } = proc;
         self.ex
             .spawn(read_stderr(self.clone(), agent, stderr))
@@ -510,12 +524,22 @@ impl Relay {
                         }
                     }
                 }
-                let status = match child.status().await {
+                let mut status = match child.status().await {
                     Ok(s) => s.to_string(),
                     Err(e) => format!("unknown status: {e}"),
                 };
-                relay.agents.borrow_mut().remove(&agent);
-                relay.feed(Input::AgentExited { agent, status });
+                drop(group);
+                let ended_by_relay = relay.agents.borrow_mut().remove(&agent).is_none();
+                if relay.with_router(Router::stopping) {
+                    // Ended by a clean stop, not a crash: nothing to tell devices.
+                    log::info!("{agent}: agent stopped ({status})");
+                } else {
+                    if ended_by_relay {
+                        // kill_agent took it out first: the relay ended it, not a crash.
+                        status = format!("{status}, {}", crate::core::events::STOPPED_BY_RELAY);
+                    }
+                    relay.feed(Input::AgentExited { agent, status });
+                }
             })
             .detach();
     }
@@ -526,9 +550,11 @@ impl Relay {
         let on_event: Rc<dyn Fn(PtyEvent)> = Rc::new(move |ev| {
             let Some(relay) = weak.upgrade() else { return };
             match ev {
-                PtyEvent::Output { id, data } => {
-                    relay.feed(Input::TerminalOutput { id, data: &data })
-                }
+                PtyEvent::Output { id, data, flush } => relay.feed(Input::TerminalOutput {
+                    id,
+                    data: &data,
+                    flush,
+                }),
                 PtyEvent::Exited {
                     id,
                     exit_code,
@@ -589,17 +615,43 @@ impl Relay {
         let Some(store) = &self.store else { return };
         match op {
             Persist::Frame { session, frame } => store.append_owned(session, frame),
-            Persist::Meta(info) => store.put_meta(SessionMeta {
-                session_id: info.session_id,
-                title: info.title,
-                cwd: info.cwd,
-                created_ms: info.created_ms,
-                updated_ms: info.updated_ms,
-                agent_session: info.agent_session,
-                head_seq: info.head_seq,
-            }),
+            Persist::Meta(info) => store.put_meta(info),
             Persist::Sync { session } => store.sync(&session),
+            Persist::Reserve { session, upto } => store.reserve(&session, upto),
+            Persist::Durable { session, upto } => store.sync_upto(&session, upto),
+            Persist::End { session, head } => store.end(&session, head),
+            Persist::Delete { session } => store.delete(&session),
         }
+    }
+
+    /// Feeds the store's acknowledgements (reservations and fsyncs made
+    /// durable, from the writer thread) to the router, until the store closes.
+    fn watch_durable(self: &Rc<Self>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let weak = Rc::downgrade(self);
+        self.ex
+            .spawn(async move {
+                while store.acks_ready().await.is_ok() {
+                    let Some(relay) = weak.upgrade() else { return };
+                    for (session, ack) in store.take_acks() {
+                        relay.feed(Input::Durable {
+                            session,
+                            reserved: ack.reserved,
+                            synced: ack.synced,
+                        });
+                    }
+                }
+            })
+            .detach();
+    }
+
+    /// A clean stop: the router sends nothing more, records every session's
+    /// exact end, and agents exiting from here on are not crashes.
+    pub fn stop(self: &Rc<Self>) {
+        self.router.borrow_mut().stop();
+        self.pump();
     }
 
     /// Reads a stored transcript off the executor thread and reports it back.

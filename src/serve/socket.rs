@@ -23,6 +23,70 @@ impl Drop for Slot {
         self.shared.admission.borrow_mut().close(self.ip);
     }
 }
+
+/// An unauthenticated slot ([`Admission::begin`]), given back when the
+/// connection authenticates, gets its HTTP answer or ends.
+///
+/// [`Admission::begin`]: crate::serve::admission::Admission::begin
+pub struct PreAuth {
+    shared: Rc<Shared>,
+    ip: IpAddr,
+}
+
+impl PreAuth {
+    /// Takes an unauthenticated slot for `ip`, or says why not.
+    pub fn begin(shared: &Rc<Shared>, ip: IpAddr) -> Result<PreAuth, Refusal> {
+        shared.admission.borrow_mut().begin(ip)?;
+        Ok(PreAuth {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PreAuth {
+    fn drop(&mut self) {
+        self.shared.admission.borrow_mut().end(self.ip);
+    }
+}
+
+/// Logs a refusal from `peer`, at most once per address per
+/// [`admission::LOG_INTERVAL`], with the number refused meanwhile.
+pub fn warn_refusal(shared: &Shared, peer: SocketAddr, what: &str) {
+    let now = std::time::Instant::now();
+    let Some(more) = shared.admission.borrow_mut().log_refusal(peer.ip(), now) else {
+        return;
+    };
+    if more == 0 {
+        log::warn!("{peer}: {what}");
+    } else {
+        log::warn!(
+            "{peer}: {what} (and {more} more refusals from {} in the last {}s)",
+            peer.ip(),
+            admission::LOG_INTERVAL.as_secs()
+        );
+    }
+}
+
+/// The answer to a connection refused at accept, before its head is read.
+const ACCEPT_REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 5\r\nContent-Length: 58\r\nConnection: close\r\n\r\ntoo many connections waiting to authenticate; retry later\n";
+
+/// Refuses a connection just accepted without spending a task on it: one
+/// write that never waits (a fresh socket's buffer takes it), then close.
+pub fn refuse_at_accept(shared: &Shared, stream: TcpStream, peer: SocketAddr, why: Refusal) {
+    let what = match why {
+        Refusal::Unauthenticated { per_peer: true } => format!(
+            "refused a connection: already {} unauthenticated connections from this address",
+            shared.admission.borrow().limits().max_preauth_per_peer
+        ),
+        _ => format!(
+            "refused a connection: already {} unauthenticated connections open",
+            shared.admission.borrow().limits().max_preauth
+        ),
+    };
+    warn_refusal(shared, peer, &what);
+    let _ = rustix::net::send(&stream, ACCEPT_REFUSED, rustix::net::SendFlags::NOSIGNAL);
+}
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -148,8 +212,10 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// How long a client may take to send its request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send its request head (and, with TLS, to
+/// finish the handshake): an idle connection holds an unauthenticated slot
+/// ([`admission::MAX_PREAUTH_PER_PEER`]) for no longer than this.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Ping interval on an idle socket.
 pub const PING_EVERY: Duration = Duration::from_secs(10);
 /// Frames fed before one flush.
@@ -165,7 +231,11 @@ pub async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<Acceptor>,
+    preauth: PreAuth,
 ) {
+    // A second handle on the TCP stream, under any TLS: what a slow-socket drop
+    // shuts down without waiting on the socket's (blocked) writer.
+    let raw = stream.clone();
     let mut stream = match tls {
         None => Conn::Plain(stream),
         #[cfg(feature = "tls")]
@@ -220,8 +290,12 @@ pub async fn connection(
     };
     let path = head.path.clone();
     match (head.method.as_str(), path.as_str()) {
-        ("GET", "/ws") if head.is_upgrade() => upgrade(shared, stream, peer, head, false).await,
-        ("GET", "/acp") if head.is_upgrade() => upgrade(shared, stream, peer, head, true).await,
+        ("GET", "/ws") if head.is_upgrade() => {
+            upgrade(shared, stream, raw, peer, head, false, preauth).await
+        }
+        ("GET", "/acp") if head.is_upgrade() => {
+            upgrade(shared, stream, raw, peer, head, true, preauth).await
+        }
         ("GET", "/acp") => {
             send(
                 &mut stream,
@@ -240,29 +314,13 @@ pub async fn connection(
             )
             .await;
         }
-        ("GET", "/healthz") => {
-            send(&mut stream, &reply(200, "OK", "ok")).await;
+        ("GET", "/healthz" | "/metrics" | "/status") => {
+            send(&mut stream, &http::ops_endpoint(&shared, &head, false)).await;
         }
-        ("GET", "/metrics") => {
-            let body = shared.metrics_text();
-            send(
-                &mut stream,
-                &http::response(200, "OK", "text/plain; version=0.0.4", &[], body.as_bytes()),
-            )
-            .await;
-        }
-        ("GET", "/") | ("GET", "/index.html") => {
-            send(
-                &mut stream,
-                &http::response(
-                    200,
-                    "OK",
-                    "text/html; charset=utf-8",
-                    &[],
-                    web::INDEX_HTML.as_bytes(),
-                ),
-            )
-            .await;
+        ("GET", _) if web::find(&path).is_some() => {
+            if let Some(bytes) = web::respond(&head) {
+                send(&mut stream, &bytes).await;
+            }
         }
         _ => {
             send(
@@ -320,16 +378,28 @@ async fn refuse(
     .await;
 }
 
-async fn upgrade(shared: Rc<Shared>, mut stream: Conn, peer: SocketAddr, head: Head, plain: bool) {
+async fn upgrade(
+    shared: Rc<Shared>,
+    mut stream: Conn,
+    raw: TcpStream,
+    peer: SocketAddr,
+    head: Head,
+    plain: bool,
+    preauth: PreAuth,
+) {
     let ip = peer.ip();
     if !admission::origin_allowed(
         head.header("origin"),
         head.header("host"),
         &shared.allowed_origins,
     ) {
-        log::warn!(
-            "{peer}: refused upgrade from foreign origin {:?}",
-            head.header("origin")
+        warn_refusal(
+            &shared,
+            peer,
+            &format!(
+                "refused upgrade from foreign origin {:?}",
+                head.header("origin")
+            ),
         );
         let body = "forbidden: this origin may not open relay sockets; add it with --allow-origin";
         return refuse(&mut stream, 403, "Forbidden", &[], body).await;
@@ -339,7 +409,11 @@ async fn upgrade(shared: Rc<Shared>, mut stream: Conn, peer: SocketAddr, head: H
         .borrow_mut()
         .check_rate(ip, std::time::Instant::now());
     if let Err(Refusal::RateLimited { retry_after }) = rate {
-        log::warn!("{peer}: refused upgrade: too many failed authentications");
+        warn_refusal(
+            &shared,
+            peer,
+            "refused upgrade: too many failed authentications",
+        );
         let body =
             format!("too many failed authentications from your address; retry in {retry_after}s");
         return refuse(
@@ -351,24 +425,8 @@ async fn upgrade(shared: Rc<Shared>, mut stream: Conn, peer: SocketAddr, head: H
         )
         .await;
     }
-    // Re-read the token so `acp-relay token --rotate` takes effect for new connections.
-    let dir = shared.data_dir.clone();
-    if let Ok(Ok(t)) = futures_lite::future::or(
-        async {
-            Ok(smol::unblock(move || {
-                crate::store::token::load_or_create(&dir).map_err(|e| e.to_string())
-            })
-            .await)
-        },
-        async {
-            smol::Timer::after(Duration::from_secs(2)).await;
-            Err(())
-        },
-    )
-    .await
-    {
-        *shared.token.borrow_mut() = t;
-    }
+    // The token is read at start, on SIGHUP and when its file changes (serve), never here:
+    // an unauthenticated attempt must not re-create a deleted token file.
     let (presented, proto) = head.presented_token();
     let ok = presented
         .as_deref()
@@ -383,14 +441,12 @@ async fn upgrade(shared: Rc<Shared>, mut stream: Conn, peer: SocketAddr, head: H
             .metrics
             .auth_failures
             .set(shared.relay.metrics.auth_failures.get() + 1);
-        log::warn!(
-            "{peer}: refused upgrade: {} token",
-            if presented.is_some() {
-                "wrong"
-            } else {
-                "missing"
-            }
-        );
+        let what = if presented.is_some() {
+            "refused upgrade: wrong token"
+        } else {
+            "refused upgrade: missing token"
+        };
+        warn_refusal(&shared, peer, what);
         let body = b"unauthorized: present the pairing token (acp-relay token) as Authorization: Bearer, subprotocol acp-relay.token.T, or ?token=\n";
         send(
             &mut stream,
@@ -408,10 +464,12 @@ async fn upgrade(shared: Rc<Shared>, mut stream: Conn, peer: SocketAddr, head: H
     let opened = shared.admission.borrow_mut().open(ip);
     if let Err(refusal) = opened {
         let per_peer = matches!(refusal, Refusal::Full { per_peer: true });
-        log::warn!(
-            "{peer}: refused upgrade: connection limit reached ({})",
-            if per_peer { "per address" } else { "total" }
-        );
+        let what = if per_peer {
+            "refused upgrade: connection limit reached (per address)"
+        } else {
+            "refused upgrade: connection limit reached (total)"
+        };
+        warn_refusal(&shared, peer, what);
         let body = if per_peer {
             "too many connections from your address; close some and retry"
         } else {
@@ -434,6 +492,8 @@ async fn upgrade(shared: Rc<Shared>, mut stream: Conn, peer: SocketAddr, head: H
         shared: shared.clone(),
         ip,
     };
+    // Authenticated: from here the socket slot bounds it, not the pre-auth one.
+    drop(preauth);
     let socket = shared.relay.mint_socket();
     let client = head
         .query("client_id")
@@ -484,12 +544,22 @@ async fn upgrade(shared: Rc<Shared>, mut stream: Conn, peer: SocketAddr, head: H
         last_seq,
         plain,
     };
-    run_socket(shared, ws, peer, socket, open).await;
+    run_socket(shared, ws, raw, peer, socket, open).await;
+}
+
+/// Ends a connection at once, whatever its writer is doing: linger 0 (so the
+/// close resets the connection and the kernel drops what it still buffers for
+/// a peer that does not read), then shut both directions down, which wakes the
+/// socket's reader and writer with end of file / an error.
+fn abort(raw: &TcpStream) {
+    let _ = rustix::net::sockopt::set_socket_linger(raw, Some(Duration::ZERO));
+    let _ = raw.shutdown(std::net::Shutdown::Both);
 }
 
 async fn run_socket(
     shared: Rc<Shared>,
     ws: WebSocketStream<Conn>,
+    raw: TcpStream,
     peer: SocketAddr,
     socket: SocketId,
     open: Input<'static>,
@@ -500,17 +570,27 @@ async fn run_socket(
     let (tx, rx) = smol::channel::unbounded();
     let own_tx = tx.clone();
     let depth = Rc::new(QueueDepth::default());
+    let aborted = Rc::new(std::cell::Cell::new(false));
     relay.register_socket(
         socket,
         SocketHandle {
             tx,
             depth: depth.clone(),
             cap: shared.limits.socket_queue,
+            cap_bytes: shared.limits.socket_bytes,
+            abort: Box::new({
+                let aborted = aborted.clone();
+                move || {
+                    aborted.set(true);
+                    abort(&raw);
+                }
+            }),
         },
     );
     if let Input::SocketOpen { client, plain, .. } = &open {
         log::info!(
-            "{socket}: {peer} connected as '{client}'{}",
+            "{socket}: {peer} connected as {}{}",
+            crate::logger::peer(&client.0),
             if *plain { " (plain ACP)" } else { "" }
         );
     }
@@ -562,6 +642,15 @@ async fn run_socket(
         }
     }
     relay.feed(Input::SocketClosed { socket });
+    if aborted.get() {
+        // Dropped as too slow: the stream is already shut down. Cancelling the
+        // writer frees its queue now, not when a blocked write gives up.
+        writer.cancel().await;
+        drop(own_tx);
+        crate::heap::trim();
+        log::info!("{socket}: closed (too slow)");
+        return;
+    }
     match close {
         Some((code, reason)) => {
             let _ = own_tx.try_send(SocketMsg::Close {
@@ -659,5 +748,18 @@ async fn write_socket(mut sink: WsSink, rx: Receiver<SocketMsg>, depth: Rc<Queue
             let _ = sink.close(Some(frame)).await;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ACCEPT_REFUSED;
+
+    #[test]
+    fn the_accept_refusal_is_one_whole_response() {
+        let text = std::str::from_utf8(ACCEPT_REFUSED).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
     }
 }

@@ -62,7 +62,18 @@ fn path(dir: &Path) -> PathBuf {
 }
 
 /// Reads the token, creating the data dir and a fresh token when missing.
+/// Only at start and in `acp-relay token`: a running relay re-reads with [`load`].
 pub fn load_or_create(dir: &Path) -> Result<Token, TokenError> {
+    match load(dir) {
+        Err(TokenError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            rotate(dir)
+        }
+        other => other,
+    }
+}
+
+/// Reads the token; never creates one.
+pub fn load(dir: &Path) -> Result<Token, TokenError> {
     let p = path(dir);
     match fs::read_to_string(&p) {
         Ok(s) => {
@@ -76,9 +87,16 @@ pub fn load_or_create(dir: &Path) -> Result<Token, TokenError> {
             }
             Ok(Token(t.to_owned()))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => rotate(dir),
         Err(source) => Err(TokenError::Io { path: p, source }),
     }
+}
+
+/// What identifies one version of the token file (inode, size, mtime), to
+/// notice a rotation; `None` when it cannot be read.
+pub fn stamp(dir: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path(dir)).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 /// Writes a fresh token (0600, atomically) and returns it.

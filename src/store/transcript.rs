@@ -13,10 +13,21 @@
 //!
 //! - line 1, the header: `{"acpRelayTranscript":1,"sessionId":"<id>"}`;
 //! - metadata: `{"meta":{"title":..,"cwd":..,"createdMs":..,"updatedMs":..,
-//!   "agentSession":..,"headSeq":..}}`; the last one wins, and it is written
-//!   again after every [`META_REPEAT_BYTES`] of frames;
-//! - frames, stored as they were sent: `{"rseq":N,...}`, `N` strictly
-//!   increasing.
+//!   "agentSession":..,"headSeq":..,"reserved":..}}`; the last one wins, and
+//!   it is written again after every [`META_REPEAT_BYTES`] of frames;
+//! - frames, stored as they were sent: `{"rseq":N,...}`, `N` increasing by
+//!   one. A frame the store had to drop (its queue full, the disk full) leaves
+//!   a gap in the numbers, and the gap is the record of the hole: reading
+//!   stops at it, so a replay from the transcript never crosses it.
+//!
+//! # Durability
+//!
+//! `reserved` is the numbering reservation: the router sends a device no
+//! `rseq` above the reservation the store has acknowledged as fsync'd
+//! ([`Store::reserve`]), and a restored session numbers on after the largest
+//! of its last frame, `headSeq` and `reserved`. So a number once sent never
+//! names other content after a crash. [`Store::end`] records the exact end of
+//! a session (a clean stop), so its devices resume without a reset.
 //!
 //! A line is told apart by its first key. Reading goes backwards from the end,
 //! so loading the newest frames costs what it returns, not the file's size. A
@@ -32,11 +43,12 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -67,24 +79,7 @@ pub const META_REPEAT_BYTES: u64 = 1 << 20;
 /// Deadline on [`Store::load`].
 pub const LOAD_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Metadata of one stored session.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionMeta {
-    pub session_id: String,
-    pub title: Option<String>,
-    pub cwd: String,
-    /// Milliseconds since the Unix epoch.
-    pub created_ms: u64,
-    /// Milliseconds since the Unix epoch; the store keeps the sessions with the
-    /// newest `updated_ms`.
-    pub updated_ms: u64,
-    /// The agent's own id for this session, when it differs.
-    pub agent_session: Option<String>,
-    /// The newest `rseq` stored for this session (the largest of the last frame
-    /// in the file and the last `head_seq` given to [`Store::put_meta`]): a
-    /// restored ring continues after it.
-    pub head_seq: u64,
-}
+pub use crate::core::router::SessionMeta;
 
 /// A session read back from disk.
 #[derive(Debug)]
@@ -146,14 +141,14 @@ impl std::error::Error for StoreError {
 
 /// Bounds the store enforces; tests shrink them.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
+struct StoreLimits {
     max_file_bytes: u64,
     queue_ops: usize,
     queue_bytes: usize,
 }
 
-impl Limits {
-    const DEFAULT: Limits = Limits {
+impl StoreLimits {
+    const DEFAULT: StoreLimits = StoreLimits {
         max_file_bytes: MAX_TRANSCRIPT_BYTES,
         queue_ops: MAX_QUEUED_OPS,
         queue_bytes: MAX_QUEUED_BYTES,
@@ -168,6 +163,22 @@ enum Op {
         frame: Bytes,
     },
     Sync(String),
+    /// Fsync, then acknowledge `synced = upto`.
+    SyncUpto {
+        session_id: String,
+        upto: u64,
+    },
+    /// Record and fsync a reservation, then acknowledge it.
+    Reserve {
+        session_id: String,
+        upto: u64,
+    },
+    /// Record and fsync the exact end of a session's numbering.
+    End {
+        session_id: String,
+        head: u64,
+    },
+    Delete(String),
     Flush {
         session_id: String,
         done: smol::channel::Sender<()>,
@@ -185,19 +196,47 @@ impl Op {
     }
 }
 
-/// Queue accounting shared by the handle and the writer thread.
-#[derive(Default)]
-struct Shared {
+/// What the store acknowledges for one session: everything up to these
+/// numbers is on disk and fsync'd.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DurableAck {
+    /// The durable numbering reservation.
+    pub reserved: u64,
+    /// Frames up to this `rseq` are fsync'd.
+    pub synced: u64,
+}
+
+/// Queue accounting and acknowledgements shared by the handle and the writer
+/// thread.
+struct WriterQueue {
     ops: AtomicUsize,
     bytes: AtomicUsize,
     dropped: AtomicU64,
     dropping: AtomicBool,
+    /// Failing spells logged (one warning each).
+    failing_spells: AtomicU64,
+    /// Acknowledgements not yet taken, coalesced per session: at most one
+    /// entry per session with a request in flight, so bounded by the live
+    /// sessions.
+    acks: Mutex<HashMap<String, DurableAck>>,
+    /// Wakes the executor task that takes the acks (capacity 1: a pending
+    /// wake-up covers every ack queued after it).
+    wake: smol::channel::Sender<()>,
 }
 
-impl Shared {
+impl WriterQueue {
     fn received(&self, op: &Op) {
         self.ops.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(op.cost(), Ordering::Relaxed);
+    }
+
+    fn ack(&self, session_id: &str, reserved: u64, synced: u64) {
+        if let Ok(mut acks) = self.acks.lock() {
+            let a = acks.entry(session_id.to_owned()).or_default();
+            a.reserved = a.reserved.max(reserved);
+            a.synced = a.synced.max(synced);
+        }
+        let _ = self.wake.try_send(());
     }
 }
 
@@ -207,8 +246,9 @@ impl Shared {
 pub struct Store {
     sessions_dir: PathBuf,
     tx: mpsc::Sender<Op>,
-    shared: Arc<Shared>,
-    limits: Limits,
+    shared: Arc<WriterQueue>,
+    acks_rx: smol::channel::Receiver<()>,
+    limits: StoreLimits,
     closed: AtomicBool,
 }
 
@@ -231,13 +271,13 @@ impl Store {
     /// # Ok::<(), acp_relay::store::transcript::StoreError>(())
     /// ```
     pub fn open(dir: &Path, keep_sessions: usize) -> Result<(Store, Vec<SessionMeta>), StoreError> {
-        Store::open_with(dir, keep_sessions, Limits::DEFAULT)
+        Store::open_with(dir, keep_sessions, StoreLimits::DEFAULT)
     }
 
     fn open_with(
         dir: &Path,
         keep_sessions: usize,
-        limits: Limits,
+        limits: StoreLimits,
     ) -> Result<(Store, Vec<SessionMeta>), StoreError> {
         let sessions_dir = dir.join("sessions");
         let io_err = |source| StoreError::Io {
@@ -267,7 +307,16 @@ impl Store {
         }
         let metas = found.iter().map(|f| f.meta.clone()).collect();
         let (tx, rx) = mpsc::channel();
-        let shared = Arc::new(Shared::default());
+        let (wake, acks_rx) = smol::channel::bounded(1);
+        let shared = Arc::new(WriterQueue {
+            ops: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            dropping: AtomicBool::new(false),
+            failing_spells: AtomicU64::new(0),
+            acks: Mutex::new(HashMap::new()),
+            wake,
+        });
         let w = writer::Writer::new(
             sessions_dir.clone(),
             keep,
@@ -285,6 +334,7 @@ impl Store {
             sessions_dir,
             tx,
             shared,
+            acks_rx,
             limits,
             closed: AtomicBool::new(false),
         };
@@ -340,6 +390,81 @@ impl Store {
         if !self.send_control(Op::Sync(session_id.to_owned())) {
             log::warn!("writer queue is full or closed; session {session_id:?} was not synced");
         }
+    }
+
+    /// Queues: write out and fsync this session's frames, then acknowledge
+    /// `synced = upto` (see [`Store::take_acks`]). When the request cannot be
+    /// queued it is acknowledged at once, so a session never waits forever.
+    pub fn sync_upto(&self, session_id: &str, upto: u64) {
+        let op = Op::SyncUpto {
+            session_id: session_id.to_owned(),
+            upto,
+        };
+        if !self.send_control(op) {
+            log::warn!("writer queue is full or closed; session {session_id:?} was not synced");
+            self.shared.ack(session_id, 0, upto);
+        }
+    }
+
+    /// Queues: record and fsync the numbering reservation `upto`, then
+    /// acknowledge it. When the request cannot be queued it is acknowledged at
+    /// once (live service goes on; the log says the reservation is not durable).
+    pub fn reserve(&self, session_id: &str, upto: u64) {
+        let op = Op::Reserve {
+            session_id: session_id.to_owned(),
+            upto,
+        };
+        if !self.send_control(op) {
+            log::warn!(
+                "writer queue is full or closed; session {session_id:?}: numbering reservation \
+                 {upto} is not durable"
+            );
+            self.shared.ack(session_id, upto, 0);
+        }
+    }
+
+    /// Queues: record that the session's numbering ends exactly at `head`
+    /// (clean stop or session ended), fsync'd.
+    pub fn end(&self, session_id: &str, head: u64) {
+        let op = Op::End {
+            session_id: session_id.to_owned(),
+            head,
+        };
+        if !self.send_control(op) {
+            log::warn!("writer queue is full or closed; session {session_id:?}: end not recorded");
+        }
+    }
+
+    /// Queues: remove the session's transcript.
+    pub fn delete(&self, session_id: &str) {
+        if !self.send_control(Op::Delete(session_id.to_owned())) {
+            log::warn!("writer queue is full or closed; session {session_id:?} was not removed");
+        }
+    }
+
+    /// Resolves when acknowledgements may be waiting in [`Store::take_acks`];
+    /// `Err` once the writer is gone.
+    pub async fn acks_ready(&self) -> Result<(), smol::channel::RecvError> {
+        self.acks_rx.recv().await
+    }
+
+    /// Takes the acknowledgements gathered since the last call.
+    pub fn take_acks(&self) -> Vec<(String, DurableAck)> {
+        match self.shared.acks.lock() {
+            Ok(mut acks) => acks.drain().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Frame bytes waiting for the writer thread (they count against the
+    /// relay's memory budget).
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Failing spells logged since the store opened (one warning each).
+    pub fn failing_spells(&self) -> u64 {
+        self.shared.failing_spells.load(Ordering::Relaxed)
     }
 
     /// Reads one session back: its metadata and its newest frames, at most

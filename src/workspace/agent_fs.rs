@@ -5,7 +5,7 @@
 
 use super::jail::{Jail, lower_io};
 use super::{jail_error, object_params, opt_u64_param, str_param};
-use crate::core::rpc::RpcError;
+use crate::core::rpc::{RpcError, code};
 use serde_json::{Value, json};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -60,7 +60,10 @@ fn read_blocking(jail: &Jail, path: &str) -> Result<String, RpcError> {
         .read(true)
         .custom_flags(nonblock_nofollow())
         .open(&resolved)
-        .map_err(|e| io_error("read", path, &e))?;
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => not_found(path),
+            _ => io_error("read", path, &e),
+        })?;
     let meta = file.metadata().map_err(|e| io_error("read", path, &e))?;
     if meta.is_dir() {
         return Err(RpcError::invalid_params(format!(
@@ -88,6 +91,16 @@ fn read_blocking(jail: &Jail, path: &str) -> Result<String, RpcError> {
             "not a text file: {path:?} is not valid utf-8; only text files can be read"
         ))
     })
+}
+
+/// ACP's answer for a file that does not exist: -32002 "Resource not found",
+/// the path in `data.uri` (as the ACP schema's `Error::resource_not_found`).
+/// An agent that reads before it writes takes it as "create a new file".
+fn not_found(path: &str) -> RpcError {
+    RpcError::new(code::RESOURCE_NOT_FOUND, "Resource not found").with_data(json!({
+        "uri": path,
+        "hint": "no such file in the workspace; check the path (relative paths start at the workspace root)",
+    }))
 }
 
 fn too_large(path: &str, len: u64) -> RpcError {

@@ -44,7 +44,7 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// The live terminals of one relay. Shared by concurrent `call`s on the
 /// executor thread; no borrow of `table` is held across an `.await`.
-pub(super) struct Terminals {
+pub(super) struct AgentTerminals {
     table: RefCell<HashMap<String, Rc<Terminal>>>,
     next_id: Cell<u64>,
 }
@@ -76,9 +76,9 @@ impl ExitInfo {
     }
 }
 
-impl Terminals {
-    pub(super) fn new() -> Terminals {
-        Terminals {
+impl AgentTerminals {
+    pub(super) fn new() -> AgentTerminals {
+        AgentTerminals {
             table: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
         }
@@ -130,6 +130,8 @@ impl Terminals {
             // Its own process group, so a kill reaches its children too and
             // the relay's terminal signals do not reach it.
             std_cmd.process_group(0);
+            // It dies with the relay (this runs on the executor thread).
+            crate::proc::die_with_parent(&mut std_cmd);
             let mut cmd = smol::process::Command::from(std_cmd);
             // Stdio after the conversion, or the child inherits the relay's.
             let stdout = writer.try_clone().map_err(|e| {
@@ -419,12 +421,7 @@ async fn wait_or_kill(child: &mut Child, pid: u32, kill: &Receiver<()>) -> ExitI
         Some(status) => status,
         None => {
             // The child is not reaped yet, so its pid still names its group.
-            if let Some(pgid) = i32::try_from(pid)
-                .ok()
-                .and_then(rustix::process::Pid::from_raw)
-            {
-                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-            }
+            crate::proc::kill_group(pid);
             let _ = child.kill();
             child.status().await
         }

@@ -131,12 +131,7 @@ impl GroupKill {
             return;
         }
         // The child is not reaped while armed, so its pid still names its group.
-        if let Some(pgid) = i32::try_from(self.pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-        {
-            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-        }
+        crate::proc::kill_group(self.pid);
     }
 }
 
@@ -252,13 +247,7 @@ pub fn probe_blocking(timeout: std::time::Duration) -> bool {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             _ => {
-                if let Some(pgid) = i32::try_from(child.id())
-                    .ok()
-                    .and_then(rustix::process::Pid::from_raw)
-                {
-                    let _ =
-                        rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-                }
+                crate::proc::kill_group(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 return false;

@@ -15,7 +15,7 @@ pub mod sha256;
 pub mod tree;
 
 use crate::core::rpc::RpcError;
-use agent_terminal::Terminals;
+use agent_terminal::AgentTerminals;
 use jail::Jail;
 use serde_json::{Value, json};
 use std::ffi::OsString;
@@ -62,7 +62,7 @@ impl std::error::Error for WorkspaceError {
 /// `Rc<Workspace>` by concurrent tasks on the one executor thread.
 pub struct Workspace {
     jail: Jail,
-    terminals: Terminals,
+    terminals: AgentTerminals,
     git: GitProbe,
 }
 
@@ -117,7 +117,7 @@ impl Workspace {
         })?;
         Ok(Workspace {
             jail,
-            terminals: Terminals::new(),
+            terminals: AgentTerminals::new(),
             git: GitProbe::start(),
         })
     }

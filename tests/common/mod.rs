@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +64,9 @@ pub struct Relay {
     pub args: Vec<String>,
     /// Extra environment for the relay process.
     pub env: Vec<(String, String)>,
+    /// Every relay process this value started and every descendant seen,
+    /// ended on drop (see [`Relay::sweep`]).
+    spawned: Vec<Proc>,
 }
 
 impl Relay {
@@ -91,6 +95,7 @@ impl Relay {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            spawned: Vec::new(),
         };
         r.launch("127.0.0.1:0");
         r
@@ -109,11 +114,15 @@ impl Relay {
             .arg("--log")
             .arg("debug");
         cmd.args(&self.args);
+        let home = self.dir.path().join("home");
+        clean_env(&mut cmd, &home);
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        own_group(&mut cmd);
         let mut child = cmd.spawn().expect("spawn acp-relay");
+        self.spawned.push(Proc::of(child.id()));
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = self.log.clone();
@@ -203,6 +212,7 @@ impl Relay {
 
     /// Sends SIGTERM and waits for exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
+        self.note_descendants();
         let mut child = self.child.take()?;
         unsafe_kill(child.id(), "TERM");
         let deadline = Instant::now() + WAIT;
@@ -221,36 +231,339 @@ impl Relay {
 
     /// `kill -9` the relay.
     pub fn kill9(&mut self) {
+        self.note_descendants();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
-}
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe_kill(c.id(), "TERM");
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+    /// Every live descendant of the running relay (agents, shells, commands).
+    pub fn descendants(&self) -> Vec<u32> {
+        self.child
+            .as_ref()
+            .map(|c| descendants(c.id()))
+            .unwrap_or_default()
+    }
+
+    /// Remembers the running relay's descendants so that [`Relay::sweep`]
+    /// (and drop) can end them even after they were re-parented.
+    fn note_descendants(&mut self) {
+        for pid in self.descendants() {
+            if let Some(p) = Proc::of_live(pid)
+                && !self.spawned.contains(&p)
+            {
+                self.spawned.push(p);
             }
+        }
+    }
+
+    /// SIGKILLs every process group and process this relay value started or
+    /// saw as a descendant that still runs (the relay itself included).
+    pub fn sweep(&mut self) {
+        self.note_descendants();
+        for p in &self.spawned {
+            p.kill_group_and_self();
+        }
+        if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 }
 
-/// Sends a signal through the `kill` program (no libc in tests).
+impl Drop for Relay {
+    /// SIGTERM first (a clean stop ends the agents), then whatever is left
+    /// of every process group this relay value started is SIGKILLed, also
+    /// when the test panicked.
+    fn drop(&mut self) {
+        self.note_descendants();
+        if let Some(mut c) = self.child.take() {
+            unsafe_kill(c.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.sweep();
+    }
+}
+
+/// Sends a signal (by name: `"TERM"`, `"KILL"`, `"STOP"`, ...) to a process.
 pub fn unsafe_kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
+    match (signal(sig), rustix::process::Pid::from_raw(pid as i32)) {
+        (Some(s), Some(p)) => {
+            let _ = rustix::process::kill_process(p, s);
+        }
+        _ => {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+}
+
+/// Sends a signal to a whole process group.
+pub fn kill_group(pgid: u32, sig: &str) {
+    if let (Some(s), Some(p)) = (signal(sig), rustix::process::Pid::from_raw(pgid as i32)) {
+        let _ = rustix::process::kill_process_group(p, s);
+    }
+}
+
+fn signal(name: &str) -> Option<rustix::process::Signal> {
+    use rustix::process::Signal;
+    Some(match name.trim_start_matches("SIG") {
+        "TERM" => Signal::TERM,
+        "KILL" => Signal::KILL,
+        "INT" => Signal::INT,
+        "HUP" => Signal::HUP,
+        "STOP" => Signal::STOP,
+        "CONT" => Signal::CONT,
+        "USR1" => Signal::USR1,
+        "USR2" => Signal::USR2,
+        _ => return None,
+    })
+}
+
+/// The environment every process a test starts gets (the relay, and through
+/// it agents, shells and terminals): `SHELL=/bin/sh`, `HOME` and the XDG
+/// dirs inside `home` (created), no rc files (`BASH_ENV`, `ENV`, `ZDOTDIR`
+/// unset). Tests about the user's own shell set theirs after this.
+pub fn clean_env(cmd: &mut Command, home: &Path) {
+    let _ = std::fs::create_dir_all(home);
+    cmd.env("SHELL", "/bin/sh")
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("TERM", "xterm-256color");
+    for k in [
+        "BASH_ENV",
+        "ENV",
+        "ZDOTDIR",
+        "PROMPT_COMMAND",
+        "PYTHONSTARTUP",
+        "NODE_OPTIONS",
+    ] {
+        cmd.env_remove(k);
+    }
+}
+
+/// Starts the command in a process group of its own, and SIGKILLs it when
+/// the test process (the spawning thread) dies, so a test killed from
+/// outside leaves nothing behind. End the group with [`kill_group`] or hold
+/// the child in a [`GroupGuard`].
+pub fn own_group(cmd: &mut Command) {
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// A child in its own process group (see [`own_group`]) whose whole group is
+/// SIGKILLed on drop, whether the test passed or panicked.
+pub struct GroupGuard(pub Child);
+
+impl GroupGuard {
+    /// Spawns `cmd` in a group of its own.
+    pub fn spawn(mut cmd: Command) -> std::io::Result<GroupGuard> {
+        own_group(&mut cmd);
+        cmd.spawn().map(GroupGuard)
+    }
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl std::ops::Deref for GroupGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for GroupGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let pid = self.0.id();
+        for d in descendants(pid) {
+            if let Some(p) = Proc::of_live(d) {
+                p.kill_group_and_self();
+            }
+        }
+        kill_group(pid, "KILL");
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A process named by pid and start time (so a reused pid is never killed).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Proc {
+    pub pid: u32,
+    pub pgid: u32,
+    start: u64,
+}
+
+impl Proc {
+    /// A process we just spawned in its own group.
+    fn of(pid: u32) -> Proc {
+        Proc::of_live(pid).unwrap_or(Proc {
+            pid,
+            pgid: pid,
+            start: 0,
+        })
+    }
+
+    /// The process `pid` if it runs (and is not a zombie).
+    pub fn of_live(pid: u32) -> Option<Proc> {
+        let st = ProcStat::read(pid)?;
+        (st.state != 'Z').then_some(Proc {
+            pid,
+            pgid: st.pgid,
+            start: st.start,
+        })
+    }
+
+    /// Whether this very process still runs (same pid, same start time, not a zombie).
+    pub fn alive(&self) -> bool {
+        Proc::of_live(self.pid).is_some_and(|p| self.start == 0 || p.start == self.start)
+    }
+
+    fn kill_group_and_self(&self) {
+        if !self.alive() {
+            return;
+        }
+        // Only groups led by a process of ours: never the test runner's own group.
+        if self.pgid == self.pid || self.pgid != own_pgid() {
+            kill_group(self.pgid, "KILL");
+        }
+        unsafe_kill(self.pid, "KILL");
+    }
+}
+
+fn own_pgid() -> u32 {
+    ProcStat::read(std::process::id()).map_or(0, |s| s.pgid)
+}
+
+/// The fields of `/proc/<pid>/stat` the tests use.
+pub struct ProcStat {
+    pub state: char,
+    pub ppid: u32,
+    pub pgid: u32,
+    pub start: u64,
+}
+
+impl ProcStat {
+    pub fn read(pid: u32) -> Option<ProcStat> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces and parentheses: split after the last ')'.
+        let rest: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+        Some(ProcStat {
+            state: rest.first()?.chars().next()?,
+            ppid: rest.get(1)?.parse().ok()?,
+            pgid: rest.get(2)?.parse().ok()?,
+            start: rest.get(19)?.parse().ok()?,
+        })
+    }
+}
+
+/// Live processes whose command line (arguments joined by spaces) is `cmdline`.
+pub fn running_with_cmdline(cmdline: &str) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim() == cmdline)
+                && Proc::of_live(*pid).is_some()
+        })
+        .collect()
+}
+
+/// Every live descendant of `pid` (children, their children, ...).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in children(p) {
+            if !out.contains(&c) && out.len() < 4096 {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Waits until `cond` holds, polling every 20 ms; panics with `what` at the
+/// deadline. The one way tests wait for something that has no event.
+pub fn wait_until(what: &str, wait: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + wait;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether this run is CI (`CI=true`): a missing peer fails the test there.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A test's peer (an npm/PyPI package, node, python, a browser) is missing.
+/// Under `CI=true` the test fails with `why` (which says what to install);
+/// elsewhere it prints `SKIPPED: <test>: <why>` loudly, records it in the
+/// file named by `$ACP_RELAY_SKIP_LOG` (scripts/test.sh lists them at the
+/// end) and the test returns.
+pub fn peer_missing(test: &str, why: &str) {
+    if in_ci() {
+        panic!(
+            "{test}: {why} (CI=true: a missing peer fails the run; scripts/setup-interop.sh installs the peers)"
+        );
+    }
+    eprintln!("\n*** SKIPPED: {test}: {why} ***\n");
+    if let Some(path) = std::env::var_os("ACP_RELAY_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{test}: {why}");
+        }
+    }
+}
+
+/// Waits until some transcript under the relay's data dir holds `needle`
+/// (it reached the file: a `kill -9` from now on cannot lose it).
+pub fn wait_transcript_has(relay: &Relay, needle: &str) {
+    let dir = relay.data_dir.join("sessions");
+    wait_until(&format!("a transcript holding {needle:?}"), WAIT, || {
+        std::fs::read_dir(&dir).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                std::fs::read(e.path()).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+            })
+        })
+    });
 }
 
 /// Direct children of a process running the demo agent.
@@ -295,13 +608,17 @@ impl Device {
         client: &str,
     ) -> Result<Device, tungstenite::Error> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(Duration::from_millis(50)))?;
+        // The handshake waits as long as any other wait (a loaded machine may
+        // take a while to answer); reads after it poll every 50 ms.
+        stream.set_read_timeout(Some(WAIT))?;
         let (ws, _resp) = tungstenite::client::client(req, stream).map_err(|e| match e {
             tungstenite::HandshakeError::Failure(e) => e,
             tungstenite::HandshakeError::Interrupted(_) => {
                 tungstenite::Error::Io(std::io::Error::other("handshake interrupted"))
             }
         })?;
+        ws.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(50)))?;
         Ok(Device {
             ws,
             client: client.to_owned(),

@@ -7,14 +7,14 @@ use super::common::*;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `acp-relay connect URL --token T` with piped stdio.
 pub struct Bridge {
-    pub child: Child,
+    pub child: GroupGuard,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     pub log: Arc<Mutex<String>>,
@@ -23,6 +23,7 @@ pub struct Bridge {
     pub seen: Vec<Value>,
     /// Everything received, in order.
     pub all: Vec<Value>,
+    _home: TempDir,
 }
 
 impl Bridge {
@@ -35,15 +36,16 @@ impl Bridge {
     }
 
     pub fn start_args(args: &[String]) -> Bridge {
-        let mut child = Command::new(bin())
-            .arg("connect")
+        let home = TempDir::new("bridge-home");
+        let mut cmd = Command::new(bin());
+        cmd.arg("connect")
             .args(args)
             .args(["--log", "info"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn acp-relay connect");
+            .stderr(Stdio::piped());
+        clean_env(&mut cmd, home.path());
+        let mut child = GroupGuard::spawn(cmd).expect("spawn acp-relay connect");
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = channel();
@@ -69,6 +71,7 @@ impl Bridge {
         Bridge {
             stdin: child.stdin.take(),
             child,
+            _home: home,
             lines,
             log,
             next_id: 0,
@@ -172,13 +175,6 @@ impl Bridge {
     }
 }
 
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `initialize` then `session/new` through the bridge; returns the session id.
 pub fn bridge_session(b: &mut Bridge) -> String {
     let id = b.request(
@@ -261,9 +257,10 @@ pub fn node_modules(package: &str) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// Prints why a test is skipped.
+/// A missing peer: fails under `CI=true`, else prints SKIPPED (see
+/// [`peer_missing`]).
 pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED: {test}: {why}");
+    peer_missing(test, why);
 }
 
 /// A relay command line fragment for `--agent` that runs `script` with `python`.
@@ -286,7 +283,8 @@ pub fn run_with_deadline(mut cmd: Command, limit: Duration) -> Ran {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let what = format!("{cmd:?}");
+    let mut child = GroupGuard::spawn(cmd).unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {
@@ -305,7 +303,7 @@ pub fn run_with_deadline(mut cmd: Command, limit: Duration) -> Ran {
             break st.code();
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            kill_group(child.id(), "KILL");
             let _ = child.wait();
             break None;
         }

@@ -327,6 +327,14 @@ impl Router {
         if let Some(sid) = &u.session_id {
             params["sessionId"] = json!(sid);
         }
+        let event = crate::core::events::RelayEvent::AskOpened {
+            session: u.session_id.clone(),
+            ask_id: ask_id.clone(),
+            title: u.title.clone(),
+            tool_title: params["toolCall"]["title"].as_str().map(str::to_owned),
+            watchers: u.viewers.len(),
+            agent: Some(agent),
+        };
         let line = encode(&Message::Request {
             id: json!(ask_id),
             method: method.to_owned(),
@@ -343,6 +351,7 @@ impl Router {
                             frame,
                         },
                     );
+                    self.out.push_back(Output::Event(event));
                 }
             }
             // Nowhere to show it (the session's numbering is exhausted).
@@ -406,10 +415,22 @@ impl Router {
                     return;
                 };
                 let Some(turn) = u.turn.take() else { return };
+                let event = crate::core::events::RelayEvent::TurnEnded {
+                    session: u.session_id.clone(),
+                    title: u.title.clone(),
+                    stop_reason: outcome
+                        .as_ref()
+                        .ok()
+                        .and_then(|r| r["stopReason"].as_str().map(str::to_owned)),
+                    watchers: u.viewers.len(),
+                    agent: Some(agent),
+                };
+                self.out.push_back(Output::Event(event));
                 let line = encode(&Message::Response {
                     id: turn.device_id.clone(),
                     outcome,
                 });
+                self.hold_for_sync(unit);
                 self.answer_turn(unit, &turn, &line);
                 self.settle_all(unit, json!({"outcome": "cancelled"}), "turn-end", true);
                 self.persist_sync(unit);
@@ -491,6 +512,22 @@ impl Router {
                 }
                 log::error!("{unit}: agent refused session/new: {e}");
                 u.phase = Phase::Idle;
+                let (ecode, msg) = (
+                    e["code"].as_i64().unwrap_or(0),
+                    e["message"].as_str().unwrap_or(""),
+                );
+                if crate::core::events::RelayEvent::needs_login(ecode, msg) {
+                    let (session, title) = (u.session_id.clone(), u.title.clone());
+                    let message = msg.to_owned();
+                    self.out.push_back(Output::Event(
+                        crate::core::events::RelayEvent::AgentNeedsLogin {
+                            agent,
+                            session,
+                            title,
+                            message,
+                        },
+                    ));
+                }
                 // The agent's own error (e.g. auth_required with its data) reaches the device.
                 let err = RpcError {
                     code: e["code"].as_i64().unwrap_or(code::OTHER),
@@ -579,6 +616,20 @@ impl Router {
             .filter(|(_, u)| u.agent == Some(agent))
             .map(|(id, _)| *id)
             .collect();
+        let sessions = units
+            .iter()
+            .filter_map(|id| self.units.get(id))
+            .map(|u| (u.session_id.clone(), u.title.clone()))
+            .collect();
+        let crashed = crate::core::events::RelayEvent::crashed(&status);
+        self.out.push_back(Output::Event(
+            crate::core::events::RelayEvent::AgentExited {
+                agent,
+                status: status.clone(),
+                crashed,
+                sessions,
+            },
+        ));
         for unit in units {
             let Some(u) = self.units.get_mut(&unit) else {
                 continue;
@@ -598,6 +649,7 @@ impl Router {
             if let Some(turn) = turn {
                 let err = RpcError::other(why.clone());
                 let line = rpc::error_response(&turn.device_id, &err);
+                self.hold_for_sync(unit);
                 self.answer_turn(unit, &turn, &line);
             }
             self.fail_pending_new(unit, &why);

@@ -15,13 +15,6 @@ fn primed() -> Router {
     let mut r = Router::new(cfg, 1);
     let agent = AgentId(1);
     r.handle(2, Input::AgentLine { agent, line: br#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":1,"agentCapabilities":{"loadSession":true}}}"# });
-    r.handle(
-        3,
-        Input::AgentLine {
-            agent,
-            line: br#"{"jsonrpc":"2.0","id":2,"result":{"sessionId":"s1"}}"#,
-        },
-    );
     let open = |socket, plain| Input::SocketOpen {
         socket: SocketId(socket),
         client: ClientId(format!("c{socket}")),
@@ -29,8 +22,23 @@ fn primed() -> Router {
         last_seq: None,
         plain,
     };
-    r.handle(4, open(1, false));
-    r.handle(4, open(2, true));
+    r.handle(3, open(1, false));
+    r.handle(3, open(2, true));
+    // The default session opens when a device claims it.
+    r.handle(
+        3,
+        Input::SocketText {
+            socket: SocketId(1),
+            text: br#"{"jsonrpc":"2.0","id":"c1:0","method":"session/new","params":{"cwd":"/","mcpServers":[]}}"#,
+        },
+    );
+    r.handle(
+        4,
+        Input::AgentLine {
+            agent,
+            line: br#"{"jsonrpc":"2.0","id":2,"result":{"sessionId":"s1"}}"#,
+        },
+    );
     while r.poll_output().is_some() {}
     r
 }

@@ -10,13 +10,14 @@ use crate::core::ids::{AgentId, ClientId, JobId, SocketId, UnitId};
 use crate::core::lease::{Grant, Lease};
 use crate::core::ring::{Frame, ReplayRing};
 use crate::core::rpc::{self, RpcError, code};
-use crate::core::terminals::{TermAction, TermLimits, TerminalId, Terminals};
+use crate::core::terminals::{TermAction, TermLimits, TerminalId, TerminalTable};
 use crate::core::unit::{Ask, Phase, Turn, Unit, ask_session};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 mod agent_log;
 mod agent_side;
+mod durable;
 pub mod fuzz;
 mod sessions;
 #[cfg(test)]
@@ -24,7 +25,8 @@ mod tests;
 mod timers;
 mod turns;
 
-pub use sessions::{Persist, StoredInfo};
+pub use durable::{Gate, MAX_HELD_BYTES, MAX_HELD_FRAMES, RESERVE_BLOCK};
+pub use sessions::{Persist, SessionMeta, StoredInfo};
 
 /// Device lines waiting for an agent to become ready, across all sockets.
 pub const MAX_DEFERRED_LINES: usize = 64;
@@ -71,6 +73,9 @@ pub struct RouterConfig {
     /// How long a request forwarded to an agent may go unanswered
     /// (`--agent-timeout`); a prompt counts from the session's last frame. 0: no deadline.
     pub agent_timeout_ms: u64,
+    /// A store acknowledges reservations and fsyncs ([`Input::Durable`]):
+    /// frames of persisted sessions wait for them (see `durable.rs`).
+    pub durable: bool,
 }
 
 impl Default for RouterConfig {
@@ -95,6 +100,7 @@ impl Default for RouterConfig {
             relay_meta: json!({}),
             terminals: None,
             agent_timeout_ms: DEFAULT_AGENT_TIMEOUT_MS,
+            durable: false,
         }
     }
 }
@@ -142,10 +148,12 @@ pub enum Input<'a> {
         head: u64,
         error: Option<String>,
     },
-    /// A terminal's PTY produced output (valid UTF-8, coalesced).
+    /// A terminal's PTY produced output (valid UTF-8); `flush`: the shell's
+    /// frame pacing says the devices get a screen frame now.
     TerminalOutput {
         id: TerminalId,
         data: &'a str,
+        flush: bool,
     },
     /// A terminal's process was reaped.
     TerminalExited {
@@ -165,6 +173,13 @@ pub enum Input<'a> {
     },
     /// The time [`Router::poll_timeout`] named has come (early ticks are harmless).
     Tick,
+    /// The store made a session's numbering reservation (up to `reserved`)
+    /// and/or its frames (up to `synced`) durable; 0 when not this kind.
+    Durable {
+        session: String,
+        reserved: u64,
+        synced: u64,
+    },
 }
 
 /// Actions for the shell.
@@ -197,6 +212,8 @@ pub enum Output {
         params: Value,
         deadline: bool,
     },
+    /// Something a notifier or the metrics may want (see [`crate::core::events`]).
+    Event(crate::core::events::RelayEvent),
 }
 
 #[derive(Debug)]
@@ -385,18 +402,20 @@ pub struct Router {
     replay_hold: HashMap<UnitId, timers::Hold>,
     /// Who waits for a unit's transcript to be restored.
     restoring: HashMap<UnitId, Vec<sessions::Waiter>>,
-    terminals: Terminals,
+    terminals: TerminalTable,
     next_unit: u64,
     next_agent: u64,
     next_job: u64,
     now_ms: u64,
     out: VecDeque<Output>,
+    /// [`Router::stop`] was called: a clean shutdown is under way.
+    stopping: bool,
 }
 
 impl Router {
     /// Builds the router with its default unit, whose agent starts at once.
     pub fn new(cfg: RouterConfig, now_ms: u64) -> Self {
-        let terminals = Terminals::new(cfg.terminals.unwrap_or_default());
+        let terminals = TerminalTable::new(cfg.terminals.unwrap_or_default());
         let lease = Lease::new(cfg.lease);
         let mut r = Router {
             cfg,
@@ -423,10 +442,13 @@ impl Router {
             next_job: 0,
             now_ms,
             out: VecDeque::new(),
+            stopping: false,
         };
         let unit = r.mint_unit();
         r.default_unit = unit;
-        r.ensure_session(unit);
+        // Its agent starts at once; its agent session only when a device
+        // claims it (an unclaimed session is never opened, stored or listed).
+        r.ensure_agent(unit);
         r
     }
 
@@ -460,8 +482,8 @@ impl Router {
             }
             Input::AgentExited { agent, status } => self.agent_exited(agent, status),
             Input::JobDone { job, result } => self.job_done(job, result),
-            Input::TerminalOutput { id, data } => {
-                let actions = self.terminals.output(id, data);
+            Input::TerminalOutput { id, data, flush } => {
+                let actions = self.terminals.output(id, data, flush);
                 self.terminal_actions(actions);
             }
             Input::TerminalExited {
@@ -483,6 +505,11 @@ impl Router {
                 error,
             } => self.restored(unit, frames, head, error),
             Input::Tick => self.tick(),
+            Input::Durable {
+                session,
+                reserved,
+                synced,
+            } => self.durable(&session, reserved, synced),
         }
     }
 
@@ -493,6 +520,24 @@ impl Router {
 
     pub fn socket_count(&self) -> usize {
         self.sockets.len()
+    }
+
+    /// Live sessions for `acp-relay status`.
+    pub fn session_summaries(&self) -> Vec<crate::core::events::SessionSummary> {
+        let summary = |u: &Unit| crate::core::events::SessionSummary {
+            session: u.session_id.clone(),
+            title: u.title.clone(),
+            agent: u.agent,
+            busy: u.busy(),
+            open_asks: u.asks.len(),
+            devices: u.viewers.len(),
+        };
+        self.units.values().map(summary).collect()
+    }
+
+    /// Open interactive terminals (for `/metrics`).
+    pub fn terminal_count(&self) -> usize {
+        self.terminals.len()
     }
 
     /// Agents the router still considers running.
@@ -586,7 +631,7 @@ impl Router {
             last_seq = None;
         }
         self.remember_client(&client, unit);
-        let scrollback = self.terminals.replay_for(&client);
+        let scrollback = self.terminals.snapshots_for(&client);
         self.sockets.insert(
             socket,
             Sock {
@@ -603,7 +648,7 @@ impl Router {
 
     /// A plain ACP socket views nothing until `session/new` or `session/load`.
     fn plain_open(&mut self, socket: SocketId, client: ClientId) {
-        let scrollback = self.terminals.replay_for(&client);
+        let scrollback = self.terminals.snapshots_for(&client);
         let unit = self.default_unit;
         self.sockets.insert(
             socket,
@@ -824,7 +869,7 @@ impl Router {
             "initialize" => {
                 let Some(init) = self.ready_init() else {
                     let unit = self.default_unit;
-                    self.ensure_session(unit);
+                    self.ensure_agent(unit);
                     return self.defer(socket, line);
                 };
                 let result = self.initialize_result(init, socket);
@@ -848,6 +893,7 @@ impl Router {
                 Ok(())
             }
             "session/close" => self.session_close(socket, &reply_id, &params),
+            "_relay/session/delete" => self.session_delete(socket, &reply_id, &params),
             "session/prompt" => self.session_prompt(socket, client, id, params, line),
             "session/cancel" => {
                 self.session_cancel(socket, client, &params)?;
@@ -869,6 +915,9 @@ impl Router {
                 )
             }
             "_relay/terminal/open"
+            | "_relay/terminal/list"
+            | "_relay/terminal/attach"
+            | "_relay/terminal/detach"
             | "_relay/terminal/input"
             | "_relay/terminal/resize"
             | "_relay/terminal/close" => self.terminal_request(socket, client, id, method, &params),
@@ -911,9 +960,12 @@ impl Router {
             ));
         }
         let (result, actions) = match method {
-            "_relay/terminal/open" => {
-                let (tid, actions) = self.terminals.open(client, params)?;
-                (json!({ "terminalId": tid }), actions)
+            "_relay/terminal/open" => self.terminals.open(client, params)?,
+            "_relay/terminal/list" => (self.terminals.list(client), Vec::new()),
+            "_relay/terminal/attach" => (self.terminals.attach(client, params)?, Vec::new()),
+            "_relay/terminal/detach" => {
+                self.terminals.detach(client, params)?;
+                (json!({}), Vec::new())
             }
             "_relay/terminal/input" => (json!({}), self.terminals.input(client, params)?),
             "_relay/terminal/resize" => (json!({}), self.terminals.resize(client, params)?),
@@ -1113,39 +1165,6 @@ impl Router {
     /// Stamps a line into a unit's ring and fans it to every viewer.
     fn write_unit(&mut self, unit: UnitId, line: &[u8]) -> Option<Frame> {
         self.write_unit_for(unit, line, Plain::All)
-    }
-
-    /// Stamps a line into a unit's ring and fans it to every relay viewer and
-    /// to the plain viewers `plain` admits (unstamped).
-    fn write_unit_for(&mut self, unit: UnitId, line: &[u8], plain: Plain) -> Option<Frame> {
-        let u = self.units.get_mut(&unit)?;
-        let frame = u.ring.push(line)?;
-        u.updated_ms = self.now_ms;
-        let mut unstamped: Option<Frame> = None;
-        for &socket in &u.viewers {
-            let bytes = match self.sockets.get(&socket) {
-                Some(s) if s.plain => {
-                    if !plain.admits(socket) {
-                        continue;
-                    }
-                    unstamped.get_or_insert_with(|| unstamp(&frame)).clone()
-                }
-                _ => frame.clone(),
-            };
-            self.out.push_back(Output::Send { socket, bytes });
-        }
-        if let (true, Some(session)) = (u.claimed, u.session_id.clone()) {
-            let first = !u.persisted;
-            u.persisted = true;
-            if first {
-                self.persist_meta(unit);
-            }
-            self.out.push_back(Output::Persist(Persist::Frame {
-                session,
-                frame: frame.clone(),
-            }));
-        }
-        Some(frame)
     }
 
     fn send_value(&mut self, socket: SocketId, v: &Value) {

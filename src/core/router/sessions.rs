@@ -3,19 +3,27 @@
 
 use super::*;
 
-/// What the router knows of a session in the store.
+/// Metadata of one session, as the router keeps it and the store records it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoredInfo {
+pub struct SessionMeta {
     pub session_id: String,
     pub title: Option<String>,
     pub cwd: String,
+    /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
+    /// Milliseconds since the Unix epoch, of the last frame; the store keeps
+    /// the sessions with the newest `updated_ms`.
     pub updated_ms: u64,
     /// The agent's id for the session, to resume it with ACP `session/load`.
     pub agent_session: Option<String>,
-    /// The newest `rseq` handed out; numbering resumes after it.
+    /// The newest `rseq` that may have been handed out: numbering resumes
+    /// after it. Read back from the store it is the largest of the last
+    /// frame, the last `head_seq` recorded and the durable reservation.
     pub head_seq: u64,
 }
+
+/// The router's name for [`SessionMeta`] of a session in the store.
+pub type StoredInfo = SessionMeta;
 
 /// A write to the session store.
 #[derive(Debug)]
@@ -23,9 +31,20 @@ pub enum Persist {
     /// Append a stamped frame to the session's transcript.
     Frame { session: String, frame: Frame },
     /// Record the session's metadata (last one wins).
-    Meta(StoredInfo),
-    /// Flush and fsync the session's transcript (turn ends).
+    Meta(SessionMeta),
+    /// Flush and fsync the session's transcript.
     Sync { session: String },
+    /// Durably reserve numbers up to `upto` (written and fsync'd), then
+    /// acknowledge with [`Input::Durable`].
+    Reserve { session: String, upto: u64 },
+    /// Write out and fsync every frame up to `upto`, then acknowledge with
+    /// [`Input::Durable`].
+    Durable { session: String, upto: u64 },
+    /// Numbering of the session ends exactly at `head` (a clean stop, or the
+    /// session ended): recorded and fsync'd, so devices resume without reset.
+    End { session: String, head: u64 },
+    /// Remove the session's transcript.
+    Delete { session: String },
 }
 
 /// A socket waiting for a stored session to be restored.
@@ -95,28 +114,34 @@ impl Router {
             created_ms: u.created_ms,
             updated_ms: u.updated_ms,
             agent_session: u.agent_session.clone().or_else(|| u.resume_from.clone()),
-            head_seq: u.ring.head(),
+            head_seq: u.ring.stamped(),
         })
     }
 
-    /// Records a unit's metadata once it has a transcript.
+    /// Records a claimed unit's metadata. The first time, its transcript
+    /// starts with every frame its ring holds (those stamped before it was
+    /// claimed too), so everything its stream held is on disk. An unclaimed
+    /// unit is never stored.
     pub(super) fn persist_meta(&mut self, unit: UnitId) {
-        if !self.units.get(&unit).is_some_and(|u| u.persisted) {
-            return;
-        }
-        if let Some(info) = self.info_of(unit) {
-            self.out.push_back(Output::Persist(Persist::Meta(info)));
-        }
-    }
-
-    /// Asks the store to make a unit's transcript durable.
-    pub(super) fn persist_sync(&mut self, unit: UnitId) {
-        let Some(u) = self.units.get(&unit) else {
+        let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        if let (true, Some(session)) = (u.persisted, u.session_id.clone()) {
-            self.out
-                .push_back(Output::Persist(Persist::Sync { session }));
+        if !u.claimed || u.session_id.is_none() {
+            return;
+        }
+        let first = !std::mem::replace(&mut u.persisted, true);
+        let Some(info) = self.info_of(unit) else {
+            return;
+        };
+        let session = info.session_id.clone();
+        self.out.push_back(Output::Persist(Persist::Meta(info)));
+        if first && let Some(u) = self.units.get(&unit) {
+            for frame in u.ring.range(0, u.ring.stamped()) {
+                self.out.push_back(Output::Persist(Persist::Frame {
+                    session: session.clone(),
+                    frame: frame.clone(),
+                }));
+            }
         }
     }
 
@@ -181,7 +206,19 @@ impl Router {
             ))
         })?;
         let unit = self.mint_unit_capped();
+        // With an agent per session, an unclaimed default hands its idle agent
+        // to the session loaded instead of costing a process of its own.
+        let default = self.default_unit;
+        let idle_agent = match self.units.get_mut(&default) {
+            Some(d) if self.cfg.agent_per_session && !d.claimed && d.phase == Phase::Idle => {
+                d.agent.take()
+            }
+            _ => None,
+        };
         if let Some(u) = self.units.get_mut(&unit) {
+            if idle_agent.is_some() {
+                u.agent = idle_agent;
+            }
             u.session_id = Some(info.session_id.clone());
             u.claimed = true;
             u.title = info.title.clone();
@@ -225,6 +262,7 @@ impl Router {
         // transcript could not be read: an rseq is never handed out twice.
         let head = head.max(u.stored_head);
         u.ring.restore(frames, head);
+        u.gate = Gate::restored(u.ring.stamped());
         // Ask ids must not repeat ones in the history either.
         u.next_ask = u.next_ask.max(u.ring.head());
         for w in waiters {
@@ -254,11 +292,32 @@ impl Router {
         id
     }
 
-    /// Makes sure the unit has (or is getting) an agent session.
-    pub(super) fn ensure_session(&mut self, unit: UnitId) {
+    /// Makes sure the unit has (or is getting) an agent process, without
+    /// opening an agent session.
+    pub(super) fn ensure_agent(&mut self, unit: UnitId) {
         let Some(u) = self.units.get(&unit) else {
             return;
         };
+        if u.agent.is_some_and(|a| {
+            self.links
+                .get(&a)
+                .is_some_and(|l| l.state != LinkState::Dead)
+        }) {
+            return;
+        }
+        let agent = self.agent_for_new_unit();
+        if let Some(u) = self.units.get_mut(&unit) {
+            u.agent = Some(agent);
+        }
+    }
+
+    /// Makes sure the unit has (or is getting) an agent session; a unit
+    /// opened is claimed (a device asked for it).
+    pub(super) fn ensure_session(&mut self, unit: UnitId) {
+        let Some(u) = self.units.get_mut(&unit) else {
+            return;
+        };
+        u.claimed = true;
         if u.phase != Phase::Idle {
             return;
         }
@@ -449,6 +508,57 @@ impl Router {
         Ok(())
     }
 
+    /// `_relay/session/delete {sessionId}`: removes a stored session (its
+    /// transcript and its listing). A live session is ended first, unless a
+    /// turn is running (refused: cancel it or wait). Deleting the default
+    /// session gives the relay a fresh, unclaimed default.
+    pub(super) fn session_delete(
+        &mut self,
+        socket: SocketId,
+        reply_id: &Value,
+        params: &Value,
+    ) -> Result<(), RpcError> {
+        let sid = params["sessionId"].as_str().ok_or_else(|| {
+            RpcError::invalid_params("_relay/session/delete needs params.sessionId (a string)")
+        })?;
+        let live = self.by_session.get(sid).copied();
+        if live.is_none() && !self.stored.contains_key(sid) {
+            return Err(RpcError::invalid_params(format!(
+                "unknown session '{sid}'; call session/list for the sessions this relay knows"
+            )));
+        }
+        if let Some(unit) = live {
+            let Some(u) = self.units.get(&unit) else {
+                return Err(RpcError::other("the session ended; retry"));
+            };
+            if u.busy() {
+                return Err(RpcError::new(
+                    code::BUSY,
+                    "the session is running a turn; send session/cancel or wait for it to end, then delete it",
+                ));
+            }
+            if u.restoring {
+                return Err(RpcError::new(
+                    code::BUSY,
+                    "the session is being loaded; retry in a moment",
+                ));
+            }
+            if unit == self.default_unit {
+                let fresh = self.mint_unit();
+                self.default_unit = fresh;
+                self.ensure_agent(fresh);
+            }
+            self.end_unit(unit, "deleted by a device");
+        }
+        self.stored.remove(sid);
+        self.out.push_back(Output::Persist(Persist::Delete {
+            session: sid.to_owned(),
+        }));
+        log::info!("{socket}: deleted session {sid}");
+        self.send_result(socket, reply_id, json!({}));
+        Ok(())
+    }
+
     /// Ends a live unit: viewers move to the default session, its agent session ends.
     pub(super) fn end_unit(&mut self, unit: UnitId, why: &str) {
         self.unit_ending(unit);
@@ -456,8 +566,7 @@ impl Router {
             .info_of(unit)
             .filter(|_| self.units.get(&unit).is_some_and(|u| u.persisted))
         {
-            self.persist_meta(unit);
-            self.persist_sync(unit);
+            self.persist_end(unit);
             self.remember_stored(info);
         }
         let Some(u) = self.units.remove(&unit) else {

@@ -179,6 +179,7 @@ impl Router {
         }
         self.settle_all(unit, json!({"outcome": "cancelled"}), "timeout", true);
         let line = rpc::error_response(&turn.device_id, err);
+        self.hold_for_sync(unit);
         self.answer_turn(unit, &turn, &line);
         self.persist_sync(unit);
     }

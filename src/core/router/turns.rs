@@ -302,6 +302,13 @@ impl Router {
     pub(super) fn resolved(&mut self, unit: UnitId, ask_id: &str, outcome: Value, by: &str) {
         if let Some(u) = self.units.get_mut(&unit) {
             u.remember_settled(ask_id.to_owned(), by.to_owned());
+            let session = u.session_id.clone();
+            let ask_id = ask_id.to_owned();
+            self.out
+                .push_back(Output::Event(crate::core::events::RelayEvent::AskSettled {
+                    session,
+                    ask_id,
+                }));
         }
         let note = rpc::notification(
             "_relay/ask_resolved",

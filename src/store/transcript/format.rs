@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{SessionMeta, StoreError, StoredSession};
-use crate::core::frame::{rfind_byte, scan_json};
+use crate::core::frame::{read_rseq, rfind_byte, scan_json};
 
 /// Format version written in each header.
 pub(super) const VERSION: u32 = 1;
@@ -79,6 +79,8 @@ pub(super) struct MetaRecord {
     updated_ms: u64,
     agent_session: Option<String>,
     head_seq: u64,
+    /// The durable numbering reservation (see the module's Durability).
+    pub(super) reserved: u64,
 }
 
 impl From<&SessionMeta> for MetaRecord {
@@ -90,7 +92,21 @@ impl From<&SessionMeta> for MetaRecord {
             updated_ms: m.updated_ms,
             agent_session: m.agent_session.clone(),
             head_seq: m.head_seq,
+            reserved: 0,
         }
+    }
+}
+
+impl MetaRecord {
+    /// The newest `rseq` this record says may have been handed out.
+    pub(super) fn top(&self) -> u64 {
+        self.head_seq.max(self.reserved)
+    }
+
+    /// Records `head` as the exact end of the numbering.
+    pub(super) fn end_at(&mut self, head: u64) {
+        self.head_seq = head;
+        self.reserved = head;
     }
 }
 
@@ -133,7 +149,7 @@ pub(super) fn session_meta(
             created_ms: r.created_ms,
             updated_ms: r.updated_ms,
             agent_session: r.agent_session.clone(),
-            head_seq: r.head_seq.max(head),
+            head_seq: r.top().max(head),
         },
         None => SessionMeta {
             session_id: session_id.to_owned(),
@@ -284,16 +300,9 @@ pub(super) struct Tail {
     pub torn: bool,
     /// An older run of frames numbered from a lower `rseq` was left out.
     pub restarted: bool,
-}
-
-/// `N` from a line starting `{"rseq":N,` (or `N}` / `N `).
-fn rseq_of(line: &[u8]) -> Option<u64> {
-    let rest = line.strip_prefix(FRAME_PREFIX)?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 19 || !matches!(rest.get(digits), Some(b',' | b'}' | b' ')) {
-        return None;
-    }
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+    /// Older frames before a gap in the numbers (frames the store lost) were
+    /// left out.
+    pub gap: bool,
 }
 
 /// Whether a line is JSON: the vectorised scan answers for the lines it can
@@ -330,13 +339,16 @@ pub(super) fn read_tail(file: &File, start: u64, end: u64, bounds: Bounds) -> io
                     ControlFlow::Continue(())
                 };
             }
-            let Some(rseq) = rseq_of(line).filter(|_| is_json(line)) else {
+            let Some(rseq) = read_rseq(line).filter(|_| is_json(line)) else {
                 tail.damaged += 1;
                 return ControlFlow::Continue(());
             };
             tail.head_rseq.get_or_insert(rseq);
             if oldest_rseq.is_some_and(|o| rseq >= o) {
                 tail.restarted = true;
+                frames_done = true;
+            } else if !frames_done && oldest_rseq.is_some_and(|o| rseq + 1 != o) {
+                tail.gap = true;
                 frames_done = true;
             }
             if !frames_done && bytes + line.len() <= bounds.max_bytes {
@@ -382,6 +394,12 @@ pub(super) fn report(path: &Path, tail: &Tail) {
     }
     if tail.torn {
         log::info!("{}: ignored a torn last line", path.display());
+    }
+    if tail.gap {
+        log::info!(
+            "{}: frames the store could not write left a gap; older frames are not replayed",
+            path.display()
+        );
     }
     if tail.restarted {
         log::info!(

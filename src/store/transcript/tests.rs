@@ -195,7 +195,8 @@ fn garbage_lines_are_skipped() {
         }]
     );
     let got = load(&store, "s", ALL, ALL).unwrap();
-    assert_eq!(seqs(&got.frames), vec![1, 2, 4, 5]);
+    // The damaged frame 3 is a gap: a replay from the transcript never crosses it.
+    assert_eq!(seqs(&got.frames), vec![4, 5]);
     assert_eq!(got.meta.title.as_deref(), Some("title of s"));
     store.close(Duration::from_secs(5));
 }
@@ -400,9 +401,9 @@ fn files_that_are_not_transcripts() {
 #[test]
 fn compacts_past_the_file_bound() {
     let dir = TempDir::new("compact");
-    let limits = Limits {
+    let limits = StoreLimits {
         max_file_bytes: 16 << 10,
-        ..Limits::DEFAULT
+        ..StoreLimits::DEFAULT
     };
     let (store, _) = Store::open_with(&dir.0, 10, limits).unwrap();
     store.put_meta(meta("s", 7));
@@ -437,9 +438,9 @@ fn compacts_past_the_file_bound() {
 #[test]
 fn a_full_queue_drops_frames_and_counts_them() {
     let dir = TempDir::new("full");
-    let limits = Limits {
+    let limits = StoreLimits {
         queue_bytes: 0,
-        ..Limits::DEFAULT
+        ..StoreLimits::DEFAULT
     };
     let (store, _) = Store::open_with(&dir.0, 10, limits).unwrap();
     store.put_meta(meta("s", 1));
@@ -462,7 +463,8 @@ fn malformed_frames_are_not_stored() {
     store.append("s", Bytes::from_static(b"{\"rseq\":2,\n\"a\":1}"));
     store.append("s", frame(3));
     let got = load(&store, "s", ALL, ALL).unwrap();
-    assert_eq!(seqs(&got.frames), vec![1, 3]);
+    // Frame 2 was refused: its gap is the record of the hole.
+    assert_eq!(seqs(&got.frames), vec![3]);
     store.close(Duration::from_secs(5));
 }
 
@@ -526,4 +528,92 @@ fn the_handle_can_move_to_another_thread() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Store>();
     send_sync::<StoreError>();
+}
+
+/// Waits until the store acknowledged `session` up to `reserved` / `synced`.
+fn wait_ack(store: &Store, session: &str, reserved: u64, synced: u64) -> DurableAck {
+    let mut got = DurableAck::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while got.reserved < reserved || got.synced < synced {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ack for {session} up to {reserved}/{synced}: {got:?}"
+        );
+        let ready = smol::block_on(futures_lite::future::or(
+            async { store.acks_ready().await.is_ok() },
+            async {
+                smol::Timer::after(Duration::from_millis(100)).await;
+                false
+            },
+        ));
+        if ready {
+            for (s, a) in store.take_acks() {
+                if s == session {
+                    got.reserved = got.reserved.max(a.reserved);
+                    got.synced = got.synced.max(a.synced);
+                }
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn a_full_disk_is_one_failing_spell_however_many_flushes() {
+    let dir = TempDir::new("full-disk");
+    let (store, _) = open(&dir, 10);
+    // Every write to this transcript fails with ENOSPC, as on a full disk.
+    std::os::unix::fs::symlink("/dev/full", dir.file("s")).unwrap();
+    let mut n = 0;
+    for turn in 1..=7 {
+        for _ in 0..20 {
+            n += 1;
+            store.append("s", frame(n));
+        }
+        // Turn ends are still acknowledged: live service goes on.
+        store.sync_upto("s", n);
+        wait_ack(&store, "s", 0, n);
+        assert_eq!(store.failing_spells(), 1, "turn {turn}");
+    }
+    // The disk has room again: the spell ends, and a later one is counted anew.
+    fs::remove_file(dir.file("s")).unwrap();
+    n += 1;
+    store.append("s", frame(n));
+    store.sync_upto("s", n);
+    wait_ack(&store, "s", 0, n);
+    let got = load(&store, "s", ALL, ALL).unwrap();
+    assert_eq!(seqs(&got.frames), vec![n]);
+    assert_eq!(store.failing_spells(), 1);
+    store.close(Duration::from_secs(5));
+}
+
+#[test]
+fn reservations_are_durable_and_a_clean_end_is_exact() {
+    let dir = TempDir::new("reserve");
+    let (store, _) = open(&dir, 10);
+    store.put_meta(meta("s", 1));
+    for s in 1..=3 {
+        store.append("s", frame(s));
+    }
+    store.reserve("s", 4096);
+    assert_eq!(wait_ack(&store, "s", 4096, 0).reserved, 4096);
+    // A later metadata line never lowers the reservation.
+    store.put_meta(meta("s", 2));
+    store.close(Duration::from_secs(5));
+    let (store, listed) = open(&dir, 10);
+    assert_eq!(
+        listed[0].head_seq, 4096,
+        "numbering resumes past the reservation"
+    );
+    let got = load(&store, "s", ALL, ALL).unwrap();
+    assert_eq!(seqs(&got.frames), vec![1, 2, 3]);
+    assert_eq!(got.meta.head_seq, 4096);
+    store.end("s", 3);
+    store.close(Duration::from_secs(5));
+    let (store, listed) = open(&dir, 10);
+    assert_eq!(listed[0].head_seq, 3, "a clean end is recorded exactly");
+    store.delete("s");
+    store.close(Duration::from_secs(5));
+    let (_store, listed) = open(&dir, 10);
+    assert!(listed.is_empty());
 }

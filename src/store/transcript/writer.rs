@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::format::{self, Bounds, Found, HeaderCheck, MetaRecord};
 use super::{
-    FLUSH_INTERVAL, Limits, MAX_OPEN_FILES, MAX_SESSION_ID_BYTES, META_REPEAT_BYTES, Op, Shared,
+    FLUSH_INTERVAL, MAX_OPEN_FILES, MAX_SESSION_ID_BYTES, META_REPEAT_BYTES, Op, StoreLimits,
+    WriterQueue,
 };
 use crate::core::frame::find_byte;
 
@@ -30,8 +31,11 @@ struct Entry {
     meta: Option<MetaRecord>,
     /// Pruning order: `updated_ms`, else when the file was first seen.
     rank: u64,
-    /// Writing failed and has been logged; cleared by the next success.
+    /// Writing failed and has been logged; cleared when bytes next reach the
+    /// file (a flush succeeds), not when they only reach the buffer.
     failing: bool,
+    /// Failed writes in the current failing spell.
+    failures: u64,
     /// The file is full and could not be compacted: frames are not stored.
     full: bool,
     /// Frame bytes written since the last metadata line.
@@ -48,14 +52,14 @@ struct OpenFile {
 pub(super) struct Writer {
     dir: PathBuf,
     keep: usize,
-    limits: Limits,
+    limits: StoreLimits,
     index: HashMap<String, Entry>,
     /// Least recently used first.
     open: VecDeque<OpenFile>,
     /// When the oldest unflushed write was buffered.
     dirty_since: Option<Instant>,
     rx: mpsc::Receiver<Op>,
-    shared: Arc<Shared>,
+    shared: Arc<WriterQueue>,
     /// When a failure to create a transcript was last logged.
     unlisted_warned: Option<Instant>,
 }
@@ -75,10 +79,10 @@ impl Writer {
     pub(super) fn new(
         dir: PathBuf,
         keep: usize,
-        limits: Limits,
+        limits: StoreLimits,
         found: Vec<Found>,
         rx: mpsc::Receiver<Op>,
-        shared: Arc<Shared>,
+        shared: Arc<WriterQueue>,
     ) -> Writer {
         let index = found
             .into_iter()
@@ -87,6 +91,7 @@ impl Writer {
                     meta: f.record,
                     rank: f.rank,
                     failing: false,
+                    failures: 0,
                     full: false,
                     since_meta: 0,
                 };
@@ -150,16 +155,18 @@ impl Writer {
                 if !valid_id(&meta.session_id) {
                     return;
                 }
-                let record = MetaRecord::from(&meta);
-                let line = format::meta_line(&record);
+                let mut record = MetaRecord::from(&meta);
                 if !self.ensure_open(&meta.session_id) {
                     return;
                 }
                 if let Some(e) = self.index.get_mut(&meta.session_id) {
+                    // A reservation only grows (but through `End`).
+                    record.reserved = e.meta.as_ref().map_or(0, |m| m.reserved);
                     e.rank = meta.updated_ms;
-                    e.meta = Some(record);
+                    e.meta = Some(record.clone());
                     e.since_meta = 0;
                 }
+                let line = format::meta_line(&record);
                 if self.write(&meta.session_id, &[&line], false) {
                     self.wrote(&meta.session_id);
                 }
@@ -207,23 +214,95 @@ impl Writer {
                     }
                 }
             }
-            Op::Sync(session_id) => {
-                if let Some(pos) = self.position(&session_id) {
-                    let of = &mut self.open[pos];
-                    if let Err(e) = of.w.flush().and_then(|()| of.w.get_ref().sync_data()) {
-                        self.fail(&session_id, e);
-                    }
-                }
+            Op::Sync(session_id) => self.sync_file(&session_id),
+            Op::SyncUpto { session_id, upto } => {
+                self.sync_file(&session_id);
+                // Acknowledged even when the disk failed (that is logged):
+                // live service goes on rather than every device waiting.
+                self.shared.ack(&session_id, 0, upto);
             }
+            Op::Reserve { session_id, upto } => {
+                self.record(&session_id, |m| m.reserved = m.reserved.max(upto));
+                self.shared.ack(&session_id, upto, 0);
+            }
+            Op::End { session_id, head } => {
+                self.record(&session_id, |m| m.end_at(head));
+            }
+            Op::Delete(session_id) => self.delete(&session_id),
             Op::Flush { session_id, done } => {
-                if let Some(pos) = self.position(&session_id)
-                    && let Err(e) = self.open[pos].w.flush()
-                {
-                    self.fail(&session_id, e);
+                if let Some(pos) = self.position(&session_id) {
+                    match self.open[pos].w.flush() {
+                        Ok(()) => self.flushed(&session_id),
+                        Err(e) => self.fail(&session_id, e),
+                    }
                 }
                 let _ = done.try_send(());
             }
             Op::Close(_) => {}
+        }
+    }
+
+    /// Writes out and fsyncs one session's open file.
+    fn sync_file(&mut self, session_id: &str) {
+        if let Some(pos) = self.position(session_id) {
+            let of = &mut self.open[pos];
+            match of.w.flush().and_then(|()| of.w.get_ref().sync_data()) {
+                Ok(()) => self.flushed(session_id),
+                Err(e) => self.fail(session_id, e),
+            }
+        }
+    }
+
+    /// Changes a session's metadata record, writes it and fsyncs the file.
+    fn record(&mut self, session_id: &str, change: impl FnOnce(&mut MetaRecord)) {
+        if !valid_id(session_id) || !self.ensure_open(session_id) {
+            return;
+        }
+        let Some(e) = self.index.get_mut(session_id) else {
+            return;
+        };
+        let m = e.meta.get_or_insert_with(MetaRecord::default);
+        change(m);
+        e.since_meta = 0;
+        let line = format::meta_line(m);
+        if self.write(session_id, &[&line], false) {
+            self.wrote(session_id);
+        }
+        self.sync_file(session_id);
+    }
+
+    /// Removes a session's transcript and forgets it.
+    fn delete(&mut self, session_id: &str) {
+        self.index.remove(session_id);
+        if let Some(pos) = self.position(session_id)
+            && let Some(of) = self.open.remove(pos)
+        {
+            discard(of);
+        }
+        let path = self.dir.join(format::file_name(session_id));
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                log::info!("removed stored session {session_id:?} (deleted by a device)");
+                if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
+                    log::warn!("syncing {}: {e}", self.dir.display());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("removing {}: {e}", path.display()),
+        }
+    }
+
+    /// Bytes reached a session's file: ends its failing spell, if any, with
+    /// one line that counts the failures.
+    fn flushed(&mut self, session_id: &str) {
+        if let Some(e) = self.index.get_mut(session_id)
+            && e.failing
+        {
+            e.failing = false;
+            let n = std::mem::take(&mut e.failures);
+            log::info!(
+                "session {session_id:?}: writing its transcript again after {n} failed write(s)"
+            );
         }
     }
 
@@ -270,19 +349,15 @@ impl Writer {
         }
     }
 
-    /// After a successful write: ends a failing spell (logging it) and gives
-    /// the session's entry to the caller, in one lookup.
+    /// After a write into the buffer: gives the session's entry to the
+    /// caller. (A failing spell ends only when bytes reach the file.)
     fn wrote(&mut self, session_id: &str) -> Option<&mut Entry> {
-        let e = self.index.get_mut(session_id)?;
-        if e.failing {
-            e.failing = false;
-            log::info!("session {session_id:?}: writing its transcript again");
-        }
-        Some(e)
+        self.index.get_mut(session_id)
     }
 
-    /// Logs a write error once per failing spell and drops the file's handle
-    /// and buffer; the next write reopens it and ends any torn line first.
+    /// Logs a write error once per failing spell (counting the rest) and drops
+    /// the file's handle and buffer; the next write reopens it and ends any
+    /// torn line first.
     fn fail(&mut self, session_id: &str, e: io::Error) {
         if let Some(pos) = self.position(session_id)
             && let Some(of) = self.open.remove(pos)
@@ -290,7 +365,10 @@ impl Writer {
             discard(of);
         }
         let quiet = match self.index.get_mut(session_id) {
-            Some(entry) => std::mem::replace(&mut entry.failing, true),
+            Some(entry) => {
+                entry.failures += 1;
+                std::mem::replace(&mut entry.failing, true)
+            }
             // A transcript that could not even be created: log at most every
             // QUIET_FOR.
             None => self
@@ -301,6 +379,7 @@ impl Writer {
             if !self.index.contains_key(session_id) {
                 self.unlisted_warned = Some(Instant::now());
             }
+            self.shared.failing_spells.fetch_add(1, Ordering::Relaxed);
             log::warn!(
                 "session {session_id:?}: writing its transcript failed: {e}; new lines are lost \
                  until writes succeed (check free space and permissions)"
@@ -330,6 +409,7 @@ impl Writer {
                 meta: None,
                 rank: now_ms(),
                 failing: false,
+                failures: 0,
                 full: false,
                 since_meta: 0,
             };
@@ -399,10 +479,13 @@ impl Writer {
         let Some(mut of) = self.open.pop_front() else {
             return;
         };
-        if let Err(e) = of.w.flush().and_then(|()| of.w.get_ref().sync_data()) {
-            let id = of.session_id.clone();
-            self.open.push_back(of);
-            self.fail(&id, e);
+        match of.w.flush().and_then(|()| of.w.get_ref().sync_data()) {
+            Ok(()) => self.flushed(&of.session_id),
+            Err(e) => {
+                let id = of.session_id.clone();
+                self.open.push_back(of);
+                self.fail(&id, e);
+            }
         }
     }
 
@@ -503,10 +586,19 @@ impl Writer {
 
     fn flush_all(&mut self) {
         let mut failed = Vec::new();
+        let mut recovered = Vec::new();
         for of in &mut self.open {
-            if let Err(e) = of.w.flush() {
-                failed.push((of.session_id.clone(), e));
+            match of.w.flush() {
+                Err(e) => failed.push((of.session_id.clone(), e)),
+                Ok(()) => {
+                    if self.index.get(&of.session_id).is_some_and(|e| e.failing) {
+                        recovered.push(of.session_id.clone());
+                    }
+                }
             }
+        }
+        for id in recovered {
+            self.flushed(&id);
         }
         for (id, e) in failed {
             self.fail(&id, e);

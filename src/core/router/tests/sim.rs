@@ -15,6 +15,12 @@ pub struct FakeStore {
     pub transcripts: HashMap<String, Vec<Frame>>,
     pub meta: HashMap<String, StoredInfo>,
     pub syncs: Vec<String>,
+    /// Durability acks not yet fed back (session, reserved, synced).
+    pub acks: VecDeque<(String, u64, u64)>,
+    /// Numbering ends recorded by the router (session -> head).
+    pub ends: HashMap<String, u64>,
+    /// Hold acks instead of feeding them back at once (a slow disk).
+    pub hold_acks: bool,
 }
 
 /// One socket as the device sees it.
@@ -65,6 +71,8 @@ pub struct Sim {
     pub store: FakeStore,
     pub jobs: VecDeque<FakeJob>,
     pub terminal: Vec<TermAction>,
+    /// Events for notifications and metrics.
+    pub events: Vec<crate::core::events::RelayEvent>,
     /// `Restore`s not answered yet (when `auto_restore` is off).
     pub restores: VecDeque<(UnitId, String)>,
     pub auto_restore: bool,
@@ -207,11 +215,20 @@ impl Sim {
             store: FakeStore::default(),
             jobs: VecDeque::new(),
             terminal: Vec::new(),
+            events: Vec::new(),
             restores: VecDeque::new(),
             auto_restore: true,
             violations: Vec::new(),
             next_socket: 0,
         };
+        // The relay opens its default session lazily (when a device claims
+        // it); these tests start from a default already opening.
+        // (Opened but not claimed: the first session/new claims it.)
+        let default = sim.r.default_unit;
+        sim.r.ensure_session(default);
+        if let Some(u) = sim.r.units.get_mut(&default) {
+            u.claimed = false;
+        }
         sim.drain();
         sim
     }
@@ -256,6 +273,20 @@ impl Sim {
         loop {
             while let Some(o) = self.r.poll_output() {
                 self.output(o);
+            }
+            if !self.store.hold_acks
+                && let Some((session, reserved, synced)) = self.store.acks.pop_front()
+            {
+                self.now += 1;
+                self.r.handle(
+                    self.now,
+                    Input::Durable {
+                        session,
+                        reserved,
+                        synced,
+                    },
+                );
+                continue;
             }
             if !self.auto_restore {
                 return;
@@ -349,6 +380,7 @@ impl Sim {
                 }
             }
             Output::Persist(p) => self.store_output(p),
+            Output::Event(e) => self.events.push(e),
             Output::Terminal(t) => self.terminal.push(t),
             Output::Restore { unit, session } => self.restores.push_back((unit, session)),
             Output::Job {
@@ -378,6 +410,15 @@ impl Sim {
                 self.store.meta.insert(info.session_id.clone(), info);
             }
             Persist::Sync { session } => self.store.syncs.push(session),
+            Persist::Reserve { session, upto } => self.store.acks.push_back((session, upto, 0)),
+            Persist::Durable { session, upto } => self.store.acks.push_back((session, 0, upto)),
+            Persist::End { session, head } => {
+                self.store.ends.insert(session, head);
+            }
+            Persist::Delete { session } => {
+                self.store.transcripts.remove(&session);
+                self.store.meta.remove(&session);
+            }
         }
     }
 

@@ -1,0 +1,402 @@
+//! Notification targets and a small HTTP/1.1 client for them: a target URL
+//! and its format (ntfy, Gotify, JSON webhook), the request each format
+//! documents, and [`post`], one POST over a smol `TcpStream` with a deadline.
+//! Plain `http://` only: https needs a TLS client the relay does not carry
+//! (point it at a local ntfy, or an http proxy).
+
+use crate::notify::Note;
+use std::fmt;
+use std::time::Duration;
+
+/// Longest response head read back (only its status line matters).
+pub const MAX_RESPONSE_BYTES: usize = 8 * 1024;
+
+/// How a target wants its notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// ntfy: the message as the body, `Title`, `Priority`, `Tags`, `Click` headers.
+    Ntfy,
+    /// Gotify: `POST /message?token=T` with a JSON `{title, message, priority, extras}`.
+    Gotify,
+    /// Any webhook: the event as a JSON object.
+    Json,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ntfy" => Some(Format::Ntfy),
+            "gotify" => Some(Format::Gotify),
+            "json" | "webhook" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+/// Why a target URL was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UrlError {
+    /// `https://`: the relay has no TLS client.
+    Https(String),
+    Malformed(String),
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlError::Https(u) => write!(
+                f,
+                "--notify {u}: https is not built in; run a local ntfy (or an http proxy) and give its http:// URL"
+            ),
+            UrlError::Malformed(u) => write!(
+                f,
+                "--notify {u}: not a URL like http://host:port/topic (a format may prefix it: ntfy+http://, gotify+http://, json+http://)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+/// One notification target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub format: Format,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, e.g. `/relay` or `/message?token=T`.
+    pub path: String,
+}
+
+impl Target {
+    /// Parses `[ntfy+|gotify+|json+]http://host[:port][/path]`. Without a
+    /// prefix the format is `default` when given, else guessed from the URL:
+    /// a path ending in `/message` is Gotify, a host naming ntfy is ntfy,
+    /// anything else a JSON webhook.
+    pub fn parse(url: &str, default: Option<Format>) -> Result<Target, UrlError> {
+        let (prefix, rest) = match url.split_once('+') {
+            Some((p, r)) if Format::parse(p).is_some() && r.contains("://") => {
+                (Format::parse(p), r)
+            }
+            _ => (None, url),
+        };
+        if rest.starts_with("https://") {
+            return Err(UrlError::Https(url.into()));
+        }
+        let Some(after) = rest.strip_prefix("http://") else {
+            return Err(UrlError::Malformed(url.into()));
+        };
+        let (authority, path) = match after.find(['/', '?']) {
+            Some(i) => (&after[..i], &after[i..]),
+            None => (after, "/"),
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
+        if authority.is_empty() || authority.contains('@') || path.contains(char::is_whitespace) {
+            return Err(UrlError::Malformed(url.into()));
+        }
+        let (host, port) = match split_host_port(authority) {
+            Some(hp) => hp,
+            None => return Err(UrlError::Malformed(url.into())),
+        };
+        if host.is_empty() {
+            return Err(UrlError::Malformed(url.into()));
+        }
+        let format = prefix.or(default).unwrap_or_else(|| {
+            let p = path.split('?').next().unwrap_or("");
+            if p.trim_end_matches('/').ends_with("/message") {
+                Format::Gotify
+            } else if host.contains("ntfy") {
+                Format::Ntfy
+            } else {
+                Format::Json
+            }
+        });
+        Ok(Target {
+            format,
+            host,
+            port,
+            path,
+        })
+    }
+
+    /// `host:port` for logs (never the path: it may hold a topic or a token).
+    pub fn label(&self) -> String {
+        format!("{}:{} ({:?})", self.host, self.port, self.format)
+    }
+
+    /// The full request for one note.
+    pub fn request(&self, note: &Note, agent: &str, link: Option<&str>) -> Vec<u8> {
+        let headline = note.headline();
+        let body = note.body(agent);
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        let payload: Vec<u8> = match self.format {
+            Format::Ntfy => {
+                headers.push(("Content-Type", "text/plain; charset=utf-8".into()));
+                headers.push(("Title", header_value(&headline)));
+                headers.push((
+                    "Priority",
+                    match note.kind {
+                        crate::notify::Kind::Ask | crate::notify::Kind::Login => "high",
+                        crate::notify::Kind::Crash => "high",
+                        crate::notify::Kind::TurnEnded => "default",
+                    }
+                    .into(),
+                ));
+                headers.push(("Tags", format!("robot,{}", note.kind.name())));
+                if let Some(l) = link {
+                    headers.push(("Click", header_value(l)));
+                }
+                body.into_bytes()
+            }
+            Format::Gotify => {
+                headers.push(("Content-Type", "application/json".into()));
+                let mut v = serde_json::json!({
+                    "title": headline,
+                    "message": body,
+                    "priority": if note.kind == crate::notify::Kind::TurnEnded { 5 } else { 8 },
+                });
+                if let Some(l) = link {
+                    v["extras"] =
+                        serde_json::json!({"client::notification": {"click": {"url": l}}});
+                }
+                v.to_string().into_bytes()
+            }
+            Format::Json => {
+                headers.push(("Content-Type", "application/json".into()));
+                serde_json::json!({
+                    "event": note.kind.name(),
+                    "title": headline,
+                    "message": body,
+                    "session": note.session,
+                    "sessionTitle": note.title,
+                    "agent": agent,
+                    "tool": note.tool_title,
+                    "detail": note.detail,
+                    "link": link,
+                    "relay": env!("CARGO_PKG_VERSION"),
+                })
+                .to_string()
+                .into_bytes()
+            }
+        };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let mut out = format!(
+            "POST {} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: acp-relay/{}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.path,
+            self.port,
+            env!("CARGO_PKG_VERSION"),
+            payload.len()
+        );
+        for (k, v) in headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        out.push_str("\r\n");
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&payload);
+        bytes
+    }
+}
+
+/// `host[:port]` or `[v6][:port]`; port 80 when absent.
+fn split_host_port(authority: &str) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse::<u16>().ok()?,
+        None => 80,
+    };
+    Some((host.to_owned(), port))
+}
+
+/// A header value: ASCII as it is (control characters dropped), anything
+/// else as an RFC 2047 `=?UTF-8?B?...?=` word, which ntfy decodes.
+fn header_value(s: &str) -> String {
+    let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+    if clean.is_ascii() {
+        return clean;
+    }
+    format!("=?UTF-8?B?{}?=", base64(clean.as_bytes()))
+}
+
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Why one POST failed.
+#[derive(Debug)]
+pub enum PostError {
+    Connect(std::io::Error),
+    Io(std::io::Error),
+    Timeout(Duration),
+    /// The server answered, but not with 2xx.
+    Status(u16),
+    BadResponse,
+}
+
+impl fmt::Display for PostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PostError::Connect(e) => write!(f, "cannot connect: {e}"),
+            PostError::Io(e) => write!(f, "{e}"),
+            PostError::Timeout(d) => write!(f, "no answer within {}s", d.as_secs()),
+            PostError::Status(s) => write!(f, "answered HTTP {s}"),
+            PostError::BadResponse => write!(f, "answered something that is not HTTP"),
+        }
+    }
+}
+
+impl std::error::Error for PostError {}
+
+/// Sends one request and reads the status line, all within `timeout`.
+pub async fn post(target: &Target, request: &[u8], timeout: Duration) -> Result<u16, PostError> {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let work = async {
+        // Name resolution runs on smol's blocking pool, never on the executor thread.
+        let mut stream = smol::net::TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(PostError::Connect)?;
+        stream.write_all(request).await.map_err(PostError::Io)?;
+        stream.flush().await.map_err(PostError::Io)?;
+        let mut buf = Vec::with_capacity(512);
+        let mut chunk = [0u8; 512];
+        loop {
+            let n = stream.read(&mut chunk).await.map_err(PostError::Io)?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.windows(2).any(|w| w == b"\r\n") || buf.len() >= MAX_RESPONSE_BYTES {
+                break;
+            }
+        }
+        let line = buf.split(|b| *b == b'\r').next().unwrap_or(&[]);
+        let status = std::str::from_utf8(line)
+            .ok()
+            .filter(|l| l.starts_with("HTTP/1."))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or(PostError::BadResponse)?;
+        if (200..300).contains(&status) {
+            Ok(status)
+        } else {
+            Err(PostError::Status(status))
+        }
+    };
+    futures_lite::future::or(work, async {
+        smol::Timer::after(timeout).await;
+        Err(PostError::Timeout(timeout))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::Kind;
+
+    fn note() -> Note {
+        Note {
+            kind: Kind::Ask,
+            session: Some("s1".into()),
+            title: Some("Fix the build".into()),
+            agent: None,
+            tool_title: Some("Edit main.rs".into()),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn urls_and_guessed_formats() {
+        let t = Target::parse("http://ntfy.local:8080/relay", None).unwrap();
+        assert_eq!(
+            (t.format, t.host.as_str(), t.port, t.path.as_str()),
+            (Format::Ntfy, "ntfy.local", 8080, "/relay")
+        );
+        let t = Target::parse("http://10.0.0.2/message?token=abc", None).unwrap();
+        assert_eq!((t.format, t.port), (Format::Gotify, 80));
+        assert_eq!(t.path, "/message?token=abc");
+        assert!(!t.label().contains("abc"));
+        let t = Target::parse("http://127.0.0.1:9/hook", None).unwrap();
+        assert_eq!(t.format, Format::Json);
+        let t = Target::parse("ntfy+http://127.0.0.1:9/topic", Some(Format::Json)).unwrap();
+        assert_eq!(t.format, Format::Ntfy);
+        let t = Target::parse("http://[::1]:9", Some(Format::Gotify)).unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.format),
+            ("::1", 9, Format::Gotify)
+        );
+        assert!(matches!(
+            Target::parse("https://ntfy.sh/x", None),
+            Err(UrlError::Https(_))
+        ));
+        for bad in ["ftp://x", "http://", "http://a:b/x", "http://u@h/x"] {
+            assert!(Target::parse(bad, None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn requests_follow_each_format() {
+        let n = note();
+        let req = |f| {
+            let t = Target {
+                format: f,
+                host: "h".into(),
+                port: 1,
+                path: "/t".into(),
+            };
+            String::from_utf8(t.request(&n, "gemini", Some("http://relay/#session=s1"))).unwrap()
+        };
+        let ntfy = req(Format::Ntfy);
+        assert!(ntfy.starts_with("POST /t HTTP/1.1\r\n"));
+        assert!(ntfy.contains("\r\nTitle: Permission needed: Edit main.rs\r\n"));
+        assert!(ntfy.contains("\r\nClick: http://relay/#session=s1\r\n"));
+        assert!(ntfy.ends_with("\r\n\r\ngemini asks in \"Fix the build\": Edit main.rs"));
+        let gotify = req(Format::Gotify);
+        let body: serde_json::Value =
+            serde_json::from_str(gotify.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["title"], "Permission needed: Edit main.rs");
+        assert_eq!(
+            body["extras"]["client::notification"]["click"]["url"],
+            "http://relay/#session=s1"
+        );
+        let json = req(Format::Json);
+        let body: serde_json::Value =
+            serde_json::from_str(json.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["event"], "ask");
+        assert_eq!(body["tool"], "Edit main.rs");
+        assert_eq!(header_value("Größe"), "=?UTF-8?B?R3LDtsOfZQ==?=");
+        assert_eq!(base64(b"ab"), "YWI=");
+    }
+}

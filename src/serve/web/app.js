@@ -1,0 +1,393 @@
+// The web client's entry point: pairing, the link, the screens (chat,
+// files, changes, terminal) and the lease. Each concern lives in its module.
+import { $, el, LS, hex, toast, short, deviceName } from './dom.js';
+import { Link } from './link.js';
+import { Transcript } from './transcript.js';
+import { Controls } from './controls.js';
+import { Files, Changes } from './workspace.js';
+import { Sessions } from './sessions.js';
+import { Attention } from './notify.js';
+
+// ---- identity ----
+function slug(s) { return String(s || '').toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 24); }
+let clientId = LS.get('client');
+if (!clientId || !/-[0-9a-f]{8}$/.test(clientId)) {
+  const guess = /Android|iPhone|iPad/.test(navigator.userAgent) ? 'phone' : 'web';
+  clientId = guess + '-' + hex(4);
+  LS.set('client', clientId);
+}
+let token = LS.get('token', '');
+{
+  const h = new URLSearchParams(location.hash.slice(1)), t = h.get('token');
+  if (t) { token = t.trim(); LS.set('token', token); history.replaceState(null, '', location.pathname + location.search); }
+}
+
+// ---- state ----
+const S = {
+  busy: false, leaseOn: false, holder: null, info: null, agentName: '', relayVersion: '',
+  promptCaps: {}, authMethods: [], ever: false, title: '', wantLoad: null, meta: {},
+};
+const listeners = new Map(); // notification method -> Set(fn)
+const viewer = () => S.leaseOn && S.holder != null && S.holder !== clientId;
+
+const link = new Link({
+  welcome: onWelcome,
+  message: onMessage,
+  state: setConn,
+  refused: msg => showPair(msg),
+});
+link.clientId = clientId;
+
+function request(method, params) { return link.request(method, params); }
+const api = {
+  request, sid: () => link.view.sid, isController: () => !viewer(), promptCaps: () => S.promptCaps,
+  root: () => (S.meta.workspace && S.meta.workspace.root) || S.meta.cwd || '',
+  openFile: (p, line) => openFile(p, line),
+};
+
+const att = new Attention();
+const tr = new Transcript($('log'), $('pill'), {
+  me: () => clientId,
+  openFile: (p, line) => openFile(p, line),
+  sendAnswer: (id, result) => {
+    if (viewer()) { leaseHint(); return false; }
+    if (link.raw({ jsonrpc: '2.0', id, result })) return true;
+    toast('Not connected; reconnecting…');
+    return false;
+  },
+  onUpdate: (u, live) => controls.onUpdate(u, live),
+  onTurnStart: () => setBusy(true),
+  onScroll: (top, stick) => saveScroll(top, stick),
+});
+const controls = new Controls(Object.assign({}, api, { onTitle: t => { S.title = t; setHeader(); } }));
+const files = new Files($('files'), api);
+const changes = new Changes($('changes'), api);
+const sessions = new Sessions(Object.assign({}, api, {
+  load: sid => loadSession(sid),
+  needs: (sid, meta) => (sid === link.view.sid && tr.openAsks() > 0) || (meta && (meta.needsYou || (meta.pendingPermissions | 0) > 0 || (Array.isArray(meta.pendingPermissionIds) && meta.pendingPermissionIds.length > 0))),
+  deviceName: () => deviceName(clientId),
+  onList: () => setHeader(),
+  onDeleted: () => newSession(),
+}));
+
+// ---- screens ----
+const tabs = ['chat', 'files', 'changes', 'term'];
+let screen = 'chat';
+function showScreen(name) {
+  screen = name;
+  for (const t of tabs) {
+    $(t).hidden = t !== name;
+    $('tab-' + t).setAttribute('aria-selected', String(t === name));
+    $('tab-' + t).tabIndex = t === name ? 0 : -1;
+  }
+  if (name === 'files') files.show();
+  if (name === 'changes') changes.show(); else changes.hide();
+  if (name === 'term') mountTerm();
+  if (name === 'chat' && tr.stick) tr.toBottom();
+}
+for (const t of tabs) $('tab-' + t).addEventListener('click', () => showScreen(t));
+$('tabs').addEventListener('keydown', e => {
+  if (e.key !== 'ArrowRight' && e.key !== 'ArrowLeft') return;
+  const i = tabs.indexOf(screen), n = tabs[(i + (e.key === 'ArrowRight' ? 1 : tabs.length - 1)) % tabs.length];
+  showScreen(n); $('tab-' + n).focus();
+});
+function openFile(p, line) {
+  showScreen('files');
+  files.openFile(p, line);
+}
+
+let termState = 'none';
+async function mountTerm() {
+  if (termState !== 'none') return;
+  termState = 'loading';
+  const box = $('term');
+  box.textContent = '';
+  if (S.meta.terminal === false) {
+    box.appendChild(el('p', 'empty', 'Terminals are off on this relay.'));
+    termState = 'off';
+    return;
+  }
+  try {
+    const m = await import('./term.js');
+    const css = document.createElement('link');
+    css.rel = 'stylesheet'; css.href = '/term.css';
+    document.head.appendChild(css);
+    const host = box.appendChild(el('div', 'term-host'));
+    m.mountTerminals(host, {
+      request,
+      on: (method, fn) => { if (!listeners.has(method)) listeners.set(method, new Set()); listeners.get(method).add(fn); return () => listeners.get(method).delete(fn); },
+      isController: () => !viewer(),
+    });
+    termState = 'mounted';
+  } catch (e) {
+    console.error(e);
+    box.appendChild(el('p', 'empty', 'Terminal unavailable: this relay build has no terminal screen.'));
+    termState = 'failed';
+  }
+}
+
+// ---- header, banner, lease ----
+function setConn(s) {
+  const d = $('dot');
+  d.className = 'dot ' + s;
+  const l = { open: 'connected', connecting: 'connecting', off: 'offline' }[s];
+  d.setAttribute('aria-label', l); d.title = l;
+  if (s === 'open') { S.ever = true; $('banner').hidden = true; }
+  else if ($('pair').hidden && link.token) {
+    $('banner').hidden = false;
+    $('banner').textContent = S.ever ? 'Reconnecting to the relay… your view is kept.' : 'Connecting to the relay…';
+  }
+  setHeader();
+}
+function setHeader() {
+  const sid = link.view.sid;
+  const title = sessions.title(sid) || S.title || (sid ? 'Session ' + short(sid) : 'New session');
+  $('title').textContent = title;
+  att.setTitle(title + ' · acp-relay');
+  const d = $('dot').title;
+  $('sub').textContent = (d !== 'connected' ? d + ' · ' : '') + (S.agentName || 'agent') + (S.busy ? ' · working' : '');
+}
+function setBusy(b) {
+  S.busy = b;
+  $('stop').hidden = !b;
+  setHeader();
+}
+function setLease(l, h) {
+  S.leaseOn = !!l;
+  S.holder = h == null ? null : h;
+  const bar = $('leasebar');
+  bar.hidden = !S.leaseOn;
+  if (S.leaseOn) {
+    $('leaseTxt').textContent = S.holder === clientId ? 'You have control.' : S.holder ? deviceName(S.holder) + ' has control: this device only watches.' : 'No device has control yet.';
+    $('takeBtn').hidden = S.holder === clientId;
+  }
+  const v = viewer();
+  document.body.classList.toggle('viewer', v);
+  for (const e of document.querySelectorAll('.ctl')) e.disabled = v;
+  $('input').placeholder = v ? 'Viewing only: take control to type' : 'Message (/ commands, @ files)';
+  controls.render();
+  files.buttons();
+  sessions.render();
+}
+function leaseHint() {
+  const m = (S.holder && S.holder !== clientId ? deviceName(S.holder) : 'Another device') + ' has control. Tap “Take control” to drive from here.';
+  toast(m, 6000);
+  $('leasebar').hidden = false; $('takeBtn').hidden = false;
+  return m;
+}
+$('takeBtn').addEventListener('click', async () => {
+  try { const r = await request('_relay/take_control', {}); setLease(r.lease != null ? r.lease : S.leaseOn, r.holder); toast('You have control.'); }
+  catch (e) { toast(e.message || 'could not take control'); }
+});
+
+// ---- incoming ----
+function onWelcome(w, how) {
+  $('pair').hidden = true;
+  if (how.rebuild) {
+    const sameSession = w.sessionId === tr.sid;
+    if (sameSession) tr.rebuildKeepingPlace(); else { tr.clear(); tr.restoreTop = savedScroll(w.sessionId); controls.reset(); }
+    tr.sid = w.sessionId;
+  } else if (tr.sid == null) { tr.sid = w.sessionId; tr.restoreTop = savedScroll(w.sessionId); }
+  if (how.again) return; // reconnecting for a full replay
+  if (how.first && how.asked && w.sessionId !== how.asked) S.wantLoad = how.asked;
+  setBusy(!!w.busy);
+  setLease(w.lease, w.holder);
+  tr.settleAll(new Set((w.pendingPermissionIds || []).map(String)));
+  // a later welcome on the same socket is a view switch (load, resume)
+  if (how.first) afterWelcome();
+}
+async function afterWelcome() {
+  let r;
+  try { r = await request('initialize', { protocolVersion: 1, clientCapabilities: {}, clientInfo: { name: 'acp-relay-web', version: '1' } }); }
+  catch (e) { return; }
+  const ai = r.agentInfo || {};
+  S.meta = (r._meta && r._meta.relay) || {};
+  S.agentName = (ai.title || ai.name || 'agent') + (ai.version ? ' ' + ai.version : '');
+  S.relayVersion = S.meta.version || '';
+  S.promptCaps = (r.agentCapabilities && r.agentCapabilities.promptCapabilities) || {};
+  S.authMethods = r.authMethods || [];
+  controls.caps();
+  if (S.meta.lease != null && S.meta.lease !== S.leaseOn) setLease(S.meta.lease, S.holder);
+  setHeader();
+  sessions.refresh();
+  if (S.wantLoad) { const s = S.wantLoad; S.wantLoad = null; loadSession(s, true); return; }
+  // The session's modes and options: resume answers them without a replay
+  // (only as controller: a viewer must not claim a free lease by looking).
+  if (link.view.sid && !viewer() && !(S.leaseOn && S.holder == null)) {
+    try { controls.fromSession(await request('session/resume', { sessionId: link.view.sid, cwd: '/', mcpServers: [] })); } catch (e) { /* not resumable */ }
+  }
+}
+function onMessage(o, live, q) {
+  if (o.method && o.id != null) {
+    if (o.method === 'session/request_permission') {
+      const fresh = tr.askCard(o);
+      if (viewer()) tr.setAskButtons(tr.asks.get(String(o.id)), false);
+      if (live && !S.busy) setBusy(true);
+      if (fresh && live) {
+        const tc = (o.params && o.params.toolCall) || {};
+        att.alert('The agent needs you', tc.title || 'A permission request is waiting', 'ask-' + o.id);
+      }
+      sessions.render();
+    } else tr.notice('request ' + o.method + ' (not supported here; Stop cancels the turn)', 'json');
+    return;
+  }
+  if (o.method) {
+    const p = o.params || {};
+    switch (o.method) {
+      case 'session/update': tr.onUpdate(p, live); break;
+      case '_relay/ask_resolved': tr.resolveAsk(p.id, p.outcome, p.by); sessions.render(); break;
+      case '_relay/control': setLease(p.lease, p.holder); break;
+      case '_relay/agent_exited': tr.agentExited(p); if (live) setBusy(false); break;
+      case '_relay/workspace_changed': files.changed(p.path); changes.changed(p.path); break;
+      case '_relay/agent/log_line': controls.logLine(p); break;
+      default:
+        if (!listeners.has(o.method) && typeof o.rseq === 'number' && !o.method.startsWith('_relay/terminal/')) tr.notice(o.method + ' ' + JSON.stringify(p).slice(0, 300), 'json');
+    }
+    const ls = listeners.get(o.method);
+    if (ls) for (const fn of ls) { try { fn(p); } catch (e) { console.error(e); } }
+    return;
+  }
+  if (o.id == null) { if (o.error) toast(o.error.message || 'error'); return; }
+  const id = String(o.id), e = o.error;
+  if (id.startsWith('perm:')) {
+    const a = tr.asks.get(id);
+    if (e) { const m = e.code === -32010 ? leaseHint() : e.message || 'error'; if (a && !a._done) { a._n.textContent = m; tr.setAskButtons(a, true); } }
+    return;
+  }
+  const isPrompt = (q && q.method === 'session/prompt') || (!q && (tr.promptIds.has(id) || (o.result && o.result.stopReason != null)));
+  if (q && q.method === 'session/prompt' && e && (e.code === -32011 || e.code === -32010)) {
+    if (q.text && !$('input').value) { $('input').value = q.text; grow(); }
+    if (e.code === -32011) { toast(e.message || 'The agent is busy; wait or press Stop.'); setBusy(true); }
+    else { leaseHint(); setBusy(false); }
+    return;
+  }
+  if (isPrompt && (typeof o.rseq === 'number' || q)) {
+    tr.turnEnd(o);
+    if (live || q) {
+      setBusy(false);
+      att.alert(e ? 'The turn failed' : 'The agent is done', e ? e.message || '' : 'Stop reason: ' + ((o.result && o.result.stopReason) || 'end_turn'), 'turn');
+    }
+    sessions.refresh();
+  }
+}
+
+// ---- sessions ----
+async function loadSession(sid, quiet) {
+  try {
+    const r = await request('session/load', { sessionId: sid, cwd: '/', mcpServers: [] });
+    controls.reset(); controls.fromSession(r);
+    sessions.refresh();
+  } catch (e) { if (!quiet) toast(e.code === -32010 ? leaseHint() : e.message || 'cannot open that session', 6000); }
+}
+async function newSession() {
+  if (viewer()) { leaseHint(); return null; }
+  try {
+    let r = await request('session/new', { cwd: '/', mcpServers: [] });
+    // the relay's first session/new claims the default session even if it has history: ask again
+    if (r.sessionId === link.view.sid && link.view.seq > 0) r = await request('session/new', { cwd: '/', mcpServers: [] });
+    if (r.sessionId && r.sessionId !== link.view.sid) { link.setSession(r.sessionId, null); tr.clear(); tr.sid = r.sessionId; }
+    S.title = '';
+    controls.reset(); controls.fromSession(r);
+    sessions.closeMenu();
+    sessions.refresh();
+    setHeader();
+    return r.sessionId;
+  } catch (e) { toast(e.code === -32010 ? leaseHint() : e.message || 'cannot start a session', 6000); return null; }
+}
+$('newBtn').addEventListener('click', () => newSession());
+
+// ---- composer ----
+const input = $('input');
+function grow() { input.style.height = 'auto'; input.style.height = Math.min(input.scrollHeight + 2, window.innerHeight * 0.4) + 'px'; }
+input.addEventListener('input', grow);
+const desktop = matchMedia('(pointer:fine)').matches;
+input.addEventListener('keydown', e => {
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && (desktop || e.ctrlKey || e.metaKey) && !controls.pal.open) { e.preventDefault(); submit(); }
+});
+$('composer').addEventListener('submit', e => { e.preventDefault(); submit(); });
+async function submit() {
+  const t = input.value;
+  if (!t.trim() && !controls.attachments.length) return;
+  if (viewer()) { leaseHint(); return; }
+  if (!link.open) { toast('Not connected yet; your text is kept.'); link.reconnectNow(); return; }
+  if (S.busy) { toast('The agent is still working; wait or press Stop.'); return; }
+  controls.closePalette();
+  let sid = link.view.sid;
+  if (!sid) { sid = await newSession(); if (!sid) return; }
+  if (!S.title && !sessions.title(sid)) { S.title = t.trim().split('\n')[0].slice(0, 60); setHeader(); }
+  const prompt = [];
+  if (t.trim()) prompt.push({ type: 'text', text: t });
+  prompt.push(...controls.takeBlocks());
+  input.value = ''; grow();
+  setBusy(true); tr.stick = true;
+  link.request('session/prompt', { sessionId: sid, prompt }, { text: t }).catch(() => {});
+}
+$('stop').addEventListener('click', () => { if (link.notify('session/cancel', { sessionId: link.view.sid })) toast('Cancelling…', 2000); });
+
+// ---- menu extras ----
+$('devSave').addEventListener('click', () => {
+  const name = slug($('devName').value);
+  if (!name) { toast('Give this device a name: letters and digits.'); return; }
+  const suffix = clientId.slice(-8);
+  clientId = name + '-' + suffix;
+  LS.set('client', clientId);
+  link.clientId = clientId;
+  toast('This device is now “' + name + '”.');
+  link.reconnectNow();
+});
+$('agentBtn').addEventListener('click', () => { sessions.closeMenu(); controls.openAgent(S.authMethods, S.agentName); });
+$('unpairBtn').addEventListener('click', () => {
+  LS.del('token'); token = ''; link.setToken(''); sessions.closeMenu(); link.drop();
+  showPair('Unpaired. Paste a token to connect again.');
+});
+
+// ---- pairing ----
+function showPair(msg) {
+  $('banner').hidden = true;
+  $('pair').hidden = false;
+  if (msg) $('pairMsg').textContent = msg;
+  const t = $('tok');
+  t.value = '';
+  t.focus();
+}
+$('pairForm').addEventListener('submit', e => {
+  e.preventDefault();
+  let v = $('tok').value.trim();
+  const m = v.match(/[#&?]token=([^&\s]+)/);
+  if (m) v = decodeURIComponent(m[1]);
+  if (!v) return;
+  token = v; LS.set('token', v);
+  $('pair').hidden = true;
+  link.setToken(v);
+  link.reconnectNow();
+});
+
+// ---- scroll kept across reloads ----
+let scrollTimer = 0;
+function saveScroll(top, stick) {
+  clearTimeout(scrollTimer);
+  scrollTimer = setTimeout(() => { try { sessionStorage.setItem('acpr.scroll', JSON.stringify({ sid: link.view.sid, top, stick })); } catch (e) { /* private mode */ } }, 200);
+}
+function savedScroll(sid) {
+  try { const s = JSON.parse(sessionStorage.getItem('acpr.scroll') || 'null'); return s && s.sid === sid && !s.stick ? s.top : null; } catch (e) { return null; }
+}
+
+// ---- wake ----
+function wake() { if (document.visibilityState === 'visible' && link.token && !link.stopped && (!link.ws || link.ws.readyState > 1)) link.reconnectNow(); }
+document.addEventListener('visibilitychange', wake);
+window.addEventListener('online', wake);
+window.addEventListener('pageshow', wake);
+
+if ('serviceWorker' in navigator && (location.protocol === 'https:' || ['localhost', '127.0.0.1', '[::1]'].includes(location.hostname))) {
+  navigator.serviceWorker.register('/sw.js').catch(() => {});
+}
+
+setConn('off');
+setHeader();
+if (token) { link.setToken(token); link.connect(); } else showPair();
+
+// For tests and debugging: read-only views of the page's state.
+window.acpRelay = {
+  get view() { return link.view; }, get ws() { return link.ws; }, get clientId() { return clientId; },
+  get notes() { return att.record; }, get stick() { return tr.stick; }, get stopped() { return link.stopped; }, transcript: tr,
+};

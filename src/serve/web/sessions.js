@@ -1,0 +1,59 @@
+// The sessions menu: title, time, busy and "needs you" badges, open and
+// delete; and this device's name (part of its client id, so it shows in
+// "answered by" on other devices).
+import { $, el, button, toast, short, when } from './dom.js';
+
+export class Sessions {
+  constructor(app) {
+    this.app = app; // {request, sid(), load(sid), isController(), needs(sid)}
+    this.list = [];
+    $('sessBtn').addEventListener('click', () => ($('menu').hidden ? this.openMenu() : this.closeMenu()));
+    $('refBtn').addEventListener('click', () => this.refresh());
+    document.addEventListener('keydown', e => { if (e.key === 'Escape' && !$('menu').hidden) { this.closeMenu(); $('sessBtn').focus(); } });
+    document.addEventListener('click', e => {
+      const m = $('menu');
+      if (!m.hidden && !m.contains(e.target) && !$('sessBtn').contains(e.target)) this.closeMenu();
+    });
+  }
+  title(sid) { const s = this.list.find(x => x.sessionId === sid); return s && s.title; }
+  async refresh() {
+    try { const r = await this.app.request('session/list', {}); this.list = (r && r.sessions) || []; }
+    catch (e) { return; }
+    this.render();
+    if (this.app.onList) this.app.onList();
+  }
+  render() {
+    const ul = $('slist');
+    ul.textContent = '';
+    if (!this.list.length) { ul.appendChild(el('li', 'mut', 'No sessions yet.')); return; }
+    const ss = this.list.slice().sort((a, b) => String(b.updatedAt || '').localeCompare(String(a.updatedAt || '')));
+    const ctl = this.app.isController();
+    for (const s of ss) {
+      const li = ul.appendChild(el('li'));
+      const b = li.appendChild(button('', 'open', () => { this.closeMenu(); if (s.sessionId !== this.app.sid()) this.app.load(s.sessionId); }));
+      const meta = (s._meta && s._meta.relay) || {};
+      b.appendChild(el('div', '', s.title || short(s.sessionId)));
+      const tags = b.appendChild(el('div', 'tagrow'));
+      const t = when(s.updatedAt);
+      if (t) tags.appendChild(el('span', 'mut', t));
+      if (meta.busy) tags.appendChild(el('span', 'tag busy', 'busy'));
+      const needs = this.app.needs(s.sessionId, meta);
+      if (needs) tags.appendChild(el('span', 'tag needs', 'needs you'));
+      if (s.sessionId === this.app.sid()) b.setAttribute('aria-current', 'true');
+      const del = li.appendChild(button('Delete', 'dan ctl', () => this.remove(s), 'Delete session ' + (s.title || s.sessionId)));
+      del.disabled = !ctl || !!meta.busy;
+      if (meta.busy) del.title = 'Busy: stop its turn first';
+    }
+  }
+  async remove(s) {
+    try {
+      await this.app.request('_relay/session/delete', { sessionId: s.sessionId });
+      toast('Deleted ' + (s.title || short(s.sessionId)));
+      this.list = this.list.filter(x => x.sessionId !== s.sessionId);
+      this.render();
+      if (s.sessionId === this.app.sid() && this.app.onDeleted) this.app.onDeleted();
+    } catch (e) { toast(e.message || 'could not delete', 6000); }
+  }
+  openMenu() { $('menu').hidden = false; $('sessBtn').setAttribute('aria-expanded', 'true'); $('devName').value = this.app.deviceName(); this.refresh(); }
+  closeMenu() { $('menu').hidden = true; $('sessBtn').setAttribute('aria-expanded', 'false'); }
+}

@@ -1,0 +1,108 @@
+//! `/metrics` needs the token (or `--metrics-listen`), `/healthz` says `ok`
+//! and the version, and after a scripted run the counters equal what it did.
+mod common;
+use common::*;
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+fn get(port: u16, path: &str, auth: Option<&str>) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let auth = auth
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+fn parse(body: &str) -> HashMap<String, u64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_need_the_token_and_count_a_scripted_run() {
+    let relay = Relay::start(&[]);
+    let (status, body) = get(relay.port, "/healthz", None);
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, format!("ok {}\n", env!("CARGO_PKG_VERSION")));
+
+    let (status, body) = get(relay.port, "/metrics", None);
+    assert!(status.contains("401"), "{status}");
+    assert!(!body.contains("acp_relay_"), "{body}");
+    let (status, _) = get(relay.port, "/metrics", Some("wrong-token"));
+    assert!(status.contains("401"), "{status}");
+    let (status, _) = get(relay.port, "/status", None);
+    assert!(status.contains("401"), "{status}");
+
+    // The script: one device, two turns (one with an ask it answers).
+    let mut a = relay.device("alice", "");
+    let session = open_session(&mut a);
+    let id = a.request("session/prompt", prompt_params(&session, "/chunks 2\nx"));
+    assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
+    let id = a.request("session/prompt", prompt_params(&session, "/ask"));
+    let ask = a.recv_until("ask", |v| v["method"] == "session/request_permission");
+    a.send(&json!({"jsonrpc":"2.0","id":ask["id"],"result":{"outcome":{"outcome":"selected","optionId":"allow"}}}));
+    assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
+
+    let (status, body) = get(relay.port, "/metrics", Some(&relay.token));
+    assert!(status.contains("200"), "{status}");
+    let m = parse(&body);
+    let want = [
+        ("acp_relay_turns_total", 2),
+        ("acp_relay_asks_total", 1),
+        ("acp_relay_asks_open", 0),
+        ("acp_relay_sessions_busy", 0),
+        ("acp_relay_sockets", 1),
+        ("acp_relay_sockets_opened_total", 1),
+        ("acp_relay_agents_spawned_total", 1),
+        ("acp_relay_agent_crashes_total", 0),
+        // Three refused requests above.
+        ("acp_relay_auth_failures_total", 3),
+        ("acp_relay_notifications_sent_total", 0),
+    ];
+    for (k, v) in want {
+        assert_eq!(m.get(k), Some(&v), "{k} in:\n{body}");
+    }
+    assert!(m.get("acp_relay_rss_bytes").is_some_and(|r| *r > 0));
+    assert!(m.get("acp_relay_frames_sent_total").is_some_and(|f| *f > 0));
+    // The token never appears in what the relay logs.
+    assert!(!relay.log().contains(&relay.token));
+}
+
+#[test]
+fn metrics_listen_serves_metrics_without_the_token() {
+    let relay = Relay::start(&["--metrics-listen", "127.0.0.1:0"]);
+    relay.wait_log("metrics without the token on ");
+    let log = relay.log();
+    let addr = log
+        .lines()
+        .find_map(|l| l.split("metrics without the token on ").nth(1))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let (status, body) = get(port, "/metrics", None);
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        parse(&body).contains_key("acp_relay_sessions_live"),
+        "{body}"
+    );
+    let (status, _) = get(port, "/status", None);
+    assert!(status.contains("404"), "{status}");
+    // The main port still wants the token.
+    assert!(get(relay.port, "/metrics", None).0.contains("401"));
+}

@@ -1,0 +1,405 @@
+//! Notifications through the real binary: an ask nobody answered (after the
+//! delay, naming the session and tool titles), an unwatched turn end and an
+//! agent crash reach a local HTTP server in ntfy's format and as JSON; a dead
+//! target does not slow a turn; `--notify-cmd` gets the event in variables;
+//! SIGHUP picks up a changed config and a rotated token.
+mod common;
+use common::*;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+/// One request the sink received.
+#[derive(Debug, Clone)]
+struct Received {
+    head: String,
+    body: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// A local HTTP server that answers 200 and hands over what it got.
+struct Sink {
+    port: u16,
+    rx: mpsc::Receiver<Received>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut s) = s else { continue };
+                let _ = s.set_read_timeout(Some(WAIT));
+                if let Some(r) = read_request(&mut s) {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                    let _ = tx.send(r);
+                }
+            }
+        });
+        Sink { port, rx, stop }
+    }
+
+    /// The next request matching `pred` (others are skipped).
+    fn recv(&self, what: &str, pred: impl Fn(&Received) -> bool) -> Received {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(r) if pred(&r) => return r,
+                Ok(_) => continue,
+                Err(_) => panic!("no notification: {what}"),
+            }
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn read_request(s: &mut TcpStream) -> Option<Received> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some(Received {
+        head,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// A port that accepts connections and never answers.
+struct DeadPort {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl DeadPort {
+    fn start() -> DeadPort {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, st) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in l.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Ok(s) = s {
+                    held.push(s);
+                    a.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        DeadPort {
+            port,
+            accepted,
+            stop,
+        }
+    }
+}
+
+impl Drop for DeadPort {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn ask_frame(d: &mut Device) -> Value {
+    d.recv_until("ask", |v| v["method"] == "session/request_permission")
+}
+
+fn allow(d: &mut Device, ask: &Value) {
+    d.send(&json!({"jsonrpc":"2.0","id":ask["id"],"result":{"outcome":{"outcome":"selected","optionId":"allow"}}}));
+}
+
+const TOOL: &str = "Demo action that needs your permission";
+
+#[test]
+fn ntfy_gets_the_late_ask_the_unwatched_turn_end_and_the_crash() {
+    let sink = Sink::start();
+    let url = format!("ntfy+http://127.0.0.1:{}/relay-topic", sink.port);
+    let relay = Relay::start(&["--notify", &url, "--notify-delay", "1"]);
+    let mut a = relay.device("alice", "");
+    let session = open_session(&mut a);
+
+    // An ask a watching device leaves unanswered: notified after the delay.
+    let id = a.request(
+        "session/prompt",
+        prompt_params(&session, "Fix the build\n/ask"),
+    );
+    let ask = ask_frame(&mut a);
+    let r = sink.recv("late ask", |r| r.body.contains("asks in"));
+    assert!(
+        r.head.starts_with("POST /relay-topic HTTP/1.1"),
+        "{}",
+        r.head
+    );
+    assert_eq!(
+        r.header("Title").as_deref(),
+        Some(format!("Permission needed: {TOOL}").as_str())
+    );
+    assert!(r.body.contains("\"Fix the build /ask\""), "{}", r.body);
+    assert!(r.body.contains("demo-agent"), "agent named: {}", r.body);
+    let click = r.header("Click").unwrap_or_default();
+    assert!(
+        click.ends_with(&format!("/#session={session}")),
+        "link: {click}"
+    );
+    assert!(!click.contains(&relay.token) && !r.head.contains(&relay.token));
+    allow(&mut a, &ask);
+    assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
+
+    // A turn that ends with nobody watching.
+    a.request(
+        "session/prompt",
+        prompt_params(&session, "Second\n/sleep 1500"),
+    );
+    a.recv_until("echo", |v| {
+        v["params"]["update"]["sessionUpdate"] == "agent_message_chunk"
+    });
+    a.close();
+    let r = sink.recv("unwatched turn end", |r| {
+        r.header("Tags").is_some_and(|t| t.contains("turn_ended"))
+    });
+    assert_eq!(r.header("Title").as_deref(), Some("Turn finished"));
+    assert!(r.body.contains("end_turn"), "{}", r.body);
+
+    // An agent crash.
+    let mut b = relay.device("bob", &format!("session_id={session}"));
+    b.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    b.request("session/prompt", prompt_params(&session, "/exit"));
+    let r = sink.recv("crash", |r| {
+        r.header("Tags")
+            .is_some_and(|t| t.contains("agent_crashed"))
+    });
+    assert!(r.body.contains("exit status: 3"), "{}", r.body);
+    relay.wait_log("notify: agent_crashed");
+}
+
+#[test]
+fn json_webhook_gets_an_ask_that_arrived_with_nobody_connected() {
+    let sink = Sink::start();
+    let url = format!("http://127.0.0.1:{}/hook", sink.port);
+    let relay = Relay::start(&["--notify", &url, "--notify-format", "json"]);
+    let mut a = relay.device("alice", "");
+    let session = open_session(&mut a);
+    a.request(
+        "session/prompt",
+        prompt_params(&session, "Deploy\n/sleep 800\n/ask"),
+    );
+    a.recv_until("echo", |v| {
+        v["params"]["update"]["sessionUpdate"] == "agent_message_chunk"
+    });
+    a.close();
+    // The default delay is 20 s: with nobody connected the ask goes out at once.
+    let r = sink.recv("ask", |r| r.body.contains("\"event\":\"ask\""));
+    assert_eq!(
+        r.header("Content-Type").as_deref(),
+        Some("application/json")
+    );
+    let v = r.json();
+    assert_eq!(v["session"], session.as_str());
+    assert_eq!(v["sessionTitle"], "Deploy /sleep 800 /ask");
+    assert_eq!(v["tool"], TOOL);
+    assert!(
+        v["link"]
+            .as_str()
+            .is_some_and(|l| l.ends_with(&format!("#session={session}"))),
+        "{v}"
+    );
+    assert_eq!(v["relay"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn a_dead_target_does_not_slow_a_turn() {
+    let dead = DeadPort::start();
+    let url = format!("http://127.0.0.1:{}/x", dead.port);
+    let relay = Relay::start(&["--notify", &url, "--notify-delay", "0"]);
+    let mut a = relay.device("alice", "");
+    let session = open_session(&mut a);
+    let id = a.request("session/prompt", prompt_params(&session, "/ask"));
+    let ask = ask_frame(&mut a);
+    // The notification is on its way to a port that never answers...
+    let deadline = Instant::now() + WAIT;
+    while dead.accepted.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the dead port saw no connection");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...and the turn goes on: the answer reaches the agent, the turn ends,
+    // and the next turn runs too.
+    allow(&mut a, &ask);
+    assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
+    let id = a.request(
+        "session/prompt",
+        prompt_params(&session, "/chunks 2\nhello"),
+    );
+    assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
+}
+
+#[test]
+fn notify_cmd_runs_with_the_event_in_variables() {
+    let out = TempDir::new("notify-cmd");
+    let file = out.path().join("event.txt");
+    let cmd = format!(
+        "env | grep '^ACP_RELAY_' | sort > '{0}.tmp' && mv '{0}.tmp' '{0}'",
+        file.display()
+    );
+    let relay = Relay::start(&["--notify-cmd", &cmd, "--notify-delay", "0"]);
+    let mut a = relay.device("alice", "");
+    let session = open_session(&mut a);
+    a.request("session/prompt", prompt_params(&session, "Tidy up\n/ask"));
+    ask_frame(&mut a);
+    let deadline = Instant::now() + WAIT;
+    while !file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "--notify-cmd never ran; log:\n{}",
+            relay.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let env = std::fs::read_to_string(&file).unwrap();
+    for want in [
+        "ACP_RELAY_EVENT=ask".to_owned(),
+        format!("ACP_RELAY_SESSION={session}"),
+        "ACP_RELAY_SESSION_TITLE=Tidy up /ask".to_owned(),
+        format!("ACP_RELAY_TOOL={TOOL}"),
+        format!("ACP_RELAY_TITLE=Permission needed: {TOOL}"),
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} missing in:\n{env}");
+    }
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("ACP_RELAY_LINK=http://127.0.0.1:")
+                && l.ends_with(&format!("/#session={session}"))),
+        "{env}"
+    );
+    assert!(
+        env.contains("ACP_RELAY_AGENT=acp-relay demo-agent"),
+        "{env}"
+    );
+}
+
+/// Raw `GET path` with a Bearer token; the status line.
+fn get_status_line(port: u16, path: &str, token: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().next().unwrap_or("").to_owned()
+}
+
+#[test]
+fn sighup_picks_up_a_changed_config_and_a_rotated_token() {
+    let first = Sink::start();
+    let second = Sink::start();
+    let cfg_dir = TempDir::new("sighup");
+    let cfg = cfg_dir.path().join("config");
+    let write_cfg = |port: u16| {
+        std::fs::write(
+            &cfg,
+            format!("# test\nnotify = http://127.0.0.1:{port}/hook\nnotify-delay = 0\n"),
+        )
+        .unwrap();
+    };
+    write_cfg(first.port);
+    let relay = Relay::start(&["--config", cfg.to_str().unwrap()]);
+    let mut a = relay.device("alice", "");
+    let session = open_session(&mut a);
+    let turn = |a: &mut Device| {
+        let id = a.request("session/prompt", prompt_params(&session, "/ask"));
+        let ask = ask_frame(a);
+        (id, ask)
+    };
+    let (id, ask) = turn(&mut a);
+    first.recv("ask before SIGHUP", |r| {
+        r.body.contains("\"event\":\"ask\"")
+    });
+    allow(&mut a, &ask);
+    a.response(&id);
+
+    // Change the config and rotate the token, then SIGHUP.
+    write_cfg(second.port);
+    let rotated = std::process::Command::new(bin())
+        .args(["token", "--rotate", "--data-dir"])
+        .arg(&relay.data_dir)
+        .output()
+        .unwrap();
+    assert!(rotated.status.success());
+    let new_token = String::from_utf8(rotated.stdout).unwrap().trim().to_owned();
+    assert_ne!(new_token, relay.token);
+    unsafe_kill(relay.pid(), "HUP");
+    relay.wait_log("received SIGHUP");
+    relay.wait_log("token changed");
+    relay.wait_log("reloaded");
+
+    let (id, ask) = turn(&mut a);
+    second.recv("ask after SIGHUP", |r| r.body.contains("\"event\":\"ask\""));
+    allow(&mut a, &ask);
+    a.response(&id);
+    assert!(
+        get_status_line(relay.port, "/status", &relay.token).contains("401"),
+        "the old token still works"
+    );
+    assert!(get_status_line(relay.port, "/status", &new_token).contains("200"));
+}

@@ -1,0 +1,551 @@
+"""Browser tests of the built-in web client against the real binary, in
+Debian's chromium driven by playwright (never a downloaded browser).
+
+Run by scripts/test-web.sh: `python tests/web/test_web.py BINARY SHOTS_DIR [NAME...]`.
+Every wait is a condition with a deadline; no test asserts on timing.
+"""
+import base64, gzip, json, os, subprocess, sys, traceback, urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from relay import Relay, wait_for  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+BIN = sys.argv[1] if len(sys.argv) > 1 else "target/debug/acp-relay"
+SHOTS = sys.argv[2] if len(sys.argv) > 2 else "target/web-shots"
+ONLY = set(sys.argv[3:])
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+T = 20000  # ms, playwright waits
+
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+def git(ws, *args):
+    subprocess.run(["git", "-C", ws, *args], check=True, capture_output=True,
+                   env=dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t"))
+
+
+def make_workspace(ws):
+    with open(os.path.join(ws, "README.md"), "w") as f:
+        f.write("# Demo readme\nfirst line\nsecond line\nthird line\n")
+    with open(os.path.join(ws, "notes.txt"), "w") as f:
+        f.write("old line\n")
+    os.makedirs(os.path.join(ws, "src"), exist_ok=True)
+    with open(os.path.join(ws, "src", "main.rs"), "w") as f:
+        f.write("fn main() {\n    println!(\"hi\");\n}\n")
+    with open(os.path.join(ws, ".gitignore"), "w") as f:
+        f.write("secret.log\n")
+    with open(os.path.join(ws, "secret.log"), "w") as f:
+        f.write("ignored\n")
+    git(ws, "init", "-q")
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "init")
+    with open(os.path.join(ws, "README.md"), "w") as f:
+        f.write("# Demo readme\nfirst line\nsecond line CHANGED\nthird line\nfourth line\n")
+
+
+class Env:
+    """One relay and one browser for a test; pages opened through it."""
+
+    def __init__(self, pw, browser, extra=(), workspace=True):
+        self.relay = Relay(BIN, extra=extra)
+        if workspace:
+            make_workspace(self.relay.workspace)
+        self.relay.start()
+        self.browser = browser
+        self.contexts = []
+        self.errors = []
+
+    def page(self, viewport=PHONE, token=True, scheme="light", perms=()):
+        ctx = self.browser.new_context(viewport=viewport, color_scheme=scheme, permissions=list(perms))
+        self.contexts.append(ctx)
+        pg = ctx.new_page()
+        pg.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        pg.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" and ("Content Security Policy" in m.text or "Refused" in m.text or "SyntaxError" in m.text) else None)
+        pg.goto(self.relay.url if token else self.relay.base + "/")
+        if token:
+            connected(pg)
+        return pg
+
+    def close(self):
+        for c in self.contexts:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self.relay.cleanup()
+        assert not self.errors, "\n".join(self.errors)
+
+
+def connected(pg):
+    pg.wait_for_selector("#dot.open", timeout=T)
+    pg.wait_for_function("() => window.acpRelay && window.acpRelay.ws && window.acpRelay.ws._welcomed", timeout=T)
+
+
+def prompt(pg, text):
+    pg.fill("#input", text)
+    pg.click("#send")
+
+
+def wait_done(pg, n=1):
+    pg.wait_for_function(f"() => document.querySelectorAll('#log .line.stop, #log .line.warn, #log .line.err').length >= {n}", timeout=T)
+
+
+def shot(pg, name):
+    os.makedirs(SHOTS, exist_ok=True)
+    vp = pg.viewport_size
+    pg.screenshot(path=os.path.join(SHOTS, f"{name}-{vp['width']}x{vp['height']}.png"))
+
+
+def text(pg, sel):
+    return pg.eval_on_selector(sel, "e => e.innerText")
+
+
+# ---------------------------------------------------------------- tests
+
+
+@test
+def assets_gzip_etag_csp(pw, browser):
+    env = Env(pw, browser, workspace=False)
+    try:
+        req = urllib.request.Request(env.relay.base + "/", headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(req) as r:
+            assert r.headers["Content-Encoding"] == "gzip"
+            etag = r.headers["ETag"]
+            csp = r.headers["Content-Security-Policy"]
+            body = gzip.decompress(r.read()).decode()
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp, csp
+        assert '<script type="module" src="/app.js">' in body
+        req = urllib.request.Request(env.relay.base + "/", headers={"If-None-Match": etag})
+        try:
+            urllib.request.urlopen(req)
+            raise AssertionError("expected 304")
+        except urllib.error.HTTPError as e:
+            assert e.code == 304, e.code
+        with urllib.request.urlopen(env.relay.base + "/app.js") as r:
+            assert r.headers["Content-Type"].startswith("text/javascript")
+            assert "Content-Encoding" not in r.headers
+        with urllib.request.urlopen(env.relay.base + "/manifest.webmanifest") as r:
+            assert json.loads(r.read())["display"] == "standalone"
+    finally:
+        env.close()
+
+
+@test
+def pair_then_refused_token_stops(pw, browser):
+    env = Env(pw, browser, workspace=False)
+    try:
+        pg = env.page(token=False)
+        pg.wait_for_selector("#pair:not([hidden])", timeout=T)
+        shot(pg, "pairing")
+        pg.fill("#tok", env.relay.token)
+        pg.click("#pair button[type=submit]")
+        connected(pg)
+        assert pg.is_hidden("#pair")
+        # a stale tab: a wrong token shows the pairing form and stops retrying
+        bad = env.browser.new_context(viewport=PHONE)
+        env.contexts.append(bad)
+        p2 = bad.new_page()
+        p2.goto(env.relay.base + "/#token=0000")
+        p2.wait_for_selector("#pair:not([hidden])", timeout=T)
+        assert "refused" in text(p2, "#pairMsg")
+        assert p2.evaluate("() => window.acpRelay.stopped") is True
+        assert p2.is_hidden("#banner")
+    finally:
+        env.close()
+
+
+@test
+def streamed_markdown_is_safe(pw, browser):
+    env = Env(pw, browser)
+    try:
+        pg = env.page()
+        prompt(pg, "/chunks 7\n# Heading\n**bold** and `code` and _em_\n\n- one\n- two\n\n> quoted\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+                   "[good](https://example.com/x) [bad](javascript:alert(1)) <b>raw</b> <img src=x onerror=alert(1)>\n\n```\nfenced <i>x</i>\n```")
+        wait_done(pg)
+        a = "#log .msg.asst"
+        pg.wait_for_selector(a + " h1", timeout=T)
+        assert text(pg, a + " strong") == "bold"
+        assert text(pg, a + " code") == "code"
+        assert pg.locator(a + " li").count() == 2
+        assert pg.locator(a + " blockquote").count() == 1
+        assert pg.locator(a + " table td").count() == 2
+        link = pg.locator(a + " a")
+        assert link.count() == 1, link.count()
+        assert link.get_attribute("href") == "https://example.com/x"
+        assert "noopener" in link.get_attribute("rel")
+        assert pg.locator(a + " b, " + a + " img, " + a + " i").count() == 0
+        body = text(pg, a)
+        assert "<b>raw</b>" in body and "<img src=x" in body and "fenced <i>x</i>" in body
+        shot(pg, "chat-markdown")
+    finally:
+        env.close()
+
+
+@test
+def ask_on_two_devices_settles_on_both(pw, browser):
+    env = Env(pw, browser)
+    try:
+        a = env.page()
+        b = env.page(viewport=DESKTOP)
+        # name device b: its name shows in "answered by"
+        b.click("#sessBtn")
+        b.fill("#devName", "Tablet")
+        b.click("#devSave")
+        connected(b)
+        b.wait_for_function("() => window.acpRelay.clientId.startsWith('tablet-')", timeout=T)
+        prompt(a, "/chunks 1\nplease\n/ask")
+        a.wait_for_selector(".ask button.pri", timeout=T)
+        b.wait_for_selector(".ask button.pri", timeout=T)
+        shot(a, "chat-permission")
+        shot(b, "chat-permission")
+        b.click(".ask button.pri")
+        a.wait_for_selector(".ask.done", timeout=T)
+        b.wait_for_selector(".ask.done", timeout=T)
+        assert "answered by tablet" in text(a, ".ask .n"), text(a, ".ask .n")
+        assert "answered by you" in text(b, ".ask .n")
+        wait_done(a)
+    finally:
+        env.close()
+
+
+@test
+def reload_mid_turn_no_duplicate(pw, browser):
+    env = Env(pw, browser)
+    try:
+        pg = env.page()
+        prompt(pg, "/chunks 1\nfirst words\n/sleep 1500\n/context")
+        pg.wait_for_function("() => document.querySelector('#log .msg.asst') && document.querySelector('#log .msg.asst').innerText.includes('first words')", timeout=T)
+        pg.reload()
+        connected(pg)
+        wait_done(pg)
+        pg.wait_for_function("() => document.querySelector('#log').innerText.includes('context:')", timeout=T)
+        assert pg.locator("#log .msg.user").count() == 1
+        assert pg.evaluate("() => [...document.querySelectorAll('#log .msg.asst')].filter(e => e.innerText.includes('first words')).length") == 1
+        # the header shows the session title, not the raw id
+        pg.wait_for_function("() => !document.querySelector('#title').innerText.startsWith('Session ')", timeout=T)
+    finally:
+        env.close()
+
+
+def long_transcript(pg, n=4):
+    for i in range(n):
+        prompt(pg, f"/chunks 2\nmessage {i}\n" + "\n".join(f"- line {k} of a long answer" for k in range(12)))
+        wait_done(pg, i + 1)
+
+
+@test
+def restart_shows_banner_and_keeps_scroll(pw, browser):
+    env = Env(pw, browser)
+    try:
+        pg = env.page()
+        long_transcript(pg)
+        top = pg.evaluate("() => { const l = document.querySelector('#log'); l.scrollTop = Math.floor((l.scrollHeight - l.clientHeight) / 2); l.dispatchEvent(new Event('scroll')); return l.scrollTop; }")
+        pg.evaluate("() => { const l = document.querySelector('#log'); l.scrollTop -= 1; l.dispatchEvent(new Event('scroll')); }")
+        top = pg.evaluate("() => document.querySelector('#log').scrollTop")
+        assert pg.evaluate("() => window.acpRelay.stick") is False
+        env.relay.stop()
+        pg.wait_for_selector("#banner:not([hidden])", timeout=T)
+        assert pg.is_hidden("#pair"), "the pairing form must not cover the transcript during an outage"
+        shot(pg, "reconnecting")
+        env.relay.start(env.relay.port)
+        connected(pg)
+        pg.wait_for_selector("#banner[hidden]", state="attached", timeout=T)
+        pg.wait_for_function(f"() => Math.abs(document.querySelector('#log').scrollTop - {top}) <= 2", timeout=T)
+        assert pg.locator("#log .msg.user").count() == 4
+        assert pg.is_hidden("#pair")
+    finally:
+        env.close()
+
+
+@test
+def watcher_follows_the_stream(pw, browser):
+    env = Env(pw, browser)
+    try:
+        a = env.page()
+        w = env.page()
+        long_transcript(a, 3)
+        prompt(a, "/chunks 3\n" + "\n".join(f"more text {k}" for k in range(30)) + "\n/ask")
+        w.wait_for_selector(".ask:not(.done)", timeout=T)
+        w.wait_for_function("() => { const l = document.querySelector('#log'); return l.scrollHeight - l.scrollTop - l.clientHeight < 80; }", timeout=T)
+        box = w.locator(".ask:not(.done)").bounding_box()
+        assert box and box["y"] + box["height"] <= PHONE["height"], box
+        a.click(".ask button.pri")
+        wait_done(a, 4)
+    finally:
+        env.close()
+
+
+@test
+def tool_cards_diff_ansi_and_wrapping(pw, browser):
+    env = Env(pw, browser)
+    try:
+        pg = env.page(viewport={"width": 360, "height": 780})
+        long = "x" * 160
+        prompt(pg, f"/chunks 1\n/write notes.txt new line\n/run printf '\\033[31mred\\033[0m plain {long}'\n/read README.md")
+        wait_done(pg)
+        pg.wait_for_selector(".tool .diff .del", timeout=T)
+        assert "old line" in text(pg, ".tool .diff .del")
+        assert "new line" in text(pg, ".tool .diff .add")
+        pg.wait_for_selector(".tool pre.ansi span.f1", timeout=T)
+        assert text(pg, ".tool pre.ansi span.f1") == "red"
+        tools = pg.evaluate("() => [...document.querySelectorAll('#log .tool pre')].map(e => e.innerText).join('\\n')")
+        assert "red plain" in tools
+        assert "\x1b" not in tools and "[31m" not in tools and "[0m" not in tools, tools
+        # a location opens the viewer at that line
+        assert pg.locator(".tool .locs button").count() >= 1
+        overflow = pg.evaluate("() => [document.documentElement.scrollWidth, document.querySelector('#log').scrollWidth, document.querySelector('#log').clientWidth]")
+        assert overflow[0] <= 360 and overflow[1] <= overflow[2], overflow
+        shot(pg, "chat-tools")
+        pg.locator(".tool .locs button", has_text="README.md").first.click()
+        pg.wait_for_selector("#files:not([hidden]) .code .ln", timeout=T)
+        assert "Demo readme" in text(pg, "#files .code")
+    finally:
+        env.close()
+
+
+@test
+def modes_config_and_palette_reach_the_agent(pw, browser):
+    env = Env(pw, browser)
+    try:
+        pg = env.page()
+        prompt(pg, "/chunks 1\nhello")
+        wait_done(pg)
+        pg.wait_for_selector("#modeSel", timeout=T)
+        pg.select_option("#modeSel", "code")
+        pg.wait_for_function("() => document.querySelector('#modeSel').value === 'code'", timeout=T)
+        pg.select_option("#cfg-model", "demo-smart")
+        pg.wait_for_function("() => document.querySelector('#cfg-model') && document.querySelector('#cfg-model').value === 'demo-smart'", timeout=T)
+        pg.fill("#input", "")
+        pg.type("#input", "/")
+        pg.wait_for_selector("#palette:not([hidden]) li", timeout=T)
+        items = text(pg, "#palette")
+        assert "/ask" in items and "/settings" in items and "/run" in items, items
+        shot(pg, "chat-palette")
+        pg.type("#input", "sett")
+        pg.keyboard.press("Enter")
+        assert pg.input_value("#input").startswith("/settings")
+        pg.click("#send")
+        wait_done(pg, 2)
+        pg.wait_for_function("() => document.querySelector('#log').innerText.includes('settings: mode code; model demo-smart')", timeout=T)
+    finally:
+        env.close()
+
+
+@test
+def image_attachment_and_agent_login(pw, browser):
+    env = Env(pw, browser)
+    try:
+        pg = env.page()
+        pg.wait_for_selector("#attachBtn:not([hidden])", timeout=T)
+        png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+        pg.set_input_files("#fileIn", files=[{"name": "dot.png", "mimeType": "image/png", "buffer": png}])
+        pg.wait_for_selector("#attachments .chip", timeout=T)
+        prompt(pg, "/chunks 1\nwhat is this")
+        wait_done(pg)
+        pg.wait_for_function("() => document.querySelector('#log').innerText.includes('image: image/png')", timeout=T)
+        assert pg.locator("#log .msg.user img").count() == 1
+        pg.click("#sessBtn")
+        pg.click("#agentBtn")
+        pg.wait_for_selector("#agentSheet:not([hidden]) #authList button", timeout=T)
+        pg.click("#authList button")
+        pg.wait_for_function("() => document.querySelector('#toast').innerText.includes('Logged in')", timeout=T)
+        shot(pg, "agent-login")
+    finally:
+        env.close()
+
+
+@test
+def workspace_tree_viewer_diff_edit_conflict(pw, browser):
+    env = Env(pw, browser)
+    ws = env.relay.workspace
+    try:
+        for vp in (PHONE, DESKTOP):
+            pg = env.page(viewport=vp)
+            pg.click("#tab-files")
+            pg.wait_for_selector("#files ul.tree button[data-path='README.md']", timeout=T)
+            names = text(pg, "#files ul.tree")
+            assert "src" in names and "notes.txt" in names and "secret.log" not in names, names
+            pg.click("#files ul.tree button[data-path='src']")
+            pg.wait_for_selector("#files ul.tree button[data-path='src/main.rs']", timeout=T)
+            pg.click("#files ul.tree button[data-path='README.md']")
+            pg.wait_for_selector("#files .code .ln", timeout=T)
+            assert pg.locator("#files .code .ln").count() == 5
+            assert text(pg, "#files .code .ln:nth-child(3) .n") == "3"
+            shot(pg, "files")
+            pg.click("#tab-changes")
+            pg.wait_for_selector("#changes .gst button[data-path='README.md']", timeout=T)
+            pg.click("#changes .gst button[data-path='README.md']")
+            pg.wait_for_selector("#changes .diff .add", timeout=T)
+            assert "CHANGED" in text(pg, "#changes .diff .add")
+            assert "second line" in text(pg, "#changes .diff .del")
+            shot(pg, "changes")
+            pg.context.close()
+            env.contexts.remove(pg.context)
+        pg = env.page()
+        # edit and save
+        pg.click("#tab-files")
+        pg.click("#files ul.tree button[data-path='notes.txt']")
+        pg.wait_for_selector("#files .code .ln", timeout=T)
+        pg.click("#files button:has-text('Edit')")
+        pg.fill("#files textarea.editor", "edited in the browser\n")
+        pg.click("#files button:has-text('Save')")
+        wait_for(lambda: open(os.path.join(ws, "notes.txt")).read() == "edited in the browser\n", "the saved file on disk")
+        pg.wait_for_selector("#files .code .ln", timeout=T)
+        # conflict: the file changes on disk while it is edited
+        pg.click("#files button:has-text('Edit')")
+        pg.fill("#files textarea.editor", "my version\n")
+        with open(os.path.join(ws, "notes.txt"), "w") as f:
+            f.write("their version\n")
+        pg.click("#files button:has-text('Save')")
+        pg.wait_for_selector("#files .conflict pre.theirs", timeout=T)
+        assert "their version" in text(pg, "#files .conflict pre.theirs")
+        assert "my version" in text(pg, "#files .conflict pre.mine")
+        shot(pg, "files-conflict")
+        pg.click("#files .conflict button:has-text('Reload')")
+        pg.wait_for_function("() => document.querySelector('#files .code') && document.querySelector('#files .code').innerText.includes('their version')", timeout=T)
+        assert open(os.path.join(ws, "notes.txt")).read() == "their version\n"
+        # an agent's write refreshes the open file
+        pg.click("#tab-chat")
+        prompt(pg, "/chunks 1\n/write notes.txt written by the agent")
+        wait_done(pg)
+        pg.click("#tab-files")
+        pg.wait_for_function("() => document.querySelector('#files .code').innerText.includes('written by the agent')", timeout=T)
+    finally:
+        env.close()
+
+
+@test
+def notification_while_hidden(pw, browser):
+    env = Env(pw, browser)
+    try:
+        a = env.page(perms=["notifications"])
+        b = env.page()
+        a.evaluate("""() => {
+            Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+            Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+            document.dispatchEvent(new Event('visibilitychange'));
+        }""")
+        prompt(b, "/chunks 1\nfrom the other device\n/ask")
+        a.wait_for_function("() => window.acpRelay.notes.length >= 1", timeout=T)
+        assert a.evaluate("() => window.acpRelay.notes[0].title") == "The agent needs you"
+        assert a.title().startswith("(1) ")
+        b.click(".ask button.pri")
+        a.wait_for_function("() => window.acpRelay.notes.length >= 2", timeout=T)
+    finally:
+        env.close()
+
+
+@test
+def lease_viewer_disabled_take_control(pw, browser):
+    env = Env(pw, browser, extra=["--lease"])
+    try:
+        a = env.page()
+        prompt(a, "/chunks 1\nmine")
+        wait_done(a)
+        b = env.page()
+        b.wait_for_selector("#leasebar:not([hidden])", timeout=T)
+        assert "has control" in text(b, "#leaseTxt")
+        assert b.is_disabled("#input") and b.is_disabled("#send")
+        shot(b, "lease-viewer")
+        b.click("#takeBtn")
+        b.wait_for_function("() => !document.querySelector('#input').disabled", timeout=T)
+        a.wait_for_function("() => document.querySelector('#input').disabled", timeout=T)
+        assert "tablet" not in text(a, "#leaseTxt")
+    finally:
+        env.close()
+
+
+@test
+def sessions_menu_and_terminal_tab(pw, browser):
+    env = Env(pw, browser, extra=["--terminal"])
+    try:
+        for vp in (PHONE, DESKTOP):
+            pg = env.page(viewport=vp)
+            prompt(pg, "/chunks 1\nfirst session")
+            wait_done(pg)
+            pg.click("#sessBtn")
+            pg.wait_for_selector("#slist li .open", timeout=T)
+            assert "first session" in text(pg, "#slist")
+            assert pg.locator("#slist li button:has-text('Delete')").count() >= 1
+            shot(pg, "sessions")
+            pg.keyboard.press("Escape")
+            pg.click("#tab-term")
+            pg.wait_for_function("() => document.querySelector('#term').childElementCount > 0 && !document.querySelector('#term').innerText.includes('loading')", timeout=T)
+            shot(pg, "terminal")
+    finally:
+        env.close()
+
+
+CONTRAST = """(sel) => {
+  const parse = c => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null; const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number); return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 }; };
+  const lum = ({ r, g, b }) => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }; return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const bg = e => { while (e) { const c = parse(getComputedStyle(e).backgroundColor); if (c && c.a > 0.5) return c; e = e.parentElement; } return { r: 255, g: 255, b: 255 }; };
+  const out = [];
+  for (const e of document.querySelectorAll(sel)) {
+    if (!e.offsetParent && e !== document.body) continue;
+    const fg = parse(getComputedStyle(e).color), b = bg(e);
+    const L1 = lum(fg), L2 = lum(b);
+    out.push([sel, e.innerText.slice(0, 20), (Math.max(L1, L2) + 0.05) / (Math.min(L1, L2) + 0.05)]);
+  }
+  return out;
+}"""
+
+
+@test
+def contrast_overflow_and_tap_targets(pw, browser):
+    env = Env(pw, browser)
+    try:
+        for scheme in ("light", "dark"):
+            pg = env.page(viewport={"width": 360, "height": 780}, scheme=scheme)
+            prompt(pg, "/chunks 1\nsome **text** with `code`\n/ask")
+            pg.wait_for_selector(".ask:not(.done) button.pri", timeout=T)
+            results = []
+            for sel in ["body", "#log .msg.asst", "#log .msg.user", ".mut", "button", "button.pri", "button.dan", ".tag", "nav#tabs button", "#log code"]:
+                results += pg.evaluate(CONTRAST, sel)
+            bad = [r for r in results if r[2] < 4.5]
+            assert results and not bad, f"{scheme}: {bad}"
+            small = pg.evaluate("() => [...document.querySelectorAll('button, select')].filter(b => b.offsetParent && (b.getBoundingClientRect().height < 44 || b.getBoundingClientRect().width < 44)).map(b => b.id || b.innerText)")
+            assert not small, f"tap targets under 44 px: {small}"
+            pg.click(".ask:not(.done) button.pri")
+            pg.wait_for_function("() => document.querySelectorAll('.ask:not(.done)').length === 0", timeout=T)
+            for tab in ("chat", "files", "changes", "term"):
+                pg.click(f"#tab-{tab}")
+                w = pg.evaluate("() => document.documentElement.scrollWidth")
+                assert w <= 360, f"{scheme} {tab}: page is {w} px wide at 360"
+            if scheme == "dark":
+                pg.click("#tab-chat")
+                shot(pg, "chat-dark")
+    finally:
+        env.close()
+
+
+def main():
+    failed = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        try:
+            for fn in TESTS:
+                if ONLY and fn.__name__ not in ONLY:
+                    continue
+                try:
+                    fn(pw, browser)
+                    print(f"ok      {fn.__name__}", flush=True)
+                except Exception:  # noqa: BLE001
+                    failed.append(fn.__name__)
+                    print(f"FAILED  {fn.__name__}\n{traceback.format_exc()}", flush=True)
+        finally:
+            browser.close()
+    print(f"web tests: {len(failed)} failed" + (": " + ", ".join(failed) if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
