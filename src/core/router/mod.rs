@@ -250,11 +250,9 @@ impl Plain {
 
 /// A stamped frame without its `"rseq":N` key, for plain sockets.
 pub fn unstamp(frame: &Frame) -> Frame {
-    let Some(rest) = frame.strip_prefix(b"{\"rseq\":") else {
+    let Some((_, tail)) = frame::split_rseq(frame) else {
         return frame.clone();
     };
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    let tail = &rest[digits..];
     let tail = tail.strip_prefix(b",").unwrap_or(tail);
     let mut out = Vec::with_capacity(tail.len() + 1);
     out.push(b'{');
@@ -1275,14 +1273,10 @@ impl Router {
     }
 }
 
-/// Whether a stamped frame is an ACP `session/update` notification.
+/// Whether a stamped frame is an ACP `session/update` notification (the
+/// one probe, [`frame::probe_update`]).
 fn is_session_update(frame: &Frame) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Probe<'a> {
-        #[serde(borrow)]
-        method: Option<&'a str>,
-    }
-    serde_json::from_slice::<Probe<'_>>(frame).is_ok_and(|p| p.method == Some("session/update"))
+    frame::probe_update(frame).is_some()
 }
 
 /// Formats unix milliseconds as an RFC 3339 UTC timestamp.
