@@ -137,6 +137,19 @@ ROWS_JS = """() => {
 }"""
 
 
+# Rows whose spans do not sit on one line (a row is 1.2em tall).
+TALL_ROWS_JS = """() => {
+  const out = [];
+  for (const r of document.querySelectorAll('.term-screen:not([hidden]) .term-grid .term-row')) {
+    const top = r.getBoundingClientRect().top;
+    for (const s of r.querySelectorAll('span')) {
+      if (Math.abs(s.getBoundingClientRect().top - top) > 4) { out.push(r.dataset.row + ': ' + r.textContent.slice(0, 40)); break; }
+    }
+  }
+  return out;
+}"""
+
+
 class Tab:
     """One browser context showing the terminal panel."""
 
@@ -346,12 +359,16 @@ def steps(browser, relay, harness, tabs):
         desk.type("printf '\\033[H\\033[2J'; git -c color.ui=always log --graph --decorate --stat -3 | cat\n")
         desk.wait_rows("git log", lambda r: any("Change 5" in x for x in r))
         desk.shot("terminal-gitlog-1000x700.png")
+        tall = desk.page.evaluate(TALL_ROWS_JS)
+        assert not tall, f"rows drawn taller than one line (the page's CSS leaking in?): {tall}"
         phone.wait_rows("git log on the phone", lambda r: any("Change 5" in x for x in r))
         phone.shot("terminal-gitlog-390x844.png")
+        tall = phone.page.evaluate(TALL_ROWS_JS)
+        assert not tall, f"rows drawn taller than one line on the phone: {tall}"
     if shutil.which("top"):
         desk.type("top -d 1\n")
         desk.wait_rows("top", lambda r: any(x.startswith("Tasks:") for x in r))
-        wait_for("top's reverse-video header", lambda: desk.page.locator(".term-screen:not([hidden]) .term-grid span.r").count() > 0, desk.page)
+        wait_for("top's reverse-video header", lambda: desk.page.locator(".term-screen:not([hidden]) .term-grid span.t-r").count() > 0, desk.page)
         desk.shot("terminal-top-1000x700.png")
         desk.type("q")
         wait_for("top quit", lambda: desk.page.locator(".term-screen.alt").count() == 0, desk.page)

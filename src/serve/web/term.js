@@ -242,14 +242,15 @@ function style(e, s) {
   }
   if (fg) e.style.color = fg;
   if (bg) e.style.backgroundColor = bg;
+  // Prefixed: the page's own stylesheet has short class names too.
   const cls = [];
-  if (s.bold) cls.push('b');
-  if (s.dim) cls.push('d');
-  if (s.italic) cls.push('i');
-  if (s.underline) cls.push('u');
-  if (s.inverse) cls.push('r');
+  if (s.bold) cls.push('t-b');
+  if (s.dim) cls.push('t-d');
+  if (s.italic) cls.push('t-i');
+  if (s.underline) cls.push('t-u');
+  if (s.inverse) cls.push('t-r');
   if (s.wide) {
-    cls.push('w');
+    cls.push('t-w');
     // Each wide character takes two cells whatever the font's glyph width.
     e.style.width = (Array.from(s.text).length * 2) + 'ch';
   }
