@@ -376,6 +376,8 @@ def steps(browser, relay, harness, tabs):
     # An agent's terminal (the demo agent's /run) drawn live with its colours.
     if harness:
         agent_terminal(desk)
+    else:
+        agent_terminal_in_chat(desk, relay)
 
     for t in (desk, phone):
         assert not t.errors, t.errors
@@ -413,6 +415,22 @@ def agent_terminal(tab):
     assert "step" not in text, "a bare CR starts the line again: " + repr(text)
     colour = tab.page.evaluate("() => getComputedStyle(document.querySelector('#agent-term pre span')).color")
     assert colour == "rgb(152, 195, 121)", colour
+
+
+def agent_terminal_in_chat(tab, relay):
+    """The client's tool card for a running /run shows its output live."""
+    go = os.path.join(relay.workspace, "go-agent")
+    pg = tab.page
+    pg.click("#tab-chat")
+    pg.fill("#input", "/run printf '\\033[32mgreen\\033[0m start\\n'; while [ ! -e go-agent ]; do sleep 0.05; done; echo done-$((40+2))")
+    pg.click("#send")
+    live = lambda: pg.evaluate("() => [...document.querySelectorAll('#log pre.term-agent')].map((p) => p.textContent).join('|')")
+    wait_for("the tool card's live output", lambda: "green start" in live(), pg)
+    colour = pg.evaluate("() => getComputedStyle(document.querySelector('#log pre.term-agent span')).color")
+    assert colour == "rgb(152, 195, 121)", colour
+    tab.shot("terminal-agent-card-1000x700.png")
+    open(go, "w").close()
+    wait_for("the command finished", lambda: "done-42" in live() or "done-42" in (pg.text_content("#log") or ""), pg)
 
 
 def test_terminal():

@@ -672,7 +672,12 @@ export function mountAgentTerminal(el, api, { terminalId }) {
     if (text.length > AGENT_TEXT_MAX) text = '…' + text.slice(text.length - AGENT_TEXT_MAX);
     schedule();
   };
-  const off = api.on('_relay/agent_terminal/output', (p) => {
+  let shown = false;
+  let off = null;
+  const stop = () => { if (typeof off === 'function') off(); off = null; };
+  off = api.on('_relay/agent_terminal/output', (p) => {
+    // A card that re-rendered its content drops this view: stop with it.
+    if (pre.isConnected) shown = true; else if (shown) { stop(); return; }
     if (!p || p.terminalId !== terminalId || typeof p.data !== 'string') return;
     if (ready) add(p.data); else pending.push(p.data);
   });
@@ -686,5 +691,5 @@ export function mountAgentTerminal(el, api, { terminalId }) {
     text = '';
     add(out + live.slice(k));
   }, () => { add(pending.join('')); }).finally(() => { ready = true; pending = []; });
-  return { el: pre, stop() { if (typeof off === 'function') off(); } };
+  return { el: pre, stop };
 }
