@@ -52,8 +52,15 @@ const api = {
 };
 
 const att = new Attention();
+// An agent terminal's output, live (term.js draws it; its stylesheet once).
+function onNote(method, fn) { if (!listeners.has(method)) listeners.set(method, new Set()); listeners.get(method).add(fn); return () => listeners.get(method).delete(fn); }
+function agentTerminal(into, terminalId) {
+  if (!document.querySelector('link[href="/term.css"]')) { const css = document.createElement('link'); css.rel = 'stylesheet'; css.href = '/term.css'; document.head.appendChild(css); }
+  import('./term.js').then((m) => m.mountAgentTerminal(into, { request, on: onNote }, { terminalId })).catch((e) => console.warn(e));
+}
 const tr = new Transcript($('log'), $('pill'), {
   me: () => clientId,
+  agentTerminal,
   openFile: (p, line) => openFile(p, line),
   sendAnswer: (id, result) => {
     if (viewer()) { leaseHint(); return false; }
