@@ -170,6 +170,8 @@ pub struct Turn {
     pub text: String,
     /// The prompt's image blocks: MIME type and decoded size in bytes.
     pub images: Vec<(String, usize)>,
+    /// The URIs of the prompt's resource links.
+    pub links: Vec<String>,
     /// The session's mode and config options when the prompt arrived.
     pub settings: Settings,
     pub mode: Mode,
@@ -399,7 +401,10 @@ impl Player {
                 "image: {mime}, {bytes} bytes; a demo agent cannot see it"
             ));
         }
-        if script.tour && self.turn.images.is_empty() {
+        for uri in self.turn.links.clone() {
+            self.say(&format!("file: {uri}"));
+        }
+        if script.tour && self.turn.images.is_empty() && self.turn.links.is_empty() {
             return self.tour();
         }
         for step in script.steps {

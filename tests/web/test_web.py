@@ -461,6 +461,16 @@ def image_attachment_and_agent_login(pw, browser):
         wait_done(pg)
         pg.wait_for_function("() => document.querySelector('#log').innerText.includes('image: image/png')", timeout=T)
         assert pg.locator("#log .msg.user img").count() == 1
+        # a workspace file as a resource link, picked with @
+        pg.fill("#input", "")
+        pg.type("#input", "look at ")
+        pg.type("#input", "@READ")
+        pg.wait_for_selector("#palette:not([hidden]) li:has-text('README.md')", timeout=T)
+        pg.keyboard.press("Enter")
+        pg.wait_for_selector("#attachments .chip:has-text('README.md')", timeout=T)
+        pg.click("#send")
+        wait_done(pg, 2)
+        pg.wait_for_function("() => /file: file:\\/\\/\\/.+\\/README\\.md/.test(document.querySelector('#log').innerText)", timeout=T)
         pg.click("#sessBtn")
         pg.click("#agentBtn")
         pg.wait_for_selector("#agentSheet:not([hidden]) #authList button", timeout=T)
@@ -655,6 +665,8 @@ def contrast_overflow_and_tap_targets(pw, browser):
 
 
 def main():
+    # SIGTERM (test-web.sh's trap) must still run the relays' cleanup (atexit)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failed = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)

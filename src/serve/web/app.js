@@ -46,7 +46,8 @@ link.clientId = clientId;
 function request(method, params) { return link.request(method, params); }
 const api = {
   request, sid: () => link.view.sid, isController: () => !viewer(), promptCaps: () => S.promptCaps,
-  root: () => (S.meta.workspace && S.meta.workspace.root) || S.meta.cwd || '',
+  // the session's working directory (session/list tells it), for file:// links
+  root: () => { const s = sessions.list.find(x => x.sessionId === link.view.sid); return (s && s.cwd) || (S.meta.workspace && S.meta.workspace.root) || ''; },
   openFile: (p, line) => openFile(p, line),
 };
 
