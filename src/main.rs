@@ -93,6 +93,9 @@ struct Serve {
     /// most live sessions (default 16); past it the oldest idle unviewed one is evicted
     #[argh(option, default = "16")]
     max_sessions: usize,
+    /// seconds an agent may take to answer a request the relay forwards before the device gets an error (default 300, fits an interactive login; 0: no deadline)
+    #[argh(option, default = "300")]
+    agent_timeout: u64,
     /// most stored sessions kept on disk (default 200); the oldest are pruned
     #[argh(option, default = "200")]
     keep_sessions: usize,
@@ -671,6 +674,7 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
         lease: s.lease,
         agent_per_session: s.agent_per_session,
         max_sessions: s.max_sessions,
+        agent_timeout_ms: s.agent_timeout.saturating_mul(1000),
         keep_sessions: s.keep_sessions,
         max_asks: s.max_asks,
         device_limits: LineLimits {

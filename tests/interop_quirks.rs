@@ -198,9 +198,18 @@ fn non_json_stdout_lines_are_skipped() {
     prompt_ok(&mut d, &sid, "through the noise");
     d.recv_until("chunk", |v| chunk_contains(v, "through the noise"));
     prompt_ok(&mut d, &sid, "again");
+    // They are the agent's log: heard as _relay/agent/log_line, never as session frames.
+    let frames: Vec<Value> = d
+        .raw
+        .iter()
+        .filter_map(|t| serde_json::from_str(t).ok())
+        .collect();
     assert!(
-        d.raw.iter().all(|t| !t.contains("not json")),
-        "log lines never reach a device"
+        frames
+            .iter()
+            .filter(|f| f.to_string().contains("not json"))
+            .all(|f| f["method"] == "_relay/agent/log_line" && f.get("rseq").is_none()),
+        "log lines reach a device only as its agent log"
     );
 }
 

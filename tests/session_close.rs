@@ -8,7 +8,9 @@ use serde_json::json;
 
 #[test]
 fn eleven_hundred_closed_sessions_leave_the_shared_agent_usable() {
-    let relay = Relay::start(&[]);
+    // Every session is stored now (its first frame is the agent's commands);
+    // a large --keep-sessions keeps the store's pruning out of this test.
+    let relay = Relay::start(&["--keep-sessions", "5000"]);
     let mut d = relay.device("a", "");
     open_session(&mut d);
     for _ in 0..1100 {

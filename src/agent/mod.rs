@@ -6,7 +6,7 @@ pub mod groups;
 pub mod lines;
 
 use futures_lite::io::BufReader;
-use smol::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use smol::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::fmt;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -43,11 +43,13 @@ impl fmt::Display for AgentCommand {
     }
 }
 
-/// A started agent: its child, stdin and a line reader over stdout.
+/// A started agent: its child, stdin and line readers over stdout and stderr.
 pub struct AgentProcess {
     pub child: Child,
     pub stdin: ChildStdin,
     pub stdout: BufReader<ChildStdout>,
+    /// Read into the agent's log (a login URL printed there reaches the phone).
+    pub stderr: BufReader<ChildStderr>,
     /// Its entry in the data dir's record of agent groups: drop it once the
     /// child is reaped.
     pub group: GroupEntry,
@@ -68,7 +70,7 @@ impl Drop for GroupEntry {
 }
 
 /// Starts the agent in its own process group (so the relay can end the agent
-/// and everything it started), stderr inherited into the relay's log.
+/// and everything it started), stderr piped to the agent's log.
 ///
 /// The agent dies with the relay: `PR_SET_PDEATHSIG` sends it SIGKILL when
 /// the thread that forked it ends, so call this from the executor thread only
@@ -98,7 +100,7 @@ pub fn spawn(cmd: &AgentCommand, cwd: &Path) -> io::Result<AgentProcess> {
     let mut child = Command::from(std_cmd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
     let stdin = child
@@ -109,6 +111,10 @@ pub fn spawn(cmd: &AgentCommand, cwd: &Path) -> io::Result<AgentProcess> {
         .stdout
         .take()
         .ok_or_else(|| io::Error::other("agent stdout was not piped"))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| io::Error::other("agent stderr was not piped"))?;
     let pgid = child.id();
     if let Some(g) = &groups {
         g.add(pgid);
@@ -117,6 +123,7 @@ pub fn spawn(cmd: &AgentCommand, cwd: &Path) -> io::Result<AgentProcess> {
         child,
         stdin,
         stdout: BufReader::with_capacity(64 * 1024, stdout),
+        stderr: BufReader::with_capacity(4 * 1024, stderr),
         group: GroupEntry { pgid, groups },
     })
 }

@@ -188,6 +188,14 @@ pub fn classify(value: Value) -> Result<Message, FrameError> {
             id: Value::Null,
         });
     }
+    // JSON-RPC answers with the same id; a number that is not a 64-bit
+    // integer (1e30, 2^100, 1.5) would come back rewritten, so it is refused.
+    if id.as_ref().is_some_and(Value::is_f64) {
+        return Err(FrameError::Invalid {
+            reason: "id must be a string or an integer of at most 64 bits, so it can be echoed exactly",
+            id: Value::Null,
+        });
+    }
     match obj.remove("method") {
         Some(Value::String(method)) => {
             let params = obj.remove("params").unwrap_or(Value::Null);
@@ -302,7 +310,7 @@ pub fn stamp_rseq(line: &[u8], seq: u64) -> Option<Vec<u8>> {
     let first = body.iter().position(|b| !b.is_ascii_whitespace());
     let empty = matches!(first, Some(i) if body[i] == b'}');
     let mut out = Vec::with_capacity(body.len() + 9 + decimal_len(seq));
-    out.extend_from_slice(b"{\"rseq\":");
+    out.extend_from_slice(RSEQ_PREFIX);
     push_decimal(&mut out, seq);
     if !empty {
         out.push(b',');
@@ -467,11 +475,21 @@ mod tests {
     }
 }
 
+/// How every stamped frame starts: the relay's `rseq` is its first key.
+pub const RSEQ_PREFIX: &[u8] = b"{\"rseq\":";
+
+/// The one rseq parser: a stamped frame's number and the bytes after it
+/// (`,...}` or `}`); `None` when the frame is not stamped.
+pub fn split_rseq(frame: &[u8]) -> Option<(u64, &[u8])> {
+    let rest = frame.strip_prefix(RSEQ_PREFIX)?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    let n = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    Some((n, &rest[end..]))
+}
+
 /// The `rseq` of a stamped frame (`{"rseq":N,...`), read from its first bytes.
 pub fn read_rseq(frame: &[u8]) -> Option<u64> {
-    let rest = frame.strip_prefix(b"{\"rseq\":")?;
-    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
-    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+    split_rseq(frame).map(|(n, _)| n)
 }
 
 #[cfg(test)]
@@ -908,34 +926,16 @@ fn plain_run(s: &[u8]) -> usize {
         .unwrap_or(s.len() - i)
 }
 
-/// The first `needle` in `hay` (a `memchr` that checks a block at a time).
+/// The first `needle` in `hay` (`memchr`, vectorised).
+#[inline]
 pub fn find_byte(needle: u8, hay: &[u8]) -> Option<usize> {
-    let splat = ONES * needle as u64;
-    let mut i = 0;
-    for block in hay.chunks_exact(BLOCK).map(as_block) {
-        if block.iter().fold(false, |a, &b| a | (b == needle)) {
-            return Some(i + first_hit(block, |x| zero_bytes(x ^ splat)));
-        }
-        i += BLOCK;
-    }
-    hay[i..].iter().position(|&b| b == needle).map(|j| i + j)
+    memchr::memchr(needle, hay)
 }
 
-/// The last `needle` in `hay` (a `memrchr` that checks a block at a time).
+/// The last `needle` in `hay` (`memrchr`, vectorised).
+#[inline]
 pub fn rfind_byte(needle: u8, hay: &[u8]) -> Option<usize> {
-    let splat = ONES * needle as u64;
-    let mut end = hay.len();
-    for block in hay.rchunks_exact(BLOCK).map(as_block) {
-        end -= BLOCK;
-        if block.iter().fold(false, |a, &b| a | (b == needle)) {
-            let last = (0..BLOCK / 8).rev().find_map(|k| {
-                let m = zero_bytes(word(block, k) ^ splat);
-                (m != 0).then(|| k * 8 + (63 - m.leading_zeros() as usize) / 8)
-            });
-            return last.map(|j| end + j);
-        }
-    }
-    hay[..end].iter().rposition(|&b| b == needle)
+    memchr::memrchr(needle, hay)
 }
 
 #[cfg(test)]
@@ -1132,5 +1132,21 @@ mod probe_tests {
                 assert_eq!(plain_run(&hay), plain, "{hay:?}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    #[test]
+    fn splits_the_number_from_the_rest() {
+        assert_eq!(
+            split_rseq(b"{\"rseq\":12,\"a\":1}"),
+            Some((12, &b",\"a\":1}"[..]))
+        );
+        assert_eq!(split_rseq(b"{\"rseq\":3}"), Some((3, &b"}"[..])));
+        assert_eq!(split_rseq(b"{\"rseq\":99999999999999999999999}"), None);
+        assert_eq!(split_rseq(b"{\"a\":1}"), None);
     }
 }

@@ -89,7 +89,7 @@ impl ReplayRing {
             if seq <= self.stamped {
                 continue;
             }
-            if self.stamped > 0 && seq != self.stamped + 1 {
+            if self.stamped > 0 && seq != self.stamped.saturating_add(1) {
                 self.frames.clear();
                 self.bytes = 0;
             }
@@ -173,8 +173,10 @@ impl ReplayRing {
     /// [`ReplayRing::push`] without releasing the frame: it is not replayed
     /// until [`ReplayRing::release`] covers it.
     pub fn push_held(&mut self, line: &[u8]) -> Option<Frame> {
-        let stamped: Frame = stamp_rseq(line, self.stamped + 1)?.into();
-        self.stamped += 1;
+        // `None` too once the numbering is exhausted (a crafted head of `u64::MAX`).
+        let next = self.stamped.checked_add(1)?;
+        let stamped: Frame = stamp_rseq(line, next)?.into();
+        self.stamped = next;
         self.bytes += cost(&stamped);
         self.frames.push_back((self.stamped, stamped.clone()));
         self.evict();
@@ -212,15 +214,15 @@ impl ReplayRing {
             .frames
             .front()
             .map(|(s, _)| *s)
-            .unwrap_or(self.stamped + 1)
-            .min(head + 1);
+            .unwrap_or(self.stamped.saturating_add(1))
+            .min(head.saturating_add(1));
         let all = || self.range(0, head).cloned().collect();
         match last_seq {
             None => Replay {
                 frames: all(),
                 reset: false,
             },
-            Some(n) if n > head || n < self.lost_upto || n + 1 < oldest => Replay {
+            Some(n) if n > head || n < self.lost_upto || n.saturating_add(1) < oldest => Replay {
                 frames: all(),
                 reset: true,
             },

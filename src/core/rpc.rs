@@ -16,6 +16,8 @@ pub mod code {
     pub const NOT_CONTROLLER: i64 = -32010;
     pub const BUSY: i64 = -32011;
     pub const LIMIT: i64 = -32012;
+    /// The agent did not answer a forwarded request within `--agent-timeout`.
+    pub const AGENT_TIMEOUT: i64 = -32013;
     pub const OTHER: i64 = -32000;
     /// ACP: a resource such as a file was not found (message "Resource not found").
     pub const RESOURCE_NOT_FOUND: i64 = -32002;

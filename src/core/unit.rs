@@ -117,7 +117,7 @@ impl Unit {
 
     /// The relay id of the next ask: `perm:<session>:<n>`.
     pub fn mint_ask_id(&mut self) -> String {
-        self.next_ask += 1;
+        self.next_ask = self.next_ask.saturating_add(1);
         format!(
             "perm:{}:{}",
             self.session_id.as_deref().unwrap_or("-"),

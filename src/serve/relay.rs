@@ -181,6 +181,10 @@ pub struct Relay {
     started_ms: u64,
     /// Socket queues and store buffers, shared with the router's budget.
     meter: Rc<MemoryMeter>,
+    /// Wakes the timer task when the router's next deadline moved earlier.
+    timer_wake: Sender<()>,
+    /// The deadline the timer task sleeps toward.
+    timer_armed: Cell<Option<u64>>,
     /// Receives router events (notifications, counters); set by `serve`.
     pub on_event: RefCell<Option<crate::core::events::EventSink>>,
 }
@@ -207,6 +211,7 @@ impl Relay {
         let meter = METER.with(Rc::clone);
         let mut router = router;
         router.set_meter(meter.clone());
+        let (timer_wake, timer_rx) = smol::channel::bounded(1);
         let relay = Rc::new(Relay {
             ex,
             router: RefCell::new(router),
@@ -223,11 +228,47 @@ impl Relay {
             pty: RefCell::new(None),
             started_ms: now_ms(),
             meter,
+            timer_wake,
+            timer_armed: Cell::new(None),
             on_event: RefCell::new(None),
         });
         relay.watch_durable();
         relay.tap_agent_terminals();
+        relay.start_timer(timer_rx);
         relay
+    }
+
+    /// Feeds [`Input::Tick`] when the router's [`Router::poll_timeout`] comes;
+    /// woken early when a feed moved that time earlier.
+    fn start_timer(self: &Rc<Self>, wake: Receiver<()>) {
+        let relay = self.clone();
+        self.ex
+            .spawn(async move {
+                loop {
+                    let next = relay.router.borrow().poll_timeout();
+                    relay.timer_armed.set(next);
+                    let sleep = async {
+                        match next {
+                            Some(at) => {
+                                let ms = at.saturating_sub(now_ms());
+                                smol::Timer::after(Duration::from_millis(ms)).await;
+                                true
+                            }
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let woken = async {
+                        match wake.recv().await {
+                            Ok(()) => false,
+                            Err(_) => std::future::pending().await,
+                        }
+                    };
+                    if futures_lite::future::or(sleep, woken).await {
+                        relay.feed(Input::Tick);
+                    }
+                }
+            })
+            .detach();
     }
 
     /// Reads router state without letting the borrow escape.
@@ -259,6 +300,12 @@ impl Relay {
         }
         self.router.borrow_mut().handle(now_ms(), input);
         self.pump();
+        let next = self.router.borrow().poll_timeout();
+        if let Some(n) = next
+            && self.timer_armed.get().is_none_or(|armed| n < armed)
+        {
+            let _ = self.timer_wake.try_send(());
+        }
     }
 
     /// Performs every output the router has queued.
@@ -458,8 +505,12 @@ impl Relay {
             mut child,
             stdin,
             mut stdout,
+            stderr,
             group,
         } = proc;
+        self.ex
+            .spawn(read_stderr(self.clone(), agent, stderr))
+            .detach();
         self.ex
             .spawn(write_agent(agent, stdin, rx, queued))
             .detach();
@@ -741,6 +792,31 @@ impl Relay {
             .detach();
     }
 }
+
+/// Feeds an agent's stderr, line by line, to the router's agent log.
+async fn read_stderr(
+    relay: Rc<Relay>,
+    agent: AgentId,
+    mut stderr: futures_lite::io::BufReader<smol::process::ChildStderr>,
+) {
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        match read_line(&mut stderr, &mut buf, STDERR_LINE_BYTES).await {
+            Ok(LineRead::Line) => relay.feed(Input::AgentStderr { agent, line: &buf }),
+            Ok(LineRead::TooLong { size }) => {
+                let line = format!("(a stderr line of {size} bytes was skipped)");
+                relay.feed(Input::AgentStderr {
+                    agent,
+                    line: line.as_bytes(),
+                });
+            }
+            Ok(LineRead::Eof) | Err(_) => break,
+        }
+    }
+}
+
+/// Longest agent stderr line read whole (the agent log keeps less of it).
+const STDERR_LINE_BYTES: usize = 64 << 10;
 
 fn too_long(agent: AgentId, size: usize, max: usize) {
     log::warn!("{agent}: skipped a {size}-byte stdout line over the {max}-byte limit");

@@ -17,6 +17,13 @@ Modes:
   huge           answers a prompt with one 5 MiB agent_message_chunk.
   auth           advertises authMethods; session/new fails with
                  auth_required (-32000) until `authenticate` succeeds.
+  load_history   like gemini: answers `session/load` first (with its modes)
+                 and streams the session's history afterwards; has modes
+                 (`set_mode` answers and sends current_mode_update); keeps
+                 its sessions in .quirk-sessions.json in its cwd, so a
+                 restarted relay's new agent can load them.
+  never_answers  answers initialize and session/new, then never answers
+                 anything (authenticate, prompts, set_mode).
 
 Every mode echoes the prompt's text in a chunk "MODE: TEXT" and ends the
 turn with stopReason end_turn. A prompt whose text is "exit" ends the process
@@ -70,8 +77,42 @@ def chunk(sid, text, **extra):
     update(sid, upd)
 
 
+STATE_FILE = ".quirk-sessions.json"
+
+
+def save_sessions():
+    with open(STATE_FILE, "w") as f:
+        json.dump(sessions, f)
+
+
+def load_sessions():
+    try:
+        with open(STATE_FILE) as f:
+            sessions.update(json.load(f))
+    except (OSError, ValueError):
+        pass
+
+
+def modes_of(s):
+    return {"currentModeId": s["mode"],
+            "availableModes": [{"id": "auto", "name": "Auto"}, {"id": "default", "name": "Default"}]}
+
+
+def load_history(rid, params):
+    sid = params.get("sessionId")
+    if sid not in sessions:
+        error(rid, -32602, f"unknown session {sid}")
+        return
+    s = sessions[sid]
+    result(rid, {"modes": modes_of(s)})
+    for (text, answer) in s["history"]:
+        update(sid, {"sessionUpdate": "user_message_chunk", "content": {"type": "text", "text": text}})
+        chunk(sid, answer)
+
+
 def initialize(rid, params):
-    caps = {"loadSession": MODE == "load_unsupported", "promptCapabilities": {"image": False}}
+    caps = {"loadSession": MODE in ("load_unsupported", "load_history"),
+            "promptCapabilities": {"image": False}}
     res = {"protocolVersion": 1, "agentCapabilities": caps, "authMethods": [],
            "agentInfo": {"name": f"quirk-{MODE}", "version": "0.0.1"}}
     if MODE == "set_model":
@@ -92,6 +133,10 @@ def new_session(rid, params):
     sid = f"{MODE}-{uuid.uuid4().hex[:10]}"
     sessions[sid] = {"model": "default", "prompts": 0}
     res = {"sessionId": sid}
+    if MODE == "load_history":
+        sessions[sid].update({"mode": "auto", "history": []})
+        res["modes"] = modes_of(sessions[sid])
+        save_sessions()
     if MODE == "set_model":
         res["models"] = {"currentModelId": "default",
                          "availableModels": [{"modelId": "default", "name": "Default"},
@@ -126,7 +171,11 @@ def prompt(rid, params):
         chunk(sid, f"{MODE}: {text} " + body + " END-OF-HUGE")
         result(rid, {"stopReason": "end_turn"})
         return
-    chunk(sid, f"{MODE}: {text} (turn {s['prompts']} of session {sid})")
+    answer = f"{MODE}: {text} (turn {s['prompts']} of session {sid})"
+    chunk(sid, answer)
+    if MODE == "load_history":
+        s["history"].append([text, answer])
+        save_sessions()
     result(rid, {"stopReason": "end_turn"})
     if MODE == "late_updates":
         for i in range(1, 4):
@@ -141,6 +190,9 @@ def handle(msg):
     params = msg.get("params") or {}
     if method is None:
         return  # an answer to a request of ours: this agent sends none
+    if MODE == "never_answers" and method not in ("initialize", "session/new"):
+        log(f"not answering {method}")
+        return
     if method == "initialize":
         initialize(rid, params)
     elif method == "authenticate":
@@ -151,6 +203,17 @@ def handle(msg):
             error(rid, -32602, f"unknown auth method {params.get('methodId')}")
     elif method == "session/new":
         new_session(rid, params)
+    elif method == "session/load" and MODE == "load_history":
+        load_history(rid, params)
+    elif method == "session/set_mode" and MODE == "load_history":
+        sid = params.get("sessionId")
+        if sid in sessions:
+            sessions[sid]["mode"] = params.get("modeId")
+            save_sessions()
+            result(rid, {})
+            update(sid, {"sessionUpdate": "current_mode_update", "currentModeId": params.get("modeId")})
+        else:
+            error(rid, -32602, f"unknown session {sid}")
     elif method == "session/load":
         if MODE == "load_unsupported":
             error(rid, -32601, "Method not found: session/load")
@@ -175,6 +238,8 @@ def main():
     if MODE == "stdout_logs":
         raw("Quirk agent 1.0 starting up (this banner is not JSON)")
     log("started")
+    if MODE == "load_history":
+        load_sessions()
     for line in sys.stdin:
         line = line.strip()
         if not line:

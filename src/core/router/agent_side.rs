@@ -103,7 +103,14 @@ impl Router {
         }
         link.next_id += 1;
         let id = link.next_id;
-        link.pending.insert(id, pending);
+        link.pending.insert(
+            id,
+            InFlight {
+                what: pending,
+                method: method.to_owned(),
+                sent_ms: self.now_ms,
+            },
+        );
         self.out.push_back(Output::WriteAgent {
             agent,
             line: rpc::request(&json!(id), method, params),
@@ -122,7 +129,8 @@ impl Router {
         let msg = match frame::parse_line(line, self.cfg.agent_limits) {
             Ok(m) => m,
             Err(e) => {
-                log::info!("{agent}: skipped a stdout line that is not JSON-RPC ({e})");
+                log::debug!("{agent}: a stdout line that is not JSON-RPC ({e}) goes to its log");
+                self.agent_said(agent, agent_log::Stream::Stdout, line);
                 return;
             }
         };
@@ -135,13 +143,21 @@ impl Router {
                 if method == "session/update" {
                     log::info!("{agent}: session/update without a string sessionId; dropped");
                 } else {
-                    log::debug!("{agent}: notification {method} ignored");
+                    self.agent_notification(agent, line);
                 }
             }
         }
     }
 
     pub(super) fn agent_update(&mut self, agent: AgentId, asid: &str, line: &[u8]) {
+        if std::str::from_utf8(line).is_err() {
+            // Refused before it is numbered: a frame no device could be sent
+            // would be a silent rseq gap on every device.
+            log::warn!("{agent}: session/update for {asid} is not valid UTF-8; dropped");
+            let note = format!("(a session/update for {asid} was not valid UTF-8 and was dropped)");
+            self.agent_said(agent, agent_log::Stream::Stdout, note.as_bytes());
+            return;
+        }
         let Some(link) = self.links.get_mut(&agent) else {
             return;
         };
@@ -161,11 +177,14 @@ impl Router {
     /// Fans an agent's `session/update` for `asid` into the unit; the bytes go
     /// as they are unless the relay's session id differs from the agent's.
     pub(super) fn unit_update(&mut self, unit: UnitId, asid: &str, line: &[u8]) {
-        let Some(u) = self.units.get(&unit) else {
+        let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        if u.loading {
-            return; // history the agent replays for session/load: the ring already has it
+        track_update(&mut u.opened, line);
+        if u.loading && !timers::passes_replay(line) {
+            // History the agent replays for session/load: the ring has it already.
+            self.replay_heard(unit);
+            return;
         }
         match u.session_id.as_deref() {
             Some(sid) if sid != asid => {
@@ -181,9 +200,14 @@ impl Router {
                 let params = v["params"].take();
                 self.write_unit(unit, &rpc::notification("session/update", params));
             }
-            _ => {
-                self.write_unit(unit, line);
-            }
+            _ => match strip_rseq(line) {
+                Some(clean) => {
+                    self.write_unit(unit, &clean);
+                }
+                None => {
+                    self.write_unit(unit, line);
+                }
+            },
         }
     }
 
@@ -316,18 +340,25 @@ impl Router {
             method: method.to_owned(),
             params,
         });
-        if let Some(frame) = self.write_unit(unit, &line)
-            && let Some(u) = self.units.get_mut(&unit)
-        {
-            u.asks.insert(
-                ask_id,
-                Ask {
-                    agent_id: id,
-                    agent,
-                    frame,
-                },
-            );
-            self.out.push_back(Output::Event(event));
+        match self.write_unit(unit, &line) {
+            Some(frame) => {
+                if let Some(u) = self.units.get_mut(&unit) {
+                    u.asks.insert(
+                        ask_id,
+                        Ask {
+                            agent_id: id,
+                            agent,
+                            frame,
+                        },
+                    );
+                    self.out.push_back(Output::Event(event));
+                }
+            }
+            // Nowhere to show it (the session's numbering is exhausted).
+            None => self.out.push_back(Output::WriteAgent {
+                agent,
+                line: rpc::response(&id, json!({"outcome": {"outcome": "cancelled"}})),
+            }),
         }
     }
 
@@ -345,6 +376,7 @@ impl Router {
             .links
             .get_mut(&agent)
             .and_then(|l| l.pending.remove(&n))
+            .map(|f| f.what)
         else {
             log::info!("{agent}: response to id {n} the relay never issued; ignored");
             return;
@@ -395,11 +427,11 @@ impl Router {
                 };
                 self.out.push_back(Output::Event(event));
                 let line = encode(&Message::Response {
-                    id: turn.device_id,
+                    id: turn.device_id.clone(),
                     outcome,
                 });
                 self.hold_for_sync(unit);
-                self.write_unit_for(unit, &line, Plain::Only(turn.socket));
+                self.answer_turn(unit, &turn, &line);
                 self.settle_all(unit, json!({"outcome": "cancelled"}), "turn-end", true);
                 self.persist_sync(unit);
                 self.end_retired_if_quiet(agent);
@@ -408,7 +440,11 @@ impl Router {
                 socket,
                 device_id,
                 unit,
+                track,
             } => {
+                if let (Ok(r), Some(u)) = (&outcome, unit.and_then(|u| self.units.get_mut(&u))) {
+                    track_answer(&mut u.opened, &track, r);
+                }
                 let outcome = match (outcome, unit) {
                     (Ok(mut r), Some(unit)) => {
                         let (sid, asid) = self
@@ -444,7 +480,14 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        u.loading = false;
+        // After a load the replay window stays open until the next prompt.
+        u.loading = load && outcome.is_ok();
+        if u.loading {
+            self.hold_for_replay(unit);
+        }
+        let Some(u) = self.units.get_mut(&unit) else {
+            return;
+        };
         let asid = match outcome {
             Ok(r) if load => {
                 u.opened = r;
@@ -495,6 +538,7 @@ impl Router {
                     data: e.get("data").cloned(),
                 };
                 self.fail_pending_new_with(unit, &err);
+                self.answer_pending_load(unit, Some(&err));
                 self.fail_deferred(agent, &err.message);
                 return;
             }
@@ -503,6 +547,7 @@ impl Router {
             u.phase = Phase::Idle;
             let why = "the agent answered session/new without a sessionId; check the agent's log and retry";
             self.fail_pending_new(unit, why);
+            self.answer_pending_load(unit, Some(&RpcError::other(why)));
             self.fail_deferred(agent, why);
             return;
         };
@@ -539,6 +584,7 @@ impl Router {
             self.unit_update(unit, &asid, &line);
         }
         self.answer_pending_new(unit);
+        self.answer_pending_load(unit, None);
         self.run_deferred();
     }
 
@@ -552,7 +598,7 @@ impl Router {
             .values()
             .any(|u| u.agent == Some(agent) && u.phase == Phase::Opening);
         link.state = LinkState::Dead;
-        let pending: Vec<Pending> = link.pending.drain().map(|(_, p)| p).collect();
+        let pending: Vec<Pending> = link.pending.drain().map(|(_, f)| f.what).collect();
         if self.stopping() {
             log::info!("{agent}: agent stopped ({status}) by the relay's shutdown");
         } else {
@@ -608,9 +654,10 @@ impl Router {
                 let err = RpcError::other(why.clone());
                 let line = rpc::error_response(&turn.device_id, &err);
                 self.hold_for_sync(unit);
-                self.write_unit_for(unit, &line, Plain::Only(turn.socket));
+                self.answer_turn(unit, &turn, &line);
             }
             self.fail_pending_new(unit, &why);
+            self.answer_pending_load(unit, Some(&RpcError::other(why.clone())));
             self.persist_sync(unit);
         }
         if self.shared_link == Some(agent) {
@@ -636,6 +683,21 @@ impl Router {
 
 /// How a unit ends on its agent's side.
 impl Router {
+    /// Writes a turn's answer into its session and makes sure the socket
+    /// that prompted gets it even when it views another session (then
+    /// without `rseq`: the number belongs to a stream it is not following).
+    pub(super) fn answer_turn(&mut self, unit: UnitId, turn: &Turn, line: &[u8]) {
+        let frame = self.write_unit_for(unit, line, Plain::Only(turn.socket));
+        let viewing = self
+            .units
+            .get(&unit)
+            .is_some_and(|u| u.viewers.contains(&turn.socket));
+        if !viewing {
+            let bytes = frame.map_or_else(|| line.to_vec(), |f| unstamp(&f).to_vec());
+            self.send_bytes(turn.socket, bytes);
+        }
+    }
+
     /// Settles what a unit owes before it ends (closed or evicted): its open
     /// asks are answered `cancelled` to the agent and announced; a turn in
     /// flight is cancelled at the agent and answered `cancelled` to its
@@ -651,6 +713,20 @@ impl Router {
     /// with its session.
     pub(super) fn unit_ending(&mut self, unit: UnitId) {
         self.settle_all(unit, json!({"outcome": "cancelled"}), "session-ended", true);
+        let ended = RpcError::other("the session was closed while it was loading; load it again");
+        self.answer_pending_load(unit, Some(&ended));
+        // Sockets waiting for its transcript go to the default session instead.
+        for w in self.restoring.remove(&unit).unwrap_or_default() {
+            match w {
+                sessions::Waiter::Attach { socket, .. } => {
+                    if self.sockets.contains_key(&socket) {
+                        let default = self.default_unit;
+                        self.attach_with(socket, default, None, true);
+                    }
+                }
+                sessions::Waiter::Load { socket, id, .. } => self.send_error(socket, &id, &ended),
+            }
+        }
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
@@ -749,6 +825,17 @@ impl Router {
     }
 }
 
+/// An agent line without its own top-level `"rseq"` key (the relay's goes
+/// first and a duplicate key would make the frame ambiguous); `None` when it
+/// has none, which is nearly always.
+fn strip_rseq(line: &[u8]) -> Option<Vec<u8>> {
+    memchr::memmem::find(line, b"\"rseq\"")?;
+    let mut v: Value = serde_json::from_slice(line).ok()?;
+    v.as_object_mut()?.remove("rseq")?;
+    log::debug!("an agent line carried its own \"rseq\"; removed");
+    serde_json::to_vec(&v).ok()
+}
+
 /// The agent id a unit is being loaded under, if it is loading.
 fn u_resume_from_for(units: &BTreeMap<UnitId, Unit>, unit: UnitId) -> Option<String> {
     units
@@ -761,4 +848,102 @@ fn u_resume_from_for(units: &BTreeMap<UnitId, Unit>, unit: UnitId) -> Option<Str
 /// (`agentCapabilities.sessionCapabilities.close`, an object).
 fn agent_closes_sessions(init: Option<&Value>) -> bool {
     init.is_some_and(|i| i["agentCapabilities"]["sessionCapabilities"]["close"].is_object())
+}
+
+/// `session/load` and `session/resume` answers that carry the agent's current state.
+impl Router {
+    /// Switches `socket` to `unit` and answers its load: at once with the
+    /// cached open answer (kept current by [`track_update`] and
+    /// [`track_answer`]) when the unit's agent session is open; otherwise the
+    /// agent session is opened now (`session/load` after a restart or an
+    /// agent exit) and the agent's own answer is forwarded when it comes.
+    pub(super) fn answer_load(&mut self, socket: SocketId, id: Value, unit: UnitId, replay: bool) {
+        if !self.sockets.contains_key(&socket) {
+            return;
+        }
+        self.switch_view(socket, unit, replay);
+        let ready = self
+            .units
+            .get(&unit)
+            .is_some_and(|u| u.phase == Phase::Ready);
+        if ready || self.pending_load.len() >= MAX_DEFERRED_LINES {
+            let sid = self
+                .units
+                .get(&unit)
+                .and_then(|u| u.session_id.clone())
+                .unwrap_or_default();
+            let result = self.open_result(unit, &sid);
+            self.send_result(socket, &id, result);
+            return;
+        }
+        self.pending_load.push_back((socket, id, unit));
+        self.ensure_session(unit);
+    }
+
+    /// Answers the loads waiting for `unit`'s agent session: its open answer,
+    /// or `err` when it could not be opened.
+    pub(super) fn answer_pending_load(&mut self, unit: UnitId, err: Option<&RpcError>) {
+        let (mine, rest): (Vec<_>, Vec<_>) = self
+            .pending_load
+            .drain(..)
+            .partition(|(_, _, u)| *u == unit);
+        self.pending_load = rest.into();
+        let sid = self
+            .units
+            .get(&unit)
+            .and_then(|u| u.session_id.clone())
+            .unwrap_or_default();
+        for (socket, id, _) in mine {
+            match err {
+                Some(e) => self.send_error(socket, &id, e),
+                None => {
+                    let result = self.open_result(unit, &sid);
+                    self.send_result(socket, &id, result);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a session's cached open answer current with the agent's
+/// `current_mode_update` and `config_option_update` notifications.
+fn track_update(opened: &mut Value, line: &[u8]) {
+    let finder = |n: &[u8]| memchr::memmem::find(line, n).is_some();
+    if !(finder(b"current_mode_update") || finder(b"config_option_update")) {
+        return;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(line) else {
+        return;
+    };
+    let update = &v["params"]["update"];
+    match update["sessionUpdate"].as_str() {
+        Some("current_mode_update") => track_answer(
+            opened,
+            &Track::Mode(update["currentModeId"].clone()),
+            &Value::Null,
+        ),
+        Some("config_option_update") => track_answer(opened, &Track::Config, update),
+        _ => {}
+    }
+}
+
+/// Applies an accepted state change to a session's cached open answer.
+fn track_answer(opened: &mut Value, track: &Track, result: &Value) {
+    let (key, field, value) = match track {
+        Track::None => return,
+        Track::Mode(m) => ("modes", "currentModeId", m.clone()),
+        Track::Model(m) => ("models", "currentModelId", m.clone()),
+        Track::Config => {
+            if let (Some(o), true) = (opened.as_object_mut(), result["configOptions"].is_array()) {
+                o.insert("configOptions".into(), result["configOptions"].clone());
+            }
+            return;
+        }
+    };
+    if value.is_null() {
+        return;
+    }
+    if let Some(state) = opened.get_mut(key).and_then(Value::as_object_mut) {
+        state.insert(field.into(), value);
+    }
 }

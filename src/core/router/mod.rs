@@ -15,6 +15,7 @@ use crate::core::unit::{Ask, Phase, Turn, Unit, ask_session};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+mod agent_log;
 mod agent_side;
 mod budget;
 mod durable;
@@ -23,6 +24,7 @@ mod replay;
 mod sessions;
 #[cfg(test)]
 mod tests;
+mod timers;
 mod turns;
 
 pub use durable::{Gate, MAX_HELD_BYTES, MAX_HELD_FRAMES, RESERVE_BLOCK};
@@ -43,6 +45,10 @@ pub const MAX_JOBS: usize = 256;
 /// (no `sessionCapabilities.close`) before it is retired: new sessions go to a
 /// fresh agent, and the old one ends once none of its sessions is busy.
 pub const MAX_SESSIONS_PER_AGENT: u64 = 512;
+
+/// Default deadline for an agent's answer: long enough for an interactive
+/// login (`authenticate` opening a browser).
+pub const DEFAULT_AGENT_TIMEOUT_MS: u64 = 300_000;
 
 /// Bounds and switches the router needs; the shell builds it from flags.
 #[derive(Debug, Clone)]
@@ -67,6 +73,9 @@ pub struct RouterConfig {
     pub relay_meta: Value,
     /// Interactive terminals (`--terminal`); `None` when they are off.
     pub terminals: Option<TermLimits>,
+    /// How long a request forwarded to an agent may go unanswered
+    /// (`--agent-timeout`); a prompt counts from the session's last frame. 0: no deadline.
+    pub agent_timeout_ms: u64,
     /// A store acknowledges reservations and fsyncs ([`Input::Durable`]):
     /// frames of persisted sessions wait for them (see `durable.rs`).
     pub durable: bool,
@@ -95,6 +104,7 @@ impl Default for RouterConfig {
             epoch_seed: 1,
             relay_meta: json!({}),
             terminals: None,
+            agent_timeout_ms: DEFAULT_AGENT_TIMEOUT_MS,
             durable: false,
             memory_budget: crate::core::budget::DEFAULT_MEMORY_BUDGET,
         }
@@ -123,6 +133,11 @@ pub enum Input<'a> {
     },
     /// One line from an agent's stdout.
     AgentLine {
+        agent: AgentId,
+        line: &'a [u8],
+    },
+    /// One line an agent wrote on stderr (without its newline).
+    AgentStderr {
         agent: AgentId,
         line: &'a [u8],
     },
@@ -169,6 +184,8 @@ pub enum Input<'a> {
         job: JobId,
         result: Result<Value, RpcError>,
     },
+    /// The time [`Router::poll_timeout`] named has come (early ticks are harmless).
+    Tick,
     /// The store made a session's numbering reservation (up to `reserved`)
     /// and/or its frames (up to `synced`) durable; 0 when not this kind.
     Durable {
@@ -263,11 +280,9 @@ impl Plain {
 
 /// A stamped frame without its `"rseq":N` key, for plain sockets.
 pub fn unstamp(frame: &Frame) -> Frame {
-    let Some(rest) = frame.strip_prefix(b"{\"rseq\":") else {
+    let Some((_, tail)) = frame::split_rseq(frame) else {
         return frame.clone();
     };
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    let tail = &rest[digits..];
     let tail = tail.strip_prefix(b",").unwrap_or(tail);
     let mut out = Vec::with_capacity(tail.len() + 1);
     out.push(b'{');
@@ -300,7 +315,30 @@ enum Pending {
         socket: SocketId,
         device_id: Value,
         unit: Option<UnitId>,
+        /// What its success changes in the session's cached open answer.
+        track: Track,
     },
+}
+
+/// Session state a forwarded request changes when the agent accepts it, so
+/// a cached `session/load` answer stays current.
+#[derive(Debug, Clone, PartialEq)]
+enum Track {
+    None,
+    /// `session/set_mode`: `modes.currentModeId`.
+    Mode(Value),
+    /// `session/set_model`: `models.currentModelId`.
+    Model(Value),
+    /// `session/set_config_option`: its answer's `configOptions`.
+    Config,
+}
+
+/// A request the relay sent to an agent and is waiting on.
+#[derive(Debug)]
+struct InFlight {
+    what: Pending,
+    method: String,
+    sent_ms: u64,
 }
 
 /// One agent process as the ACP client side sees it.
@@ -309,7 +347,7 @@ struct Link {
     state: LinkState,
     init: Option<Value>,
     next_id: u64,
-    pending: HashMap<u64, Pending>,
+    pending: HashMap<u64, InFlight>,
     /// Agent session id → unit.
     sessions: HashMap<String, UnitId>,
     early: VecDeque<(String, Vec<u8>)>,
@@ -377,9 +415,19 @@ pub struct Router {
     deferred: VecDeque<Deferred>,
     /// `session/new` requests waiting for their unit's agent session.
     pending_new: VecDeque<(SocketId, Value, UnitId)>,
+    /// `session/load` / `session/resume` answers waiting for the agent's own
+    /// load answer (the unit's agent session was not open), within
+    /// [`MAX_DEFERRED_LINES`].
+    pending_load: VecDeque<(SocketId, Value, UnitId)>,
     jobs: HashMap<JobId, JobOwner>,
     /// Sessions in the store that are not (or no longer) live, by relay session id.
     stored: HashMap<String, StoredInfo>,
+    /// What agents said off the protocol (stderr, non-JSON stdout), newest
+    /// [`agent_log::MAX_AGENT_LOGS`] agents.
+    agent_logs: BTreeMap<AgentId, agent_log::AgentLog>,
+    /// Units whose agent just answered `session/load`: their prompts wait
+    /// until the agent's history replay has gone quiet (see `timers`).
+    replay_hold: HashMap<UnitId, timers::Hold>,
     /// Who waits for a unit's transcript to be restored.
     restoring: HashMap<UnitId, Vec<sessions::Waiter>>,
     terminals: TerminalTable,
@@ -419,9 +467,12 @@ impl Router {
             default_unit: UnitId(0),
             deferred: VecDeque::new(),
             pending_new: VecDeque::new(),
+            pending_load: VecDeque::new(),
             jobs: HashMap::new(),
             stored: HashMap::new(),
             restoring: HashMap::new(),
+            replay_hold: HashMap::new(),
+            agent_logs: BTreeMap::new(),
             terminals,
             next_unit: 0,
             next_agent: 0,
@@ -467,6 +518,9 @@ impl Router {
             Input::SocketText { socket, text } => self.socket_text(socket, text),
             Input::SocketClosed { socket } => self.socket_closed(socket),
             Input::AgentLine { agent, line } => self.agent_line(agent, line),
+            Input::AgentStderr { agent, line } => {
+                self.agent_said(agent, agent_log::Stream::Stderr, line)
+            }
             Input::AgentExited { agent, status } => self.agent_exited(agent, status),
             Input::JobDone { job, result } => self.job_done(job, result),
             Input::TerminalOutput { id, data, flush } => {
@@ -496,6 +550,7 @@ impl Router {
                 head,
                 error,
             } => self.restored(unit, frames, head, error),
+            Input::Tick => self.tick(),
             Input::Durable {
                 session,
                 reserved,
@@ -759,6 +814,16 @@ impl Router {
         }
     }
 
+    /// Whether no relay (`/ws`) socket views `u`. A plain ACP socket keeps
+    /// every session it opened in view, so its sessions still count toward
+    /// `--max-sessions` and can be evicted (it hears "unknown session" and
+    /// may `session/load` it again).
+    fn only_plain_viewers(&self, u: &Unit) -> bool {
+        u.viewers
+            .iter()
+            .all(|s| self.sockets.get(s).is_some_and(|s| s.plain))
+    }
+
     fn detach(&mut self, socket: SocketId) {
         if let Some(s) = self.sockets.get(&socket)
             && let Some(u) = self.units.get_mut(&s.unit)
@@ -796,6 +861,7 @@ impl Router {
         self.sockets.remove(&socket);
         self.deferred.retain(|d| d.socket != socket);
         self.pending_new.retain(|(s, _, _)| *s != socket);
+        self.pending_load.retain(|(s, _, _)| *s != socket);
     }
 
     fn socket_text(&mut self, socket: SocketId, text: &[u8]) {
@@ -913,7 +979,14 @@ impl Router {
             "session/close" => self.session_close(socket, &reply_id, &params),
             "_relay/session/delete" => self.session_delete(socket, &reply_id, &params),
             "session/prompt" => self.session_prompt(socket, client, id, params, line),
-            "session/cancel" => self.session_cancel(socket, client, &params),
+            "session/cancel" => {
+                self.session_cancel(socket, client, &params)?;
+                // A notification in ACP; sent as a request it still gets an answer.
+                if id.is_some() {
+                    self.send_result(socket, &reply_id, json!({}));
+                }
+                Ok(())
+            }
             "_relay/agent_terminal/read" => {
                 // What an agent terminal has printed so far (the live rest
                 // comes as _relay/agent_terminal/output).
@@ -946,6 +1019,11 @@ impl Router {
             | "_relay/terminal/input"
             | "_relay/terminal/resize"
             | "_relay/terminal/close" => self.terminal_request(socket, client, id, method, &params),
+            "_relay/agent/log" => {
+                let result = self.agent_log_result(socket, &params)?;
+                self.send_result(socket, &reply_id, result);
+                Ok(())
+            }
             "_relay/apply_edit" => {
                 let Some(id) = id else { return Ok(()) };
                 self.device_job(
@@ -1333,14 +1411,10 @@ impl Router {
     }
 }
 
-/// Whether a stamped frame is an ACP `session/update` notification.
+/// Whether a stamped frame is an ACP `session/update` notification (the
+/// one probe, [`frame::probe_update`]).
 fn is_session_update(frame: &Frame) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Probe<'a> {
-        #[serde(borrow)]
-        method: Option<&'a str>,
-    }
-    serde_json::from_slice::<Probe<'_>>(frame).is_ok_and(|p| p.method == Some("session/update"))
+    frame::probe_update(frame).is_some()
 }
 
 /// Formats unix milliseconds as an RFC 3339 UTC timestamp.

@@ -66,7 +66,7 @@ pub(super) enum Waiter {
 impl Router {
     /// The agent's answer to opening the session (modes, models, config
     /// options, its own fields), under the relay's session id.
-    fn open_result(&self, unit: UnitId, sid: &str) -> Value {
+    pub(super) fn open_result(&self, unit: UnitId, sid: &str) -> Value {
         let mut r = self
             .units
             .get(&unit)
@@ -165,11 +165,12 @@ impl Router {
                 **id != self.default_unit
                     && !u.busy()
                     && u.asks.is_empty()
-                    && u.viewers.is_empty()
+                    && self.only_plain_viewers(u)
                     && !u.restoring
                     && !opening.contains(id)
             })
-            .min_by_key(|(_, u)| u.updated_ms)
+            // Unviewed sessions first, then those only /acp sockets hold open.
+            .min_by_key(|(_, u)| (!u.viewers.is_empty(), u.updated_ms))
             .map(|(id, _)| *id);
         match victim {
             Some(unit) => {
@@ -281,18 +282,7 @@ impl Router {
                     self.clients.insert(client, unit);
                     self.attach(socket, unit, last_seq);
                 }
-                Waiter::Load { socket, id, replay } => {
-                    if self.sockets.contains_key(&socket) {
-                        self.switch_view(socket, unit, replay);
-                        let sid = self
-                            .units
-                            .get(&unit)
-                            .and_then(|u| u.session_id.clone())
-                            .unwrap_or_default();
-                        let result = self.open_result(unit, &sid);
-                        self.send_result(socket, &id, result);
-                    }
-                }
+                Waiter::Load { socket, id, replay } => self.answer_load(socket, id, unit, replay),
             }
         }
         self.run_deferred();
@@ -480,9 +470,7 @@ impl Router {
             });
             return Ok(());
         }
-        self.switch_view(socket, unit, replay);
-        let result = self.open_result(unit, sid);
-        self.send_result(socket, reply_id, result);
+        self.answer_load(socket, reply_id.clone(), unit, replay);
         Ok(())
     }
 

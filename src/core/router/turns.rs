@@ -38,6 +38,9 @@ impl Router {
             self.ensure_session(unit);
             return self.defer(socket, line);
         }
+        if self.replay_hold.contains_key(&unit) {
+            return self.defer(socket, line);
+        }
         let (Some(agent), Some(asid), sid) =
             (u.agent, u.agent_session.clone(), u.session_id.clone())
         else {
@@ -61,6 +64,8 @@ impl Router {
             .collect::<Vec<_>>()
             .join(" ");
         if let Some(u) = self.units.get_mut(&unit) {
+            // The agent's history replay, if any, is over: what follows is this turn.
+            u.loading = false;
             u.turn = Some(Turn {
                 client: client.clone(),
                 socket,
@@ -212,10 +217,17 @@ impl Router {
     ) -> Result<(), RpcError> {
         match id {
             Some(id) => {
+                let track = match (unit, method) {
+                    (Some(_), "session/set_mode") => Track::Mode(params["modeId"].clone()),
+                    (Some(_), "session/set_model") => Track::Model(params["modelId"].clone()),
+                    (Some(_), "session/set_config_option") => Track::Config,
+                    _ => Track::None,
+                };
                 let pending = Pending::Forward {
                     socket,
                     device_id: id.clone(),
                     unit,
+                    track,
                 };
                 if self.agent_request(agent, method, params, pending).is_none() {
                     return Err(RpcError::new(

@@ -72,8 +72,15 @@ fn an_update_with_params_that_are_not_an_object_is_dropped() {
         A1,
         br#"{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":7}}"#,
     );
-    sim.agent_raw(A1, b"not json at all");
     assert!(sim.take(a).is_empty());
+    sim.agent_raw(A1, b"not json at all");
+    assert_eq!(
+        sim.take(a),
+        vec![note(
+            "_relay/agent/log_line",
+            json!({"agent": 1, "sessionId": "s1", "stream": "stdout", "text": "not json at all", "t": sim.now})
+        )]
+    );
     assert_eq!(sim.r.units[&sim.r.default_unit].ring.head(), 0);
 }
 
@@ -288,6 +295,7 @@ fn the_next_prompt_after_an_exit_resumes_on_a_fresh_agent() {
     let load = sim.pending(A2, "session/load");
     assert_eq!(load.params["sessionId"], json!("s1"));
     sim.agent_says(A2, ok(load.id, json!({})));
+    sim.quiet();
     assert_eq!(
         sim.take(a),
         vec![stamped(2, echo("s1", "a", json!("p"), "again"))]
@@ -392,5 +400,159 @@ fn a_dead_agent_fails_only_the_lines_waiting_for_it() {
         ok(init5.id, init_result(json!({"loadSession": true}))),
     );
     sim.answer(AgentId(5), "session/load", json!({}));
+    sim.quiet();
     assert!(sim.has_pending(AgentId(5), "session/prompt"));
+}
+
+#[test]
+fn agent_stderr_reaches_the_viewers_of_its_sessions_and_the_log() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    let p = sim.open_plain("p");
+    sim.send(p, req(json!(1), "session/load", json!({"sessionId": "s1"})));
+    sim.clear();
+    sim.feed(Input::AgentStderr {
+        agent: A1,
+        line: b"Visit https://login.example/x to sign in",
+    });
+    let t = sim.now;
+    assert_eq!(
+        sim.take(a),
+        vec![note(
+            "_relay/agent/log_line",
+            json!({"agent": 1, "sessionId": "s1", "stream": "stderr", "text": "Visit https://login.example/x to sign in", "t": t})
+        )]
+    );
+    assert!(sim.take(p).is_empty(), "relay extensions never reach /acp");
+    sim.agent_raw(A1, b"Enter the authorization code:");
+    sim.take(a);
+    sim.send(a, req(json!(2), "_relay/agent/log", json!({})));
+    assert_eq!(
+        sim.take(a),
+        vec![ok(
+            json!(2),
+            json!({"agent": 1, "lines": [
+                {"t": t, "stream": "stderr", "text": "Visit https://login.example/x to sign in"},
+                {"t": t + 1, "stream": "stdout", "text": "Enter the authorization code:"},
+            ]})
+        )]
+    );
+}
+
+#[test]
+fn the_agent_log_is_bounded_and_outlives_the_agent() {
+    use super::super::agent_log::{AGENT_LOG_LINE_BYTES, AGENT_LOG_LINES};
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    for i in 0..(AGENT_LOG_LINES + 50) {
+        let line = format!("line {i}");
+        sim.feed(Input::AgentStderr {
+            agent: A1,
+            line: line.as_bytes(),
+        });
+    }
+    let long = vec![b'x'; AGENT_LOG_LINE_BYTES * 2];
+    sim.feed(Input::AgentStderr {
+        agent: A1,
+        line: &long,
+    });
+    sim.feed(Input::AgentStderr {
+        agent: A1,
+        line: b"\xff\xfe bad utf-8",
+    });
+    sim.exit(A1, "crashed");
+    sim.clear();
+    sim.send(
+        a,
+        req(json!(2), "_relay/agent/log", json!({"sessionId": "s1"})),
+    );
+    let out = sim.take(a);
+    let lines = out[0]["result"]["lines"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(lines.len(), AGENT_LOG_LINES);
+    assert_eq!(lines[0]["text"], json!("line 52"));
+    let cut = lines[AGENT_LOG_LINES - 2]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(cut.len() <= AGENT_LOG_LINE_BYTES + 3 && cut.ends_with('…'));
+    assert_eq!(
+        out[0]["result"]["agent"],
+        json!(1),
+        "a dead agent's log stays readable"
+    );
+}
+
+#[test]
+fn agent_notifications_other_than_updates_reach_the_viewers_as_they_are() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    let p = sim.open_plain("p");
+    sim.send(p, req(json!(1), "session/load", json!({"sessionId": "s1"})));
+    let b = sim.open("b");
+    sim.new_session(b, 1, A1, "unused");
+    sim.new_session(b, 2, A1, "s2");
+    sim.clear();
+    let line = br#"{"jsonrpc":"2.0","method":"_auth/status_update","params":{"state":"waiting"}}"#;
+    sim.agent_raw(A1, line);
+    assert_eq!(sim.take_raw(a), vec![Frame::from_static(line)]);
+    assert_eq!(sim.take_raw(p), vec![Frame::from_static(line)]);
+    assert_eq!(
+        sim.take_raw(b),
+        vec![Frame::from_static(line)],
+        "once, for s2"
+    );
+}
+
+#[test]
+fn an_agents_own_rseq_key_is_removed_before_stamping() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.clear();
+    sim.agent_raw(
+        A1,
+        br#"{"rseq":99,"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"plan","rseq":"inner stays"}}}"#,
+    );
+    let raw = sim.take_raw(a);
+    assert_eq!(raw.len(), 1);
+    let text = String::from_utf8_lossy(&raw[0]).into_owned();
+    assert!(text.starts_with("{\"rseq\":1,"), "{text}");
+    assert_eq!(
+        text.matches("\"rseq\":").count(),
+        2,
+        "one top-level key: {text}"
+    );
+    assert_eq!(
+        parse(&raw[0])["params"]["update"]["rseq"],
+        json!("inner stays")
+    );
+}
+
+#[test]
+fn an_update_with_invalid_utf8_is_refused_before_it_is_numbered() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.clear();
+    sim.agent_raw(
+        A1,
+        b"{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"s1\",\"update\":{\"sessionUpdate\":\"agent_message_chunk\",\"content\":{\"type\":\"text\",\"text\":\"\xff\xfe\"}}}}",
+    );
+    let out = sim.take(a);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0]["method"],
+        json!("_relay/agent/log_line"),
+        "only the log line: {out:?}"
+    );
+    assert_eq!(
+        sim.r.units[&sim.r.default_unit].ring.head(),
+        0,
+        "no rseq used"
+    );
+    sim.update(A1, "s1", chunk("next"));
+    assert_eq!(
+        sim.take(a),
+        vec![stamped(1, update_line("s1", chunk("next")))]
+    );
 }

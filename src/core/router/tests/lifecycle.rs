@@ -284,9 +284,91 @@ fn load_and_attach_waiters_are_all_answered_by_one_restore() {
         stamped(2, update_line("old", chunk("b"))),
     ];
     assert_eq!(sim.take(s), all);
-    let mut with_answer = all;
-    with_answer.push(ok(json!(9), json!({"sessionId": "old"})));
-    assert_eq!(sim.take(t), with_answer);
+    assert_eq!(sim.take(t), all);
+    // The load answer is the agent's own, once it loaded the session.
+    let load = sim.pending(A1, "session/load");
+    assert_eq!(load.params["sessionId"], json!("agent-old"));
+    let modes =
+        json!({"currentModeId": "plan", "availableModes": [{"id": "plan"}, {"id": "code"}]});
+    sim.agent_says(A1, ok(load.id, json!({"modes": modes})));
+    assert_eq!(
+        sim.take(t),
+        vec![ok(json!(9), json!({"sessionId": "old", "modes": modes}))]
+    );
+    assert!(sim.take(s).is_empty());
+}
+
+/// After a restart the load answer carries what the agent says now, not `{sessionId}`.
+#[test]
+fn a_load_after_an_agent_exit_forwards_the_agents_load_answer() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.exit(A1, "gone");
+    sim.clear();
+    sim.send(a, req(json!(1), "session/load", json!({"sessionId": "s1"})));
+    assert_eq!(
+        sim.take(a),
+        vec![
+            welcome(sim.epoch(1), Some("s1"), 1, false, false, &[]),
+            stamped(
+                1,
+                note(
+                    "_relay/agent_exited",
+                    json!({"sessionId": "s1", "status": "gone"})
+                )
+            )
+        ]
+    );
+    let init = sim.pending(A2, "initialize");
+    sim.agent_says(A2, ok(init.id, init_result(json!({"loadSession": true}))));
+    sim.answer(
+        A2,
+        "session/load",
+        json!({"models": {"currentModelId": "m2"}}),
+    );
+    assert_eq!(
+        sim.take(a),
+        vec![ok(
+            json!(1),
+            json!({"sessionId": "s1", "models": {"currentModelId": "m2"}})
+        )]
+    );
+}
+
+#[test]
+fn closing_a_restoring_session_answers_its_waiters() {
+    let mut sim = with_stored();
+    sim.auto_restore = false;
+    let s = sim.open_at("a", Some("old"), Some(1));
+    let t = sim.open("b");
+    sim.send(
+        t,
+        req(json!(9), "session/load", json!({"sessionId": "old"})),
+    );
+    sim.clear();
+    sim.send(
+        t,
+        req(json!(10), "session/close", json!({"sessionId": "old"})),
+    );
+    assert_eq!(
+        sim.take(s),
+        vec![welcome(sim.epoch(1), Some("s1"), 0, true, false, &[])]
+    );
+    assert_eq!(
+        sim.take(t),
+        vec![
+            err(
+                json!(9),
+                code::OTHER,
+                "the session was closed while it was loading; load it again"
+            ),
+            ok(json!(10), json!({})),
+        ]
+    );
+    // The transcript read landing afterwards changes nothing.
+    let (unit, session) = sim.restores.pop_front().expect("a restore");
+    sim.finish_restore(unit, &session, None);
+    assert!(sim.take(s).is_empty() && sim.take(t).is_empty());
 }
 
 #[test]
@@ -306,6 +388,7 @@ fn a_failed_restore_keeps_numbering_after_the_stored_head() {
         req(json!("p"), "session/prompt", prompt_params("old", "hi")),
     );
     sim.answer(A1, "session/load", json!({}));
+    sim.quiet();
     assert_eq!(
         sim.take(s),
         vec![stamped(3, echo("old", "a", json!("p"), "hi"))],
@@ -330,6 +413,7 @@ fn a_prompt_for_a_restored_session_resumes_its_agent_session() {
     // History the agent replays for session/load is not stamped again.
     sim.update(A1, "agent-old", chunk("a"));
     sim.agent_says(A1, ok(load.id, json!({})));
+    sim.quiet();
     assert_eq!(
         sim.take(s),
         vec![stamped(3, echo("old", "a", json!("p"), "hi"))]
@@ -523,4 +607,71 @@ fn an_ask_for_a_session_that_ended_while_loading_is_answered_cancelled() {
         sim.take_agent(A1),
         vec![ok(json!(70), json!({"outcome": {"outcome": "cancelled"}}))]
     );
+}
+
+/// A crafted transcript whose head is u64::MAX: no overflow, nothing renumbered.
+#[test]
+fn a_stored_head_of_u64_max_does_not_overflow() {
+    let mut sim = Sim::boot();
+    sim.r.add_stored([stored_info("max", u64::MAX)]);
+    sim.store
+        .meta
+        .insert("max".into(), stored_info("max", u64::MAX));
+    let s = sim.open_at("a", Some("max"), Some(u64::MAX));
+    assert_eq!(
+        sim.take(s),
+        vec![welcome(
+            sim.epoch(2),
+            Some("max"),
+            u64::MAX,
+            false,
+            false,
+            &[]
+        )]
+    );
+    sim.send(
+        s,
+        req(json!("p"), "session/prompt", prompt_params("max", "hi")),
+    );
+    sim.answer(A1, "session/load", json!({}));
+    sim.quiet();
+    sim.agent_says(
+        A1,
+        req(
+            json!(70),
+            "session/request_permission",
+            permission_params("agent-max"),
+        ),
+    );
+    sim.answer(A1, "session/prompt", json!({"stopReason": "end_turn"}));
+    assert!(sim.take(s).is_empty(), "no number is left to stamp with");
+    let to_agent = sim.take_agent(A1);
+    assert!(
+        to_agent.contains(&ok(json!(70), json!({"outcome": {"outcome": "cancelled"}}))),
+        "the ask is not left hanging: {to_agent:?}"
+    );
+    assert_eq!(sim.r.units[&sim.unit_of("max")].ring.head(), u64::MAX);
+}
+
+/// One /acp connection opening sessions past --max-sessions: the oldest idle
+/// one it holds is evicted (the cap holds for plain sockets too).
+#[test]
+fn plain_sockets_are_held_to_the_session_cap() {
+    let mut sim = Sim::boot_with(RouterConfig {
+        max_sessions: 3,
+        ..RouterConfig::default()
+    });
+    let p = sim.open_plain("p");
+    for (i, asid) in ["unused", "x2", "x3", "x4", "x5"].iter().enumerate() {
+        sim.new_session(p, i as u64, A1, asid);
+    }
+    assert_eq!(sim.r.units.len(), 3);
+    assert!(sim.r.by_session.contains_key("x5") && sim.r.by_session.contains_key("x4"));
+    assert!(!sim.r.by_session.contains_key("x2") && !sim.r.by_session.contains_key("x3"));
+    // Its next prompt for an evicted session is told to load it again.
+    sim.send(
+        p,
+        req(json!(9), "session/prompt", prompt_params("x2", "hi")),
+    );
+    assert_eq!(sim.take(p)[0]["error"]["code"], json!(code::INVALID_PARAMS));
 }

@@ -7,6 +7,7 @@ mod sim;
 mod agents;
 mod asks;
 mod attach;
+mod deadlines;
 mod ending;
 mod lease;
 mod lifecycle;

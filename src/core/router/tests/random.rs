@@ -55,6 +55,8 @@ enum Op {
     AgentRequest(AgentId),
     AgentExit(AgentId),
     JobDone(bool),
+    /// Let virtual time pass and tick.
+    Wait(u64),
 }
 
 /// Per relay socket: where its numbering stands.
@@ -379,6 +381,10 @@ impl World {
                     Op::JobDone(rng.chance(70))
                 }
             }
+            16 if rng.chance(30) => {
+                let ms = [50, 400, 6_000, DEFAULT_AGENT_TIMEOUT_MS][rng.below(4)];
+                Op::Wait(ms)
+            }
             _ => Op::AgentAnswer(agent?, 0, true),
         })
     }
@@ -538,6 +544,7 @@ impl World {
                     .agent_says(a, req(json!(id), m, json!({"path": "/f"})));
             }
             Op::AgentExit(a) => self.sim.exit(a, "random"),
+            Op::Wait(ms) => self.sim.wait(ms),
             Op::JobDone(good) => {
                 let Some(j) = self.sim.jobs.pop_front() else {
                     return;

@@ -407,3 +407,186 @@ fn too_many_jobs_in_flight_are_refused() {
         )]
     );
 }
+
+fn with_modes() -> (Sim, SocketId) {
+    let mut sim = Sim::new(RouterConfig::default());
+    sim.answer(A1, "initialize", init_result(json!({"loadSession": true})));
+    sim.answer(
+        A1,
+        "session/new",
+        json!({
+            "sessionId": "s1",
+            "modes": {"currentModeId": "auto", "availableModes": [{"id": "auto"}, {"id": "default"}]},
+            "models": {"currentModelId": "m1"},
+            "configOptions": [{"id": "effort", "currentValue": "low"}]
+        }),
+    );
+    let a = sim.open("a");
+    sim.clear();
+    (sim, a)
+}
+
+fn reload(sim: &mut Sim, a: SocketId, id: u64) -> Value {
+    sim.send(
+        a,
+        req(json!(id), "session/resume", json!({"sessionId": "s1"})),
+    );
+    let out = sim.take(a);
+    out.into_iter()
+        .find(|f| f["id"] == json!(id))
+        .map(|f| f["result"].clone())
+        .unwrap_or_default()
+}
+
+/// A re-sent cached answer follows set_mode, set_model and set_config_option.
+#[test]
+fn accepted_state_changes_update_the_cached_load_answer() {
+    let (mut sim, a) = with_modes();
+    sim.send(
+        a,
+        req(
+            json!(1),
+            "session/set_mode",
+            json!({"sessionId": "s1", "modeId": "default"}),
+        ),
+    );
+    sim.answer(A1, "session/set_mode", json!({}));
+    sim.send(
+        a,
+        req(
+            json!(2),
+            "session/set_model",
+            json!({"sessionId": "s1", "modelId": "m2"}),
+        ),
+    );
+    sim.answer(A1, "session/set_model", json!({}));
+    sim.send(
+        a,
+        req(
+            json!(3),
+            "session/set_config_option",
+            json!({"sessionId": "s1", "configId": "effort", "value": "high"}),
+        ),
+    );
+    sim.answer(
+        A1,
+        "session/set_config_option",
+        json!({"configOptions": [{"id": "effort", "currentValue": "high"}]}),
+    );
+    // A refused change changes nothing.
+    sim.send(
+        a,
+        req(
+            json!(4),
+            "session/set_mode",
+            json!({"sessionId": "s1", "modeId": "bogus"}),
+        ),
+    );
+    sim.answer_err(
+        A1,
+        "session/set_mode",
+        json!({"code": -32602, "message": "no such mode"}),
+    );
+    sim.clear();
+    let r = reload(&mut sim, a, 5);
+    assert_eq!(r["modes"]["currentModeId"], json!("default"));
+    assert_eq!(r["models"]["currentModelId"], json!("m2"));
+    assert_eq!(
+        r["configOptions"],
+        json!([{"id": "effort", "currentValue": "high"}])
+    );
+}
+
+#[test]
+fn the_agents_own_mode_and_config_updates_update_the_cached_answer() {
+    let (mut sim, a) = with_modes();
+    sim.update(
+        A1,
+        "s1",
+        json!({"sessionUpdate": "current_mode_update", "currentModeId": "default"}),
+    );
+    sim.update(A1, "s1", json!({"sessionUpdate": "config_option_update", "configOptions": [{"id": "effort", "currentValue": "mid"}]}));
+    assert_eq!(sim.take(a).len(), 2, "both still reach the viewers");
+    let r = reload(&mut sim, a, 5);
+    assert_eq!(r["modes"]["currentModeId"], json!("default"));
+    assert_eq!(
+        r["configOptions"],
+        json!([{"id": "effort", "currentValue": "mid"}])
+    );
+}
+
+#[test]
+fn a_cancel_sent_as_a_request_is_answered() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.send(
+        a,
+        req(json!("p"), "session/prompt", prompt_params("s1", "go")),
+    );
+    sim.clear();
+    sim.send(
+        a,
+        req(json!("c"), "session/cancel", json!({"sessionId": "s1"})),
+    );
+    assert_eq!(sim.take(a), vec![ok(json!("c"), json!({}))]);
+    assert_eq!(
+        sim.take_agent(A1),
+        vec![note("session/cancel", json!({"sessionId": "s1"}))]
+    );
+}
+
+#[test]
+fn an_id_that_would_not_come_back_as_sent_is_refused() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.take(a);
+    for id in ["1000000000000000000000000000000", "1.5", "1e3"] {
+        let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"session/list"}}"#);
+        sim.send_raw(a, line.as_bytes());
+        assert_eq!(
+            sim.take(a),
+            vec![err(
+                Value::Null,
+                code::INVALID_REQUEST,
+                "invalid JSON-RPC message: id must be a string or an integer of at most 64 bits, so it can be echoed exactly"
+            )],
+            "{id}"
+        );
+    }
+    // 64-bit integers are echoed as they are.
+    sim.send_raw(
+        a,
+        br#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"session/list"}"#,
+    );
+    let raw = sim.take_raw(a);
+    assert!(String::from_utf8_lossy(&raw[0]).contains("\"id\":18446744073709551615"));
+}
+
+/// A socket viewing s1 prompts s2: it gets the answer (without rseq: it does
+/// not follow s2's numbering); s2's viewers get it stamped.
+#[test]
+fn a_prompt_for_a_session_the_socket_does_not_view_is_answered_there() {
+    let mut sim = Sim::boot();
+    let a = sim.open("a");
+    sim.new_session(a, 1, A1, "unused");
+    sim.new_session(a, 2, A1, "s2");
+    let b = sim.open_at("b", Some("s1"), None);
+    sim.clear();
+    sim.send(
+        b,
+        req(json!("x"), "session/prompt", prompt_params("s2", "hi")),
+    );
+    assert!(sim.take(b).is_empty(), "the echo goes to s2's viewers");
+    sim.answer(A1, "session/prompt", json!({"stopReason": "end_turn"}));
+    assert_eq!(
+        sim.take(b),
+        vec![ok(json!("x"), json!({"stopReason": "end_turn"}))]
+    );
+    assert_eq!(
+        sim.take(a),
+        vec![
+            stamped(1, echo("s2", "b", json!("x"), "hi")),
+            stamped(2, ok(json!("x"), json!({"stopReason": "end_turn"}))),
+        ]
+    );
+}

@@ -5,6 +5,7 @@
 //! one place); a `Send` to a socket that is not open is recorded as a
 //! violation and fails the test when the `Sim` is dropped.
 
+use super::super::timers;
 use super::super::*;
 use crate::core::unit::SETTLED_MEMORY;
 
@@ -243,6 +244,17 @@ impl Sim {
     /// Moves the virtual clock.
     pub fn advance(&mut self, ms: u64) {
         self.now += ms;
+    }
+
+    /// Moves the virtual clock by `ms` and ticks, as the shell's timer does.
+    pub fn wait(&mut self, ms: u64) {
+        self.now += ms;
+        self.feed(Input::Tick);
+    }
+
+    /// Lets an agent's history replay go quiet (prompts held after a load run).
+    pub fn quiet(&mut self) {
+        self.wait(timers::REPLAY_QUIET_MS);
     }
 
     /// Feeds one input and collects everything the router asks for.
