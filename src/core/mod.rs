@@ -3,6 +3,7 @@
 pub mod events;
 pub mod frame;
 pub mod ids;
+pub mod job;
 pub mod lease;
 pub mod ring;
 pub mod router;

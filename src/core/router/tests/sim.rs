@@ -385,13 +385,12 @@ impl Sim {
             Output::Restore { unit, session } => self.restores.push_back((unit, session)),
             Output::Job {
                 job,
-                method,
-                params,
+                work,
                 deadline,
             } => self.jobs.push_back(FakeJob {
                 job,
-                method,
-                params,
+                method: work.kind.method().to_owned(),
+                params: work.params,
                 deadline,
             }),
         }
