@@ -9,6 +9,10 @@
 //! bench plain  --url ws://127.0.0.1:PORT --frames N            (websocat baseline)
 //! bench smoke  --url ws://127.0.0.1:PORT --token T              (reconnect check)
 //!
+//! `flood --stalled K` also attaches K devices to the first session that
+//! read their welcome and then nothing (4 KiB receive buffers): the relay
+//! must drop them; the result says how many it closed (`stalled_dropped`).
+//!
 //! `flood --pause SECS` prints a `{"mode":"connected"}` line once every device
 //! is connected and waits before prompting; `--hold SECS` keeps every socket
 //! open after the result line (both so a script can read the relay's RSS).
@@ -96,6 +100,7 @@ struct Opts {
     cwd: String,
     label: String,
     pause: u64,
+    stalled: usize,
 }
 
 impl Opts {
@@ -115,6 +120,7 @@ impl Opts {
                 .unwrap_or_else(|_| "/".into()),
             label: String::new(),
             pause: 0,
+            stalled: 0,
         };
         while let Some(a) = args.next() {
             let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
@@ -135,6 +141,7 @@ impl Opts {
                 "--cwd" => o.cwd = val()?,
                 "--label" => o.label = val()?,
                 "--pause" => o.pause = num(val()?)?,
+                "--stalled" => o.stalled = num(val()?)? as usize,
                 _ => return Err(format!("unknown option {a}")),
             }
         }
@@ -464,6 +471,58 @@ fn summary(tallies: &[Tally], frames: u64, secs: f64) -> Value {
     })
 }
 
+/// A device on `sid` with a 4 KiB receive buffer that reads its welcome and
+/// then stops reading.
+async fn stalled_device(o: &Opts, sid: &str, n: usize) -> Res<Ws> {
+    use rustix::net::{AddressFamily, SocketType, ipproto, socket, sockopt};
+    let url = ws_url(
+        &o.url,
+        &format!("client_id=bench-stalled{n}&session_id={sid}"),
+    );
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("bad url {url}: {e}"))?;
+    if let Some(t) = &o.token {
+        let v = format!("Bearer {t}")
+            .parse()
+            .map_err(|e| format!("bad token: {e}"))?;
+        req.headers_mut().insert("Authorization", v);
+    }
+    let port = req.uri().port_u16().unwrap_or(80);
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, Some(ipproto::TCP))
+        .map_err(|e| format!("socket: {e}"))?;
+    sockopt::set_socket_recv_buffer_size(&fd, 4096).map_err(|e| format!("SO_RCVBUF: {e}"))?;
+    let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
+    rustix::net::connect(&fd, &addr).map_err(|e| format!("connect: {e}"))?;
+    let std_stream = std::net::TcpStream::from(fd);
+    let tcp = TcpStream::try_from(std_stream).map_err(|e| format!("async socket: {e}"))?;
+    let (mut ws, _) = async_tungstenite::client_async(req, tcp)
+        .await
+        .map_err(|e| format!("websocket handshake with {url}: {e}"))?;
+    recv_until(&mut ws, "relay_welcome", |v| v["type"] == "relay_welcome").await?;
+    Ok(ws)
+}
+
+/// Whether the relay closed a stalled device: its stream ends (close frame,
+/// reset or EOF) within `wait` once it reads again.
+async fn was_dropped(mut ws: Ws, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let next = futures_lite::future::or(async { Some(ws.next().await) }, async {
+            smol::Timer::after(left).await;
+            None
+        })
+        .await;
+        match next {
+            None => return false,
+            Some(None) | Some(Some(Err(_))) | Some(Some(Ok(Message::Close(_)))) => return true,
+            Some(Some(Ok(_))) => {}
+        }
+    }
+}
+
 // ---- flood: K devices per session, S sessions ----
 
 struct SessionDevs {
@@ -547,6 +606,10 @@ async fn flood(ex: &Rc<LocalExecutor<'static>>, o: &Opts) -> Res<Value> {
     for s in 0..o.sessions {
         sessions.push(open_session(o, s).await?);
     }
+    let mut stalled = Vec::new();
+    for n in 0..o.stalled {
+        stalled.push(stalled_device(o, &sessions[0].sid, n).await?);
+    }
     if o.pause > 0 {
         // Everything is connected and nothing prompted: the script reads RSS now.
         let v = json!({"mode": "connected", "label": o.label, "devices": o.devices,
@@ -587,6 +650,18 @@ async fn flood(ex: &Rc<LocalExecutor<'static>>, o: &Opts) -> Res<Value> {
     v["label"] = json!(o.label);
     v["devices"] = json!(o.devices);
     v["sessions"] = json!(o.sessions);
+    if !stalled.is_empty() {
+        let checks: Vec<_> = stalled
+            .into_iter()
+            .map(|ws| ex.spawn(was_dropped(ws, Duration::from_secs(10))))
+            .collect();
+        let mut dropped = 0;
+        for c in checks {
+            dropped += usize::from(c.await);
+        }
+        v["stalled"] = json!(o.stalled);
+        v["stalled_dropped"] = json!(dropped);
+    }
     if o.hold > 0 {
         // Keep every socket open (and answering pings) while the script reads RSS.
         println!("{v}");
@@ -679,6 +754,7 @@ fn clone_opts(o: &Opts) -> Opts {
         cwd: o.cwd.clone(),
         label: o.label.clone(),
         pause: o.pause,
+        stalled: o.stalled,
     }
 }
 

@@ -17,6 +17,15 @@
 #   BENCH_CG_FRAMES=20000      frames of the instruction-count run (under callgrind)
 #   BENCH_SKIP_BUILD=1         use the binaries already in target/release
 #   BENCH_NO_WEBSOCAT=1        skip the baseline
+#   BENCH_ONLY_MEMORY=1        only the memory figures (idle RSS, 16 x 4 full rings,
+#                              4 stalled devices during a flood) and the table
+#   BENCH_STALL_FRAMES=40000   2000-byte frames of the stalled-devices flood
+#   BENCH_NO_CGROUP=1          never use a cgroup
+#
+# The memory figures run the relay inside a 64 MiB memory cgroup when it can
+# (root, and cgroup v2 with the memory controller, or v1's memory
+# hierarchy); the agent is moved out of it, so the limit is the relay's
+# alone. The table says whether it ran in one, its peak and OOM kills.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -43,6 +52,7 @@ cleanup() {
     wait "$p" 2>/dev/null || true
   done
   rm -rf "$WORK"
+  cg_remove
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -182,6 +192,108 @@ flood() { # flood DEVICES FRAMES [more bench flags]
     --cwd "$WS" "$@" | head -1 || true
 }
 
+
+# ---- a 64 MiB memory cgroup for the memory figures, when this machine allows it ----
+CG=""        # the cgroup dir, when there is one
+CG_PARENT="" # where this script runs (agents are moved back there)
+CG_KIND=""   # v1 or v2
+CG_WHY=""    # why there is none
+cg_setup() {
+  [ -z "${BENCH_NO_CGROUP:-}" ] || { CG_WHY="BENCH_NO_CGROUP set"; return 0; }
+  [ "$(id -u)" = 0 ] || { CG_WHY="not root"; return 0; }
+  local rel
+  if [ -f /sys/fs/cgroup/cgroup.controllers ] && grep -qw memory /sys/fs/cgroup/cgroup.controllers; then
+    rel=$(awk -F: '$1 == "0" {print $3}' /proc/self/cgroup)
+    CG_PARENT="/sys/fs/cgroup${rel%/}"
+    grep -qw memory "$CG_PARENT/cgroup.subtree_control" 2>/dev/null ||
+      echo +memory >"$CG_PARENT/cgroup.subtree_control" 2>/dev/null || true
+    if mkdir "$CG_PARENT/acp-bench-$$" 2>/dev/null; then
+      if echo 64M >"$CG_PARENT/acp-bench-$$/memory.max" 2>/dev/null; then
+        echo 0 >"$CG_PARENT/acp-bench-$$/memory.swap.max" 2>/dev/null || true
+        CG="$CG_PARENT/acp-bench-$$"
+        CG_KIND=v2
+        return 0
+      fi
+      rmdir "$CG_PARENT/acp-bench-$$" 2>/dev/null || true
+    fi
+  fi
+  if [ -d /sys/fs/cgroup/memory ]; then
+    rel=$(awk -F: '$2 == "memory" {print $3}' /proc/self/cgroup)
+    CG_PARENT="/sys/fs/cgroup/memory${rel%/}"
+    if mkdir "$CG_PARENT/acp-bench-$$" 2>/dev/null; then
+      if echo $((64 << 20)) >"$CG_PARENT/acp-bench-$$/memory.limit_in_bytes" 2>/dev/null; then
+        echo $((64 << 20)) >"$CG_PARENT/acp-bench-$$/memory.memsw.limit_in_bytes" 2>/dev/null || true
+        # Charge what the relay already holds when it moves in.
+        echo 3 >"$CG_PARENT/acp-bench-$$/memory.move_charge_at_immigrate" 2>/dev/null || true
+        CG="$CG_PARENT/acp-bench-$$"
+        CG_KIND=v1
+        return 0
+      fi
+      rmdir "$CG_PARENT/acp-bench-$$" 2>/dev/null || true
+    fi
+  fi
+  CG_WHY="no writable memory cgroup (v2 memory controller or v1 memory hierarchy)"
+}
+# cg_enter PID: the relay goes into the cgroup (before it starts its agent's work).
+cg_enter() { [ -z "$CG" ] || echo "$1" >"$CG/cgroup.procs" 2>/dev/null || true; }
+# cg_agents_out PID: the relay's children (its agent) go back to where this script runs.
+cg_agents_out() {
+  [ -n "$CG" ] || return 0
+  local c
+  for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+    echo "$c" >"$CG_PARENT/cgroup.procs" 2>/dev/null || true
+  done
+}
+# cg_reset: zero the peak before a figure.
+cg_reset() {
+  [ -n "$CG" ] || return 0
+  if [ "$CG_KIND" = v1 ]; then echo 0 >"$CG/memory.max_usage_in_bytes" 2>/dev/null || true; fi
+  if [ "$CG_KIND" = v2 ]; then echo 0 >"$CG/memory.peak" 2>/dev/null || true; fi
+}
+cg_peak_kib() {
+  [ -n "$CG" ] || { echo ""; return 0; }
+  local b=""
+  if [ "$CG_KIND" = v1 ]; then b=$(cat "$CG/memory.max_usage_in_bytes" 2>/dev/null || true); fi
+  if [ "$CG_KIND" = v2 ]; then b=$(cat "$CG/memory.peak" 2>/dev/null || true); fi
+  [ -n "$b" ] && echo $((b / 1024)) || echo ""
+}
+cg_ooms() {
+  [ -n "$CG" ] || { echo ""; return 0; }
+  if [ "$CG_KIND" = v1 ]; then awk '/^oom_kill / {print $2}' "$CG/memory.oom_control" 2>/dev/null || echo 0; fi
+  if [ "$CG_KIND" = v2 ]; then awk '/^oom_kill / {print $2}' "$CG/memory.events" 2>/dev/null || echo 0; fi
+}
+# cg_stat: the cgroup's own split of what it holds (anonymous vs page cache).
+cg_stat() {
+  [ -n "$CG" ] || return 0
+  if [ "$CG_KIND" = v1 ]; then
+    awk '/^total_rss / {printf "cg_rss_kib=%d ", $2/1024} /^total_cache / {printf "cg_cache_kib=%d ", $2/1024}' "$CG/memory.stat" 2>/dev/null || true
+  else
+    awk '/^anon / {printf "cg_rss_kib=%d ", $2/1024} /^file / {printf "cg_cache_kib=%d ", $2/1024}' "$CG/memory.stat" 2>/dev/null || true
+  fi
+}
+# cg_oom_delta BASE: OOM kills since BASE was read.
+cg_oom_delta() {
+  [ -n "$CG" ] || { echo ""; return 0; }
+  local now
+  now=$(cg_ooms)
+  echo $(( ${now:-0} - ${1:-0} ))
+}
+cg_remove() {
+  [ -n "$CG" ] || return 0
+  local p
+  for p in $(cat "$CG/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+  for _ in 1 2 3 4 5 6 7 8 9 10; do rmdir "$CG" 2>/dev/null && break; sleep 0.2; done
+  CG=""
+}
+cg_setup
+if [ -n "$CG" ]; then
+  say "memory figures run inside a 64 MiB cgroup ($CG_KIND: $CG)"
+else
+  say "memory figures run without a cgroup: $CG_WHY"
+fi
+
+ONLY_MEM="${BENCH_ONLY_MEMORY:-}"
+if [ -z "$ONLY_MEM" ]; then
 # ---- 1. throughput, latency and CPU: 1 and 4 devices, each frame size ----
 for fb in $SIZES; do
   say "throughput at ${fb}-byte chunks, $N frames (socket queue $QUEUE)"
@@ -229,24 +341,40 @@ if [ -n "$WEBSOCAT" ]; then
   stop "$WS_PID"
 fi
 
-# ---- 4. idle RSS; 16 sessions x 4 devices connected; then with full default rings ----
+fi # ONLY_MEM
+
+# ---- 4. memory: idle RSS; 16 sessions x 4 devices; 4 stalled devices during a flood ----
+# Run twice when a cgroup is available: RSS figures without it, then the
+# same inside the 64 MiB cgroup (does it fit, or is the relay OOM-killed).
+memory_figures() { # TAG
+TAG=$1
 say "idle RSS, then 16 sessions x 4 devices, $FILL_N 2000-byte frames each"
 # 64 devices come from one address: lift the per-address admission limit where there is one.
 peer_flag=()
 "$BIN" serve --help 2>&1 | grep -q -- '--max-conns-per-peer' && peer_flag=(--max-conns-per-peer 128)
-start_relay rss "--flood $FILL_N --frame-bytes 2000" "${peer_flag[@]}"
+oom0=$(cg_ooms)
+start_relay "rss$TAG" "--flood $FILL_N --frame-bytes 2000" "${peer_flag[@]}"
+cg_enter "$RELAY_PID"
 sleep 1
 idle=$(rss_kib "$RELAY_PID")
+cg_reset
 "$BENCH" flood --url "ws://127.0.0.1:$PORT" --token "$TOKEN" --devices 4 --sessions 16 \
   --frames "$FILL_N" --sequential --pause 2 --hold 20 --cwd "$WS" >"$WORK/hold.out" 2>"$WORK/hold.err" &
 HOLD_PID=$!
 PIDS+=("$HOLD_PID")
+# Peak RSS, sampled (VmHWM is lost when the relay is killed).
+( p=0; while kill -0 "$RELAY_PID" 2>/dev/null && kill -0 "$HOLD_PID" 2>/dev/null; do
+    r=$(rss_kib "$RELAY_PID" 2>/dev/null || echo 0); [ -n "$r" ] && [ "$r" -gt "$p" ] && p=$r && echo "$p" >"$WORK/peak$TAG"
+    sleep 0.1
+  done ) &
+PIDS+=("$!")
 lines() { wc -l <"$WORK/hold.out" 2>/dev/null || echo 0; }
 for _ in $(seq 600); do
   [ "$(lines)" -ge 1 ] && break
   kill -0 "$HOLD_PID" 2>/dev/null || break
   sleep 0.1
 done
+cg_agents_out "$RELAY_PID"
 sleep 1
 connected=$(rss_kib "$RELAY_PID")
 for _ in $(seq 1800); do
@@ -255,12 +383,62 @@ for _ in $(seq 1800); do
   sleep 0.1
 done
 sleep 1
-full=$(rss_kib "$RELAY_PID")
-hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$RELAY_PID/status")
-add_json "relay-rss" "$(sed -n 2p "$WORK/hold.out" 2>/dev/null || echo '{}')" \
-  idle_kib="$idle" connected_kib="$connected" full_kib="$full" hwm_kib="$hwm"
+alive=1
+kill -0 "$RELAY_PID" 2>/dev/null || alive=0
+full=$(rss_kib "$RELAY_PID" 2>/dev/null || echo 0)
+hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$RELAY_PID/status" 2>/dev/null || echo 0)
+add_json "relay-rss$TAG" "$(sed -n 2p "$WORK/hold.out" 2>/dev/null || echo '{}')" \
+  idle_kib="$idle" connected_kib="$connected" full_kib="${full:-0}" hwm_kib="${hwm:-0}" \
+  relay_alive="$alive" cg="${CG:+$CG_KIND}" cg_peak_kib="$(cg_peak_kib)" cg_ooms="$(cg_oom_delta "$oom0")" \
+  sampled_peak_kib="$(cat "$WORK/peak$TAG" 2>/dev/null || echo 0)" $(cg_stat)
 stop "$HOLD_PID"
 stop "$RELAY_PID"
+
+# ---- 4b. 4 devices that stop reading during a flood ----
+STALL_N=${BENCH_STALL_FRAMES:-40000}
+say "RSS with 4 stalled devices and 1 reader during a flood of $STALL_N 2000-byte frames"
+oom0=$(cg_ooms)
+start_relay "stall$TAG" "--flood $STALL_N --frame-bytes 2000 --rate 10000"
+cg_enter "$RELAY_PID"
+sleep 1
+s_idle=$(rss_kib "$RELAY_PID")
+cg_reset
+"$BENCH" flood --url "ws://127.0.0.1:$PORT" --token "$TOKEN" --devices 1 --sessions 1 \
+  --frames "$STALL_N" --stalled 4 --pause 1 --cwd "$WS" >"$WORK/stall.out" 2>"$WORK/stall.err" &
+STALL_PID=$!
+PIDS+=("$STALL_PID")
+for _ in $(seq 300); do
+  [ "$(wc -l <"$WORK/stall.out" 2>/dev/null || echo 0)" -ge 1 ] && break
+  kill -0 "$STALL_PID" 2>/dev/null || break
+  sleep 0.1
+done
+cg_agents_out "$RELAY_PID"
+s_peak=0
+while kill -0 "$STALL_PID" 2>/dev/null; do
+  r=$(rss_kib "$RELAY_PID" 2>/dev/null || echo 0)
+  [ -n "$r" ] && [ "$r" -gt "$s_peak" ] && s_peak=$r
+  sleep 0.2
+done
+wait "$STALL_PID" 2>/dev/null || true
+sleep 1
+s_alive=1
+kill -0 "$RELAY_PID" 2>/dev/null || s_alive=0
+s_after=$(rss_kib "$RELAY_PID" 2>/dev/null || echo 0)
+s_hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$RELAY_PID/status" 2>/dev/null || echo 0)
+add_json "relay-stalled$TAG" "$(sed -n 2p "$WORK/stall.out" 2>/dev/null || echo '{}')" \
+  idle_kib="$s_idle" peak_kib="$s_peak" after_kib="${s_after:-0}" hwm_kib="${s_hwm:-0}" \
+  relay_alive="$s_alive" cg="${CG:+$CG_KIND}" cg_peak_kib="$(cg_peak_kib)" cg_ooms="$(cg_oom_delta "$oom0")" $(cg_stat)
+stop "$RELAY_PID"
+}
+CG_SAVED=$CG
+CG=""
+memory_figures ""
+CG=$CG_SAVED
+if [ -n "$CG" ]; then
+  say "the memory figures again, inside the 64 MiB cgroup"
+  memory_figures "-cg"
+fi
+if [ -z "$ONLY_MEM" ]; then
 
 # ---- 5. full-ring replay ----
 say "replay of a full default ring"
@@ -304,6 +482,8 @@ else
     stop "$RELAY_PID"
   done
 fi
+
+fi # ONLY_MEM
 
 # ---- 7. size and dependency tree ----
 static=""
@@ -401,6 +581,38 @@ if idle is not None:
     if conn is not None:
         out.append(f"| RSS, 16 sessions × 4 devices connected, empty rings | {conn/1024:.1f} MiB (+{(conn-idle)/1024:.1f} MiB, {(conn-idle)/64:.0f} KiB per device) | | | | — |")
     out.append(f"| RSS, 16 sessions × 4 devices, full default rings (4 MiB each) | {full/1024:.1f} MiB (+{delta/1024:.1f} MiB; peak {g(r,'hwm_kib',0)/1024:.1f} MiB){'' if g(r,'ok') else ' — fill run failed: lost ' + str(g(r,'lost')) + ' ' + str(g(r,'error') or (g(r,'errors') or [''])[0])[:90]} | | | +≤ 16×4 MiB + 2 MiB = 66 MiB | {mark(ok)} |")
+
+def cgnote(r):
+    kind = g(r, "cg")
+    if not kind or kind == "none":
+        return "no cgroup"
+    peak = g(r, "cg_peak_kib")
+    ooms = g(r, "cg_ooms")
+    alive = g(r, "relay_alive")
+    return (f"in a 64 MiB cgroup ({kind}): peak {fmt(peak/1024 if isinstance(peak,(int,float)) else None,' MiB',1)}, "
+            f"OOM kills {ooms if ooms not in (None, '') else '?'}{'' if alive != 0 else ', RELAY KILLED'}")
+
+if "relay-rss" in rows:
+    sp = g("relay-rss", "sampled_peak_kib")
+    out.append(f"| RSS, 16 × 4 full rings: sampled peak during the fill | {fmt(sp/1024 if sp else None,' MiB',1)} | | | | — |")
+if "relay-rss-cg" in rows:
+    r = "relay-rss-cg"
+    split = f"; at the end the cgroup held {fmt((g(r,'cg_rss_kib') or 0)/1024,' MiB',1)} anonymous + {fmt((g(r,'cg_cache_kib') or 0)/1024,' MiB',1)} page cache"
+    fill = "fill done" if g(r, "ok") else f"fill failed ({str(g(r,'error') or (g(r,'errors') or [''])[0])[:60]})"
+    out.append(f"| 16 sessions × 4 devices, full rings, inside a 64 MiB cgroup | {cgnote(r)}; {fill}{split} | | | fits 64 MiB | {mark(g(r,'relay_alive') != 0 and not g(r,'cg_ooms'))} |")
+elif "relay-rss" in rows:
+    out.append(f"| 16 sessions × 4 devices, full rings, inside a 64 MiB cgroup | not run: no usable memory cgroup here (needs root and cgroup v2 memory or v1) | | | fits 64 MiB | — |")
+
+for r in ("relay-stalled", "relay-stalled-cg"):
+    if r not in rows:
+        continue
+    si, sp, sa = g(r, "idle_kib"), g(r, "peak_kib"), g(r, "after_kib")
+    drop = g(r, "stalled_dropped")
+    detail = (f"idle {fmt(si/1024 if si else None,' MiB',1)}, peak {fmt(sp/1024 if sp else None,' MiB',1)}, "
+              f"after {fmt(sa/1024 if sa else None,' MiB',1)}; {drop if drop is not None else '?'} of {g(r,'stalled',4)} stalled dropped; "
+              f"reader lost {g(r,'lost')}; {cgnote(r)}")
+    where = "" if r == "relay-stalled" else ", inside a 64 MiB cgroup"
+    out.append(f"| RSS, 4 stalled devices + 1 reader during a {g(r,'frames_per_device') or ''} × 2000-B flood{where} | {detail} | | | stalled dropped, RSS back near idle | {mark(drop == g(r,'stalled',4) and bool(g(r,'ok')))} |")
 
 r = "relay-replay"
 if r in rows:

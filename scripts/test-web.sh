@@ -27,12 +27,20 @@ SHOTS=target/web-shots
 mkdir -p "$SHOTS"
 # The tests' relays are their own process groups; the runner kills them on
 # exit, and this trap ends the runner if this script is interrupted.
-"$VENV/bin/python" tests/web/test_web.py "$BIN" "$SHOTS" "$@" &
-pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null' INT TERM HUP
-trap 'kill "$pid" 2>/dev/null' EXIT
-wait "$pid"
-rc=$?
+# Every tests/web/test_*.py: test_web.py (this client) takes the binary and
+# the screenshot folder; the others (the terminal's) read ACP_RELAY_BIN.
+rc=0
+pid=""
+trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; fi' EXIT INT TERM HUP
+for t in tests/web/test_*.py; do
+    case "$t" in
+        */test_web.py) ACP_RELAY_BIN="$BIN" "$VENV/bin/python" "$t" "$BIN" "$SHOTS" "$@" & ;;
+        *) [ $# -gt 0 ] && continue; ACP_RELAY_BIN="$BIN" "$VENV/bin/python" "$t" & ;;
+    esac
+    pid=$!
+    wait "$pid" || { echo "test-web: $t FAILED" >&2; rc=1; }
+    pid=""
+done
 trap - EXIT
 echo "test-web: screenshots in $SHOTS"
 exit "$rc"

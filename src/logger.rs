@@ -4,8 +4,8 @@
 //! Every message is escaped as a whole before it is written: control
 //! characters (newline, NUL, escape, ...) become `\n`, `\0`, `\x1b`, so a
 //! peer-supplied string can never forge a line or put raw bytes in the log.
-//! Call sites bound peer strings with [`peer`]. Under systemd (`JOURNAL_STREAM`
-//! set) each line carries a `<N>` syslog priority prefix so journald keeps the
+//! Call sites bound peer strings with [`peer`]. Under systemd (stderr is the
+//! stream `JOURNAL_STREAM` names) each line carries a `<N>` syslog priority prefix so journald keeps the
 //! level; `--log-format json` writes one JSON object per line instead.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -100,8 +100,19 @@ pub fn render(level: Level, target: &str, msg: &str, format: Format, journal: bo
                 "target": target,
                 "msg": msg,
             });
-            // serde_json escapes every control character.
-            out.push_str(&v.to_string());
+            // serde_json escapes C0 controls; DEL, C1 controls and the line
+            // separators (legal raw in JSON strings) get \u escapes here.
+            for c in v.to_string().chars() {
+                if c == '\x7f'
+                    || ('\u{80}'..='\u{9f}').contains(&c)
+                    || c == '\u{2028}'
+                    || c == '\u{2029}'
+                {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                } else {
+                    out.push(c);
+                }
+            }
         }
     }
     out.push('\n');
@@ -195,12 +206,27 @@ pub fn init(level: LevelFilter) {
 /// Installs the logger once with a format; later calls change the level and format.
 pub fn init_with(level: LevelFilter, format: Format) {
     FORMAT.store(u8::from(format == Format::Json), Ordering::Relaxed);
-    JOURNAL.store(
-        u8::from(std::env::var_os("JOURNAL_STREAM").is_some()),
-        Ordering::Relaxed,
-    );
+    JOURNAL.store(u8::from(stderr_is_journal()), Ordering::Relaxed);
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+}
+
+/// Whether stderr is the journal stream systemd named in `JOURNAL_STREAM`
+/// (`device:inode`): a redirected stderr inherits the variable but not the stream.
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var("JOURNAL_STREAM").ok() else {
+        return false;
+    };
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // st_dev / st_ino are not u64 on every target.
+    #[allow(clippy::unnecessary_cast)]
+    rustix::fs::fstat(std::io::stderr())
+        .is_ok_and(|st| st.st_dev as u64 == dev && st.st_ino as u64 == ino)
 }
 
 #[cfg(test)]
@@ -229,6 +255,32 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json[3..]).unwrap();
         assert_eq!(v["msg"], "a\nb\0");
         assert_eq!(v["level"], "warn");
+    }
+
+    #[test]
+    fn random_messages_make_exactly_one_clean_line() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..2_000 {
+            let bytes: Vec<u8> = (0..(x % 200) as usize)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> (i % 8)) as u8
+                })
+                .collect();
+            let msg = String::from_utf8_lossy(&bytes);
+            for format in [Format::Text, Format::Json] {
+                let line = render(Level::Info, "t", &msg, format, false);
+                let body = line.strip_suffix('\n').unwrap();
+                assert!(
+                    !body
+                        .chars()
+                        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}'),
+                    "{line:?}"
+                );
+            }
+        }
     }
 
     #[test]

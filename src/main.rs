@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(FromArgs)]
-/// Drive Agent Client Protocol agents at home from a phone or a browser.
+/// Drive Agent Client Protocol agents at home from a phone or a browser (`acp-relay --version` prints the version).
 struct Cli {
     #[argh(subcommand)]
     cmd: Cmd,
@@ -81,6 +81,9 @@ struct Serve {
     /// bytes kept per session for replay (default 4 MiB)
     #[argh(option, default = "acp_relay::core::ring::DEFAULT_RING_BYTES")]
     ring_bytes: usize,
+    /// bytes all rings, socket queues, replays and store buffers share (default 48 MiB)
+    #[argh(option, default = "acp_relay::core::budget::DEFAULT_MEMORY_BUDGET")]
+    memory_budget: usize,
     /// only the device holding the controller lease may drive
     #[argh(switch)]
     lease: bool,
@@ -120,6 +123,12 @@ struct Serve {
     /// most terminals open at once (default 8); opening another closes the oldest
     #[argh(option, default = "acp_relay::core::terminals::DEFAULT_MAX_TERMINALS")]
     max_terminals: usize,
+    /// scrollback lines kept per terminal (default 1000, at most 10000)
+    #[argh(
+        option,
+        default = "acp_relay::core::terminals::DEFAULT_SCROLLBACK_LINES"
+    )]
+    terminal_scrollback: usize,
     /// a browser origin allowed to open sockets besides the relay's own (repeatable)
     #[argh(option)]
     allow_origin: Vec<String>,
@@ -405,7 +414,24 @@ fn serve_args(cli: &[String]) -> Result<Vec<String>, String> {
         None => Vec::new(),
     };
     let specs = config::flag_specs(&serve_usage());
-    config::merge(&path, &entries, &specs, cli, NOT_IN_CONFIG).map_err(|e| e.to_string())
+    let merged =
+        config::merge(&path, &entries, &specs, cli, NOT_IN_CONFIG).map_err(|e| e.to_string())?;
+    // A value the flag refuses: name the config line it came from.
+    let parses = |args: &[String]| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        Serve::from_args(&["acp-relay serve"], &a).map_err(|e| e.output)
+    };
+    if parses(&merged).is_err() && parses(cli).is_ok() {
+        for k in 0..entries.len() {
+            let some = config::merge(&path, &entries[..=k], &specs, cli, NOT_IN_CONFIG)
+                .map_err(|e| e.to_string())?;
+            if let Err(e) = parses(&some) {
+                let line = entries[k].line;
+                return Err(format!("{}:{line}: {}", path.display(), e.trim()));
+            }
+        }
+    }
+    Ok(merged)
 }
 
 /// SIGHUP: the config file and the command line again, as `serve` read them.
@@ -579,6 +605,11 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
             format!("--metrics-listen '{a}' is not an address like 127.0.0.1:9447")
         })?),
     };
+    if let Some(a) = metrics_listen.filter(|a| !a.ip().is_loopback()) {
+        log::warn!(
+            "--metrics-listen {a} is not loopback: anyone who reaches it reads /metrics without the token"
+        );
+    }
     let tls = match (s.tls_cert, s.tls_key) {
         (None, None) => None,
         _ if !cfg!(feature = "tls") => return Err(serve::NO_TLS.into()),
@@ -638,6 +669,7 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
     let router = RouterConfig {
         ring_frames: s.ring_frames,
         ring_bytes: s.ring_bytes,
+        memory_budget: s.memory_budget,
         auto_approve: s.auto_approve,
         lease: s.lease,
         agent_per_session: s.agent_per_session,
@@ -654,9 +686,9 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
             max_depth: 256,
         },
         max_lines_per_message: s.max_lines,
-        terminals: s.terminal.then(|| TermLimits {
+        terminals: s.terminal.then_some(TermLimits {
             max_terminals: s.max_terminals,
-            ..TermLimits::default()
+            scrollback_lines: s.terminal_scrollback,
         }),
         ..RouterConfig::default()
     };

@@ -24,6 +24,10 @@ pub struct EventCounters {
     pub agent_exits: Cell<u64>,
     pub agent_crashes: Cell<u64>,
     pub login_waits: Cell<u64>,
+    /// Attaches that were sent history, the frames sent so, and resets.
+    pub replays: Cell<u64>,
+    pub replayed_frames: Cell<u64>,
+    pub resets: Cell<u64>,
 }
 
 /// Ops state the HTTP endpoints read: counters, the notifier, the start time.
@@ -51,7 +55,21 @@ impl Ops {
         let e = &self.events;
         match ev {
             RelayEvent::AskOpened { .. } => inc(&e.asks),
-            RelayEvent::TurnEnded { .. } => inc(&e.turns),
+            RelayEvent::TurnEnded {
+                session,
+                stop_reason,
+                watchers,
+                agent,
+                ..
+            } => {
+                inc(&e.turns);
+                log::info!(
+                    "session {}: turn ended ({}) on {}, {watchers} device(s) watching",
+                    crate::logger::peer(session.as_deref().unwrap_or("-")),
+                    crate::logger::peer(stop_reason.as_deref().unwrap_or("no stop reason")),
+                    agent.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                );
+            }
             RelayEvent::AgentExited { crashed, .. } => {
                 inc(&e.agent_exits);
                 if *crashed {
@@ -60,6 +78,16 @@ impl Ops {
             }
             RelayEvent::AgentNeedsLogin { .. } => inc(&e.login_waits),
             RelayEvent::AskSettled { .. } => {}
+            RelayEvent::Attached { replayed, reset } => {
+                if *replayed > 0 {
+                    inc(&e.replays);
+                    e.replayed_frames
+                        .set(e.replayed_frames.get() + *replayed as u64);
+                }
+                if *reset {
+                    inc(&e.resets);
+                }
+            }
         }
     }
 
@@ -145,6 +173,24 @@ impl Ops {
             "Agent processes that ended on their own with a failure.",
             "counter",
             e.agent_crashes.get(),
+        );
+        m(
+            "acp_relay_replays_total",
+            "Device attaches that were sent history from the ring.",
+            "counter",
+            e.replays.get(),
+        );
+        m(
+            "acp_relay_replayed_frames_total",
+            "History frames sent to attaching devices.",
+            "counter",
+            e.replayed_frames.get(),
+        );
+        m(
+            "acp_relay_resets_total",
+            "Attaches whose gap the ring no longer held (welcome with reset).",
+            "counter",
+            e.resets.get(),
         );
         m(
             "acp_relay_agent_login_waits_total",

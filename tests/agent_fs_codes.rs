@@ -1,5 +1,5 @@
 //! The agent's `fs/read_text_file` errors carry ACP's codes: a missing file
-//! is -32002 "Resource not found" (an agent that reads before it writes then
+//! is -32002, ACP's "Resource not found" (an agent that reads before it writes then
 //! creates the file), while an escape from the workspace stays a refusal.
 mod common;
 use common::*;
@@ -15,7 +15,7 @@ fn a_missing_file_is_resource_not_found() {
     assert_eq!(d.response(&id)["result"]["stopReason"], "end_turn");
     let text = agent_text(&d.seen);
     assert_eq!(
-        text.matches("read error -32002: Resource not found")
+        text.matches("read error -32002: resource not found")
             .count(),
         2,
         "{text}"

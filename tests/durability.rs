@@ -11,6 +11,36 @@ use std::collections::HashMap;
 const FLOOD_RUNS: usize = 20;
 /// Frames per flood turn.
 const FLOOD_FRAMES: u64 = 2000;
+/// Frames per second: fast, yet slow enough that the device keeps up with
+/// live frames, so what it has seen is as new as what the store buffers (a
+/// device lagging behind would only ever see frames already written out).
+const FLOOD_RATE: u64 = 4000;
+
+/// Like [`Relay::device`], with a handshake deadline that holds on a loaded
+/// machine (a relay just restarted may be busy restoring).
+fn device(relay: &Relay, client: &str, query: &str) -> Device {
+    use tungstenite::client::IntoClientRequest;
+    let q = if query.is_empty() {
+        format!("client_id={client}")
+    } else {
+        format!("client_id={client}&{query}")
+    };
+    let mut req = format!("ws://127.0.0.1:{}/ws?{q}", relay.port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", relay.token).parse().unwrap(),
+    );
+    let stream = std::net::TcpStream::connect(("127.0.0.1", relay.port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let (ws, _) = tungstenite::client::client(req, stream)
+        .unwrap_or_else(|e| panic!("{client} could not connect: {e}"));
+    ws.get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+        .unwrap();
+    Device::from_ws(ws, client)
+}
 
 /// A tiny deterministic generator (no crate needed): xorshift64.
 struct Rng(u64);
@@ -84,7 +114,7 @@ impl Ledger {
 fn kill9_during_a_flood_never_reuses_or_skips_a_number() {
     let state = TempDir::new("flood-state");
     let agent = format!(
-        "{} demo-agent --flood {FLOOD_FRAMES} --frame-bytes 80 --state-dir {}",
+        "{} demo-agent --flood {FLOOD_FRAMES} --frame-bytes 80 --rate {FLOOD_RATE} --state-dir {}",
         bin(),
         state.path().display()
     );
@@ -104,7 +134,7 @@ fn kill9_during_a_flood_never_reuses_or_skips_a_number() {
         }
         let mut d = match &session {
             None => {
-                let mut d = relay.device("f", "");
+                let mut d = device(&relay, "f", "");
                 let s = open_session(&mut d);
                 ledger.expect = None;
                 for v in std::mem::take(&mut d.seen) {
@@ -114,7 +144,11 @@ fn kill9_during_a_flood_never_reuses_or_skips_a_number() {
                 d
             }
             Some(s) => {
-                let mut d = relay.device("f", &format!("session_id={s}&last_seq={}", ledger.last));
+                let mut d = device(
+                    &relay,
+                    "f",
+                    &format!("session_id={s}&last_seq={}", ledger.last),
+                );
                 let w = d.recv_until("welcome", |v| v["type"] == "relay_welcome");
                 assert_eq!(w["sessionId"], s.as_str(), "{w}");
                 if w["reset"] == true {
@@ -177,11 +211,11 @@ fn kill9_right_after_a_turn_end_keeps_the_turn() {
         }
         let (mut d, s) = match &session {
             None => {
-                let mut d = relay.device("t", "");
+                let mut d = device(&relay, "t", "");
                 let s = open_session(&mut d);
                 (d, s)
             }
-            Some(s) => (relay.device("t", &format!("session_id={s}")), s.clone()),
+            Some(s) => (device(&relay, "t", &format!("session_id={s}")), s.clone()),
         };
         let text = format!("/chunks 3\nturn {run}");
         let id = d.request("session/prompt", prompt_params(&s, &text));
@@ -191,7 +225,7 @@ fn kill9_right_after_a_turn_end_keeps_the_turn() {
         // The device saw the turn end: the very next instant, the relay dies.
         relay.kill9();
         relay.launch("127.0.0.1:0");
-        let mut e = relay.device("u", &format!("session_id={s}"));
+        let mut e = device(&relay, "u", &format!("session_id={s}"));
         let w = e.recv_until("welcome", |v| v["type"] == "relay_welcome");
         assert_eq!(w["sessionId"], s.as_str(), "{w}");
         let replayed = e.recv_until(&format!("turn {run}'s end, rseq {rseq}"), |v| {
@@ -215,7 +249,7 @@ fn kill9_right_after_a_turn_end_keeps_the_turn() {
 #[test]
 fn the_first_frame_of_a_session_survives_a_restart() {
     let mut relay = Relay::start(&[]);
-    let mut d = relay.device("a", "");
+    let mut d = device(&relay, "a", "");
     let s = open_session(&mut d);
     let first = d.recv_until("available_commands_update", |v| {
         v["params"]["update"]["sessionUpdate"] == "available_commands_update"
@@ -225,7 +259,7 @@ fn the_first_frame_of_a_session_survives_a_restart() {
     d.response(&id);
     relay.kill9();
     relay.launch("127.0.0.1:0");
-    let mut e = relay.device("b", &format!("session_id={s}&last_seq=0"));
+    let mut e = device(&relay, "b", &format!("session_id={s}&last_seq=0"));
     let w = e.recv_until("welcome", |v| v["type"] == "relay_welcome");
     assert_eq!(w["sessionId"], s.as_str(), "{w}");
     let one = e.recv_until("rseq 1", |v| v.get("rseq").is_some());
@@ -235,13 +269,13 @@ fn the_first_frame_of_a_session_survives_a_restart() {
 #[test]
 fn no_unclaimed_session_after_restart_and_load() {
     let mut relay = Relay::start(&["--agent-per-session"]);
-    let mut d = relay.device("a", "");
+    let mut d = device(&relay, "a", "");
     let s = open_session(&mut d);
     let id = d.request("session/prompt", prompt_params(&s, "/chunks 1\nreal work"));
     d.response(&id);
     relay.kill9();
     relay.launch("127.0.0.1:0");
-    let mut e = relay.device("b", "");
+    let mut e = device(&relay, "b", "");
     e.recv_until("welcome", |v| v["type"] == "relay_welcome");
     let id = e.request(
         "initialize",
@@ -270,7 +304,7 @@ fn no_unclaimed_session_after_restart_and_load() {
     );
     relay.kill9();
     relay.launch("127.0.0.1:0");
-    let mut f = relay.device("c", "");
+    let mut f = device(&relay, "c", "");
     f.recv_until("welcome", |v| v["type"] == "relay_welcome");
     let id = f.request("session/list", json!({}));
     let list = f.response(&id);
@@ -307,7 +341,7 @@ fn clock_moves_past(since: std::time::SystemTime) {
 #[test]
 fn updated_at_moves_with_every_turn_on_disk_too() {
     let mut relay = Relay::start(&[]);
-    let mut d = relay.device("a", "");
+    let mut d = device(&relay, "a", "");
     let s = open_session(&mut d);
     let id = d.request("session/prompt", prompt_params(&s, "/chunks 1\none"));
     d.response(&id);
@@ -319,7 +353,7 @@ fn updated_at_moves_with_every_turn_on_disk_too() {
     assert!(t2 > t1, "{t2} after {t1}");
     relay.kill9();
     relay.launch("127.0.0.1:0");
-    let mut e = relay.device("b", "");
+    let mut e = device(&relay, "b", "");
     e.recv_until("welcome", |v| v["type"] == "relay_welcome");
     let t3 = updated_at(&mut e, &s);
     assert!(
@@ -331,7 +365,7 @@ fn updated_at_moves_with_every_turn_on_disk_too() {
 #[test]
 fn sigterm_is_a_clean_stop_and_devices_resume_without_reset() {
     let mut relay = Relay::start(&[]);
-    let mut d = relay.device("a", "");
+    let mut d = device(&relay, "a", "");
     let s = open_session(&mut d);
     let id = d.request(
         "session/prompt",
@@ -355,7 +389,7 @@ fn sigterm_is_a_clean_stop_and_devices_resume_without_reset() {
         );
     }
     relay.launch("127.0.0.1:0");
-    let mut e = relay.device("a", &format!("session_id={s}&last_seq={head}"));
+    let mut e = device(&relay, "a", &format!("session_id={s}&last_seq={head}"));
     let w = e.recv_until("welcome", |v| v["type"] == "relay_welcome");
     assert_eq!(w["reset"], false, "a clean stop records the exact end: {w}");
     assert_eq!(w["headSeq"], head, "{w}");
@@ -363,4 +397,37 @@ fn sigterm_is_a_clean_stop_and_devices_resume_without_reset() {
     let next = e.recv_until("the next frame", |v| v.get("rseq").is_some());
     assert_eq!(next["rseq"], head + 1, "{next}");
     e.response(&id);
+}
+
+#[test]
+fn a_gap_the_ring_dropped_is_replayed_from_the_transcript() {
+    let relay = Relay::start(&["--ring-frames", "8"]);
+    let mut a = device(&relay, "a", "");
+    let s = open_session(&mut a);
+    let id = a.request(
+        "session/prompt",
+        prompt_params(&s, "/chunks 30\nlong answer"),
+    );
+    let done = a.response(&id);
+    let head = done["rseq"].as_u64().unwrap();
+    assert!(head > 30, "{done}");
+    let sent: Vec<Value> = stamped_of(&a, &done)
+        .into_iter()
+        .filter(|v| v["rseq"].as_u64().is_some_and(|r| r > 3))
+        .collect();
+    // The ring holds 8 frames; the gap after 3 is on disk.
+    let mut b = device(&relay, "b", &format!("session_id={s}&last_seq=3"));
+    let w = b.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    assert_eq!(
+        w["reset"], false,
+        "served from the transcript, not a reset: {w}"
+    );
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let v = b.recv();
+        if v.get("rseq").is_some() {
+            got.push(v);
+        }
+    }
+    assert_eq!(got, sent, "exactly the gap, as it was sent");
 }

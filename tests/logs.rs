@@ -76,3 +76,82 @@ fn json_log_lines_and_the_agent_by_its_program_name() {
             .all(|v| v["level"].is_string() && v["target"].is_string())
     );
 }
+
+/// Starts `serve` with stderr on a pipe and `JOURNAL_STREAM` naming that pipe
+/// (`journal` true) or something else; the first stderr lines up to the agent start.
+fn stderr_lines(journal: bool) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    let dir = TempDir::new("journal");
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let st = std::fs::metadata(format!("/proc/self/fd/{}", writer.as_raw_fd())).unwrap();
+    let stream = if journal {
+        format!("{}:{}", st.dev(), st.ino())
+    } else {
+        format!("{}:{}", st.dev(), st.ino() + 1)
+    };
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "info",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--workspace")
+        .arg(&ws)
+        .env("JOURNAL_STREAM", stream)
+        .env("HOME", dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(reader).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("started `acp-relay demo-agent`"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => break,
+        }
+    }
+    // SIGTERM: the relay ends its agent too.
+    unsafe_kill(child.id(), "TERM");
+    let _ = child.wait();
+    assert!(!lines.is_empty(), "no stderr lines");
+    lines
+}
+
+#[test]
+fn under_systemd_lines_carry_syslog_priorities() {
+    let lines = stderr_lines(true);
+    assert!(
+        lines.iter().all(|l| l.starts_with("<6>INFO ")
+            || l.starts_with("<4>WARN ")
+            || l.starts_with("<3>ERROR")),
+        "{lines:?}"
+    );
+    // A stderr that is not the journal's stream gets plain lines.
+    let lines = stderr_lines(false);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("INFO ") || l.starts_with("WARN ")),
+        "{lines:?}"
+    );
+}

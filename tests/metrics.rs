@@ -58,16 +58,42 @@ fn metrics_need_the_token_and_count_a_scripted_run() {
     a.send(&json!({"jsonrpc":"2.0","id":ask["id"],"result":{"outcome":{"outcome":"selected","optionId":"allow"}}}));
     assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
 
+    // A device resuming two frames back, and one whose position means nothing (a reset).
+    let head = a
+        .seen
+        .iter()
+        .filter_map(|v| v["rseq"].as_u64())
+        .max()
+        .unwrap();
+    let mut b = relay.device(
+        "bob",
+        &format!("session_id={session}&last_seq={}", head - 2),
+    );
+    b.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    let mut c = relay.device("carol", "session_id=gone&last_seq=3");
+    let w = c.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    assert_eq!(w["reset"], true);
+
     let (status, body) = get(relay.port, "/metrics", Some(&relay.token));
     assert!(status.contains("200"), "{status}");
     let m = parse(&body);
+    assert_eq!(m.get("acp_relay_resets_total"), Some(&1), "{body}");
+    assert!(
+        m.get("acp_relay_replays_total").is_some_and(|r| *r >= 1),
+        "{body}"
+    );
+    assert!(
+        m.get("acp_relay_replayed_frames_total")
+            .is_some_and(|r| *r >= 2),
+        "{body}"
+    );
     let want = [
         ("acp_relay_turns_total", 2),
         ("acp_relay_asks_total", 1),
         ("acp_relay_asks_open", 0),
         ("acp_relay_sessions_busy", 0),
-        ("acp_relay_sockets", 1),
-        ("acp_relay_sockets_opened_total", 1),
+        ("acp_relay_sockets", 3),
+        ("acp_relay_sockets_opened_total", 3),
         ("acp_relay_agents_spawned_total", 1),
         ("acp_relay_agent_crashes_total", 0),
         // Three refused requests above.
@@ -79,6 +105,25 @@ fn metrics_need_the_token_and_count_a_scripted_run() {
     }
     assert!(m.get("acp_relay_rss_bytes").is_some_and(|r| *r > 0));
     assert!(m.get("acp_relay_frames_sent_total").is_some_and(|f| *f > 0));
+    // At least the frames' bytes the device itself received.
+    let got: u64 = a.raw.iter().map(|f| f.len() as u64).sum();
+    assert!(
+        m.get("acp_relay_bytes_sent_total")
+            .is_some_and(|b| *b >= got),
+        "{body}"
+    );
+    assert_eq!(m.get("acp_relay_agent_restarts_total"), Some(&0));
+
+    // A crash, then a prompt that starts the agent again.
+    let id = a.request("session/prompt", prompt_params(&session, "/exit"));
+    a.response(&id);
+    let id = a.request("session/prompt", prompt_params(&session, "/chunks 1\nback"));
+    assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
+    let m = parse(&get(relay.port, "/metrics", Some(&relay.token)).1);
+    assert_eq!(m.get("acp_relay_agent_crashes_total"), Some(&1));
+    assert_eq!(m.get("acp_relay_agents_spawned_total"), Some(&2));
+    assert_eq!(m.get("acp_relay_agent_restarts_total"), Some(&1));
+    assert_eq!(m.get("acp_relay_turns_total"), Some(&3));
     // The token never appears in what the relay logs.
     assert!(!relay.log().contains(&relay.token));
 }

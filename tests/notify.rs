@@ -5,6 +5,8 @@
 //! SIGHUP picks up a changed config and a rotated token.
 mod common;
 use common::*;
+#[path = "interop/bridge.rs"]
+mod bridge;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -40,12 +42,18 @@ struct Sink {
 
 impl Sink {
     fn start() -> Sink {
+        Sink::failing_first(0)
+    }
+
+    /// A sink that answers 500 to its first `n` requests.
+    fn failing_first(n: usize) -> Sink {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         std::thread::spawn(move || {
+            let mut seen = 0usize;
             for s in l.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     return;
@@ -53,6 +61,11 @@ impl Sink {
                 let Ok(mut s) = s else { continue };
                 let _ = s.set_read_timeout(Some(WAIT));
                 if let Some(r) = read_request(&mut s) {
+                    if seen < n {
+                        seen += 1;
+                        let _ = s.write_all(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n");
+                        continue;
+                    }
                     let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
                     let _ = tx.send(r);
                 }
@@ -394,7 +407,9 @@ fn sighup_picks_up_a_changed_config_and_a_rotated_token() {
     relay.wait_log("reloaded");
 
     let (id, ask) = turn(&mut a);
-    second.recv("ask after SIGHUP", |r| r.body.contains("\"event\":\"ask\""));
+    let r = second.recv("ask after SIGHUP", |r| r.body.contains("\"event\":\"ask\""));
+    let link = r.json()["link"].as_str().unwrap_or_default().to_owned();
+    assert!(link.ends_with(&format!("/#session={session}")), "{link}");
     allow(&mut a, &ask);
     a.response(&id);
     assert!(
@@ -402,4 +417,67 @@ fn sighup_picks_up_a_changed_config_and_a_rotated_token() {
         "the old token still works"
     );
     assert!(get_status_line(relay.port, "/status", &new_token).contains("200"));
+}
+
+#[test]
+fn a_failing_target_is_retried_and_logged_once_per_spell() {
+    let sink = Sink::failing_first(2);
+    let url = format!("http://127.0.0.1:{}/hook", sink.port);
+    let relay = Relay::start(&["--notify", &url, "--notify-delay", "0"]);
+    let mut a = relay.device("alice", "");
+    let session = open_session(&mut a);
+    let id = a.request("session/prompt", prompt_params(&session, "/ask"));
+    let ask = ask_frame(&mut a);
+    allow(&mut a, &ask);
+    assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
+    // Two 500s, then the third attempt (after the backoff) gets through.
+    sink.recv("the retried ask", |r| r.body.contains("\"event\":\"ask\""));
+    relay.wait_log("works again after 2 failed attempt(s)");
+    let log = relay.log();
+    assert_eq!(
+        log.matches("answered HTTP 500; retrying").count(),
+        1,
+        "one warning per spell:\n{log}"
+    );
+    assert!(!log.contains("/hook"), "the target's path is never logged");
+}
+
+#[test]
+fn an_agent_waiting_for_login_is_notified() {
+    let Some(py) = bridge::python3() else {
+        bridge::skip(
+            "an_agent_waiting_for_login_is_notified",
+            "python3 (3.8+) is not installed",
+        );
+        return;
+    };
+    let sink = Sink::start();
+    let url = format!("http://127.0.0.1:{}/hook", sink.port);
+    let agent = bridge::agent_cmd(&py, "quirk_agent.py", "auth");
+    let relay = Relay::start(&["--agent", &agent, "--notify", &url]);
+    // A device asks for a session; the agent refuses it until someone logs in.
+    let mut d = relay.device("phone", "");
+    d.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    let id = d.request(
+        "initialize",
+        json!({"protocolVersion":1,"clientCapabilities":{}}),
+    );
+    d.response(&id);
+    let id = d.request("session/new", json!({"cwd":"/","mcpServers":[]}));
+    assert_eq!(d.response(&id)["error"]["code"], -32000);
+    let r = sink.recv("login wait", |r| {
+        r.body.contains("\"event\":\"agent_needs_login\"")
+    });
+    let v = r.json();
+    assert_eq!(v["title"], "Agent needs a login");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Authentication required") && m.contains("python3")),
+        "{v}"
+    );
+    assert!(
+        !relay.log().contains("quirk_agent.py auth"),
+        "agent arguments logged"
+    );
 }

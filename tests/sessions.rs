@@ -28,8 +28,15 @@ fn concurrent_sessions(flags: &[&str]) {
     let db = b.response(&ib);
     assert_eq!(da["result"]["stopReason"], "end_turn");
     assert_eq!(db["result"]["stopReason"], "end_turn");
-    let fa = stamped_of(&a, &da);
-    let fb = stamped_of(&b, &db);
+    // b viewed the default session (a's) before its own: only its own count.
+    let own = |frames: Vec<serde_json::Value>, s: &str| -> Vec<serde_json::Value> {
+        frames
+            .into_iter()
+            .filter(|f| f["params"]["sessionId"].as_str().is_none_or(|x| x == s))
+            .collect()
+    };
+    let fa = own(stamped_of(&a, &da), &sa);
+    let fb = own(stamped_of(&b, &db), &sb);
     let text_a = agent_text(&fa);
     let text_b = agent_text(&fb);
     assert!(

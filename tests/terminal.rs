@@ -200,6 +200,16 @@ fn until_text(d: &mut Device, tid: &str, g: &mut Grid, needle: &str) {
     });
 }
 
+/// Waits for the shell's prompt, so what is typed next is not echoed by the
+/// terminal before the shell has printed it.
+fn until_prompt(d: &mut Device, tid: &str, g: &mut Grid) {
+    screen_until(d, tid, g, "the shell's prompt shows", |g| {
+        g.texts()
+            .iter()
+            .any(|l| l.ends_with('#') || l.ends_with('$'))
+    });
+}
+
 fn welcome(d: &mut Device) {
     d.recv_until("welcome", |v| v["type"] == "relay_welcome");
 }
@@ -217,6 +227,7 @@ fn shell_echo_resize_and_multibyte() {
 
     let (t, mut g) = open(&mut d, json!({"cols": 80, "rows": 24}));
     assert_eq!((g.cols, g.rows.len(), g.seq), (80, 24, 0));
+    until_prompt(&mut d, &t, &mut g);
     input(&mut d, &t, "echo hi; echo $((6*7))\n");
     screen_until(&mut d, &t, &mut g, "hi and 42 show", |g| {
         let texts = g.texts();
@@ -272,6 +283,7 @@ fn coloured_output_comes_as_spans() {
     let mut d = relay.device("owner", "");
     welcome(&mut d);
     let (t, mut g) = open(&mut d, json!({"cols": 60, "rows": 10}));
+    until_prompt(&mut d, &t, &mut g);
     // What `ls --color` prints for a directory and a file, then 256 and
     // true colours, bold/underline/inverse.
     input(
@@ -327,6 +339,7 @@ fn a_full_screen_program_is_drawn_at_its_cells() {
     let mut d = relay.device("owner", "");
     welcome(&mut d);
     let (t, mut g) = open(&mut d, json!({"cols": 80, "rows": 24}));
+    until_prompt(&mut d, &t, &mut g);
     input(&mut d, &t, "echo before-the-program\n");
     until_text(&mut d, &t, &mut g, "before-the-program");
 
@@ -383,6 +396,7 @@ fn a_second_device_attaches_to_the_same_screen() {
     let mut a = relay.device("phone", "");
     welcome(&mut a);
     let (t, mut ga) = open(&mut a, json!({"cols": 40, "rows": 8}));
+    until_prompt(&mut a, &t, &mut ga);
     input(&mut a, &t, "printf '\\033[31mred\\033[0m line\\n'\n");
     until_text(&mut a, &t, &mut ga, "red line");
 
@@ -560,4 +574,22 @@ fn terminals_need_the_flag_and_the_lease() {
     until_text(&mut holder, &t, &mut g, "typed by holder");
     until_text(&mut viewer, &t, &mut gv, "typed by holder");
     assert!(!g.all_text().contains("viewer"));
+}
+
+#[test]
+fn scrollback_is_bounded_by_the_flag() {
+    let relay = start(&["--terminal-scrollback", "5"]);
+    let mut d = relay.device("owner", "");
+    welcome(&mut d);
+    let (t, mut g) = open(
+        &mut d,
+        json!({"cols": 20, "rows": 4, "command": "i=0; while [ $i -lt 40 ]; do echo n-$i; i=$((i+1)); done; echo end; sleep 1000"}),
+    );
+    until_text(&mut d, &t, &mut g, "end");
+    d.close();
+    let mut d = relay.device("owner", "");
+    let snap = d.recv_until("snapshot", |v| is_screen(v, &t));
+    let history = snap["params"]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 5, "{snap}");
+    assert_eq!(row_text(&history[4]), "n-37");
 }

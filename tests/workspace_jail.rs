@@ -167,7 +167,7 @@ fn read_honours_line_and_limit() {
             json!({"sessionId": "s", "path": "nope.txt"}),
         )
         .await;
-        assert_eq!(missing.code, code::OTHER);
+        assert_eq!(missing.code, code::RESOURCE_NOT_FOUND);
 
         let bad = err(
             &ws,

@@ -1,5 +1,6 @@
 //! Sans-IO protocol core: events in, actions out, time passed in.
 
+pub mod budget;
 pub mod events;
 pub mod frame;
 pub mod ids;

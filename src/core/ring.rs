@@ -132,6 +132,16 @@ impl ReplayRing {
         self.released = self.released.max(rseq.min(self.stamped));
     }
 
+    /// The oldest `rseq` held (`None` when empty).
+    pub fn oldest(&self) -> Option<u64> {
+        self.frames.front().map(|(s, _)| *s)
+    }
+
+    /// A `last_seq` below this is a reset (see [`ReplayRing::restore`]).
+    pub fn lost_upto(&self) -> u64 {
+        self.lost_upto
+    }
+
     /// Whether a frame of this rseq is still held (evicted frames are not).
     pub fn holds(&self, rseq: u64) -> bool {
         self.frames.front().is_some_and(|(s, _)| *s <= rseq) && rseq <= self.stamped

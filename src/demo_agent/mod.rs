@@ -565,6 +565,11 @@ impl Agent {
                 (mime, bytes)
             })
             .collect();
+        let links: Vec<String> = blocks
+            .iter()
+            .filter(|b| b["type"] == "resource_link")
+            .filter_map(|b| b["uri"].as_str().map(str::to_string))
+            .collect();
         let settings = self.settings.get(sid).cloned().unwrap_or_default();
         let session = self
             .sessions
@@ -607,6 +612,7 @@ impl Agent {
             context,
             text,
             images,
+            links,
             settings,
             mode,
             wake,

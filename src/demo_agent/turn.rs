@@ -27,6 +27,9 @@ const OUTPUT_BYTE_LIMIT: u64 = 65_536;
 /// Longest text put into a tool call's content.
 const PREVIEW_CHARS: usize = 4096;
 
+/// The context window the demo agent pretends to have, in tokens.
+const DEMO_CONTEXT_TOKENS: u64 = 200_000;
+
 /// The command the demo tour runs.
 const TOUR_COMMAND: &str = "echo hello from the terminal";
 
@@ -167,6 +170,8 @@ pub struct Turn {
     pub text: String,
     /// The prompt's image blocks: MIME type and decoded size in bytes.
     pub images: Vec<(String, usize)>,
+    /// The URIs of the prompt's resource links.
+    pub links: Vec<String>,
     /// The session's mode and config options when the prompt arrived.
     pub settings: Settings,
     pub mode: Mode,
@@ -185,7 +190,11 @@ pub fn run(turn: Turn, id: Value) {
         said: String::new(),
     };
     let result = match player.turn.mode {
-        Mode::Script => player.play(),
+        Mode::Script => {
+            let r = player.play();
+            player.usage();
+            r
+        }
         Mode::Flood(f) => player.flood(f),
     };
     {
@@ -251,6 +260,20 @@ impl Player {
             self.chunk("\n");
         }
         self.chunk(text);
+    }
+
+    /// A `usage_update` at the end of a turn: a made-up token count from the
+    /// text so far (four characters a token), against a pretend context window.
+    fn usage(&self) {
+        let c = &self.turn.context;
+        let chars = self.turn.text.len() + self.said.len() + c.prompts * 160;
+        let used = (chars / 4) as u64;
+        self.update(json!({
+            "sessionUpdate": "usage_update",
+            "used": used,
+            "size": DEMO_CONTEXT_TOKENS,
+            "cost": { "amount": used as f64 * 0.000_002, "currency": "USD" },
+        }));
     }
 
     fn tool_call(&self, title: &str, kind: &str, status: &str, extra: Value) -> String {
@@ -378,7 +401,10 @@ impl Player {
                 "image: {mime}, {bytes} bytes; a demo agent cannot see it"
             ));
         }
-        if script.tour && self.turn.images.is_empty() {
+        for uri in self.turn.links.clone() {
+            self.say(&format!("file: {uri}"));
+        }
+        if script.tour && self.turn.images.is_empty() && self.turn.links.is_empty() {
             return self.tour();
         }
         for step in script.steps {
@@ -634,6 +660,19 @@ impl Player {
     /// when allowed a file read and a command.
     fn tour(&mut self) -> Result<(), Stop> {
         self.check()?;
+        self.update(json!({
+            "sessionUpdate": "agent_thought_chunk",
+            "content": { "type": "text", "text": "The person sent plain text: show them around." },
+        }));
+        let entry = |content: &str, status: &str| json!({ "content": content, "priority": "medium", "status": status });
+        self.update(json!({
+            "sessionUpdate": "plan",
+            "entries": [
+                entry("Ask for permission", "in_progress"),
+                entry("Read README.md", "pending"),
+                entry("Run a command", "pending"),
+            ],
+        }));
         let plan = self.tool_call("Plan the demo", "think", "in_progress", json!({}));
         self.tool_update(
             &plan,

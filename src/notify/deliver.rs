@@ -67,6 +67,8 @@ pub struct Dispatcher {
     wake: Sender<()>,
     /// The agent's program name, for messages.
     agent_name: String,
+    /// The link base when the config names none (`http://LISTEN`).
+    default_base: String,
     pub counters: Rc<NotifyCounters>,
     closed: Cell<bool>,
 }
@@ -77,6 +79,7 @@ impl Dispatcher {
         ex: Rc<LocalExecutor<'static>>,
         cfg: NotifyConfig,
         agent_name: String,
+        default_base: String,
     ) -> Rc<Dispatcher> {
         let (wake, woken) = smol::channel::bounded(1);
         let d = Rc::new(Dispatcher {
@@ -86,6 +89,7 @@ impl Dispatcher {
             workers: RefCell::new(Vec::new()),
             wake,
             agent_name,
+            default_base,
             counters: Rc::new(NotifyCounters::default()),
             closed: Cell::new(false),
         });
@@ -195,7 +199,7 @@ impl Dispatcher {
                 "notify: {} for session {} ({})",
                 job.note.kind.name(),
                 crate::logger::peer(job.note.session.as_deref().unwrap_or("-")),
-                job.note.headline()
+                crate::logger::peer(&job.note.headline())
             );
             let workers = self.workers.borrow().clone();
             for w in workers {
@@ -208,8 +212,13 @@ impl Dispatcher {
     }
 
     fn job(&self, note: Note) -> Job {
-        let base = self.cfg.borrow().public_url.clone();
-        let link = base.map(|b| match &note.session {
+        let b = self
+            .cfg
+            .borrow()
+            .public_url
+            .clone()
+            .unwrap_or_else(|| self.default_base.clone());
+        let link = Some(match &note.session {
             Some(s) => format!("{b}/#session={}", url_component(s)),
             None => format!("{b}/"),
         });

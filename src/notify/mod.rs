@@ -183,6 +183,7 @@ impl Notifier {
             RelayEvent::AskSettled { ask_id, .. } => {
                 self.pending.remove(ask_id);
             }
+            RelayEvent::Attached { .. } => {}
             RelayEvent::TurnEnded {
                 session,
                 title,

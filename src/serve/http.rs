@@ -230,6 +230,15 @@ pub fn ops_endpoint(shared: &crate::serve::Shared, head: &Head, open: bool) -> V
         "/metrics" => {
             let mut body = shared.metrics_text();
             body.push_str(&shared.ops.metrics_text(&sessions, terminals));
+            let bytes = shared.relay.metrics.bytes_sent.get();
+            // A start that follows a crash is a restart (at most one per crash).
+            let spawned = shared.relay.metrics.agents_spawned.get();
+            let crashes = shared.ops.events.agent_crashes.get();
+            let restarts = crashes.min(spawned.saturating_sub(1));
+            body.push_str(&format!(
+                "# HELP acp_relay_bytes_sent_total Frame bytes queued to device sockets.\n# TYPE acp_relay_bytes_sent_total counter\nacp_relay_bytes_sent_total {bytes}\n\
+                 # HELP acp_relay_agent_restarts_total Agent starts that followed a crash.\n# TYPE acp_relay_agent_restarts_total counter\nacp_relay_agent_restarts_total {restarts}\n"
+            ));
             response(200, "OK", "text/plain; version=0.0.4", &[], body.as_bytes())
         }
         _ => {

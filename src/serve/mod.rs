@@ -40,6 +40,9 @@ pub const DEFAULT_SOCKET_BYTES: usize = 6 << 20;
 /// Room above one full ring a socket queue keeps for live frames during a replay.
 pub const REPLAY_HEADROOM_BYTES: usize = 1 << 20;
 
+/// When startup pages are shed a second time (see [`crate::heap::shed_startup_pages`]).
+pub const STARTUP_SETTLE: Duration = Duration::from_millis(500);
+
 /// How long shutdown waits for agents to exit after SIGTERM before SIGKILL.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -177,6 +180,9 @@ impl Shared {
         let (sessions, sockets) = self
             .relay
             .with_router(|r| (r.live_sessions(), r.socket_count()));
+        let (memory, budget, rings) = self
+            .relay
+            .with_router(|r| (r.memory_bytes(), r.memory_budget(), r.ring_bytes()));
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
             let _ = writeln!(
@@ -221,6 +227,24 @@ impl Shared {
             m.agents_spawned.get(),
         );
         gauge(
+            "acp_relay_memory_bytes",
+            "Bytes counted against --memory-budget: rings, socket queues, replays, store buffers.",
+            "gauge",
+            memory as u64,
+        );
+        gauge(
+            "acp_relay_memory_budget_bytes",
+            "The --memory-budget (0: none).",
+            "gauge",
+            budget as u64,
+        );
+        gauge(
+            "acp_relay_ring_bytes",
+            "Bytes held by every live session's replay ring.",
+            "gauge",
+            rings as u64,
+        );
+        gauge(
             "acp_relay_auth_failures_total",
             "Refused upgrades (bad or missing token).",
             "counter",
@@ -232,6 +256,8 @@ impl Shared {
 
 /// Runs the relay until SIGTERM/SIGINT. Prints the pairing URL to stdout.
 pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    // Before any helper thread starts, so none gets an arena of its own.
+    crate::heap::tune();
     let ws = Workspace::new(&opts.workspace).map_err(|e| ServeError::Workspace {
         path: opts.workspace.clone(),
         reason: e.to_string(),
@@ -305,10 +331,12 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     }
     let ops = Rc::new(crate::status::Ops::new(now_ms(), opts.agent.to_string()));
     let base_url = crate::pair::base_url(opts.public_url.as_deref(), addr, opts.tls.is_some());
-    let mut notify_cfg = opts.notify.clone();
-    notify_cfg.public_url.get_or_insert(base_url.clone());
-    let dispatcher =
-        crate::notify::deliver::Dispatcher::start(ex.clone(), notify_cfg, opts.agent.to_string());
+    let dispatcher = crate::notify::deliver::Dispatcher::start(
+        ex.clone(),
+        opts.notify.clone(),
+        opts.agent.to_string(),
+        base_url.clone(),
+    );
     *ops.notify.borrow_mut() = Some(dispatcher.clone());
     {
         let (ops, dispatcher) = (ops.clone(), dispatcher.clone());
@@ -368,6 +396,17 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     smol::block_on(ex.run(async {
         // Starts the default session's agent.
         relay.pump();
+        // Startup code (flags, store recovery, the agent's start) need not
+        // stay mapped: shed its pages now and once more when the default
+        // agent's first exchange is likely over.
+        let shed = crate::heap::shed_startup_pages();
+        log::debug!("unmapped {shed} KiB of clean startup pages");
+        ex.spawn(async {
+            smol::Timer::after(STARTUP_SETTLE).await;
+            let shed = crate::heap::shed_startup_pages();
+            log::debug!("unmapped {shed} KiB of clean startup pages");
+        })
+        .detach();
         let accept = async {
             loop {
                 match listener.accept().await {

@@ -5,6 +5,7 @@
 
 use crate::agent::lines::{LineRead, read_line};
 use crate::agent::{self, AgentCommand};
+use crate::core::budget::MemoryMeter;
 use crate::core::frame::find_byte;
 use crate::core::ids::{AgentId, JobId, SocketId, UnitId};
 use crate::core::ring::Frame;
@@ -120,7 +121,22 @@ impl QueueDepth {
     pub fn taken(&self, len: usize) {
         self.frames.set(self.frames.get().saturating_sub(1));
         self.bytes.set(self.bytes.get().saturating_sub(len));
+        METER.with(|m| m.dequeued(len));
     }
+}
+
+impl Drop for QueueDepth {
+    /// A closed socket's queue is freed with it: it no longer counts.
+    fn drop(&mut self) {
+        let left = self.bytes.get();
+        METER.with(|m| m.dequeued(left));
+    }
+}
+
+thread_local! {
+    /// The memory meter of the relay on this (the executor) thread: socket
+    /// queues count into it from wherever they are filled and drained.
+    static METER: Rc<MemoryMeter> = Rc::new(MemoryMeter::default());
 }
 
 struct AgentHandle {
@@ -137,6 +153,7 @@ pub const AGENT_QUEUE_BYTES: usize = 64 << 20;
 #[derive(Default)]
 pub struct Metrics {
     pub frames_sent: Cell<u64>,
+    pub bytes_sent: Cell<u64>,
     pub sockets_dropped_slow: Cell<u64>,
     pub sockets_opened: Cell<u64>,
     pub agents_spawned: Cell<u64>,
@@ -162,6 +179,8 @@ pub struct Relay {
     /// PTY terminals, when `--terminal` is on.
     pty: RefCell<Option<Rc<PtySet>>>,
     started_ms: u64,
+    /// Socket queues and store buffers, shared with the router's budget.
+    meter: Rc<MemoryMeter>,
     /// Wakes the timer task when the router's next deadline moved earlier.
     timer_wake: Sender<()>,
     /// The deadline the timer task sleeps toward.
@@ -189,6 +208,9 @@ impl Relay {
         ring_bounds: (usize, usize),
     ) -> Rc<Relay> {
         let cwd = workspace.root().to_path_buf();
+        let meter = METER.with(Rc::clone);
+        let mut router = router;
+        router.set_meter(meter.clone());
         let (timer_wake, timer_rx) = smol::channel::bounded(1);
         let relay = Rc::new(Relay {
             ex,
@@ -205,11 +227,13 @@ impl Relay {
             ring_bounds,
             pty: RefCell::new(None),
             started_ms: now_ms(),
+            meter,
             timer_wake,
             timer_armed: Cell::new(None),
             on_event: RefCell::new(None),
         });
         relay.watch_durable();
+        relay.tap_agent_terminals();
         relay.start_timer(timer_rx);
         relay
     }
@@ -341,6 +365,14 @@ impl Relay {
             Output::Persist(op) => self.persist(op),
             Output::Terminal(action) => self.terminal(action),
             Output::Restore { unit, session } => self.restore(unit, session),
+            Output::StoreReplay {
+                socket,
+                unit,
+                session,
+                after,
+                upto,
+                max_bytes,
+            } => self.store_replay(socket, unit, session, (after, upto), max_bytes),
             Output::Job {
                 job,
                 work,
@@ -377,9 +409,12 @@ impl Relay {
                 if let Some(len) = len {
                     depth.frames.set(depth.frames.get() + 1);
                     depth.bytes.set(depth.bytes.get() + len);
+                    self.meter.queued(len);
                     self.metrics
                         .frames_sent
                         .set(self.metrics.frames_sent.get() + 1);
+                    let b = &self.metrics.bytes_sent;
+                    b.set(b.get() + len as u64);
                 }
             }
             Err(TrySendError::Full(_)) => {
@@ -529,15 +564,32 @@ impl Relay {
                 };
                 drop(group);
                 let ended_by_relay = relay.agents.borrow_mut().remove(&agent).is_none();
-                if relay.with_router(Router::stopping) {
-                    // Ended by a clean stop, not a crash: nothing to tell devices.
-                    log::info!("{agent}: agent stopped ({status})");
-                } else {
-                    if ended_by_relay {
-                        // kill_agent took it out first: the relay ended it, not a crash.
-                        status = format!("{status}, {}", crate::core::events::STOPPED_BY_RELAY);
-                    }
-                    relay.feed(Input::AgentExited { agent, status });
+                if ended_by_relay {
+                    // kill_agent took it out first: the relay ended it, not a crash.
+                    status = format!("{status}, {}", crate::core::events::STOPPED_BY_RELAY);
+                }
+                // Fed during a clean stop too: the router releases the agent's
+                // terminals, and records nothing in any history.
+                relay.feed(Input::AgentExited { agent, status });
+            })
+            .detach();
+    }
+
+    /// Live output of agent terminals (`terminal/create`) feeds the router,
+    /// which sends it to the viewers of the terminal's session.
+    pub fn tap_agent_terminals(self: &Rc<Self>) {
+        let (tx, rx) = smol::channel::bounded(crate::workspace::agent_terminal::MAX_TAP_CHUNKS);
+        self.workspace.tap_agent_terminals(tx);
+        let weak = Rc::downgrade(self);
+        self.ex
+            .spawn(async move {
+                while let Ok(chunk) = rx.recv().await {
+                    let Some(relay) = weak.upgrade() else { return };
+                    relay.feed(Input::AgentTerminalOutput {
+                        terminal: &chunk.terminal_id,
+                        session: &chunk.session_id,
+                        data: &chunk.data,
+                    });
                 }
             })
             .detach();
@@ -613,7 +665,10 @@ impl Relay {
     fn persist(&self, op: Persist) {
         let Some(store) = &self.store else { return };
         match op {
-            Persist::Frame { session, frame } => store.append_owned(session, frame),
+            Persist::Frame { session, frame } => {
+                store.append_owned(session, frame);
+                self.meter.set_store_bytes(store.buffered_bytes());
+            }
             Persist::Meta(info) => store.put_meta(info),
             Persist::Sync { session } => store.sync(&session),
             Persist::Reserve { session, upto } => store.reserve(&session, upto),
@@ -651,6 +706,38 @@ impl Relay {
     pub fn stop(self: &Rc<Self>) {
         self.router.borrow_mut().stop();
         self.pump();
+    }
+
+    /// Reads a replay the ring no longer holds from the transcript, off the
+    /// executor thread, and reports it back.
+    fn store_replay(
+        self: &Rc<Self>,
+        socket: SocketId,
+        unit: UnitId,
+        session: String,
+        (after, upto): (u64, u64),
+        max_bytes: usize,
+    ) {
+        let relay = self.clone();
+        self.ex
+            .spawn(async move {
+                let frames = match &relay.store {
+                    Some(store) => match store.load_range(&session, after, upto, max_bytes).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            log::info!("{socket}: replay from the transcript of {session:?}: {e}");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                relay.feed(Input::StoreReplayed {
+                    socket,
+                    unit,
+                    frames,
+                });
+            })
+            .detach();
     }
 
     /// Reads a stored transcript off the executor thread and reports it back.

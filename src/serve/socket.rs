@@ -397,8 +397,8 @@ async fn upgrade(
             &shared,
             peer,
             &format!(
-                "refused upgrade from foreign origin {:?}",
-                head.header("origin")
+                "refused upgrade from foreign origin {}",
+                crate::logger::peer(head.header("origin").unwrap_or("(none)"))
             ),
         );
         let body = "forbidden: this origin may not open relay sockets; add it with --allow-origin";
@@ -580,9 +580,14 @@ async fn run_socket(
             cap_bytes: shared.limits.socket_bytes,
             abort: Box::new({
                 let aborted = aborted.clone();
+                let queue = rx.downgrade();
                 move || {
                     aborted.set(true);
                     abort(&raw);
+                    // Free the queued frames now, not when the writer's task ends.
+                    if let Some(rx) = queue.upgrade() {
+                        while rx.try_recv().is_ok() {}
+                    }
                 }
             }),
         },

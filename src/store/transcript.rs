@@ -215,6 +215,8 @@ struct WriterQueue {
     dropping: AtomicBool,
     /// Failing spells logged (one warning each).
     failing_spells: AtomicU64,
+    /// Files the writer holds open (each with a buffer of its own).
+    open_files: AtomicUsize,
     /// Acknowledgements not yet taken, coalesced per session: at most one
     /// entry per session with a request in flight, so bounded by the live
     /// sessions.
@@ -314,6 +316,7 @@ impl Store {
             dropped: AtomicU64::new(0),
             dropping: AtomicBool::new(false),
             failing_spells: AtomicU64::new(0),
+            open_files: AtomicUsize::new(0),
             acks: Mutex::new(HashMap::new()),
             wake,
         });
@@ -462,6 +465,12 @@ impl Store {
         self.shared.bytes.load(Ordering::Relaxed)
     }
 
+    /// Bytes the store holds in memory: its queue and the open files'
+    /// write buffers (they count against the relay's memory budget).
+    pub fn buffered_bytes(&self) -> usize {
+        self.queued_bytes() + self.shared.open_files.load(Ordering::Relaxed) * writer::BUF_BYTES
+    }
+
     /// Failing spells logged since the store opened (one warning each).
     pub fn failing_spells(&self) -> u64 {
         self.shared.failing_spells.load(Ordering::Relaxed)
@@ -490,6 +499,44 @@ impl Store {
                 let _ = done_rx.recv().await;
             }
             smol::unblock(move || format::read_session(&path, &id, max_frames, max_bytes)).await
+        };
+        let deadline = async {
+            smol::Timer::after(LOAD_DEADLINE).await;
+            Err(StoreError::Timeout {
+                session_id: session_id.to_owned(),
+                after: LOAD_DEADLINE,
+            })
+        };
+        futures_lite::future::or(work, deadline).await
+    }
+
+    /// Reads the frames numbered `(after, upto]` of a session, oldest first,
+    /// at most `max_bytes` of them: a replay the ring no longer holds. `None`
+    /// when they are not all on disk within the bound. Everything queued
+    /// before the call is written out first; runs on a blocking thread within
+    /// [`LOAD_DEADLINE`].
+    pub async fn load_range(
+        &self,
+        session_id: &str,
+        after: u64,
+        upto: u64,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Bytes>>, StoreError> {
+        if upto <= after {
+            return Ok(Some(Vec::new()));
+        }
+        let (done_tx, done_rx) = smol::channel::bounded(1);
+        let queued = self.send_control(Op::Flush {
+            session_id: session_id.to_owned(),
+            done: done_tx,
+        });
+        let path = self.sessions_dir.join(file_name(session_id));
+        let id = session_id.to_owned();
+        let work = async move {
+            if queued {
+                let _ = done_rx.recv().await;
+            }
+            smol::unblock(move || format::read_range(&path, &id, after, upto, max_bytes)).await
         };
         let deadline = async {
             smol::Timer::after(LOAD_DEADLINE).await;

@@ -6,10 +6,12 @@
 use super::jail::{Jail, lower_io};
 use super::{jail_error, object_params, opt_u64_param, str_param};
 use crate::core::rpc::{RpcError, code};
+use rustix::fd::OwnedFd;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 use serde_json::{Value, json};
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -54,16 +56,12 @@ pub(super) async fn write_text_file(jail: &Jail, params: &Value) -> Result<Value
 
 fn read_blocking(jail: &Jail, path: &str) -> Result<String, RpcError> {
     let resolved = jail.resolve(path).map_err(jail_error)?;
-    // O_NONBLOCK: a fifo swapped in after the jail check must not hang a
-    // pool thread; O_NOFOLLOW: nor may a symlink swapped in redirect us.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(nonblock_nofollow())
-        .open(&resolved)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => not_found(path),
-            _ => io_error("read", path, &e),
-        })?;
+    // Opened beneath the root (a symlink swapped in since the check is
+    // refused); O_NONBLOCK: nor may a fifo swapped in hang a pool thread.
+    let mut file = open_read(jail, &resolved).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => not_found(path),
+        _ => io_error("read", path, &e),
+    })?;
     let meta = file.metadata().map_err(|e| io_error("read", path, &e))?;
     if meta.is_dir() {
         return Err(RpcError::invalid_params(format!(
@@ -93,14 +91,28 @@ fn read_blocking(jail: &Jail, path: &str) -> Result<String, RpcError> {
     })
 }
 
-/// ACP's answer for a file that does not exist: -32002 "Resource not found",
-/// the path in `data.uri` (as the ACP schema's `Error::resource_not_found`).
-/// An agent that reads before it writes takes it as "create a new file".
+/// Opens a resolved path for reading, beneath the jail's root, without
+/// following a symlink and without blocking on a fifo.
+pub(super) fn open_read(jail: &Jail, resolved: &Path) -> io::Result<File> {
+    let fd = jail.open(
+        resolved,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// ACP's answer for a file that does not exist: -32002 (the ACP schema's
+/// `RESOURCE_NOT_FOUND`, "Resource not found"), the path in `data.uri`. An
+/// agent that reads before it writes takes it as "create a new file".
 fn not_found(path: &str) -> RpcError {
-    RpcError::new(code::RESOURCE_NOT_FOUND, "Resource not found").with_data(json!({
-        "uri": path,
-        "hint": "no such file in the workspace; check the path (relative paths start at the workspace root)",
-    }))
+    RpcError::new(
+        code::RESOURCE_NOT_FOUND,
+        format!(
+            "resource not found: {path:?}; check the path (relative paths start at the workspace root)"
+        ),
+    )
+    .with_data(json!({ "uri": path }))
 }
 
 fn too_large(path: &str, len: u64) -> RpcError {
@@ -122,80 +134,102 @@ fn select_lines(text: String, line: Option<u64>, limit: Option<u64>) -> String {
 
 fn write_blocking(jail: &Jail, path: &str, content: &[u8]) -> Result<(), RpcError> {
     let target = jail.resolve(path).map_err(jail_error)?;
-    write_resolved(&target, path, content)
+    write_resolved(jail, &target, path, content)
 }
 
 /// Atomically replaces (or creates) `target`, a path the jail resolved from
 /// `path` (named in errors): missing parents are created, an existing file's
-/// mode is kept. Blocking: call it inside `smol::unblock`.
-pub(super) fn write_resolved(target: &Path, path: &str, content: &[u8]) -> Result<(), RpcError> {
-    let existing = match fs::metadata(target) {
-        Ok(meta) if meta.is_dir() => {
+/// mode is kept. Every step is relative to the parent directory opened
+/// beneath the root, so nothing a concurrent swap does leads outside it.
+/// Blocking: call it inside `smol::unblock`.
+pub(super) fn write_resolved(
+    jail: &Jail,
+    target: &Path,
+    path: &str,
+    content: &[u8],
+) -> Result<(), RpcError> {
+    let (dir, name) = match jail.parent_dir(target, true) {
+        Ok(d) => d,
+        Err(e) if e.raw_os_error() == Some(Errno::ISDIR.raw_os_error()) => {
             return Err(RpcError::invalid_params(format!(
                 "{path:?} is a directory: name a file to write"
             )));
         }
-        Ok(meta) => Some(meta),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_error("write", path, &e)),
+        Err(e) => return Err(io_error("create the directory for", path, &e)),
     };
-    let dir = target.parent().ok_or_else(|| {
-        RpcError::invalid_params(format!("{path:?} has no parent directory: name a file"))
-    })?;
-    // `dir` is the jail's canonical existing ancestor plus plain names, so
-    // everything created here is inside the root.
-    fs::create_dir_all(dir).map_err(|e| io_error("create the directory for", path, &e))?;
+    let existing = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => {
+            let kind = FileType::from_raw_mode(st.st_mode);
+            if kind == FileType::Directory {
+                return Err(RpcError::invalid_params(format!(
+                    "{path:?} is a directory: name a file to write"
+                )));
+            }
+            if kind == FileType::Symlink {
+                return Err(io_error("write", path, &io::Error::from(Errno::LOOP)));
+            }
+            Some(st)
+        }
+        Err(Errno::NOENT) => None,
+        Err(e) => return Err(io_error("write", path, &e.into())),
+    };
 
-    let (tmp_path, mut tmp) =
-        create_temp(dir, existing.is_some()).map_err(|e| io_error("write", path, &e))?;
+    let (tmp_name, mut tmp) =
+        create_temp(&dir, existing.is_some()).map_err(|e| io_error("write", path, &e))?;
     let result = (|| {
-        if let Some(meta) = &existing {
-            tmp.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        if let Some(st) = &existing {
+            rustix::fs::fchmod(&tmp, Mode::from_raw_mode(st.st_mode & 0o7777))?;
             // Best effort: only root may give a file away.
-            let _ = std::os::unix::fs::fchown(&tmp, Some(meta.uid()), Some(meta.gid()));
+            let _ = rustix::fs::fchown(
+                &tmp,
+                Some(rustix::fs::Uid::from_raw(st.st_uid)),
+                Some(rustix::fs::Gid::from_raw(st.st_gid)),
+            );
         }
         tmp.write_all(content)?;
         tmp.sync_all()?;
-        fs::rename(&tmp_path, target)
+        rustix::fs::renameat(&dir, &tmp_name, &dir, name)?;
+        Ok::<(), io::Error>(())
     })();
     drop(tmp);
     if let Err(e) = result {
-        let _ = fs::remove_file(&tmp_path);
+        let _ = rustix::fs::unlinkat(&dir, &tmp_name, AtFlags::empty());
         return Err(io_error("write", path, &e));
     }
     // Make the rename itself durable; failure here loses nothing already visible.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+    if let Ok(d) = rustix::fs::openat(
+        &dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        let _ = rustix::fs::fsync(&d);
     }
     Ok(())
 }
 
 /// A new, empty temp file in `dir`. New files get `0o666` less the umask;
 /// files that replace one start private and get the old mode before rename.
-fn create_temp(dir: &Path, replacing: bool) -> io::Result<(std::path::PathBuf, File)> {
+fn create_temp(dir: &OwnedFd, replacing: bool) -> io::Result<(String, File)> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let mode = if replacing { 0o600 } else { 0o666 };
+    let mode = Mode::from_raw_mode(if replacing { 0o600 } else { 0o666 });
     let mut last = io::Error::new(io::ErrorKind::AlreadyExists, "no free temp name");
     for _ in 0..TEMP_ATTEMPTS {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".acp-relay-{}-{n}.tmp", std::process::id()));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(nonblock_nofollow())
-            .open(&tmp)
-        {
-            Ok(file) => return Ok((tmp, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
-            Err(e) => return Err(e),
+        let tmp = format!(".acp-relay-{}-{n}.tmp", std::process::id());
+        let flags = OFlags::WRONLY
+            | OFlags::CREATE
+            | OFlags::EXCL
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::CLOEXEC;
+        match rustix::fs::openat(dir, tmp.as_str(), flags, mode) {
+            Ok(fd) => return Ok((tmp, File::from(fd))),
+            Err(Errno::EXIST) => last = Errno::EXIST.into(),
+            Err(e) => return Err(e.into()),
         }
     }
     Err(last)
-}
-
-pub(super) fn nonblock_nofollow() -> i32 {
-    (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits() as i32
 }
 
 /// An I/O failure as a JSON-RPC error that names the path and what to do.

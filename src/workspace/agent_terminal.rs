@@ -10,6 +10,7 @@ use crate::agent::signal_name;
 use crate::core::rpc::{RpcError, code};
 use futures_lite::future;
 use futures_lite::io::AsyncReadExt;
+use rustix::fs::{Mode, OFlags};
 use serde_json::{Value, json};
 use smol::channel::{Receiver, Sender};
 use smol::lock::OnceCell;
@@ -18,6 +19,7 @@ use smol::{Async, Timer};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::pin::pin;
@@ -31,6 +33,22 @@ pub const MAX_AGENT_TERMINALS: usize = 16;
 pub const DEFAULT_OUTPUT_LIMIT: usize = 1 << 20;
 /// Largest `outputByteLimit` honoured; larger requests are clamped to it.
 pub const MAX_OUTPUT_LIMIT: usize = 16 << 20;
+/// Output chunks queued toward the relay's live view of agent terminals;
+/// past it chunks are dropped from the live view (never from the buffer).
+pub const MAX_TAP_CHUNKS: usize = 256;
+
+/// A chunk of a command's output (whole UTF-8 characters, escapes intact)
+/// for the devices viewing the session that created the terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TerminalChunk {
+    pub terminal_id: String,
+    /// The agent's session id from `terminal/create`.
+    pub session_id: String,
+    pub data: String,
+}
+
+/// Where live output goes (see [`MAX_TAP_CHUNKS`]).
+pub type TerminalTap = smol::channel::Sender<TerminalChunk>;
 
 /// Bytes read from the output pipe at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -47,6 +65,11 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 pub(super) struct AgentTerminals {
     table: RefCell<HashMap<String, Rc<Terminal>>>,
     next_id: Cell<u64>,
+    tap: RefCell<Option<TerminalTap>>,
+    /// Groups of released commands, whose background jobs (a dev server
+    /// started with `&`) keep running for the agent until the relay stops;
+    /// the oldest are forgotten past [`MAX_AGENT_TERMINALS`] × 4.
+    released: RefCell<std::collections::VecDeque<u32>>,
 }
 
 /// One started command. The supervisor task owns the child process; this
@@ -55,6 +78,8 @@ pub(super) struct AgentTerminals {
 struct Terminal {
     shared: Arc<Shared>,
     kill: Sender<()>,
+    /// The command's process group (its leader's pid).
+    pgid: u32,
 }
 
 /// What the supervisor task and the handle share. `exit` is set once, after
@@ -81,7 +106,14 @@ impl AgentTerminals {
         AgentTerminals {
             table: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
+            tap: RefCell::new(None),
+            released: RefCell::new(std::collections::VecDeque::new()),
         }
+    }
+
+    /// Output of terminals created from now on is also sent to `tap`.
+    pub(super) fn set_tap(&self, tap: TerminalTap) {
+        *self.tap.borrow_mut() = Some(tap);
     }
 
     /// `terminal/create {sessionId, command, args?, env?, cwd?, outputByteLimit?}`
@@ -108,12 +140,10 @@ impl AgentTerminals {
         };
 
         self.check_room()?;
-        let cwd = match cwd {
-            None => jail.root().to_path_buf(),
-            Some(cwd) => {
-                let jail = jail.clone();
-                smol::unblock(move || resolve_dir(&jail, &cwd)).await?
-            }
+        let cwd = cwd.unwrap_or_else(|| ".".to_owned());
+        let (cwd, cwd_fd) = {
+            let jail = jail.clone();
+            smol::unblock(move || resolve_dir(&jail, &cwd)).await?
         };
         // Other creates may have run while the cwd was resolved.
         self.check_room()?;
@@ -126,7 +156,18 @@ impl AgentTerminals {
         })?;
         let spawned = {
             let mut std_cmd = std::process::Command::new(&command);
-            std_cmd.args(&args).current_dir(&cwd).envs(env);
+            std_cmd.args(&args).envs(env);
+            // Into the directory opened beneath the root, not by path: a
+            // symlink swapped in since it was resolved cannot move it out.
+            let dir_fd = cwd_fd.as_raw_fd();
+            // SAFETY: runs in the forked child before exec; fchdir is
+            // async-signal-safe, and `cwd_fd` stays open until spawn returns.
+            unsafe {
+                std_cmd.pre_exec(move || {
+                    rustix::process::fchdir(BorrowedFd::borrow_raw(dir_fd))?;
+                    Ok(())
+                });
+            }
             // Its own process group, so a kill reaches its children too and
             // the relay's terminal signals do not reach it.
             std_cmd.process_group(0);
@@ -164,16 +205,22 @@ impl AgentTerminals {
             output: Mutex::new(Output::new(limit)),
             exit: OnceCell::new(),
         });
+        let pgid = child.id();
         let (kill_tx, kill_rx) = smol::channel::bounded(1);
         // The supervisor needs no executor handle: it runs on smol's global
         // executor and always ends once the child is reaped.
-        smol::spawn(supervise(child, reader, shared.clone(), kill_rx)).detach();
+        let tap = self.tap.borrow().clone().map(|tx| {
+            let session_id = params["sessionId"].as_str().unwrap_or_default().to_owned();
+            (tx, id.clone(), session_id)
+        });
+        smol::spawn(supervise(child, reader, shared.clone(), kill_rx, tap)).detach();
         log::debug!("terminal {id} started ({command:?} in {})", cwd.display());
         self.table.borrow_mut().insert(
             id.clone(),
             Rc::new(Terminal {
                 shared,
                 kill: kill_tx,
+                pgid,
             }),
         );
         Ok(json!({ "terminalId": id }))
@@ -216,7 +263,13 @@ impl AgentTerminals {
             .borrow_mut()
             .remove(id)
             .ok_or_else(|| unknown_terminal(id))?;
-        kill_and_wait(&[term]).await;
+        kill_and_wait(std::slice::from_ref(&term)).await;
+        let mut released = self.released.borrow_mut();
+        if released.len() >= MAX_AGENT_TERMINALS * 4 {
+            released.pop_front();
+        }
+        released.push_back(term.pgid);
+        drop(released);
         log::debug!("terminal {id} released");
         Ok(json!({}))
     }
@@ -225,6 +278,15 @@ impl AgentTerminals {
     pub(super) async fn shutdown(&self) {
         let all: Vec<Rc<Terminal>> = self.table.borrow_mut().drain().map(|(_, t)| t).collect();
         kill_and_wait(&all).await;
+        // What exited commands left behind ends with the relay. Reading /proc blocks.
+        let mut groups: Vec<u32> = self.released.borrow_mut().drain(..).collect();
+        groups.extend(all.iter().map(|t| t.pgid));
+        smol::unblock(move || {
+            groups
+                .into_iter()
+                .for_each(crate::proc::kill_leftover_group)
+        })
+        .await;
     }
 
     fn check_room(&self) -> Result<(), RpcError> {
@@ -289,13 +351,19 @@ async fn kill_and_wait(terms: &[Rc<Terminal>]) {
 }
 
 /// The working directory for a command: jailed, and a directory.
-fn resolve_dir(jail: &Jail, cwd: &str) -> Result<PathBuf, RpcError> {
+/// The directory `cwd` names, resolved and opened beneath the root.
+fn resolve_dir(jail: &Jail, cwd: &str) -> Result<(PathBuf, OwnedFd), RpcError> {
     let dir = jail.resolve(cwd).map_err(jail_error)?;
-    match std::fs::metadata(&dir) {
-        Ok(meta) if meta.is_dir() => Ok(dir),
-        Ok(_) => Err(RpcError::invalid_params(format!(
-            "cwd {cwd:?} is not a directory: name a directory in the workspace"
-        ))),
+    let opened = jail.open(
+        &dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+        Mode::empty(),
+    );
+    match opened {
+        Ok(fd) => Ok((dir, fd)),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => Err(RpcError::invalid_params(
+            format!("cwd {cwd:?} is not a directory: name a directory in the workspace"),
+        )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(RpcError::invalid_params(format!(
             "cwd {cwd:?} does not exist: name an existing directory in the workspace"
         ))),
@@ -369,9 +437,10 @@ async fn supervise(
     reader: Async<io::PipeReader>,
     shared: Arc<Shared>,
     kill: Receiver<()>,
+    tap: Option<(TerminalTap, String, String)>,
 ) {
     let pid = child.id();
-    let mut pump = pin!(pump(reader, &shared));
+    let mut pump = pin!(pump(reader, &shared, tap));
     let mut drained = false;
     let exit = {
         let mut exit = pin!(wait_or_kill(&mut child, pid, &kill));
@@ -393,13 +462,31 @@ async fn supervise(
     let _ = shared.exit.set(exit).await;
 }
 
-/// Copies the output pipe into the shared buffer until end of file.
-async fn pump(mut reader: Async<io::PipeReader>, shared: &Shared) {
+/// Copies the output pipe into the shared buffer until end of file, and to
+/// the tap (whole characters; a full tap drops the chunk).
+async fn pump(
+    mut reader: Async<io::PipeReader>,
+    shared: &Shared,
+    tap: Option<(TerminalTap, String, String)>,
+) {
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut utf8 = crate::pty::Utf8Carry::new();
     loop {
         match reader.read(&mut buf).await {
             Ok(0) => return,
-            Ok(n) => lock(&shared.output).push(&buf[..n]),
+            Ok(n) => {
+                lock(&shared.output).push(&buf[..n]);
+                if let Some((tx, terminal_id, session_id)) = &tap {
+                    let data = utf8.decode(&buf[..n]);
+                    if !data.is_empty() {
+                        let _ = tx.try_send(TerminalChunk {
+                            terminal_id: terminal_id.clone(),
+                            session_id: session_id.clone(),
+                            data,
+                        });
+                    }
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 log::warn!("terminal output stopped: {}", lower_io(&e));

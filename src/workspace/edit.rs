@@ -6,7 +6,7 @@
 
 use super::agent_fs::{io_error, write_resolved};
 use super::jail::Jail;
-use super::read::{MAX_HASH_BYTES, open_regular};
+use super::read::{MAX_HASH_BYTES, OpenError, open_regular};
 use super::sha256::{Sha256, hex_digest, is_hex_digest};
 use super::{jail_error, object_params, rel_path, str_param};
 use crate::core::rpc::RpcError;
@@ -48,12 +48,12 @@ pub(super) async fn apply_edit(jail: &Jail, params: &Value) -> Result<Value, Rpc
         let target = jail.resolve(&path).map_err(jail_error)?;
         let rel = rel_path(jail.root(), &target);
         if let Some(expected) = expected {
-            let current = current_sha256(&target, &path)?;
+            let current = current_sha256(&jail, &target, &path)?;
             if current.as_deref() != Some(expected.as_str()) {
                 return Err(conflict(&rel, current));
             }
         }
-        write_resolved(&target, &path, content.as_bytes())?;
+        write_resolved(&jail, &target, &path, content.as_bytes())?;
         log::info!("apply_edit: wrote {rel:?} ({} bytes)", content.len());
         Ok(json!({ "path": rel, "sha256": hex_digest(content.as_bytes()) }))
     })
@@ -75,13 +75,12 @@ pub fn conflict(rel: &str, current: Option<String>) -> RpcError {
 }
 
 /// The SHA-256 of the file at `target` now, or `None` when it does not exist.
-fn current_sha256(target: &Path, path: &str) -> Result<Option<String>, RpcError> {
-    match std::fs::symlink_metadata(target) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error("read", path, &e)),
-        Ok(_) => {}
-    }
-    let file = open_regular(target, path)?;
+fn current_sha256(jail: &Jail, target: &Path, path: &str) -> Result<Option<String>, RpcError> {
+    let file = match open_regular(jail, target, path) {
+        Err(OpenError::Missing) => return Ok(None),
+        Err(OpenError::Refused(e)) => return Err(e),
+        Ok(file) => file,
+    };
     let mut hasher = Sha256::new();
     let mut src = file.take(MAX_HASH_BYTES + 1);
     let mut buf = vec![0u8; 64 << 10];

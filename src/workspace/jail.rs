@@ -1,13 +1,24 @@
 //! The path jail: turns a path an agent or a device names into a canonical path
-//! inside the workspace root, following symlinks, or refuses it.
-//! It reads file metadata (so async callers run it inside `smol::unblock`) but
-//! never opens, creates or changes a file.
+//! inside the workspace root, following symlinks, or refuses it; then opens
+//! what it resolved *beneath the root* in one step, so a symlink swapped in
+//! between the check and the open cannot lead outside: `openat2` with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` where the kernel has it (5.6+), else
+//! a walk from the root's descriptor with `O_NOFOLLOW` at every component.
+//! A resolved path holds no symlinks, so meeting one while opening means it
+//! changed: refused with `ELOOP` (or `ENOTDIR`), never followed.
+//! Every call blocks on the filesystem: async callers run it in `smol::unblock`.
 
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
 use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Why a path was refused.
 #[derive(Debug)]
@@ -64,23 +75,148 @@ pub(crate) fn lower_io(e: &io::Error) -> String {
 }
 
 /// A workspace root. Invariant: `root` is absolute, canonical (no symlinks,
-/// no `.` or `..`) and was a directory when the jail was made.
+/// no `.` or `..`) and was a directory when the jail was made; `dir` is a
+/// descriptor of that directory, which every open starts from.
 #[derive(Debug, Clone)]
 pub struct Jail {
     root: PathBuf,
+    dir: Arc<OwnedFd>,
 }
+
+/// Whether this kernel has `openat2` (0: not tried yet, 1: yes, 2: no).
+static OPENAT2: AtomicU8 = AtomicU8::new(0);
+/// Retries of an `openat2` that a concurrent rename made fail with `EAGAIN`.
+const OPENAT2_RETRIES: usize = 8;
 
 impl Jail {
     /// Canonicalizes `root`; fails if it is missing or not a directory.
     pub fn new(root: &Path) -> io::Result<Jail> {
         let root = fs::canonicalize(root)?;
-        if !fs::metadata(&root)?.is_dir() {
-            return Err(io::Error::new(
+        let dir = rustix::fs::open(
+            &root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::NOTDIR => io::Error::new(
                 io::ErrorKind::NotADirectory,
                 "workspace root is not a directory",
-            ));
+            ),
+            e => io::Error::from(e),
+        })?;
+        Ok(Jail {
+            root,
+            dir: Arc::new(dir),
+        })
+    }
+
+    /// The components of `resolved` (a path [`Jail::resolve`] gave) below the
+    /// root. A path outside the root, or with anything but plain names below
+    /// it, is refused with `EXDEV`.
+    fn below<'a>(&self, resolved: &'a Path) -> io::Result<Vec<&'a OsStr>> {
+        let rel = resolved
+            .strip_prefix(&self.root)
+            .map_err(|_| io::Error::from(Errno::XDEV))?;
+        rel.components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .map(|c| match c {
+                Component::Normal(name) => Ok(name),
+                _ => Err(io::Error::from(Errno::XDEV)),
+            })
+            .collect()
+    }
+
+    /// Opens `resolved` beneath the root with `flags` (and `mode` when
+    /// creating). `O_CLOEXEC` is always added.
+    pub fn open(&self, resolved: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        let names = self.below(resolved)?;
+        let flags = flags | OFlags::CLOEXEC;
+        if OPENAT2.load(Ordering::Relaxed) != 2 {
+            let rel: PathBuf = if names.is_empty() {
+                PathBuf::from(".")
+            } else {
+                names.iter().collect()
+            };
+            let how =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            for _ in 0..OPENAT2_RETRIES {
+                match rustix::fs::openat2(self.dir.as_fd(), &rel, flags, mode, how) {
+                    Err(Errno::AGAIN) => continue,
+                    // No openat2 (old kernel, or a seccomp filter): walk.
+                    Err(Errno::NOSYS) | Err(Errno::PERM)
+                        if OPENAT2.load(Ordering::Relaxed) == 0 =>
+                    {
+                        OPENAT2.store(2, Ordering::Relaxed);
+                        break;
+                    }
+                    r => {
+                        OPENAT2.store(1, Ordering::Relaxed);
+                        return r.map_err(io::Error::from);
+                    }
+                }
+            }
+            if OPENAT2.load(Ordering::Relaxed) != 2 {
+                return Err(io::Error::from(Errno::AGAIN));
+            }
         }
-        Ok(Jail { root })
+        self.walk(&names, flags, mode)
+    }
+
+    /// The fallback of [`Jail::open`]: from the root's descriptor, one
+    /// `openat` per component, none of which may be a symlink.
+    fn walk(&self, names: &[&OsStr], flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        let Some((last, parents)) = names.split_last() else {
+            return rustix::fs::openat(self.dir.as_fd(), ".", flags, mode).map_err(io::Error::from);
+        };
+        let parent = self.walk_dirs(parents, false)?;
+        let at = parent.as_ref().map_or(self.dir.as_fd(), |d| d.as_fd());
+        rustix::fs::openat(at, *last, flags | OFlags::NOFOLLOW, mode).map_err(io::Error::from)
+    }
+
+    /// Walks the directories `names` from the root without following a
+    /// symlink, creating missing ones when `create`; `None` is the root.
+    fn walk_dirs(&self, names: &[&OsStr], create: bool) -> io::Result<Option<OwnedFd>> {
+        let step = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut cur: Option<OwnedFd> = None;
+        for name in names {
+            let at = cur.as_ref().map_or(self.dir.as_fd(), |d| d.as_fd());
+            let next = match rustix::fs::openat(at, *name, step, Mode::empty()) {
+                Err(Errno::NOENT) if create => {
+                    match rustix::fs::mkdirat(at, *name, Mode::from_raw_mode(0o777)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    rustix::fs::openat(at, *name, step, Mode::empty())?
+                }
+                r => r?,
+            };
+            cur = Some(next);
+        }
+        Ok(cur)
+    }
+
+    /// The directory that holds `resolved`, opened beneath the root (for
+    /// `*at` calls on the last component), its missing parents created when
+    /// `create`. Returns the descriptor (`O_PATH`) and the last component.
+    pub fn parent_dir<'a>(
+        &self,
+        resolved: &'a Path,
+        create: bool,
+    ) -> io::Result<(OwnedFd, &'a OsStr)> {
+        let names = self.below(resolved)?;
+        let Some((last, parents)) = names.split_last() else {
+            return Err(io::Error::from(Errno::ISDIR));
+        };
+        let dir = match self.walk_dirs(parents, create)? {
+            Some(d) => d,
+            None => rustix::fs::openat(
+                self.dir.as_fd(),
+                ".",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?,
+        };
+        Ok((dir, last))
     }
 
     /// The canonical root.
@@ -395,6 +531,96 @@ mod tests {
         let (_tmp, jail) = setup("rootfile");
         assert!(Jail::new(&jail.root().join("a.txt")).is_err());
         assert!(Jail::new(&jail.root().join("missing")).is_err());
+    }
+
+    fn read_fd(fd: OwnedFd) -> String {
+        use std::io::Read;
+        let mut s = String::new();
+        fs::File::from(fd).read_to_string(&mut s).unwrap();
+        s
+    }
+
+    const READ: OFlags = OFlags::RDONLY.union(OFlags::NOFOLLOW);
+
+    #[test]
+    fn opens_what_it_resolved_beneath_the_root() {
+        let (_tmp, jail) = setup("open");
+        let a = jail.resolve("a.txt").unwrap();
+        assert_eq!(read_fd(jail.open(&a, READ, Mode::empty()).unwrap()), "a");
+        let b = jail.resolve("sub/b.txt").unwrap();
+        assert_eq!(read_fd(jail.open(&b, READ, Mode::empty()).unwrap()), "b");
+        let names = jail.below(&b).unwrap();
+        assert_eq!(
+            read_fd(jail.walk(&names, READ, Mode::empty()).unwrap()),
+            "b"
+        );
+        let root = jail.resolve(".").unwrap();
+        assert!(
+            jail.open(&root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+                .is_ok()
+        );
+        let outside = Path::new("/etc/passwd");
+        assert_eq!(
+            jail.open(outside, READ, Mode::empty())
+                .unwrap_err()
+                .raw_os_error(),
+            Some(Errno::XDEV.raw_os_error())
+        );
+    }
+
+    /// The race the one-step open closes: the path is resolved, then a
+    /// directory in it is swapped for a symlink to the same names outside.
+    #[test]
+    fn a_symlink_swapped_in_after_resolving_is_never_followed() {
+        let (tmp, jail) = setup("swap");
+        let outside = tmp.0.join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("b.txt"), "secret").unwrap();
+        let resolved = jail.resolve("sub/b.txt").unwrap();
+        fs::rename(jail.root().join("sub"), tmp.0.join("sub-moved")).unwrap();
+        symlink(&outside, jail.root().join("sub")).unwrap();
+
+        assert!(
+            jail.open(&resolved, READ, Mode::empty()).is_err(),
+            "openat2 or walk"
+        );
+        let names = jail.below(&resolved).unwrap();
+        assert!(
+            jail.walk(&names, READ, Mode::empty()).is_err(),
+            "the walk alone"
+        );
+        assert!(jail.parent_dir(&resolved, true).is_err(), "nor for a write");
+
+        // The last component swapped for a symlink: refused too.
+        let a = jail.resolve("a.txt").unwrap();
+        fs::remove_file(jail.root().join("a.txt")).unwrap();
+        symlink(outside.join("b.txt"), jail.root().join("a.txt")).unwrap();
+        assert!(jail.open(&a, READ, Mode::empty()).is_err());
+        let names = jail.below(&a).unwrap();
+        assert!(jail.walk(&names, READ, Mode::empty()).is_err());
+    }
+
+    #[test]
+    fn parent_dir_creates_missing_directories_beneath_the_root() {
+        let (_tmp, jail) = setup("mkdir");
+        let target = jail.resolve("new/deeper/file.txt").unwrap();
+        let (dir, name) = jail.parent_dir(&target, true).unwrap();
+        assert_eq!(name, "file.txt");
+        let fd = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        drop(fd);
+        assert!(jail.root().join("new/deeper/file.txt").is_file());
+        let missing = jail.resolve("gone/x.txt").unwrap();
+        assert!(jail.parent_dir(&missing, false).is_err(), "no create");
+        assert!(
+            jail.parent_dir(jail.root(), false).is_err(),
+            "the root has no parent here"
+        );
     }
 
     #[test]

@@ -139,6 +139,11 @@ impl Workspace {
     }
 
     /// The jail every path goes through.
+    /// Live output of agent terminals goes to `tap` from now on.
+    pub fn tap_agent_terminals(&self, tap: agent_terminal::TerminalTap) {
+        self.terminals.set_tap(tap);
+    }
+
     pub fn jail(&self) -> &Jail {
         &self.jail
     }

@@ -3,15 +3,14 @@
 //! plain "binary file" answer. Reads run on the `smol::unblock` pool; the
 //! content is never logged.
 
-use super::agent_fs::{io_error, nonblock_nofollow};
+use super::agent_fs::{io_error, open_read};
 use super::jail::Jail;
 use super::sha256::Sha256;
 use super::{jail_error, object_params, opt_u64_param, rel_path, str_param};
 use crate::core::rpc::RpcError;
 use serde_json::{Value, json};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
 
 /// Bytes returned when the request names no `maxBytes` (1 MiB).
 pub const DEFAULT_READ_BYTES: u64 = 1 << 20;
@@ -44,7 +43,10 @@ pub(super) async fn read(jail: &Jail, params: &Value) -> Result<Value, RpcError>
 fn read_blocking(jail: &Jail, path: &str, offset: u64, max: u64) -> Result<Value, RpcError> {
     let resolved = jail.resolve(path).map_err(jail_error)?;
     let rel = rel_path(jail.root(), &resolved);
-    let mut file = open_regular(&resolved, path)?;
+    let mut file = open_regular(jail, &resolved, path).map_err(|e| match e {
+        OpenError::Missing => io_error("read", path, &io::ErrorKind::NotFound.into()),
+        OpenError::Refused(e) => e,
+    })?;
     let size = file
         .metadata()
         .map_err(|e| io_error("read", path, &e))?
@@ -53,24 +55,38 @@ fn read_blocking(jail: &Jail, path: &str, offset: u64, max: u64) -> Result<Value
     Ok(answer(rel, snap, offset))
 }
 
-/// Opens a regular file for reading, refusing directories and anything that
-/// became a symlink or a special file after the jail check.
-pub(super) fn open_regular(resolved: &std::path::Path, path: &str) -> Result<File, RpcError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(nonblock_nofollow())
-        .open(resolved)
-        .map_err(|e| io_error("read", path, &e))?;
-    let meta = file.metadata().map_err(|e| io_error("read", path, &e))?;
+/// Why [`open_regular`] gave no file.
+pub(super) enum OpenError {
+    /// Nothing is there.
+    Missing,
+    /// Something is there that may not be read, or the open failed.
+    Refused(RpcError),
+}
+
+/// Opens a regular file for reading beneath the jail's root, refusing
+/// directories and anything that became a symlink or a special file after
+/// the jail check.
+pub(super) fn open_regular(
+    jail: &Jail,
+    resolved: &std::path::Path,
+    path: &str,
+) -> Result<File, OpenError> {
+    let file = open_read(jail, resolved).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => OpenError::Missing,
+        _ => OpenError::Refused(io_error("read", path, &e)),
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| OpenError::Refused(io_error("read", path, &e)))?;
     if meta.is_dir() {
-        return Err(RpcError::invalid_params(format!(
+        return Err(OpenError::Refused(RpcError::invalid_params(format!(
             "{path:?} is a directory: list it with _relay/fs/tree"
-        )));
+        ))));
     }
     if !meta.is_file() {
-        return Err(RpcError::invalid_params(format!(
+        return Err(OpenError::Refused(RpcError::invalid_params(format!(
             "{path:?} is not a regular file: only regular files can be read"
-        )));
+        ))));
     }
     Ok(file)
 }

@@ -8,11 +8,12 @@ use super::jail::{Jail, lower_io};
 use super::{jail_error, opt_u64_param, rel_os, rel_path};
 use crate::core::rpc::RpcError;
 use futures_lite::future;
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use serde_json::{Value, json};
 use std::collections::{HashSet, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Most entries one tree answer holds; past it the answer says `truncated`.
 pub const MAX_TREE_ENTRIES: usize = 5000;
@@ -97,8 +98,9 @@ pub(super) async fn tree(jail: &Jail, params: &Value) -> Result<Value, RpcError>
     );
 
     let rel2 = rel.clone();
+    let j2 = jail.clone();
     let (entries, truncated) =
-        smol::unblock(move || walk(&dir, &rel2, depth, MAX_TREE_ENTRIES, &ignored)).await;
+        smol::unblock(move || walk(&j2, &dir, &rel2, depth, MAX_TREE_ENTRIES, &ignored)).await;
     Ok(json!({
         "path": rel,
         "entries": entries,
@@ -130,8 +132,16 @@ struct Node {
 
 /// Lists `dir` (workspace-relative `rel`) breadth first, `depth` levels deep,
 /// at most `max` entries. Returns the JSON entries and whether it stopped at
-/// `max`. Blocking.
-fn walk(dir: &Path, rel: &str, depth: usize, max: usize, ignored: &Ignored) -> (Vec<Value>, bool) {
+/// `max`. Every directory is opened beneath the jail's root, so one swapped
+/// for a symlink while the walk runs is skipped, never listed. Blocking.
+fn walk(
+    jail: &Jail,
+    dir: &Path,
+    rel: &str,
+    depth: usize,
+    max: usize,
+    ignored: &Ignored,
+) -> (Vec<Value>, bool) {
     let mut nodes: Vec<Node> = Vec::new();
     let mut top: Vec<usize> = Vec::new();
     let mut queue: VecDeque<(PathBuf, String, usize, Option<usize>)> = VecDeque::new();
@@ -140,7 +150,7 @@ fn walk(dir: &Path, rel: &str, depth: usize, max: usize, ignored: &Ignored) -> (
 
     while let Some((abs, rel, level, parent)) = queue.pop_front() {
         let room = max - nodes.len();
-        let (mut listed, cut) = match list(&abs, &rel, room, ignored) {
+        let (mut listed, cut) = match list(jail, &abs, &rel, room, ignored) {
             Ok(l) => l,
             Err(e) => {
                 log::debug!("tree: cannot list {rel:?}: {}", lower_io(&e));
@@ -175,20 +185,29 @@ fn walk(dir: &Path, rel: &str, depth: usize, max: usize, ignored: &Ignored) -> (
 }
 
 /// One directory's entries (at most `room`; the flag says more were left),
-/// without `.git` and ignored paths.
+/// without `.git` and ignored paths. The directory is opened beneath the
+/// root and each entry is looked at relative to it, without following links.
 fn list(
+    jail: &Jail,
     abs: &Path,
     rel: &str,
     room: usize,
     ignored: &Ignored,
 ) -> std::io::Result<(Vec<Node>, bool)> {
+    let fd = jail.open(
+        abs,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
     let mut out = Vec::new();
-    for entry in fs::read_dir(abs)? {
+    for entry in Dir::read_from(&fd)? {
         let Ok(entry) = entry else { continue };
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == ".git" {
+        let raw = entry.file_name();
+        let bytes = raw.to_bytes();
+        if bytes == b"." || bytes == b".." || bytes == b".git" {
             continue;
         }
+        let name = String::from_utf8_lossy(bytes).into_owned();
         let path = if rel == "." {
             name.clone()
         } else {
@@ -200,25 +219,23 @@ fn list(
         if out.len() == room {
             return Ok((out, true));
         }
-        // `DirEntry::metadata` does not follow symlinks.
-        let (kind, size, mtime_ms) = match entry.metadata() {
-            Ok(m) => {
-                let t = m.file_type();
-                let kind = if t.is_file() {
-                    "file"
-                } else if t.is_dir() {
-                    "dir"
-                } else if t.is_symlink() {
-                    "symlink"
-                } else {
-                    "other"
+        let (kind, size, mtime_ms) = match rustix::fs::statat(&fd, raw, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                let kind = match FileType::from_raw_mode(st.st_mode) {
+                    FileType::RegularFile => "file",
+                    FileType::Directory => "dir",
+                    FileType::Symlink => "symlink",
+                    _ => "other",
                 };
-                let mtime = m
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                (kind, if t.is_file() { m.len() } else { 0 }, mtime)
+                let secs = i128::from(st.st_mtime);
+                let ms = secs * 1000 + i128::from(st.st_mtime_nsec) / 1_000_000;
+                let mtime = u64::try_from(ms).ok();
+                let size = if kind == "file" {
+                    u64::try_from(st.st_size).unwrap_or(0)
+                } else {
+                    0
+                };
+                (kind, size, mtime)
             }
             Err(_) => ("other", 0, None),
         };
@@ -274,6 +291,14 @@ mod tests {
         }
     }
 
+    fn jail(root: &Path) -> Jail {
+        Jail::new(root).unwrap()
+    }
+
+    fn canon(root: &Path) -> PathBuf {
+        fs::canonicalize(root).unwrap()
+    }
+
     fn none() -> Ignored {
         Ignored(HashSet::new())
     }
@@ -294,7 +319,7 @@ mod tests {
         fs::write(t.0.join("b/c/d/deep.txt"), "x").unwrap();
         std::os::unix::fs::symlink("a.txt", t.0.join("link")).unwrap();
 
-        let (entries, truncated) = walk(&t.0, ".", 1, 100, &none());
+        let (entries, truncated) = walk(&jail(&t.0), &canon(&t.0), ".", 1, 100, &none());
         assert!(!truncated);
         assert_eq!(names(&entries), ["b", "a.txt", "link"]);
         assert_eq!(entries[0]["kind"], "dir");
@@ -304,7 +329,7 @@ mod tests {
         assert!(entries[1]["mtimeMs"].as_u64().unwrap() > 0);
         assert_eq!(entries[2]["kind"], "symlink");
 
-        let (entries, _) = walk(&t.0, ".", 3, 100, &none());
+        let (entries, _) = walk(&jail(&t.0), &canon(&t.0), ".", 3, 100, &none());
         let c = &entries[0]["children"][0];
         assert_eq!(c["path"], "b/c");
         assert_eq!(c["children"][0]["path"], "b/c/d");
@@ -321,7 +346,7 @@ mod tests {
             }
         }
         fs::write(t.0.join("top"), "").unwrap();
-        let (entries, truncated) = walk(&t.0, ".", 2, 15, &none());
+        let (entries, truncated) = walk(&jail(&t.0), &canon(&t.0), ".", 2, 15, &none());
         assert!(truncated);
         // The whole top level comes first, then the first directory.
         assert_eq!(names(&entries), ["d1", "d2", "top"]);
@@ -329,7 +354,7 @@ mod tests {
         let d2 = entries[1]["children"].as_array().map_or(0, Vec::len);
         assert_eq!(3 + 10 + d2, 15);
 
-        let (_, truncated) = walk(&t.0, ".", 2, 23, &none());
+        let (_, truncated) = walk(&jail(&t.0), &canon(&t.0), ".", 2, 23, &none());
         assert!(!truncated);
     }
 
@@ -341,7 +366,14 @@ mod tests {
         fs::write(t.0.join("sub/x.log"), "").unwrap();
         fs::write(t.0.join("sub/build/out"), "").unwrap();
         let ignored = Ignored(["sub/x.log", "sub/build/"].map(String::from).into());
-        let (entries, _) = walk(&t.0.join("sub"), "sub", 2, 100, &ignored);
+        let (entries, _) = walk(
+            &jail(&t.0),
+            &canon(&t.0).join("sub"),
+            "sub",
+            2,
+            100,
+            &ignored,
+        );
         assert_eq!(names(&entries), ["keep.rs"]);
         assert_eq!(entries[0]["path"], "sub/keep.rs");
     }

@@ -49,9 +49,13 @@ class Relay:
             if not line:
                 raise AssertionError("relay exited before printing its URL: " + "".join(lines))
             lines.append(line)
-            m = re.search(r"browser:\s+(http://127\.0\.0\.1:(\d+)/#token=(\w+))", line)
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
             if m:
-                self.url, self.port, self.token = m.group(1), int(m.group(2)), m.group(3)
+                self.port = int(m.group(1))
+                # the token file is written before the relay listens
+                with open(os.path.join(self.data, "token")) as f:
+                    self.token = f.read().strip()
+                self.url = f"http://127.0.0.1:{self.port}/#token={self.token}"
                 break
         else:
             raise AssertionError("no URL from the relay")

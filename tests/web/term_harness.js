@@ -34,4 +34,6 @@ const api = {
 window.__termReconnect = () => ws.close();
 const m = await import('./term.js');
 window.__term = m.mountTerminals(document.getElementById('host'), api);
+window.__api = api;
+window.__termModule = m;
 document.body.dataset.ready = '1';

@@ -9,8 +9,9 @@ serves the web client (`/term.js` is one of its assets) the test opens the
 client's Terminal tab; otherwise it loads term.js alone in a bare page
 (tests/web/term_harness.js) under the same CSP.
 
-Run: `python3 tests/web/test_terminal.py` or under pytest. Without chromium
-or playwright: fails when CI=true, else prints SKIPPED and passes.
+Run: `python3 tests/web/test_terminal.py [BINARY [SHOTS_DIR]]` (the shape of
+scripts/test-web.sh's runner) or under pytest. Without chromium or
+playwright: fails when CI=true, else prints SKIPPED and passes.
 """
 
 import json
@@ -27,6 +28,10 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WEB = os.path.join(ROOT, "src", "serve", "web")
 SHOTS = os.path.join(ROOT, "target", "web-shots")
+if __name__ == "__main__" and len(sys.argv) > 1:
+    os.environ.setdefault("ACP_RELAY_BIN", os.path.abspath(sys.argv[1]))
+if __name__ == "__main__" and len(sys.argv) > 2:
+    SHOTS = os.path.abspath(sys.argv[2])
 WAIT_S = 20
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
        "img-src 'self' data: blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -158,7 +163,13 @@ class Tab:
             self.page.goto(f"{relay.origin}/__term/index.html#client={client}&token={relay.token}")
             self.page.wait_for_selector("body[data-ready='1']")
         else:
-            self.page.goto(f"{relay.origin}/?client_id={client}#token={relay.token}")
+            self.page.goto(f"{relay.origin}/#token={relay.token}")
+            try:
+                self.page.wait_for_selector("#dot.open", timeout=WAIT_S * 1000)
+            except Exception:
+                raise AssertionError("the web client did not connect to the relay (see its console: "
+                                     "a WebSocket subprotocol the relay does not echo?); "
+                                     "TERM_WEB_HARNESS=1 tests term.js alone") from None
             self.page.click("#tab-term")
         self.page.wait_for_selector(".term-root")
 
@@ -213,7 +224,8 @@ def run_all():
         return skip_or_fail("Debian's chromium is not installed")
     relay = Relay()
     try:
-        harness = not relay.serves_client()
+        # TERM_WEB_HARNESS=1: term.js alone even where the client is served.
+        harness = os.environ.get("TERM_WEB_HARNESS") == "1" or not relay.serves_client()
         with sync_playwright() as p:
             # The bare page is fulfilled by the test, not fetched from the
             # relay: let it reach the relay's loopback port.
@@ -254,7 +266,9 @@ def steps(browser, relay, harness, tabs):
     desk.page.wait_for_selector(".term-tab.on")
     desk.page.click(".term-screen:not([hidden])")
 
-    # echo hi
+    # echo hi, once the shell's prompt shows (typed sooner, the terminal
+    # echoes it before the prompt)
+    desk.wait_rows("the shell's prompt", lambda r: any(x.rstrip().endswith(("#", "$")) for x in r))
     desk.type("echo hi\n")
     desk.wait_rows("echo hi printed hi", lambda r: "hi" in r)
 
@@ -298,6 +312,7 @@ def steps(browser, relay, harness, tabs):
                     desk.page)
     assert phone.page.evaluate(cols_js) == desk.page.evaluate(cols_js)
     assert phone.page.locator(".term-keys").is_visible(), "the key bar shows on a touch screen"
+    phone.wait_rows("vi redrew at the phone's size", lambda r: len(r) > 2 and r[-2].startswith("note line"))
     phone.shot("terminal-390x844.png")
 
     # The phone types with its key bar: Esc, then :q! and Enter.
@@ -328,7 +343,7 @@ def steps(browser, relay, harness, tabs):
 
     # How top and git log look (screenshots to look at).
     if shutil.which("git"):
-        desk.type("printf '\\033[H\\033[2J'; git -c color.ui=always log --graph --decorate --stat | head -40\n")
+        desk.type("printf '\\033[H\\033[2J'; git -c color.ui=always log --graph --decorate --stat -3 | cat\n")
         desk.wait_rows("git log", lambda r: any("Change 5" in x for x in r))
         desk.shot("terminal-gitlog-1000x700.png")
         phone.wait_rows("git log on the phone", lambda r: any("Change 5" in x for x in r))
@@ -341,10 +356,46 @@ def steps(browser, relay, harness, tabs):
         desk.type("q")
         wait_for("top quit", lambda: desk.page.locator(".term-screen.alt").count() == 0, desk.page)
 
+    # An agent's terminal (the demo agent's /run) drawn live with its colours.
+    if harness:
+        agent_terminal(desk)
+
     for t in (desk, phone):
         assert not t.errors, t.errors
     phone.close()
     desk.close()
+
+
+AGENT_JS = r"""async () => {
+  const api = window.__api, m = window.__termModule;
+  await api.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
+  const { sessionId } = await api.request('session/new', { cwd: '/', mcpServers: [] });
+  const box = document.body.appendChild(document.createElement('div'));
+  box.id = 'agent-term';
+  window.__updates = [];
+  api.on('session/update', (p) => {
+    window.__updates.push(p);
+    const cs = p.update && p.update.content; for (const c of Array.isArray(cs) ? cs : []) {
+      if (c.type === 'terminal' && !box.dataset.tid) { box.dataset.tid = c.terminalId; m.mountAgentTerminal(box, api, { terminalId: c.terminalId }); }
+    }
+  });
+  api.request('session/prompt', { sessionId, prompt: [{ type: 'text',
+    text: "/run printf '\\033[32mgreen\\033[0m start\\n'; sleep 0.3; printf 'step\\r'; echo done-$((40+2))" }] });
+}"""
+
+
+def agent_terminal(tab):
+    tab.page.evaluate(AGENT_JS)
+    try:
+        wait_for("the agent terminal's output", lambda: "done-42" in (tab.page.text_content("#agent-term pre") or ""), tab.page)
+    except AssertionError:
+        sys.stderr.write("updates: " + json.dumps(tab.page.evaluate("() => window.__updates"))[:3000] + "\n")
+        raise
+    text = tab.page.text_content("#agent-term pre")
+    assert text.startswith("green start\n"), repr(text)
+    assert "step" not in text, "a bare CR starts the line again: " + repr(text)
+    colour = tab.page.evaluate("() => getComputedStyle(document.querySelector('#agent-term pre span')).color")
+    assert colour == "rgb(152, 195, 121)", colour
 
 
 def test_terminal():

@@ -4,7 +4,7 @@ Debian's chromium driven by playwright (never a downloaded browser).
 Run by scripts/test-web.sh: `python tests/web/test_web.py BINARY SHOTS_DIR [NAME...]`.
 Every wait is a condition with a deadline; no test asserts on timing.
 """
-import base64, gzip, json, os, subprocess, sys, traceback, urllib.request
+import base64, gzip, json, os, signal, subprocess, sys, traceback, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from relay import Relay, wait_for  # noqa: E402
@@ -63,8 +63,8 @@ class Env:
         self.contexts = []
         self.errors = []
 
-    def page(self, viewport=PHONE, token=True, scheme="light", perms=()):
-        ctx = self.browser.new_context(viewport=viewport, color_scheme=scheme, permissions=list(perms))
+    def page(self, viewport=PHONE, token=True, scheme="light", perms=(), touch=False):
+        ctx = self.browser.new_context(viewport=viewport, color_scheme=scheme, permissions=list(perms), has_touch=touch, is_mobile=touch)
         self.contexts.append(ctx)
         pg = ctx.new_page()
         pg.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
@@ -139,6 +139,33 @@ def assets_gzip_etag_csp(pw, browser):
 
 
 @test
+def installable_and_keyboard(pw, browser):
+    env = Env(pw, browser, workspace=False)
+    try:
+        pg = env.page(viewport=DESKTOP)
+        # the service worker controls the page (installable on localhost/https)
+        pg.wait_for_function("() => navigator.serviceWorker.getRegistration().then(r => !!(r && r.active))", timeout=T)
+        assert pg.evaluate("() => document.querySelector('link[rel=manifest]').href").endswith("/manifest.webmanifest")
+        # keyboard only: focus the composer, type, Enter sends; arrows move between screens
+        pg.focus("#input")
+        pg.keyboard.type("/chunks 1")
+        pg.keyboard.press("Escape")  # close the command palette
+        pg.keyboard.press("Shift+Enter")
+        pg.keyboard.type("by keyboard")
+        pg.keyboard.press("Enter")
+        wait_done(pg)
+        assert "by keyboard" in text(pg, "#log .msg.user")
+        pg.focus("#tab-chat")
+        pg.keyboard.press("ArrowRight")
+        pg.wait_for_selector("#files:not([hidden])", timeout=T)
+        assert pg.evaluate("() => document.activeElement.id") == "tab-files"
+        pg.keyboard.press("ArrowLeft")
+        pg.wait_for_selector("#chat:not([hidden])", timeout=T)
+    finally:
+        env.close()
+
+
+@test
 def pair_then_refused_token_stops(pw, browser):
     env = Env(pw, browser, workspace=False)
     try:
@@ -185,6 +212,68 @@ def streamed_markdown_is_safe(pw, browser):
         body = text(pg, a)
         assert "<b>raw</b>" in body and "<img src=x" in body and "fenced <i>x</i>" in body
         shot(pg, "chat-markdown")
+        # the renderer never makes other elements or attributes, whatever the input
+        bad = pg.evaluate(r"""async () => {
+          const { renderMarkdown } = await import('/markdown.js');
+          const ok = new Set(['P','BR','H1','H2','H3','H4','H5','H6','STRONG','EM','S','CODE','PRE','A','UL','OL','LI','BLOCKQUOTE','TABLE','THEAD','TBODY','TR','TH','TD','HR']);
+          const attrs = new Set(['href','rel','target','align','start','data-lang']);
+          const parts = ['<script>x</script>', '<img src=x onerror=y>', '[a](javascript:x)', '[b](data:text/html,x)', '**', '*', '_', '`', '```', '> ', '- ', '1. ', '| a |', '|---|', '# ', '\n', ' ', 'http://x.y/z', '<http://q>', '[c](http://ok)', '\\', '~~', '[ ]', '![i](http://x)', '<a href=x>', '&lt;'];
+          let seed = 7, out = [];
+          const rnd = n => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+          for (let k = 0; k < 400; k++) {
+            let t = '';
+            for (let j = rnd(30); j > 0; j--) t += parts[rnd(parts.length)];
+            const d = document.createElement('div');
+            d.appendChild(renderMarkdown(t));
+            for (const e of d.querySelectorAll('*')) {
+              if (!ok.has(e.tagName)) out.push(e.tagName + ' from ' + JSON.stringify(t));
+              for (const a of e.attributes) if (!attrs.has(a.name)) out.push(a.name + ' from ' + JSON.stringify(t));
+              if (e.tagName === 'A' && !/^https?:/.test(e.getAttribute('href'))) out.push('href ' + e.getAttribute('href'));
+            }
+          }
+          return out.slice(0, 5);
+        }""")
+        assert not bad, bad
+    finally:
+        env.close()
+
+
+@test
+def thought_plan_usage_and_stop_reason(pw, browser):
+    env = Env(pw, browser)
+    try:
+        pg = env.page()
+        prompt(pg, "show me around")
+        pg.wait_for_selector(".ask:not(.done) button.pri", timeout=T)
+        th = pg.locator("#log details.thought")
+        assert th.count() == 1 and th.get_attribute("open") is None, "thoughts start collapsed"
+        assert pg.locator("#log .plan li").count() == 3
+        pg.click(".ask:not(.done) button.pri")
+        wait_done(pg)
+        pg.wait_for_function("() => document.querySelector('#usage') && /tokens/.test(document.querySelector('#usage').innerText)", timeout=T)
+        assert "$" in text(pg, "#usage")
+        prompt(pg, "/chunks 1\n/sleep 60000")
+        pg.wait_for_selector("#stop:not([hidden])", timeout=T)
+        pg.click("#stop")
+        pg.wait_for_function("() => document.querySelector('#log').innerText.includes('Stopped: cancelled')", timeout=T)
+        shot(pg, "chat-tour")
+    finally:
+        env.close()
+
+
+@test
+def exit_shows_one_notice(pw, browser):
+    env = Env(pw, browser, workspace=False)
+    try:
+        pg = env.page()
+        prompt(pg, "/chunks 1\n/exit")
+        pg.wait_for_function("() => document.querySelector('#log').innerText.includes('The agent exited')", timeout=T)
+        pg.wait_for_selector("#send:not([hidden])", timeout=T)
+        prompt(pg, "/chunks 1\nagain")
+        pg.wait_for_function("() => document.querySelector('#log').innerText.includes('echo: /chunks 1\\nagain')", timeout=T)
+        wait_done(pg, 2)
+        notices = pg.evaluate("() => [...document.querySelectorAll('#log .line.err, #log .line.warn')].map(e => e.innerText)")
+        assert len(notices) == 1, notices
     finally:
         env.close()
 
@@ -230,7 +319,8 @@ def reload_mid_turn_no_duplicate(pw, browser):
         assert pg.locator("#log .msg.user").count() == 1
         assert pg.evaluate("() => [...document.querySelectorAll('#log .msg.asst')].filter(e => e.innerText.includes('first words')).length") == 1
         # the header shows the session title, not the raw id
-        pg.wait_for_function("() => !document.querySelector('#title').innerText.startsWith('Session ')", timeout=T)
+        pg.wait_for_function("() => document.querySelector('#title').innerText.startsWith('/chunks 1')", timeout=T)
+        assert "demo-" not in text(pg, "#title")
     finally:
         env.close()
 
@@ -261,6 +351,25 @@ def restart_shows_banner_and_keeps_scroll(pw, browser):
         pg.wait_for_function(f"() => Math.abs(document.querySelector('#log').scrollTop - {top}) <= 2", timeout=T)
         assert pg.locator("#log .msg.user").count() == 4
         assert pg.is_hidden("#pair")
+    finally:
+        env.close()
+
+
+@test
+def silent_link_is_noticed(pw, browser):
+    env = Env(pw, browser, workspace=False)
+    try:
+        pg = env.page()
+        # a relay that stops answering keeps the socket open: the page must
+        # notice the silence by itself (about 15 s), show the banner and retry
+        os.killpg(env.relay.proc.pid, signal.SIGSTOP)
+        try:
+            pg.wait_for_selector("#banner:not([hidden])", timeout=40000)
+            assert pg.is_hidden("#pair")
+        finally:
+            os.killpg(env.relay.proc.pid, signal.SIGCONT)
+        connected(pg)
+        pg.wait_for_selector("#banner[hidden]", state="attached", timeout=T)
     finally:
         env.close()
 
@@ -352,6 +461,16 @@ def image_attachment_and_agent_login(pw, browser):
         wait_done(pg)
         pg.wait_for_function("() => document.querySelector('#log').innerText.includes('image: image/png')", timeout=T)
         assert pg.locator("#log .msg.user img").count() == 1
+        # a workspace file as a resource link, picked with @
+        pg.fill("#input", "")
+        pg.type("#input", "look at ")
+        pg.type("#input", "@READ")
+        pg.wait_for_selector("#palette:not([hidden]) li:has-text('README.md')", timeout=T)
+        pg.keyboard.press("Enter")
+        pg.wait_for_selector("#attachments .chip:has-text('README.md')", timeout=T)
+        pg.click("#send")
+        wait_done(pg, 2)
+        pg.wait_for_function("() => /file: file:\\/\\/\\/.+\\/README\\.md/.test(document.querySelector('#log').innerText)", timeout=T)
         pg.click("#sessBtn")
         pg.click("#agentBtn")
         pg.wait_for_selector("#agentSheet:not([hidden]) #authList button", timeout=T)
@@ -371,6 +490,7 @@ def workspace_tree_viewer_diff_edit_conflict(pw, browser):
             pg = env.page(viewport=vp)
             pg.click("#tab-files")
             pg.wait_for_selector("#files ul.tree button[data-path='README.md']", timeout=T)
+            pg.wait_for_selector("#files ul.tree button[data-path='README.md'] .gm.M", timeout=T)
             names = text(pg, "#files ul.tree")
             assert "src" in names and "notes.txt" in names and "secret.log" not in names, names
             pg.click("#files ul.tree button[data-path='src']")
@@ -464,22 +584,39 @@ def lease_viewer_disabled_take_control(pw, browser):
 
 
 @test
-def sessions_menu_and_terminal_tab(pw, browser):
+def sessions_menu_delete_and_terminal_tab(pw, browser):
     env = Env(pw, browser, extra=["--terminal"])
     try:
-        for vp in (PHONE, DESKTOP):
-            pg = env.page(viewport=vp)
-            prompt(pg, "/chunks 1\nfirst session")
-            wait_done(pg)
-            pg.click("#sessBtn")
-            pg.wait_for_selector("#slist li .open", timeout=T)
-            assert "first session" in text(pg, "#slist")
-            assert pg.locator("#slist li button:has-text('Delete')").count() >= 1
-            shot(pg, "sessions")
-            pg.keyboard.press("Escape")
-            pg.click("#tab-term")
-            pg.wait_for_function("() => document.querySelector('#term').childElementCount > 0 && !document.querySelector('#term').innerText.includes('loading')", timeout=T)
-            shot(pg, "terminal")
+        pg = env.page()
+        prompt(pg, "/chunks 1\nfirst session")
+        wait_done(pg)
+        pg.click("#newBtn")
+        pg.wait_for_function("() => document.querySelectorAll('#log .msg').length === 0", timeout=T)
+        prompt(pg, "/chunks 1\nsecond session")
+        wait_done(pg)
+        pg.click("#sessBtn")
+        pg.wait_for_function("() => document.querySelectorAll('#slist li .open').length === 2", timeout=T)
+        listed = text(pg, "#slist")
+        assert "first session" in listed and "second session" in listed, listed
+        shot(pg, "sessions")
+        pg.locator("#slist li", has_text="first session").locator("button:has-text('Delete')").click()
+        pg.wait_for_function("() => document.querySelectorAll('#slist li .open').length === 1", timeout=T)
+        assert "first session" not in text(pg, "#slist")
+        pg.keyboard.press("Escape")
+        # a phone (touch: the key bar shows) opens a terminal; the desktop attaches
+        ph = env.page(touch=True)
+        for p in (ph, pg):
+            if p is pg:
+                pg.set_viewport_size(DESKTOP)
+            p.click("#tab-term")
+            p.wait_for_selector("#term .term-root", timeout=T)
+            if p is ph:
+                p.click("#term button[aria-label='New terminal']")
+                p.wait_for_selector("#term .term-screen:not([hidden]) .term-row", timeout=T)
+                p.click("#term .term-screen:not([hidden])")
+                p.keyboard.type("printf '\\033[32mgreen\\033[0m and plain\\n'; echo hi from the web\n")
+            p.wait_for_function("() => [...document.querySelectorAll('#term .term-screen:not([hidden]) .term-row')].some(r => r.textContent.startsWith('hi from the web'))", timeout=T)
+            shot(p, "terminal-tab")
     finally:
         env.close()
 
@@ -528,6 +665,8 @@ def contrast_overflow_and_tap_targets(pw, browser):
 
 
 def main():
+    # SIGTERM (test-web.sh's trap) must still run the relays' cleanup (atexit)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failed = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)

@@ -601,7 +601,11 @@ impl Router {
             .any(|u| u.agent == Some(agent) && u.phase == Phase::Opening);
         link.state = LinkState::Dead;
         let pending: Vec<Pending> = link.pending.drain().map(|(_, f)| f.what).collect();
-        log::warn!("{agent}: agent exited ({status})");
+        if self.stopping() {
+            log::info!("{agent}: agent stopped ({status}) by the relay's shutdown");
+        } else {
+            log::warn!("{agent}: agent exited ({status})");
+        }
         let why =
             format!("the agent exited ({status}); send the prompt again to start a fresh agent");
         for p in pending {

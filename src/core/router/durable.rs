@@ -126,8 +126,18 @@ impl Router {
         plain: Plain,
     ) -> Option<Frame> {
         let u = self.units.get_mut(&unit)?;
+        if self.stopping {
+            // Shutting down (agents ending, their last words): neither sent
+            // nor stored. The exact end was recorded by `stop`; a number used
+            // here named nothing anyone saw, so it may be used again.
+            return u.ring.push_held(line);
+        }
+        let before = u.ring.bytes();
         let frame = u.ring.push_held(line)?;
+        let after = u.ring.bytes();
         let rseq = u.ring.stamped();
+        self.ring_changed(unit, before, after);
+        let u = self.units.get_mut(&unit)?;
         u.updated_ms = self.now_ms;
         let persist = u.claimed && u.session_id.is_some();
         let first = persist && !u.persisted;
@@ -144,11 +154,8 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return Some(frame);
         };
-        if self.stopping {
-            // Shutting down: stored, never sent (its number is not released).
-            return Some(frame);
-        }
         if !(self.cfg.durable && u.persisted) {
+            u.gate.hold_next = false;
             u.ring.release(rseq);
             fan_out(&u.viewers, &self.sockets, &mut self.out, &frame, plain);
             return Some(frame);
@@ -159,6 +166,15 @@ impl Router {
                 g.barriers.pop_back();
             }
             g.barriers.push_back(rseq);
+            // Asked here so a turn end never waits on a fsync nobody asked
+            // for; `persist_sync` right after covers the frames that follow.
+            if let Some(session) = u.session_id.clone() {
+                g.sync_asked = g.sync_asked.max(rseq);
+                self.out.push_back(Output::Persist(Persist::Durable {
+                    session,
+                    upto: rseq,
+                }));
+            }
         }
         if rseq + RESERVE_BLOCK / 2 > g.asked.max(g.reserved)
             && let Some(session) = u.session_id.clone()
@@ -259,6 +275,9 @@ impl Router {
     /// agent exits), with its metadata; the frames held behind a turn end are
     /// released when the store acknowledges it.
     pub(super) fn persist_sync(&mut self, unit: UnitId) {
+        if self.stopping {
+            return;
+        }
         self.persist_meta(unit);
         let durable = self.cfg.durable;
         let Some(u) = self.units.get_mut(&unit) else {
@@ -280,6 +299,9 @@ impl Router {
 
     /// Records the exact end of a unit's numbering (clean stop, session end).
     pub(super) fn persist_end(&mut self, unit: UnitId) {
+        if self.stopping {
+            return;
+        }
         self.persist_meta(unit);
         let Some(u) = self.units.get(&unit) else {
             return;
@@ -295,15 +317,200 @@ impl Router {
     /// session records its exact end, and agents exiting from here on are not
     /// crashes. Drain [`Router::poll_output`] afterwards.
     pub fn stop(&mut self) {
-        self.stopping = true;
         let units: Vec<UnitId> = self.units.keys().copied().collect();
         for unit in units {
             self.persist_end(unit);
         }
+        // From here on nothing is stored: the ends just recorded are exact.
+        self.stopping = true;
     }
 
     /// Whether [`Router::stop`] was called.
     pub fn stopping(&self) -> bool {
         self.stopping
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SID: &str = "s1";
+
+    fn drain(r: &mut Router) -> Vec<Output> {
+        std::iter::from_fn(|| r.poll_output()).collect()
+    }
+
+    /// Sends to socket 1 of frames whose rseq is set, in order.
+    fn sent_rseqs(outs: &[Output]) -> Vec<u64> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Send { socket, bytes } if *socket == SocketId(1) => {
+                    crate::core::frame::read_rseq(bytes)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reserves(outs: &[Output]) -> Vec<u64> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Persist(Persist::Reserve { upto, .. }) => Some(*upto),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn syncs(outs: &[Output]) -> Vec<u64> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Persist(Persist::Durable { upto, .. }) => Some(*upto),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn agent(r: &mut Router, line: &str) -> Vec<Output> {
+        r.handle(
+            5,
+            Input::AgentLine {
+                agent: AgentId(1),
+                line: line.as_bytes(),
+            },
+        );
+        drain(r)
+    }
+
+    fn device(r: &mut Router, line: &str) -> Vec<Output> {
+        r.handle(
+            5,
+            Input::SocketText {
+                socket: SocketId(1),
+                text: line.as_bytes(),
+            },
+        );
+        drain(r)
+    }
+
+    fn ack(r: &mut Router, reserved: u64, synced: u64) -> Vec<Output> {
+        r.handle(
+            6,
+            Input::Durable {
+                session: SID.into(),
+                reserved,
+                synced,
+            },
+        );
+        drain(r)
+    }
+
+    fn update(n: u32) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"session/update","params":{{"sessionId":"{SID}","update":{{"sessionUpdate":"agent_message_chunk","content":{{"type":"text","text":"{n}"}}}}}}}}"#
+        )
+    }
+
+    /// A durable router with one device viewing the open session `s1`.
+    fn opened() -> Router {
+        let cfg = RouterConfig {
+            durable: true,
+            ..RouterConfig::default()
+        };
+        let mut r = Router::new(cfg, 1);
+        agent(
+            &mut r,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":1,"agentCapabilities":{}}}"#,
+        );
+        r.handle(
+            2,
+            Input::SocketOpen {
+                socket: SocketId(1),
+                client: ClientId("c".into()),
+                session: None,
+                last_seq: None,
+                plain: false,
+            },
+        );
+        device(
+            &mut r,
+            r#"{"jsonrpc":"2.0","id":"c:1","method":"session/new","params":{"cwd":"/","mcpServers":[]}}"#,
+        );
+        agent(
+            &mut r,
+            r#"{"jsonrpc":"2.0","id":2,"result":{"sessionId":"s1"}}"#,
+        );
+        r
+    }
+
+    #[test]
+    fn no_number_is_sent_past_the_acknowledged_reservation() {
+        let mut r = opened();
+        let outs = agent(&mut r, &update(1));
+        assert_eq!(reserves(&outs), vec![1 + RESERVE_BLOCK]);
+        assert!(
+            sent_rseqs(&outs).is_empty(),
+            "held until the reservation is durable"
+        );
+        let outs = agent(&mut r, &update(2));
+        assert!(sent_rseqs(&outs).is_empty());
+        assert!(reserves(&outs).is_empty(), "one request in flight");
+        let outs = ack(&mut r, 1 + RESERVE_BLOCK, 0);
+        assert_eq!(sent_rseqs(&outs), vec![1, 2]);
+        // Within the reservation frames go at once; at half of it, the next
+        // block is asked for, long before it is needed.
+        let mut asked = Vec::new();
+        for n in 3..=(RESERVE_BLOCK as u32 / 2 + 2) {
+            let outs = agent(&mut r, &update(n));
+            assert_eq!(sent_rseqs(&outs), vec![u64::from(n)]);
+            asked.extend(reserves(&outs));
+        }
+        assert_eq!(asked, vec![RESERVE_BLOCK / 2 + 2 + RESERVE_BLOCK]);
+    }
+
+    #[test]
+    fn a_turn_end_is_sent_only_once_it_is_fsynced() {
+        let mut r = opened();
+        agent(&mut r, &update(1));
+        ack(&mut r, 1 + RESERVE_BLOCK, 0);
+        let outs = device(
+            &mut r,
+            r#"{"jsonrpc":"2.0","id":"c:2","method":"session/prompt","params":{"sessionId":"s1","prompt":[{"type":"text","text":"hi"}]}}"#,
+        );
+        assert_eq!(sent_rseqs(&outs), vec![2], "the prompt's echo");
+        let outs = agent(
+            &mut r,
+            r#"{"jsonrpc":"2.0","id":3,"result":{"stopReason":"end_turn"}}"#,
+        );
+        assert!(
+            sent_rseqs(&outs).is_empty(),
+            "the answer waits for its fsync"
+        );
+        assert_eq!(syncs(&outs), vec![3]);
+        let outs = agent(&mut r, &update(4));
+        assert!(sent_rseqs(&outs).is_empty(), "and so does what follows it");
+        let outs = ack(&mut r, 0, 2);
+        assert!(
+            sent_rseqs(&outs).is_empty(),
+            "a fsync short of it is not enough"
+        );
+        let outs = ack(&mut r, 0, 3);
+        assert_eq!(sent_rseqs(&outs), vec![3, 4]);
+    }
+
+    #[test]
+    fn a_clean_stop_records_the_exact_end_and_sends_nothing_more() {
+        let mut r = opened();
+        agent(&mut r, &update(1));
+        ack(&mut r, 1 + RESERVE_BLOCK, 0);
+        agent(&mut r, &update(2));
+        r.stop();
+        let outs = drain(&mut r);
+        assert!(outs.iter().any(|o| matches!(
+            o,
+            Output::Persist(Persist::End { session, head: 2 }) if session == SID
+        )));
+        let outs = agent(&mut r, &update(3));
+        assert!(sent_rseqs(&outs).is_empty());
     }
 }

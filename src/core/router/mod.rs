@@ -18,8 +18,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 mod agent_log;
 mod agent_side;
+mod budget;
 mod durable;
 pub mod fuzz;
+mod replay;
 mod sessions;
 #[cfg(test)]
 mod tests;
@@ -27,6 +29,7 @@ mod timers;
 mod turns;
 
 pub use durable::{Gate, MAX_HELD_BYTES, MAX_HELD_FRAMES, RESERVE_BLOCK};
+pub use replay::MAX_STORE_REPLAYS;
 pub use sessions::{Persist, SessionMeta, StoredInfo};
 
 /// Device lines waiting for an agent to become ready, across all sockets.
@@ -77,6 +80,8 @@ pub struct RouterConfig {
     /// A store acknowledges reservations and fsyncs ([`Input::Durable`]):
     /// frames of persisted sessions wait for them (see `durable.rs`).
     pub durable: bool,
+    /// `--memory-budget` in bytes, shared by every ring (0: none).
+    pub memory_budget: usize,
 }
 
 impl Default for RouterConfig {
@@ -102,6 +107,7 @@ impl Default for RouterConfig {
             terminals: None,
             agent_timeout_ms: DEFAULT_AGENT_TIMEOUT_MS,
             durable: false,
+            memory_budget: crate::core::budget::DEFAULT_MEMORY_BUDGET,
         }
     }
 }
@@ -156,6 +162,13 @@ pub enum Input<'a> {
         data: &'a str,
         flush: bool,
     },
+    /// Output of an agent's `terminal/create` command (whole characters),
+    /// for the viewers of the session named by the agent's `sessionId`.
+    AgentTerminalOutput {
+        terminal: &'a str,
+        session: &'a str,
+        data: &'a str,
+    },
     /// A terminal's process was reaped.
     TerminalExited {
         id: TerminalId,
@@ -180,6 +193,13 @@ pub enum Input<'a> {
         session: String,
         reserved: u64,
         synced: u64,
+    },
+    /// A transcript replay asked for with [`Output::StoreReplay`] was read:
+    /// the frames in its range, oldest first (`None`: not within its bounds).
+    StoreReplayed {
+        socket: SocketId,
+        unit: UnitId,
+        frames: Option<Vec<Frame>>,
     },
 }
 
@@ -214,6 +234,16 @@ pub enum Output {
     },
     /// Something a notifier or the metrics may want (see [`crate::core::events`]).
     Event(crate::core::events::RelayEvent),
+    /// Read the frames numbered `(after, upto]` of a stored session, at most
+    /// `max_bytes` of them; report them with [`Input::StoreReplayed`].
+    StoreReplay {
+        socket: SocketId,
+        unit: UnitId,
+        session: String,
+        after: u64,
+        upto: u64,
+        max_bytes: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -408,6 +438,15 @@ pub struct Router {
     out: VecDeque<Output>,
     /// [`Router::stop`] was called: a clean shutdown is under way.
     stopping: bool,
+    /// Socket queues and store buffers, counted by the shell.
+    meter: std::rc::Rc<crate::core::budget::MemoryMeter>,
+    /// Bytes all rings hold.
+    ring_bytes: usize,
+    /// Rings at or below this do not re-run the budget (see `budget.rs`).
+    budget_floor: usize,
+    /// Sockets waiting for a transcript replay: the unit and their `last_seq`
+    /// (at most [`MAX_STORE_REPLAYS`]).
+    disk_replays: HashMap<SocketId, (UnitId, u64)>,
 }
 
 impl Router {
@@ -441,6 +480,10 @@ impl Router {
             now_ms,
             out: VecDeque::new(),
             stopping: false,
+            meter: Default::default(),
+            ring_bytes: 0,
+            budget_floor: 0,
+            disk_replays: HashMap::new(),
         };
         let unit = r.mint_unit();
         r.default_unit = unit;
@@ -484,6 +527,11 @@ impl Router {
                 let actions = self.terminals.output(id, data, flush);
                 self.terminal_actions(actions);
             }
+            Input::AgentTerminalOutput {
+                terminal,
+                session,
+                data,
+            } => self.agent_terminal_output(terminal, session, data),
             Input::TerminalExited {
                 id,
                 exit_code,
@@ -508,6 +556,11 @@ impl Router {
                 reserved,
                 synced,
             } => self.durable(&session, reserved, synced),
+            Input::StoreReplayed {
+                socket,
+                unit,
+                frames,
+            } => self.store_replayed(socket, unit, frames),
         }
     }
 
@@ -623,7 +676,8 @@ impl Router {
             && !self.by_session.contains_key(s)
         {
             log::info!(
-                "{socket}: session {s} is not live or stored; attaching to the default session"
+                "{socket}: session {} is not live or stored; attaching to the default session",
+                crate::logger::peer(s)
             );
             reset = last_seq.is_some();
             last_seq = None;
@@ -689,11 +743,36 @@ impl Router {
         last_seq: Option<u64>,
         force_reset: bool,
     ) {
+        if let (false, Some(n)) = (force_reset, last_seq)
+            && self.replay_from_store(socket, unit, n)
+        {
+            return; // attached when the transcript has been read
+        }
+        self.attach_frames(socket, unit, last_seq, force_reset, Vec::new());
+    }
+
+    /// [`Router::attach_with`] after `disk`, the start of the gap read from
+    /// the transcript (oldest first, contiguous after `last_seq`).
+    fn attach_frames(
+        &mut self,
+        socket: SocketId,
+        unit: UnitId,
+        last_seq: Option<u64>,
+        force_reset: bool,
+        disk: Vec<Frame>,
+    ) {
         let plain = self.sockets.get(&socket).is_some_and(|s| s.plain);
+        if !self.units.contains_key(&unit) {
+            return;
+        }
+        let from = disk.last().and_then(|f| frame::read_rseq(f)).or(last_seq);
+        let mut replay = self.replay_within_budget(unit, from);
+        if !disk.is_empty() {
+            replay.frames.splice(0..0, disk);
+        }
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        let replay = u.ring.replay_since(last_seq);
         if plain {
             // History as ACP `session/update`s only, then the open asks.
             u.viewers.insert(socket);
@@ -723,6 +802,12 @@ impl Router {
         });
         u.viewers.insert(socket);
         let asks: Vec<Frame> = u.asks.values().map(|a| a.frame.clone()).collect();
+        let (replayed, reset) = (replay.frames.len(), replay.reset || force_reset);
+        self.out
+            .push_back(Output::Event(crate::core::events::RelayEvent::Attached {
+                replayed,
+                reset,
+            }));
         self.send_value(socket, &welcome);
         for f in replay.frames.into_iter().chain(asks) {
             self.out.push_back(Output::Send { socket, bytes: f });
@@ -827,7 +912,8 @@ impl Router {
             Message::Notification { method, params } => {
                 if let Err(err) = self.device_request(socket, &client, None, &method, params, line)
                 {
-                    log::debug!("{socket}: notification {method} refused: {err}");
+                    let m = crate::logger::peer(&method);
+                    log::debug!("{socket}: notification {m} refused: {err}");
                 }
             }
         }
@@ -900,6 +986,20 @@ impl Router {
                     self.send_result(socket, &reply_id, json!({}));
                 }
                 Ok(())
+            }
+            "_relay/agent_terminal/read" => {
+                // What an agent terminal has printed so far (the live rest
+                // comes as _relay/agent_terminal/output).
+                let Some(id) = id else { return Ok(()) };
+                let tid = params.get("terminalId").cloned().unwrap_or(Value::Null);
+                self.device_job(
+                    JobOwner::Device {
+                        socket,
+                        id: id.clone(),
+                    },
+                    "terminal/output",
+                    json!({ "terminalId": tid }),
+                )
             }
             "_relay/fs/tree" | "_relay/fs/read" | "_relay/git/status" | "_relay/git/diff" => {
                 let (Some(id), Some(kind)) = (id, JobKind::from_method(method)) else {
@@ -976,6 +1076,44 @@ impl Router {
         }
         self.terminal_actions(actions);
         Ok(())
+    }
+
+    /// `_relay/agent_terminal/output {sessionId, terminalId, data}` (live, not
+    /// kept in the ring) to the viewers of the session whose agent created
+    /// the terminal.
+    fn agent_terminal_output(&mut self, terminal: &str, session: &str, data: &str) {
+        let unit = self
+            .links
+            .values()
+            .find(|l| l.terminals.contains(terminal) && l.sessions.contains_key(session))
+            .or_else(|| {
+                self.links
+                    .values()
+                    .find(|l| l.sessions.contains_key(session))
+            })
+            .and_then(|l| l.sessions.get(session).copied());
+        let Some(unit) = unit.and_then(|u| self.units.get(&u)) else {
+            return;
+        };
+        let Some(sid) = unit.session_id.as_deref() else {
+            return;
+        };
+        let bytes = Frame::from(rpc::notification(
+            "_relay/agent_terminal/output",
+            json!({ "sessionId": sid, "terminalId": terminal, "data": data }),
+        ));
+        let sockets: Vec<SocketId> = unit
+            .viewers
+            .iter()
+            .copied()
+            .filter(|s| self.sockets.get(s).is_some_and(|s| !s.plain))
+            .collect();
+        for socket in sockets {
+            self.out.push_back(Output::Send {
+                socket,
+                bytes: bytes.clone(),
+            });
+        }
     }
 
     /// Performs a terminal table's actions: frames to owners, PTY work to the shell.

@@ -126,7 +126,7 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        if !u.claimed || u.session_id.is_none() {
+        if !u.claimed || u.session_id.is_none() || self.stopping {
             return;
         }
         let first = !std::mem::replace(&mut u.persisted, true);
@@ -263,6 +263,11 @@ impl Router {
         let head = head.max(u.stored_head);
         u.ring.restore(frames, head);
         u.gate = Gate::restored(u.ring.stamped());
+        self.recount_rings();
+        self.enforce_budget(Some(unit), 0);
+        let Some(u) = self.units.get_mut(&unit) else {
+            return;
+        };
         // Ask ids must not repeat ones in the history either.
         u.next_ask = u.next_ask.max(u.ring.head());
         for w in waiters {
@@ -311,13 +316,20 @@ impl Router {
         }
     }
 
-    /// Makes sure the unit has (or is getting) an agent session; a unit
-    /// opened is claimed (a device asked for it).
+    /// Opens the default session's agent session before any device claims
+    /// it, as the relay did eagerly before it opened it lazily (router tests
+    /// start from there).
+    #[cfg(test)]
+    pub(crate) fn open_default(&mut self) {
+        let unit = self.default_unit;
+        self.ensure_session(unit);
+    }
+
+    /// Makes sure the unit has (or is getting) an agent session.
     pub(super) fn ensure_session(&mut self, unit: UnitId) {
-        let Some(u) = self.units.get_mut(&unit) else {
+        let Some(u) = self.units.get(&unit) else {
             return;
         };
-        u.claimed = true;
         if u.phase != Phase::Idle {
             return;
         }
@@ -368,7 +380,8 @@ impl Router {
             .map(|u| (u.phase, u.session_id.clone()))
         {
             Some((Phase::Ready, Some(sid))) => {
-                self.switch_view(socket, unit, true);
+                let replay = !self.views(socket, unit);
+                self.switch_view(socket, unit, replay);
                 let result = self.open_result(unit, &sid);
                 self.send_result(socket, reply_id, result);
                 Ok(())
@@ -386,6 +399,13 @@ impl Router {
         }
     }
 
+    /// Whether a socket views a unit now.
+    fn views(&self, socket: SocketId, unit: UnitId) -> bool {
+        self.units
+            .get(&unit)
+            .is_some_and(|u| u.viewers.contains(&socket))
+    }
+
     pub(super) fn answer_pending_new(&mut self, unit: UnitId) {
         let (mine, rest): (Vec<_>, Vec<_>) =
             self.pending_new.drain(..).partition(|(_, _, u)| *u == unit);
@@ -393,7 +413,10 @@ impl Router {
         let sid = self.units.get(&unit).and_then(|u| u.session_id.clone());
         for (socket, id, _) in mine {
             if self.sockets.contains_key(&socket) {
-                self.switch_view(socket, unit, true);
+                // A socket viewing the unit already (the default it claimed)
+                // has every frame: a welcome without a replay.
+                let replay = !self.views(socket, unit);
+                self.switch_view(socket, unit, replay);
                 let result = self.open_result(unit, sid.as_deref().unwrap_or_default());
                 self.send_result(socket, &id, result);
             }
@@ -572,6 +595,7 @@ impl Router {
         let Some(u) = self.units.remove(&unit) else {
             return;
         };
+        self.recount_rings();
         log::info!("{unit}: session {:?} ended ({why})", u.session_id);
         if let Some(sid) = &u.session_id {
             self.by_session.remove(sid);

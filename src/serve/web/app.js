@@ -1,6 +1,6 @@
 // The web client's entry point: pairing, the link, the screens (chat,
 // files, changes, terminal) and the lease. Each concern lives in its module.
-import { $, el, LS, hex, toast, short, deviceName } from './dom.js';
+import { $, el, LS, hex, toast, deviceName } from './dom.js';
 import { Link } from './link.js';
 import { Transcript } from './transcript.js';
 import { Controls } from './controls.js';
@@ -15,6 +15,11 @@ if (!clientId || !/-[0-9a-f]{8}$/.test(clientId)) {
   const guess = /Android|iPhone|iPad/.test(navigator.userAgent) ? 'phone' : 'web';
   clientId = guess + '-' + hex(4);
   LS.set('client', clientId);
+}
+// `?client_id=` names this tab's device for once (tests, several tabs), unsaved.
+{
+  const q = new URLSearchParams(location.search).get('client_id');
+  if (q && /^[\w.:-]{1,64}$/.test(q)) clientId = q;
 }
 let token = LS.get('token', '');
 {
@@ -41,7 +46,8 @@ link.clientId = clientId;
 function request(method, params) { return link.request(method, params); }
 const api = {
   request, sid: () => link.view.sid, isController: () => !viewer(), promptCaps: () => S.promptCaps,
-  root: () => (S.meta.workspace && S.meta.workspace.root) || S.meta.cwd || '',
+  // the session's working directory (session/list tells it), for file:// links
+  root: () => { const s = sessions.list.find(x => x.sessionId === link.view.sid); return (s && s.cwd) || (S.meta.workspace && S.meta.workspace.root) || ''; },
   openFile: (p, line) => openFile(p, line),
 };
 
@@ -141,7 +147,7 @@ function setConn(s) {
 }
 function setHeader() {
   const sid = link.view.sid;
-  const title = sessions.title(sid) || S.title || (sid ? 'Session ' + short(sid) : 'New session');
+  const title = sessions.title(sid) || S.title || tr.firstUser() || 'New session';
   $('title').textContent = title;
   att.setTitle(title + ' · acp-relay');
   const d = $('dot').title;
@@ -150,6 +156,7 @@ function setHeader() {
 function setBusy(b) {
   S.busy = b;
   $('stop').hidden = !b;
+  $('send').hidden = b;
   setHeader();
 }
 function setLease(l, h) {
@@ -164,7 +171,7 @@ function setLease(l, h) {
   const v = viewer();
   document.body.classList.toggle('viewer', v);
   for (const e of document.querySelectorAll('.ctl')) e.disabled = v;
-  $('input').placeholder = v ? 'Viewing only: take control to type' : 'Message (/ commands, @ files)';
+  $('input').placeholder = v ? 'Viewing only' : 'Message the agent';
   controls.render();
   files.buttons();
   sessions.render();
@@ -234,7 +241,10 @@ function onMessage(o, live, q) {
   if (o.method) {
     const p = o.params || {};
     switch (o.method) {
-      case 'session/update': tr.onUpdate(p, live); break;
+      case 'session/update':
+        tr.onUpdate(p, live);
+        if (p.update && p.update.sessionUpdate === 'user_message_chunk' && !sessions.title(link.view.sid)) setHeader();
+        break;
       case '_relay/ask_resolved': tr.resolveAsk(p.id, p.outcome, p.by); sessions.render(); break;
       case '_relay/control': setLease(p.lease, p.holder); break;
       case '_relay/agent_exited': tr.agentExited(p); if (live) setBusy(false); break;
@@ -333,6 +343,7 @@ $('devSave').addEventListener('click', () => {
   LS.set('client', clientId);
   link.clientId = clientId;
   toast('This device is now “' + name + '”.');
+  sessions.closeMenu();
   link.reconnectNow();
 });
 $('agentBtn').addEventListener('click', () => { sessions.closeMenu(); controls.openAgent(S.authMethods, S.agentName); });

@@ -75,7 +75,7 @@ export class Link {
     this.fresh = false;
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws?' + q;
     let s;
-    try { s = new WebSocket(url, ['acp-relay.token.' + this.token]); } catch (e) { this.afterFail(false); return; }
+    try { s = new WebSocket(url, ['acp-relay.v1', 'acp-relay.token.' + this.token]); } catch (e) { this.afterFail(false); return; }
     this.ws = s; s._sent = sent; s._asked = v.sid; s._welcomed = false; s._opened = false;
     this.h.state('connecting');
     s.onopen = () => { if (this.ws !== s) return; s._opened = true; this.lastRx = Date.now(); };

@@ -2,10 +2,11 @@
 // when the relay is out of reach. Network first; only the page's own files
 // are cached (never the socket, never a token).
 const CACHE = 'acp-relay-shell-v1';
-const SHELL = ['/', '/app.css', '/app.js', '/dom.js', '/link.js', '/markdown.js', '/transcript.js', '/controls.js', '/workspace.js', '/sessions.js', '/notify.js', '/manifest.webmanifest', '/icon.svg'];
+const SHELL = ['/', '/app.css', '/app.js', '/dom.js', '/link.js', '/markdown.js', '/transcript.js', '/controls.js', '/workspace.js', '/sessions.js', '/notify.js', '/term.js', '/term.css', '/manifest.webmanifest', '/icon.svg'];
 
 self.addEventListener('install', e => {
-  e.waitUntil(caches.open(CACHE).then(c => c.addAll(SHELL)).catch(() => {}).then(() => self.skipWaiting()));
+  // one by one: a file this relay does not serve must not stop the others
+  e.waitUntil(caches.open(CACHE).then(c => Promise.all(SHELL.map(u => c.add(u).catch(() => {})))).catch(() => {}).then(() => self.skipWaiting()));
 });
 self.addEventListener('activate', e => {
   e.waitUntil(caches.keys().then(ks => Promise.all(ks.filter(k => k !== CACHE).map(k => caches.delete(k)))).then(() => self.clients.claim()));

@@ -119,7 +119,8 @@ class Term {
 
   label() {
     const t = this.title || this.command || 'shell';
-    return (t.length > 24 ? t.slice(0, 23) + '…' : t) + (this.exited ? ' (exited)' : '');
+    const n = this.id.replace(/^t/, '');
+    return n + ': ' + (t.length > 24 ? t.slice(0, 23) + '…' : t) + (this.exited ? ' (exited)' : '');
   }
 
   // A snapshot or a diff. Returns false when a diff does not follow the frame held.
@@ -498,6 +499,11 @@ export function mountTerminals(container, api) {
     if (ctrlLatch || altLatch) setLatch(null);
     send(s);
   });
+  // Soft keyboards report Backspace and Enter on an empty field this way.
+  input.addEventListener('beforeinput', (e) => {
+    if (e.inputType === 'deleteContentBackward') { e.preventDefault(); send(latched('\x7f')); }
+    else if (e.inputType === 'insertLineBreak' || e.inputType === 'insertParagraph') { e.preventDefault(); send(latched('\r')); }
+  });
   input.addEventListener('input', () => {
     const v = input.value;
     input.value = '';
@@ -563,4 +569,121 @@ export function mountTerminals(container, api) {
     open: openTerm,
     unmount() { for (const off of offs) if (typeof off === 'function') off(); root.remove(); },
   };
+}
+
+// ---- agent terminals: a command's output with its colours ----
+
+const AGENT_TEXT_MAX = 256 * 1024; // characters kept per agent terminal view
+
+// Renders command output with SGR colours as spans; other escapes are
+// dropped, a bare \r starts the line again, backspace removes a character.
+export function renderAnsi(text) {
+  const frag = document.createDocumentFragment();
+  let s = {};
+  let line = [];
+  const lines = [];
+  let buf = '';
+  const flush = () => { if (buf) { line.push([buf, { ...s }]); buf = ''; } };
+  const endLine = () => { flush(); lines.push(line); line = []; };
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (ch === '\x1b') {
+      const next = text[i + 1];
+      if (next === '[') {
+        let j = i + 2;
+        while (j < text.length && !(text.charCodeAt(j) >= 0x40 && text.charCodeAt(j) <= 0x7e)) j++;
+        if (text[j] === 'm') { flush(); s = sgr(s, text.slice(i + 2, j)); }
+        i = j;
+      } else if (next === ']') {
+        let j = i + 2;
+        while (j < text.length && text[j] !== '\x07' && !(text[j] === '\x1b' && text[j + 1] === '\\')) j++;
+        i = text[j] === '\x1b' ? j + 1 : j;
+      } else i += 1;
+    } else if (ch === '\n') endLine();
+    else if (ch === '\r') { if (text[i + 1] !== '\n') { buf = ''; line = []; } }
+    else if (ch === '\b') { if (buf) buf = buf.slice(0, -1); }
+    else if (ch >= ' ' || ch === '\t') buf += ch;
+  }
+  flush();
+  if (line.length) lines.push(line);
+  lines.forEach((l, n) => {
+    for (const [t, st] of l) {
+      if (!Object.keys(st).length) { frag.appendChild(document.createTextNode(t)); continue; }
+      const e = h('span', null, t);
+      style(e, st);
+      frag.appendChild(e);
+    }
+    if (n < lines.length - 1 || text.endsWith('\n')) frag.appendChild(document.createTextNode('\n'));
+  });
+  return frag;
+}
+
+function sgr(s, params) {
+  const p = params === '' ? [0] : params.split(/[;:]/).map((x) => Number(x) || 0);
+  s = { ...s };
+  for (let k = 0; k < p.length; k++) {
+    const n = p[k];
+    if (n === 0) s = {};
+    else if (n === 1) s.bold = true;
+    else if (n === 2) s.dim = true;
+    else if (n === 3) s.italic = true;
+    else if (n === 4) s.underline = true;
+    else if (n === 7) s.inverse = true;
+    else if (n === 22) { delete s.bold; delete s.dim; }
+    else if (n === 23) delete s.italic;
+    else if (n === 24) delete s.underline;
+    else if (n === 27) delete s.inverse;
+    else if (n >= 30 && n <= 37) s.fg = n - 30;
+    else if (n >= 90 && n <= 97) s.fg = n - 90 + 8;
+    else if (n === 39) delete s.fg;
+    else if (n >= 40 && n <= 47) s.bg = n - 40;
+    else if (n >= 100 && n <= 107) s.bg = n - 100 + 8;
+    else if (n === 49) delete s.bg;
+    else if (n === 38 || n === 48) {
+      const key = n === 38 ? 'fg' : 'bg';
+      if (p[k + 1] === 5 && k + 2 < p.length) { s[key] = p[k + 2] & 255; k += 2; }
+      else if (p[k + 1] === 2 && k + 4 < p.length) { s[key] = rgb(p[k + 2] & 255, p[k + 3] & 255, p[k + 4] & 255); k += 4; }
+    }
+  }
+  return s;
+}
+
+// A live view of an agent's terminal (a tool call's `{type: "terminal",
+// terminalId}` content): what it printed so far, then its output as it comes.
+// Returns {el, stop()}.
+export function mountAgentTerminal(el, api, { terminalId }) {
+  const pre = el.appendChild(h('pre', 'term-agent'));
+  pre.setAttribute('aria-label', 'command output');
+  let text = '';
+  let pending = [];
+  let ready = false;
+  let queued = false;
+  const draw = () => {
+    queued = false;
+    const follow = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    pre.textContent = '';
+    pre.appendChild(renderAnsi(text));
+    if (follow) pre.scrollTop = pre.scrollHeight;
+  };
+  const schedule = () => { if (!queued) { queued = true; requestAnimationFrame(draw); } };
+  const add = (data) => {
+    text += data;
+    if (text.length > AGENT_TEXT_MAX) text = '…' + text.slice(text.length - AGENT_TEXT_MAX);
+    schedule();
+  };
+  const off = api.on('_relay/agent_terminal/output', (p) => {
+    if (!p || p.terminalId !== terminalId || typeof p.data !== 'string') return;
+    if (ready) add(p.data); else pending.push(p.data);
+  });
+  api.request('_relay/agent_terminal/read', { terminalId }).then((r) => {
+    let out = (r && r.output) || '';
+    if (r && r.truncated) out = '…' + out;
+    // Live chunks that came before the answer may already be in it.
+    const live = pending.join('');
+    let k = Math.min(live.length, out.length);
+    while (k > 0 && !out.endsWith(live.slice(0, k))) k--;
+    text = '';
+    add(out + live.slice(k));
+  }, () => { add(pending.join('')); }).finally(() => { ready = true; pending = []; });
+  return { el: pre, stop() { if (typeof off === 'function') off(); } };
 }

@@ -3,8 +3,10 @@
 // content), plans, permission cards, stop reasons. Follows the stream unless
 // the person scrolled up (then a "new activity" pill).
 import { el, button, deviceName } from './dom.js';
-import { renderMarkdown, ansiNodes } from './markdown.js';
+import { renderMarkdown, ansiNodes, stripAnsi } from './markdown.js';
 
+// Most blocks kept in the transcript; the oldest go first (the relay keeps them).
+const MAX_BLOCKS = 4000;
 // Longest text shown in one tool card block.
 const MAX_TOOL_TEXT = 200000;
 // Largest old×new line product diffed exactly; bigger diffs show old then new.
@@ -73,13 +75,20 @@ export class Transcript {
     const em = this.log.querySelector('#empty');
     if (em) em.remove();
     this.log.appendChild(node);
+    while (this.log.childElementCount > MAX_BLOCKS) {
+      const first = this.log.firstElementChild;
+      const h = first.offsetHeight;
+      first.remove();
+      if (!this.stick) this.log.scrollTop -= h;
+    }
     this.grew = true;
     this.later();
     return node;
   }
   notice(text, cls) { this.endBlocks(); return this.add(el('div', 'line ' + (cls || ''), text)); }
   endBlocks() { this.cur.asst = this.cur.thought = this.cur.line = null; }
-  renderMsg(e) { e._body.textContent = ''; e._body.appendChild(renderMarkdown(e._t)); }
+  // escape codes an agent quotes from command output are dropped, never shown raw
+  renderMsg(e) { e._body.textContent = ''; e._body.appendChild(renderMarkdown(stripAnsi(e._t))); }
 
   onUpdate(p, live) {
     const u = p.update || {}, k = u.sessionUpdate;
@@ -175,6 +184,10 @@ export class Transcript {
     if (u.kind != null) c._k.textContent = u.kind;
     c._k.hidden = !c._k.textContent;
     if (u.status != null) { c._s.textContent = String(u.status).replace('_', ' '); c._s.className = 'tag st-' + u.status; }
+    if (u.status === 'completed' || u.status === 'failed') {
+      // the relay does not stream an agent terminal's output to devices
+      for (const pre of c._c.querySelectorAll('pre.term-out')) if (/running…$/.test(pre.textContent)) pre.textContent = 'terminal ' + pre.dataset.terminal + ' finished';
+    }
     c._s.hidden = !c._s.textContent;
     const ri = u.rawInput;
     if (ri && typeof ri === 'object' && (ri.command || ri.cmd)) {
@@ -258,6 +271,7 @@ export class Transcript {
     return true;
   }
   setAskButtons(a, on) { for (const b of a._b.querySelectorAll('button')) b.disabled = !on; }
+  firstUser() { const u = this.log.querySelector('.msg.user'); return u && u._text ? u._text.data.trim().split('\n')[0].slice(0, 60) : ''; }
   openAsks() { let n = 0; for (const a of this.asks.values()) if (!a._done) n++; return n; }
   resolveAsk(id, outcome, by) {
     const a = this.asks.get(String(id));
@@ -319,7 +333,8 @@ export function textOf(c) {
 
 // Line diff of old and new text as [op, line] with op ' ', '-', '+'.
 export function lineDiff(a, b) {
-  const A = a === '' ? [] : a.split('\n'), B = b === '' ? [] : b.split('\n');
+  const lines = t => (t === '' ? [] : t.replace(/\n$/, '').split('\n'));
+  const A = lines(a), B = lines(b);
   let s = 0;
   while (s < A.length && s < B.length && A[s] === B[s]) s++;
   let ea = A.length, eb = B.length;

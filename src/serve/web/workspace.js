@@ -40,6 +40,20 @@ export class Files {
   async refreshTree() {
     this.loaded.clear();
     await this.loadDir('.', this.treeRoot);
+    this.refreshMarks();
+  }
+  // git's letter beside each changed file in the tree
+  async refreshMarks() {
+    let r;
+    try { r = await this.app.request('_relay/git/status', {}); } catch (e) { return; }
+    this.marks = new Map((r.entries || []).map(e => [e.path, e.worktree !== ' ' ? e.worktree : e.index]));
+    for (const b of this.side.querySelectorAll('button[data-path]')) this.mark(b);
+  }
+  mark(b) {
+    const old = b.querySelector('.gm');
+    if (old) old.remove();
+    const m = this.marks && this.marks.get(b.dataset.path);
+    if (m) { const s = b.appendChild(el('span', 'gm ' + (m === '?' ? 'Q' : m), ' ' + m)); s.title = 'git status ' + m; }
   }
   async loadDir(path, ul) {
     ul.textContent = '';
@@ -55,6 +69,7 @@ export class Files {
       const b = li.appendChild(button((dir ? '▸ ' : '') + e.name, '', null));
       b.dataset.path = e.path;
       b.title = e.path;
+      this.mark(b);
       if (dir) {
         b.setAttribute('aria-expanded', 'false');
         const sub = li.appendChild(el('ul', 'tree'));
@@ -184,7 +199,7 @@ export class Files {
     if (this.started) {
       const dir = path && path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '.';
       const ul = this.loaded.get(dir);
-      if (ul) this.loadDir(dir, ul);
+      if (ul) this.loadDir(dir, ul).then(() => this.refreshMarks());
     }
   }
 }

@@ -572,3 +572,71 @@ fn scan_file(path: &Path, name: &str) -> io::Result<Option<Found>> {
         path: path.to_owned(),
     }))
 }
+
+/// The frames numbered `(after, upto]` of a session's transcript, oldest
+/// first, for a replay the ring no longer holds. `None` when they are not all
+/// there, one after another, within `max_bytes`.
+pub(super) fn read_range(
+    path: &Path,
+    session_id: &str,
+    after: u64,
+    upto: u64,
+    max_bytes: usize,
+) -> Result<Option<Vec<Bytes>>, StoreError> {
+    let io_err = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    };
+    let len = file.metadata().map_err(io_err)?.len();
+    let start = match read_header(&file).map_err(io_err)? {
+        HeaderCheck::Ours {
+            session_id: id,
+            end,
+        } if id == session_id => end,
+        _ => return Ok(None),
+    };
+    let mut frames = Vec::new();
+    let mut bytes = 0usize;
+    let mut next = upto;
+    let mut whole = true;
+    for_each_line_rev(
+        &file,
+        start,
+        len,
+        super::MAX_TRANSCRIPT_BYTES as usize,
+        |line, _, complete| {
+            let Some(line) = line.filter(|l| complete && l.starts_with(FRAME_PREFIX)) else {
+                return ControlFlow::Continue(());
+            };
+            let Some(rseq) = read_rseq(line) else {
+                return ControlFlow::Continue(());
+            };
+            if rseq > upto {
+                return ControlFlow::Continue(());
+            }
+            if rseq != next || bytes + line.len() > max_bytes || !is_json(line) {
+                whole = false;
+                return ControlFlow::Break(());
+            }
+            bytes += line.len();
+            frames.push(Bytes::copy_from_slice(line));
+            next -= 1;
+            if next == after {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )
+    .map_err(io_err)?;
+    if !whole || next != after {
+        return Ok(None);
+    }
+    frames.reverse();
+    Ok(Some(frames))
+}

@@ -21,7 +21,7 @@ use super::{
 use crate::core::frame::find_byte;
 
 /// Buffer per open file.
-const BUF_BYTES: usize = 64 << 10;
+pub(super) const BUF_BYTES: usize = 64 << 10;
 /// Least time between two logs of failures to create a transcript.
 const QUIET_FOR: Duration = Duration::from_secs(10);
 
@@ -135,6 +135,9 @@ impl Writer {
                     return;
                 }
                 self.handle(op);
+                self.shared
+                    .open_files
+                    .store(self.open.len(), Ordering::Relaxed);
             }
             let idle = self.shared.ops.load(Ordering::Relaxed) == 0;
             if idle

@@ -223,12 +223,7 @@ impl Sim {
         };
         // The relay opens its default session lazily (when a device claims
         // it); these tests start from a default already opening.
-        // (Opened but not claimed: the first session/new claims it.)
-        let default = sim.r.default_unit;
-        sim.r.ensure_session(default);
-        if let Some(u) = sim.r.units.get_mut(&default) {
-            u.claimed = false;
-        }
+        sim.r.open_default();
         sim.drain();
         sim
     }
@@ -383,6 +378,35 @@ impl Sim {
             Output::Event(e) => self.events.push(e),
             Output::Terminal(t) => self.terminal.push(t),
             Output::Restore { unit, session } => self.restores.push_back((unit, session)),
+            Output::StoreReplay {
+                socket,
+                unit,
+                session,
+                after,
+                upto,
+                ..
+            } => {
+                // The fake store serves the range from what was persisted.
+                let frames: Vec<Frame> = self
+                    .store
+                    .transcripts
+                    .get(&session)
+                    .map(|t| {
+                        t.iter()
+                            .filter(|f| frame::read_rseq(f).is_some_and(|s| s > after && s <= upto))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.r.handle(
+                    self.now,
+                    Input::StoreReplayed {
+                        socket,
+                        unit,
+                        frames: Some(frames),
+                    },
+                );
+            }
             Output::Job {
                 job,
                 work,

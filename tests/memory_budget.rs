@@ -1,0 +1,130 @@
+//! One memory budget: 16 sessions with full rings and 4 devices each, plus
+//! a full replay to all 64 devices, stay within `--memory-budget` by the
+//! relay's own accounting (`/metrics`).
+mod common;
+use common::*;
+use std::io::{Read, Write};
+
+const BUDGET: u64 = 8 << 20;
+const RING_BYTES: u64 = 1 << 20;
+
+/// The relay's `/metrics` text.
+fn metrics(relay: &Relay) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", relay.port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        relay.token
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Like [`Relay::device`], with a handshake deadline that holds on a loaded
+/// machine (the relay is busy queueing 64 replays).
+fn device(relay: &Relay, client: &str, query: &str) -> Device {
+    use tungstenite::client::IntoClientRequest;
+    let mut req = format!(
+        "ws://127.0.0.1:{}/ws?client_id={client}&{query}",
+        relay.port
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", relay.token).parse().unwrap(),
+    );
+    let stream = std::net::TcpStream::connect(("127.0.0.1", relay.port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let (ws, _) = tungstenite::client::client(req, stream)
+        .unwrap_or_else(|e| panic!("{client} could not connect: {e}"));
+    ws.get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+        .unwrap();
+    Device::from_ws(ws, client)
+}
+
+fn gauge(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+#[test]
+fn sixteen_full_sessions_and_64_replays_stay_within_the_budget() {
+    let agent = format!("{} demo-agent --flood 300 --frame-bytes 4000", bin());
+    let relay = Relay::start(&[
+        "--agent",
+        &agent,
+        "--ring-bytes",
+        &RING_BYTES.to_string(),
+        "--memory-budget",
+        &BUDGET.to_string(),
+        "--max-conns-per-peer",
+        "128",
+        "--max-conns",
+        "256",
+    ]);
+    let mut c = relay.device("c", "");
+    let mut sessions = Vec::new();
+    for i in 0..16 {
+        let s = if i == 0 {
+            open_session(&mut c)
+        } else {
+            new_session(&mut c)
+        };
+        // Each flood is more than the ring holds: every ring is full.
+        let id = c.request("session/prompt", prompt_params(&s, "fill"));
+        let done = c.response(&id);
+        assert!(done.get("result").is_some(), "{done}");
+        c.seen.clear();
+        sessions.push(s);
+    }
+    let m = metrics(&relay);
+    assert_eq!(gauge(&m, "acp_relay_memory_budget_bytes"), BUDGET);
+    let after_fill = gauge(&m, "acp_relay_memory_bytes");
+    assert!(
+        after_fill <= BUDGET,
+        "after the fill: {after_fill} > {BUDGET}\n{m}"
+    );
+
+    // A full replay to 64 devices that do not read.
+    let mut devices = Vec::new();
+    for (i, s) in sessions.iter().enumerate() {
+        for k in 0..4 {
+            let client = format!("d{i}-{k}");
+            devices.push(device(
+                &relay,
+                &client,
+                &format!("session_id={s}&last_seq=0"),
+            ));
+        }
+    }
+    let m = metrics(&relay);
+    let memory = gauge(&m, "acp_relay_memory_bytes");
+    let rings = gauge(&m, "acp_relay_ring_bytes");
+    eprintln!("after the fill {after_fill} bytes; with 64 replays {memory} bytes, rings {rings}");
+    assert!(
+        memory <= BUDGET,
+        "with 64 replays: {memory} > {BUDGET}\n{m}"
+    );
+    assert!(rings > 0, "{m}");
+    // Every device got its welcome and its replay (or a reset) all the same.
+    for d in &mut devices {
+        let w = d.recv_until("welcome", |v| v["type"] == "relay_welcome");
+        assert!(w["headSeq"].as_u64().unwrap() > 0, "{w}");
+    }
+    // A reading device catches up and the relay still serves new turns.
+    let s = sessions.last().unwrap();
+    let id = c.request("session/prompt", prompt_params(s, "again"));
+    assert!(c.response(&id).get("result").is_some());
+    let m = metrics(&relay);
+    let memory = gauge(&m, "acp_relay_memory_bytes");
+    assert!(
+        memory <= BUDGET,
+        "after another turn: {memory} > {BUDGET}\n{m}"
+    );
+}
