@@ -997,7 +997,7 @@ impl Router {
                         socket,
                         id: id.clone(),
                     },
-                    "terminal/output",
+                    JobKind::TerminalOutput,
                     json!({ "terminalId": tid }),
                 )
             }
