@@ -7,6 +7,7 @@ import { Controls } from './controls.js';
 import { Files, Changes } from './workspace.js';
 import { Sessions } from './sessions.js';
 import { Attention } from './notify.js';
+import { AgentTerminals } from './agentterm.js';
 
 // ---- identity ----
 function slug(s) { return String(s || '').toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 24); }
@@ -22,10 +23,15 @@ if (!clientId || !/-[0-9a-f]{8}$/.test(clientId)) {
   if (q && /^[\w.:-]{1,64}$/.test(q)) clientId = q;
 }
 let token = LS.get('token', '');
-{
-  const h = new URLSearchParams(location.hash.slice(1)), t = h.get('token');
-  if (t) { token = t.trim(); LS.set('token', token); history.replaceState(null, '', location.pathname + location.search); }
+// The hash carries a pairing token (`#token=`, kept, then wiped from the
+// address bar) and a session to open (`#session=ID`, the notifier's links).
+function readHash() {
+  const h = new URLSearchParams(location.hash.slice(1)), t = (h.get('token') || '').trim(), s = (h.get('session') || '').trim();
+  if (t) { token = t; LS.set('token', token); }
+  if (t || s) history.replaceState(null, '', location.pathname + location.search);
+  return { token: t, session: s && s.length <= 256 ? s : '' };
 }
+const firstHash = readHash();
 
 // ---- state ----
 const S = {
@@ -52,6 +58,7 @@ const api = {
 };
 
 const att = new Attention();
+const agentTerms = new AgentTerminals(request);
 const tr = new Transcript($('log'), $('pill'), {
   me: () => clientId,
   openFile: (p, line) => openFile(p, line),
@@ -64,6 +71,7 @@ const tr = new Transcript($('log'), $('pill'), {
   onUpdate: (u, live) => controls.onUpdate(u, live),
   onTurnStart: () => setBusy(true),
   onScroll: (top, stick) => saveScroll(top, stick),
+  terminalView: tid => agentTerms.view(tid),
 });
 const controls = new Controls(Object.assign({}, api, { onTitle: t => { S.title = t; setHeader(); } }));
 const files = new Files($('files'), api);
@@ -196,6 +204,7 @@ function onWelcome(w, how) {
     tr.sid = w.sessionId;
   } else if (tr.sid == null) { tr.sid = w.sessionId; tr.restoreTop = savedScroll(w.sessionId); }
   if (how.again) return; // reconnecting for a full replay
+  agentTerms.reconnected();
   if (how.first && how.asked && w.sessionId !== how.asked) S.wantLoad = how.asked;
   setBusy(!!w.busy);
   setLease(w.lease, w.holder);
@@ -250,6 +259,7 @@ function onMessage(o, live, q) {
       case '_relay/agent_exited': tr.agentExited(p); if (live) setBusy(false); break;
       case '_relay/workspace_changed': files.changed(p.path); changes.changed(p.path); break;
       case '_relay/agent/log_line': controls.logLine(p); break;
+      case '_relay/agent_terminal/output': agentTerms.output(p); break;
       default:
         if (!listeners.has(o.method) && typeof o.rseq === 'number' && !o.method.startsWith('_relay/terminal/')) tr.notice(o.method + ' ' + JSON.stringify(p).slice(0, 300), 'json');
     }
@@ -392,6 +402,17 @@ window.addEventListener('pageshow', wake);
 if ('serviceWorker' in navigator && (location.protocol === 'https:' || ['localhost', '127.0.0.1', '[::1]'].includes(location.hostname))) {
   navigator.serviceWorker.register('/sw.js').catch(() => {});
 }
+
+// `#session=ID` on load: attach to that session (the welcome, or a session/load
+// after it when the relay attached this device elsewhere).
+if (firstHash.session) link.setSession(firstHash.session, null);
+window.addEventListener('hashchange', () => {
+  const h = readHash();
+  if (h.token && h.token !== link.token) { link.setToken(h.token); $('pair').hidden = true; link.reconnectNow(); }
+  if (!h.session || h.session === link.view.sid) return;
+  if (link.open && !h.token) loadSession(h.session);
+  else { link.setSession(h.session, null); if (link.token) link.reconnectNow(); }
+});
 
 setConn('off');
 setHeader();

@@ -284,7 +284,11 @@ export class Controls {
     const pre = $('agentLog');
     pre.textContent = 'loading…';
     try {
-      const r = await this.app.request('_relay/agent/log', { sessionId: this.app.sid() });
+      // the log of this session's agent (this socket's session when none is named)
+      const sid = this.app.sid();
+      let r;
+      try { r = await this.app.request('_relay/agent/log', sid ? { sessionId: sid } : {}); }
+      catch (e) { if (sid && e.code === -32602) r = await this.app.request('_relay/agent/log', {}); else throw e; }
       pre.textContent = '';
       for (const l of (r && r.lines) || []) this.logLine(l);
       if (!pre.childElementCount) pre.textContent = 'The agent has printed nothing.';
