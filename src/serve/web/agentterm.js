@@ -27,7 +27,12 @@ export class AgentTerminals {
     if (t) { this.terms.delete(tid); this.terms.set(tid, t); return t; }
     t = { id: tid, text: '', cut: false, exit: null, gone: false, fresh: false, reading: false, pending: null, views: new Set() };
     this.terms.set(tid, t);
-    while (this.terms.size > MAX_TERMS) this.terms.delete(this.terms.keys().next().value);
+    // the least recently used goes first, one no card shows if there is one
+    while (this.terms.size > MAX_TERMS) {
+      let victim = null;
+      for (const o of this.terms.values()) if (o !== t && !this.shown(o)) { victim = o; break; }
+      this.terms.delete((victim || this.terms.values().next().value).id);
+    }
     return t;
   }
 

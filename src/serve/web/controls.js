@@ -2,6 +2,7 @@
 // slash-command palette, attachments (images, workspace files via @), and
 // the agent's login methods and log.
 import { $, el, button, toast } from './dom.js';
+import { stripAnsi, safeUrl } from './markdown.js';
 
 // Most commands shown in the palette at once.
 const MAX_PALETTE = 50;
@@ -297,7 +298,19 @@ export class Controls {
   logLine(l) {
     const pre = $('agentLog');
     if (!pre.childElementCount) pre.textContent = '';
-    const line = pre.appendChild(el('div', l.stream === 'stderr' ? 'stderr' : '', l.text));
+    const line = pre.appendChild(el('div', l.stream === 'stderr' ? 'stderr' : ''));
+    // escape codes dropped; a login URL becomes a link (http(s) only)
+    const text = stripAnsi(l.text);
+    let at = 0;
+    for (const m of text.matchAll(/https?:\/\/[^\s<>"'`]+[^\s<>"'`.,;:!?)\]]/g)) {
+      const href = safeUrl(m[0]);
+      if (!href) continue;
+      line.appendChild(document.createTextNode(text.slice(at, m.index)));
+      const a = line.appendChild(el('a', '', m[0]));
+      a.href = href; a.rel = 'noopener noreferrer'; a.target = '_blank';
+      at = m.index + m[0].length;
+    }
+    line.appendChild(document.createTextNode(text.slice(at)));
     if (l.t) line.title = new Date(l.t).toLocaleTimeString();
     while (pre.childElementCount > MAX_LOG_LINES) pre.firstElementChild.remove();
     pre.scrollTop = pre.scrollHeight;
