@@ -97,12 +97,12 @@ run_cargo_test() {
 }
 if cargo nextest --version >/dev/null 2>&1; then
   step "cargo nextest" run_nextest
-  # nextest does not run doctests.
-  step "cargo test --doc" cargo test --doc
 else
   echo "test.sh: cargo-nextest is not installed; using cargo test (cargo install cargo-nextest for per-test processes)"
   step "cargo test" run_cargo_test
 fi
+# Neither nextest nor `cargo test --all-targets` runs doctests.
+step "cargo test --doc" cargo test --doc
 # The optional built-in TLS (ring needs the C compiler every machine here has).
 step "cargo test --features tls --test tls" cargo test --features tls --test tls
 

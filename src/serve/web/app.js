@@ -7,7 +7,6 @@ import { Controls } from './controls.js';
 import { Files, Changes } from './workspace.js';
 import { Sessions } from './sessions.js';
 import { Attention } from './notify.js';
-import { AgentTerminals } from './agentterm.js';
 
 // ---- identity ----
 function slug(s) { return String(s || '').toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 24); }
@@ -58,9 +57,45 @@ const api = {
 };
 
 const att = new Attention();
-const agentTerms = new AgentTerminals(request);
+// Agent terminals in tool cards: term.js draws each (mountAgentTerminal: the
+// backlog from _relay/agent_terminal/read, then live _relay/agent_terminal/output).
+// After a reconnect every view still shown is mounted again, so output
+// printed while the link was down comes with the fresh backlog.
+function onNote(method, fn) { if (!listeners.has(method)) listeners.set(method, new Set()); listeners.get(method).add(fn); return () => listeners.get(method).delete(fn); }
+// Agent terminal views tracked for remounting; the oldest is let go first.
+const MAX_AGENT_VIEWS = 64;
+const agentViews = new Set(); // {into, terminalId, handle}
+function agentTerminal(into, terminalId) {
+  for (const v of agentViews) if (v.handle && !v.handle.el.isConnected) { v.handle.stop(); agentViews.delete(v); }
+  while (agentViews.size >= MAX_AGENT_VIEWS) { const v = agentViews.values().next().value; if (v.handle) v.handle.stop(); agentViews.delete(v); }
+  const v = { into, terminalId, handle: null };
+  agentViews.add(v);
+  mountAgent(v);
+}
+function mountAgent(v) {
+  if (!document.querySelector('link[href="/term.css"]')) { const css = document.createElement('link'); css.rel = 'stylesheet'; css.href = '/term.css'; document.head.appendChild(css); }
+  import('./term.js').then((m) => { v.handle = m.mountAgentTerminal(v.into, { request, on: onNote }, { terminalId: v.terminalId }); }).catch((e) => console.warn(e));
+}
+function remountAgentTerminals() {
+  for (const v of agentViews) {
+    if (!v.handle) continue; // still loading: it reads the backlog when it mounts
+    const old = v.handle;
+    old.stop();
+    if (!old.el.isConnected) { agentViews.delete(v); continue; }
+    v.handle = null;
+    // the new view takes the old one's place in the card
+    const mark = document.createComment('');
+    old.el.replaceWith(mark);
+    import('./term.js').then((m) => {
+      const box = document.createDocumentFragment();
+      v.handle = m.mountAgentTerminal(box, { request, on: onNote }, { terminalId: v.terminalId });
+      mark.replaceWith(box);
+    }).catch((e) => { console.warn(e); mark.replaceWith(old.el); });
+  }
+}
 const tr = new Transcript($('log'), $('pill'), {
   me: () => clientId,
+  agentTerminal,
   openFile: (p, line) => openFile(p, line),
   sendAnswer: (id, result) => {
     if (viewer()) { leaseHint(); return false; }
@@ -71,7 +106,6 @@ const tr = new Transcript($('log'), $('pill'), {
   onUpdate: (u, live) => controls.onUpdate(u, live),
   onTurnStart: () => setBusy(true),
   onScroll: (top, stick) => saveScroll(top, stick),
-  terminalView: tid => agentTerms.view(tid),
 });
 const controls = new Controls(Object.assign({}, api, { onTitle: t => { S.title = t; setHeader(); } }));
 const files = new Files($('files'), api);
@@ -204,7 +238,7 @@ function onWelcome(w, how) {
     tr.sid = w.sessionId;
   } else if (tr.sid == null) { tr.sid = w.sessionId; tr.restoreTop = savedScroll(w.sessionId); }
   if (how.again) return; // reconnecting for a full replay
-  agentTerms.reconnected();
+  remountAgentTerminals();
   if (how.first && how.asked && w.sessionId !== how.asked) S.wantLoad = how.asked;
   setBusy(!!w.busy);
   setLease(w.lease, w.holder);
@@ -259,7 +293,6 @@ function onMessage(o, live, q) {
       case '_relay/agent_exited': tr.agentExited(p); if (live) setBusy(false); break;
       case '_relay/workspace_changed': files.changed(p.path); changes.changed(p.path); break;
       case '_relay/agent/log_line': controls.logLine(p); break;
-      case '_relay/agent_terminal/output': agentTerms.output(p); break;
       default:
         if (!listeners.has(o.method) && typeof o.rseq === 'number' && !o.method.startsWith('_relay/terminal/')) tr.notice(o.method + ' ' + JSON.stringify(p).slice(0, 300), 'json');
     }

@@ -184,6 +184,10 @@ export class Transcript {
     if (u.kind != null) c._k.textContent = u.kind;
     c._k.hidden = !c._k.textContent;
     if (u.status != null) { c._s.textContent = String(u.status).replace('_', ' '); c._s.className = 'tag st-' + u.status; }
+    if (u.status === 'completed' || u.status === 'failed') {
+      // the relay does not stream an agent terminal's output to devices
+      for (const pre of c._c.querySelectorAll('pre.term-out')) if (/running…$/.test(pre.textContent)) pre.textContent = 'terminal ' + pre.dataset.terminal + ' finished';
+    }
     c._s.hidden = !c._s.textContent;
     const ri = u.rawInput;
     if (ri && typeof ri === 'object' && (ri.command || ri.cmd)) {
@@ -213,11 +217,10 @@ export class Transcript {
     if (!b) return;
     if (b.type === 'diff') { into.appendChild(diffView(b.path, b.oldText, b.newText, this.h.openFile)); return; }
     if (b.type === 'terminal') {
-      // the agent terminal's live output (backlog read, then streamed)
-      if (this.h.terminalView) { into.appendChild(this.h.terminalView(b.terminalId)); return; }
+      if (this.h.agentTerminal && b.terminalId) { this.h.agentTerminal(into, b.terminalId); return; }
       const pre = into.appendChild(el('pre', 'term-out'));
       pre.dataset.terminal = b.terminalId || '';
-      pre.textContent = 'terminal ' + (b.terminalId || '');
+      pre.textContent = 'terminal ' + (b.terminalId || '') + ' running…';
       return;
     }
     const inner = b.type === 'content' ? b.content : b;
@@ -306,6 +309,11 @@ export class Transcript {
     if (last && last.classList.contains('err') && last.dataset.turn === String(this.turn)) { last.textContent = text; last.className = 'line warn'; }
     else { const l = this.notice(text, 'warn'); l.dataset.turn = String(this.turn); }
     this.exitNoticed = true;
+  }
+  terminalOutput(tid, text) {
+    for (const pre of this.log.querySelectorAll('pre.term-out')) {
+      if (pre.dataset.terminal === tid) { pre.textContent = ''; pre.appendChild(termText(text)); }
+    }
   }
 }
 
