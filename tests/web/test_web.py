@@ -651,6 +651,8 @@ def agent_terminal_output_lives_in_its_tool_card(pw, browser):
         colours = pg.evaluate("() => { const pre = document.querySelector('#log .tool pre.term-agent'); const sp = [...pre.querySelectorAll('span')].find(e => e.textContent === 'green'); return sp && [getComputedStyle(sp).color, getComputedStyle(pre).color]; }")
         assert colours and colours[0] != colours[1], colours
         assert "\x1b" not in pg.evaluate(TERM_OUT) and "[32m" not in pg.evaluate(TERM_OUT)
+        # the card grew with the output: the following transcript is at its bottom
+        pg.wait_for_function("() => { const l = document.querySelector('#log'); return l.scrollHeight - l.scrollTop - l.clientHeight < 2; }", timeout=T)
         shot(pg, "chat-agent-terminal")
         sid = pg.evaluate("() => window.acpRelay.view.sid")
         # a second device opening the session gets the backlog when the card renders

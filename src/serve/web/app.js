@@ -65,22 +65,26 @@ function onNote(method, fn) { if (!listeners.has(method)) listeners.set(method, 
 // Agent terminal views tracked for remounting; the oldest is let go first.
 const MAX_AGENT_VIEWS = 64;
 const agentViews = new Set(); // {into, terminalId, handle}
+// A view that grows with live output keeps a following transcript at the bottom.
+const agentGrow = typeof ResizeObserver === 'function' ? new ResizeObserver(() => { if (tr.stick) tr.later(); }) : null;
+function agentMounted(v, handle) { v.handle = handle; if (agentGrow && handle && handle.el) agentGrow.observe(handle.el); }
+function agentStop(handle) { handle.stop(); if (agentGrow) agentGrow.unobserve(handle.el); }
 function agentTerminal(into, terminalId) {
-  for (const v of agentViews) if (v.handle && !v.handle.el.isConnected) { v.handle.stop(); agentViews.delete(v); }
-  while (agentViews.size >= MAX_AGENT_VIEWS) { const v = agentViews.values().next().value; if (v.handle) v.handle.stop(); agentViews.delete(v); }
+  for (const v of agentViews) if (v.handle && !v.handle.el.isConnected) { agentStop(v.handle); agentViews.delete(v); }
+  while (agentViews.size >= MAX_AGENT_VIEWS) { const v = agentViews.values().next().value; if (v.handle) agentStop(v.handle); agentViews.delete(v); }
   const v = { into, terminalId, handle: null };
   agentViews.add(v);
   mountAgent(v);
 }
 function mountAgent(v) {
   if (!document.querySelector('link[href="/term.css"]')) { const css = document.createElement('link'); css.rel = 'stylesheet'; css.href = '/term.css'; document.head.appendChild(css); }
-  import('./term.js').then((m) => { v.handle = m.mountAgentTerminal(v.into, { request, on: onNote }, { terminalId: v.terminalId }); }).catch((e) => console.warn(e));
+  import('./term.js').then((m) => agentMounted(v, m.mountAgentTerminal(v.into, { request, on: onNote }, { terminalId: v.terminalId }))).catch((e) => console.warn(e));
 }
 function remountAgentTerminals() {
   for (const v of agentViews) {
     if (!v.handle) continue; // still loading: it reads the backlog when it mounts
     const old = v.handle;
-    old.stop();
+    agentStop(old);
     if (!old.el.isConnected) { agentViews.delete(v); continue; }
     v.handle = null;
     // the new view takes the old one's place in the card
@@ -88,8 +92,9 @@ function remountAgentTerminals() {
     old.el.replaceWith(mark);
     import('./term.js').then((m) => {
       const box = document.createDocumentFragment();
-      v.handle = m.mountAgentTerminal(box, { request, on: onNote }, { terminalId: v.terminalId });
+      const handle = m.mountAgentTerminal(box, { request, on: onNote }, { terminalId: v.terminalId });
       mark.replaceWith(box);
+      agentMounted(v, handle);
     }).catch((e) => { console.warn(e); mark.replaceWith(old.el); });
   }
 }
