@@ -743,6 +743,11 @@ def session_link_opens_that_session(pw, browser):
         d.wait_for_function(f"() => window.acpRelay.view.sid === {json.dumps(b)} && document.querySelector('#log').innerText.includes('beta session')", timeout=T)
         assert "alpha session" not in text(d, "#log")
         shot(d, "session-link")
+        # a link to a session the relay does not have says so and keeps the view
+        d.evaluate("() => { location.hash = 'session=no-such-session'; }")
+        d.wait_for_function("() => document.querySelector('#toast').innerText.includes('no-such-session')", timeout=T)
+        assert d.evaluate("() => window.acpRelay.view.sid") == b
+        assert "beta session" in text(d, "#log")
         # token and session in one link (a fresh device)
         f = page_at(env, env.relay.base + f"/#token={env.relay.token}&session={a}", DESKTOP)
         f.wait_for_function(f"() => window.acpRelay.view.sid === {json.dumps(a)} && document.querySelector('#log').innerText.includes('alpha session')", timeout=T)

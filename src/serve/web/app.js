@@ -265,7 +265,8 @@ async function afterWelcome() {
   if (S.meta.lease != null && S.meta.lease !== S.leaseOn) setLease(S.meta.lease, S.holder);
   setHeader();
   sessions.refresh();
-  if (S.wantLoad) { const s = S.wantLoad; S.wantLoad = null; loadSession(s, true); return; }
+  // quiet for a remembered session; a link's session that cannot open says so
+  if (S.wantLoad) { const s = S.wantLoad; S.wantLoad = null; loadSession(s, s !== firstHash.session); return; }
   // The session's modes and options: resume answers them without a replay
   // (only as controller: a viewer must not claim a free lease by looking).
   if (link.view.sid && !viewer() && !(S.leaseOn && S.holder == null)) {
