@@ -2,20 +2,31 @@
 //!
 //! # Layout
 //!
-//! - [`core`] — sans-IO protocol state: JSON-RPC vocabulary, frame parsing and
-//!   `rseq` stamping, the replay ring, the lease, units and the router. No
-//!   sockets, no clock, no files.
-//! - [`serve`] — the I/O shell: listener, HTTP head, auth, WebSocket pumps,
-//!   and the [`serve::relay::Relay`] that feeds the router and performs its outputs.
-//! - [`agent`] — agent child processes and bounded line framing.
-//! - [`workspace`] — the directory jail and the agent's `fs/*` / `terminal/*` methods.
-//! - [`store`] — files in the data directory (the pairing token).
-//! - [`demo_agent`] — the built-in ACP agent (`acp-relay demo-agent`).
-//! - [`proc`] — process groups and `/proc`: one way to signal a group.
-//! - [`heap`] — the C allocator's knobs (arenas, trimming after a burst).
+//! The sans-IO core and the I/O shell around it. The core never touches a
+//! socket, a file or the clock; the shell runs it on one `smol`
+//! `LocalExecutor` thread (plus the store's writer thread and smol's helper
+//! threads for blocking work).
+//!
+//! - [`core`] — protocol state: JSON-RPC vocabulary, frame parsing and `rseq`
+//!   stamping, the replay ring, units, the lease, the router (connection and
+//!   session level, durable numbering, the memory budget, deadlines, the
+//!   agent log), terminal screens, events and typed jobs for the shell.
+//! - [`serve`] — the I/O shell: listener, HTTP head, admission, WebSocket
+//!   pumps, the [`serve::relay::Relay`] that feeds the router and performs its
+//!   outputs, ops endpoints, TLS, and the embedded web client.
+//! - [`agent`] — agent child processes, bounded line framing, and the record
+//!   of agent process groups swept after a crash.
+//! - [`workspace`] — the directory jail (`openat2`), the agent's `fs/*` and
+//!   `terminal/*` methods, device queries and edits.
+//! - [`pty`] — PTY children for device terminals.
+//! - [`store`] — the data directory: the pairing token and session transcripts.
 //! - [`notify`] — notifications: a sans-IO notifier and its HTTP/command delivery.
-//! - [`config`], [`cli`], [`status`], [`pair`] — the config file, `install-service`,
-//!   `status` and `/status`, `pair` with its QR code.
+//! - [`config`], [`cli`], [`status`], [`pair`] — the config file,
+//!   `install-service`, `status` and `/status`, `pair` with its QR code.
+//! - [`connect`] — `acp-relay connect`: the stdio ↔ `/acp` bridge.
+//! - [`demo_agent`] — the built-in ACP agent (`acp-relay demo-agent`).
+//! - [`proc`], [`heap`], [`logger`] — process groups and `/proc`; the C
+//!   allocator's knobs; the `log` backend (escaped lines, text or JSON).
 
 pub mod agent;
 pub mod cli;

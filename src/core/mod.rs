@@ -1,4 +1,6 @@
-//! Sans-IO protocol core: events in, actions out, time passed in.
+//! Sans-IO protocol core: events in, actions out, time passed in. Nothing
+//! here opens a socket or a file, spawns a process or reads the clock; the
+//! shell (`serve`, `agent`, `pty`, `workspace`, `store`) does all of that.
 
 pub mod budget;
 pub mod events;

@@ -1,6 +1,7 @@
-//! Files in the data directory: the pairing token (mode 0600) and, in
-//! [`transcript`]-style modules, session history. Runs before the executor
-//! starts or through `smol::unblock`; never logs a token.
+//! Files in the data directory: the pairing token (mode 0600, [`token`]) and
+//! the session transcripts ([`transcript`]: written by the store's own writer
+//! thread, read through `smol::unblock`). Never blocks the executor thread,
+//! never logs a token.
 
 pub mod token;
 pub mod transcript;

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 /// Fast path for the hottest agent line: a `session/update` notification.
 /// Returns its `params.sessionId` without building a JSON tree (the line is
 /// still fully validated); `None` for anything else, which then takes
-/// [`parse_line`].
+/// [`parse_line`](super::parse::parse_line).
 ///
 /// The common shape (plain keys, no `id`, no escapes in the method or the
 /// session id) is read by [`scan_update`], one vectorised pass that borrows
@@ -96,7 +96,7 @@ pub fn scan_update(line: &[u8]) -> Option<&str> {
 
 /// Whether `line` is one JSON value with only whitespace around it, checked
 /// as `serde_json` checks a value it ignores. `false` means "not shown valid":
-/// nesting past [`SCAN_DEPTH`] is left to serde, so a caller that needs the
+/// nesting past `SCAN_DEPTH` is left to serde, so a caller that needs the
 /// exact answer asks serde after a `false`.
 pub fn scan_json(line: &[u8]) -> bool {
     let mut p = Scanner { s: line, i: 0 };
