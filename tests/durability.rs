@@ -16,32 +16,6 @@ const FLOOD_FRAMES: u64 = 2000;
 /// device lagging behind would only ever see frames already written out).
 const FLOOD_RATE: u64 = 4000;
 
-/// Like [`Relay::device`], with a handshake deadline that holds on a loaded
-/// machine (a relay just restarted may be busy restoring).
-fn device(relay: &Relay, client: &str, query: &str) -> Device {
-    use tungstenite::client::IntoClientRequest;
-    let q = if query.is_empty() {
-        format!("client_id={client}")
-    } else {
-        format!("client_id={client}&{query}")
-    };
-    let mut req = format!("ws://127.0.0.1:{}/ws?{q}", relay.port)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {}", relay.token).parse().unwrap(),
-    );
-    let stream = std::net::TcpStream::connect(("127.0.0.1", relay.port)).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let (ws, _) = tungstenite::client::client(req, stream)
-        .unwrap_or_else(|e| panic!("{client} could not connect: {e}"));
-    ws.get_ref()
-        .set_read_timeout(Some(std::time::Duration::from_millis(50)))
-        .unwrap();
-    Device::from_ws(ws, client)
-}
-
 /// A tiny deterministic generator (no crate needed): xorshift64.
 struct Rng(u64);
 
@@ -134,7 +108,7 @@ fn kill9_during_a_flood_never_reuses_or_skips_a_number() {
         }
         let mut d = match &session {
             None => {
-                let mut d = device(&relay, "f", "");
+                let mut d = relay.device("f", "");
                 let s = open_session(&mut d);
                 ledger.expect = None;
                 for v in std::mem::take(&mut d.seen) {
@@ -144,11 +118,7 @@ fn kill9_during_a_flood_never_reuses_or_skips_a_number() {
                 d
             }
             Some(s) => {
-                let mut d = device(
-                    &relay,
-                    "f",
-                    &format!("session_id={s}&last_seq={}", ledger.last),
-                );
+                let mut d = relay.device("f", &format!("session_id={s}&last_seq={}", ledger.last));
                 let w = d.recv_until("welcome", |v| v["type"] == "relay_welcome");
                 assert_eq!(w["sessionId"], s.as_str(), "{w}");
                 if w["reset"] == true {
@@ -211,11 +181,11 @@ fn kill9_right_after_a_turn_end_keeps_the_turn() {
         }
         let (mut d, s) = match &session {
             None => {
-                let mut d = device(&relay, "t", "");
+                let mut d = relay.device("t", "");
                 let s = open_session(&mut d);
                 (d, s)
             }
-            Some(s) => (device(&relay, "t", &format!("session_id={s}")), s.clone()),
+            Some(s) => (relay.device("t", &format!("session_id={s}")), s.clone()),
         };
         let text = format!("/chunks 3\nturn {run}");
         let id = d.request("session/prompt", prompt_params(&s, &text));
@@ -225,7 +195,7 @@ fn kill9_right_after_a_turn_end_keeps_the_turn() {
         // The device saw the turn end: the very next instant, the relay dies.
         relay.kill9();
         relay.launch("127.0.0.1:0");
-        let mut e = device(&relay, "u", &format!("session_id={s}"));
+        let mut e = relay.device("u", &format!("session_id={s}"));
         let w = e.recv_until("welcome", |v| v["type"] == "relay_welcome");
         assert_eq!(w["sessionId"], s.as_str(), "{w}");
         let replayed = e.recv_until(&format!("turn {run}'s end, rseq {rseq}"), |v| {
@@ -249,7 +219,7 @@ fn kill9_right_after_a_turn_end_keeps_the_turn() {
 #[test]
 fn the_first_frame_of_a_session_survives_a_restart() {
     let mut relay = Relay::start(&[]);
-    let mut d = device(&relay, "a", "");
+    let mut d = relay.device("a", "");
     let s = open_session(&mut d);
     let first = d.recv_until("available_commands_update", |v| {
         v["params"]["update"]["sessionUpdate"] == "available_commands_update"
@@ -259,7 +229,7 @@ fn the_first_frame_of_a_session_survives_a_restart() {
     d.response(&id);
     relay.kill9();
     relay.launch("127.0.0.1:0");
-    let mut e = device(&relay, "b", &format!("session_id={s}&last_seq=0"));
+    let mut e = relay.device("b", &format!("session_id={s}&last_seq=0"));
     let w = e.recv_until("welcome", |v| v["type"] == "relay_welcome");
     assert_eq!(w["sessionId"], s.as_str(), "{w}");
     let one = e.recv_until("rseq 1", |v| v.get("rseq").is_some());
@@ -269,13 +239,13 @@ fn the_first_frame_of_a_session_survives_a_restart() {
 #[test]
 fn no_unclaimed_session_after_restart_and_load() {
     let mut relay = Relay::start(&["--agent-per-session"]);
-    let mut d = device(&relay, "a", "");
+    let mut d = relay.device("a", "");
     let s = open_session(&mut d);
     let id = d.request("session/prompt", prompt_params(&s, "/chunks 1\nreal work"));
     d.response(&id);
     relay.kill9();
     relay.launch("127.0.0.1:0");
-    let mut e = device(&relay, "b", "");
+    let mut e = relay.device("b", "");
     e.recv_until("welcome", |v| v["type"] == "relay_welcome");
     let id = e.request(
         "initialize",
@@ -304,7 +274,7 @@ fn no_unclaimed_session_after_restart_and_load() {
     );
     relay.kill9();
     relay.launch("127.0.0.1:0");
-    let mut f = device(&relay, "c", "");
+    let mut f = relay.device("c", "");
     f.recv_until("welcome", |v| v["type"] == "relay_welcome");
     let id = f.request("session/list", json!({}));
     let list = f.response(&id);
@@ -341,7 +311,7 @@ fn clock_moves_past(since: std::time::SystemTime) {
 #[test]
 fn updated_at_moves_with_every_turn_on_disk_too() {
     let mut relay = Relay::start(&[]);
-    let mut d = device(&relay, "a", "");
+    let mut d = relay.device("a", "");
     let s = open_session(&mut d);
     let id = d.request("session/prompt", prompt_params(&s, "/chunks 1\none"));
     d.response(&id);
@@ -353,7 +323,7 @@ fn updated_at_moves_with_every_turn_on_disk_too() {
     assert!(t2 > t1, "{t2} after {t1}");
     relay.kill9();
     relay.launch("127.0.0.1:0");
-    let mut e = device(&relay, "b", "");
+    let mut e = relay.device("b", "");
     e.recv_until("welcome", |v| v["type"] == "relay_welcome");
     let t3 = updated_at(&mut e, &s);
     assert!(
@@ -365,7 +335,7 @@ fn updated_at_moves_with_every_turn_on_disk_too() {
 #[test]
 fn sigterm_is_a_clean_stop_and_devices_resume_without_reset() {
     let mut relay = Relay::start(&[]);
-    let mut d = device(&relay, "a", "");
+    let mut d = relay.device("a", "");
     let s = open_session(&mut d);
     let id = d.request(
         "session/prompt",
@@ -389,7 +359,7 @@ fn sigterm_is_a_clean_stop_and_devices_resume_without_reset() {
         );
     }
     relay.launch("127.0.0.1:0");
-    let mut e = device(&relay, "a", &format!("session_id={s}&last_seq={head}"));
+    let mut e = relay.device("a", &format!("session_id={s}&last_seq={head}"));
     let w = e.recv_until("welcome", |v| v["type"] == "relay_welcome");
     assert_eq!(w["reset"], false, "a clean stop records the exact end: {w}");
     assert_eq!(w["headSeq"], head, "{w}");
@@ -402,7 +372,7 @@ fn sigterm_is_a_clean_stop_and_devices_resume_without_reset() {
 #[test]
 fn a_gap_the_ring_dropped_is_replayed_from_the_transcript() {
     let relay = Relay::start(&["--ring-frames", "8"]);
-    let mut a = device(&relay, "a", "");
+    let mut a = relay.device("a", "");
     let s = open_session(&mut a);
     let id = a.request(
         "session/prompt",
@@ -416,7 +386,7 @@ fn a_gap_the_ring_dropped_is_replayed_from_the_transcript() {
         .filter(|v| v["rseq"].as_u64().is_some_and(|r| r > 3))
         .collect();
     // The ring holds 8 frames; the gap after 3 is on disk.
-    let mut b = device(&relay, "b", &format!("session_id={s}&last_seq=3"));
+    let mut b = relay.device("b", &format!("session_id={s}&last_seq=3"));
     let w = b.recv_until("welcome", |v| v["type"] == "relay_welcome");
     assert_eq!(
         w["reset"], false,

@@ -23,30 +23,6 @@ fn metrics(relay: &Relay) -> String {
     out
 }
 
-/// Like [`Relay::device`], with a handshake deadline that holds on a loaded
-/// machine (the relay is busy queueing 64 replays).
-fn device(relay: &Relay, client: &str, query: &str) -> Device {
-    use tungstenite::client::IntoClientRequest;
-    let mut req = format!(
-        "ws://127.0.0.1:{}/ws?client_id={client}&{query}",
-        relay.port
-    )
-    .into_client_request()
-    .unwrap();
-    req.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {}", relay.token).parse().unwrap(),
-    );
-    let stream = std::net::TcpStream::connect(("127.0.0.1", relay.port)).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let (ws, _) = tungstenite::client::client(req, stream)
-        .unwrap_or_else(|e| panic!("{client} could not connect: {e}"));
-    ws.get_ref()
-        .set_read_timeout(Some(std::time::Duration::from_millis(50)))
-        .unwrap();
-    Device::from_ws(ws, client)
-}
-
 fn gauge(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
@@ -96,11 +72,7 @@ fn sixteen_full_sessions_and_64_replays_stay_within_the_budget() {
     for (i, s) in sessions.iter().enumerate() {
         for k in 0..4 {
             let client = format!("d{i}-{k}");
-            devices.push(device(
-                &relay,
-                &client,
-                &format!("session_id={s}&last_seq=0"),
-            ));
+            devices.push(relay.device(&client, &format!("session_id={s}&last_seq=0")));
         }
     }
     let m = metrics(&relay);
