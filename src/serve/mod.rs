@@ -23,7 +23,6 @@ use smol::LocalExecutor;
 use smol::net::TcpListener;
 use std::cell::RefCell;
 use std::fmt;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -185,10 +184,7 @@ impl Shared {
             .with_router(|r| (r.memory_bytes(), r.memory_budget(), r.ring_bytes()));
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+            crate::status::metric(&mut out, name, help, kind, v)
         };
         gauge(
             "acp_relay_sessions_live",
