@@ -17,7 +17,7 @@ pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
 
 /// One `key = value` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub struct Setting {
     pub line: usize,
     pub key: String,
     pub value: String,
@@ -119,7 +119,7 @@ pub fn default_path() -> PathBuf {
 }
 
 /// Parses the text of a config file.
-pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigError> {
+pub fn parse(path: &Path, text: &str) -> Result<Vec<Setting>, ConfigError> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -145,7 +145,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigError> {
             (Some(a @ ('"' | '\'')), Some(b)) if a == b && v.len() >= 2 => &v[1..v.len() - 1],
             _ => v,
         };
-        out.push(Entry {
+        out.push(Setting {
             line,
             key: key.trim_start_matches("--").to_owned(),
             value: value.to_owned(),
@@ -155,7 +155,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigError> {
 }
 
 /// Reads and parses a file; `Ok(None)` when it does not exist.
-pub fn read(path: &Path) -> Result<Option<Vec<Entry>>, ConfigError> {
+pub fn read(path: &Path) -> Result<Option<Vec<Setting>>, ConfigError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -216,7 +216,7 @@ pub fn flags_in(args: &[String]) -> Vec<String> {
 /// `config` itself) are unknown.
 pub fn merge(
     path: &Path,
-    entries: &[Entry],
+    entries: &[Setting],
     specs: &[FlagSpec],
     cli: &[String],
     refused: &[&str],
@@ -271,7 +271,7 @@ pub fn merge(
 
 /// The value a config gives `key` (last one wins), for commands such as
 /// `status` that only need a few of `serve`'s keys.
-pub fn value<'a>(entries: &'a [Entry], key: &str) -> Option<&'a str> {
+pub fn value<'a>(entries: &'a [Setting], key: &str) -> Option<&'a str> {
     entries
         .iter()
         .rev()

@@ -34,7 +34,7 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 pub const DEFAULT_SOCKET_QUEUE: usize = 8192;
 /// Default bound on the frame bytes one socket's outbound queue holds. The
 /// frames are in the session's ring anyway; the queue only covers a burst (and
-/// a replay, so the bound is raised to fit one ring: see [`Limits::effective`]).
+/// a replay, so the bound is raised to fit one ring: see [`SocketLimits::effective`]).
 pub const DEFAULT_SOCKET_BYTES: usize = 6 << 20;
 /// Room above one full ring a socket queue keeps for live frames during a replay.
 pub const REPLAY_HEADROOM_BYTES: usize = 1 << 20;
@@ -53,7 +53,7 @@ pub struct ServeOptions {
     pub workspace: PathBuf,
     pub data_dir: PathBuf,
     pub router: RouterConfig,
-    pub limits: Limits,
+    pub limits: SocketLimits,
     pub admission: AdmissionLimits,
     pub allowed_origins: Vec<String>,
     /// Serve https:// and wss:// with this certificate (needs the `tls` feature).
@@ -82,16 +82,16 @@ pub const NO_TLS: &str = "--tls-cert/--tls-key need a relay built with TLS; rebu
 
 /// Socket-level bounds.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct SocketLimits {
     pub max_message_bytes: usize,
     pub socket_queue: usize,
     /// Frame bytes queued on one socket past which it is dropped (`--socket-bytes`).
     pub socket_bytes: usize,
 }
 
-impl Default for Limits {
+impl Default for SocketLimits {
     fn default() -> Self {
-        Limits {
+        SocketLimits {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             socket_queue: DEFAULT_SOCKET_QUEUE,
             socket_bytes: DEFAULT_SOCKET_BYTES,
@@ -99,11 +99,11 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
+impl SocketLimits {
     /// These limits with the byte bound raised, if need be, to hold one full
     /// replay of a `ring_bytes` ring: a smaller bound would drop every device
     /// that reconnects to a full session before its replay is out.
-    pub fn effective(self, ring_bytes: usize) -> Limits {
+    pub fn effective(self, ring_bytes: usize) -> SocketLimits {
         let floor = ring_bytes.saturating_add(REPLAY_HEADROOM_BYTES);
         if self.socket_bytes >= floor {
             return self;
@@ -112,7 +112,7 @@ impl Limits {
             "--socket-bytes {} is below one replay (--ring-bytes {ring_bytes} + {REPLAY_HEADROOM_BYTES}); using {floor}",
             self.socket_bytes
         );
-        Limits {
+        SocketLimits {
             socket_bytes: floor,
             ..self
         }
@@ -163,7 +163,7 @@ impl std::error::Error for ServeError {}
 pub struct Shared {
     pub relay: Rc<Relay>,
     pub token: RefCell<Token>,
-    pub limits: Limits,
+    pub limits: SocketLimits,
     pub data_dir: PathBuf,
     pub admission: RefCell<Admission>,
     /// Browser origins allowed besides the relay's own (`--allow-origin`).
