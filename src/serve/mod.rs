@@ -399,7 +399,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         log::debug!("unmapped {shed} KiB of clean startup pages");
         ex.spawn(async {
             smol::Timer::after(STARTUP_SETTLE).await;
-            let shed = crate::heap::shed_startup_pages();
+            // Devices may be connected by now: read smaps off the executor.
+            let shed = smol::unblock(crate::heap::shed_startup_pages).await;
             log::debug!("unmapped {shed} KiB of clean startup pages");
         })
         .detach();
