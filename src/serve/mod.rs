@@ -11,7 +11,6 @@ pub mod tls;
 pub mod web;
 
 use crate::agent::AgentCommand;
-use crate::core::frame::LineLimits;
 use crate::core::router::{Router, RouterConfig};
 use crate::serve::admission::{Admission, AdmissionLimits};
 use crate::serve::relay::{Relay, now_ms};
@@ -480,12 +479,4 @@ async fn shutdown(relay: &Rc<Relay>) {
         store.close_async(SHUTDOWN_GRACE).await;
     }
     log::info!("stopped");
-}
-
-/// Line bounds for device input, from flags.
-pub fn device_limits(max_line_bytes: usize, max_depth: usize) -> LineLimits {
-    LineLimits {
-        max_line_bytes,
-        max_depth,
-    }
 }
