@@ -325,7 +325,8 @@ async fn send(stream: &mut Conn, bytes: &[u8]) {
     }
 }
 
-async fn read_head(stream: &mut Conn) -> Result<Head, String> {
+/// Reads until a whole request head is in (at most [`http::MAX_HEAD_BYTES`]).
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Head, String> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
