@@ -484,7 +484,12 @@ fn relay_location(
     let path = config_flag.unwrap_or_else(config::default_path);
     let entries = match config::read(&path).map_err(|e| e.to_string())? {
         Some(e) => e,
-        None if explicit => return Err(format!("config file {} does not exist", path.display())),
+        None if explicit => {
+            return Err(format!(
+                "config file {} does not exist; pass the relay's --config or drop it",
+                path.display()
+            ));
+        }
         None => Vec::new(),
     };
     let dir = data_dir
