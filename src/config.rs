@@ -74,7 +74,7 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::TooLarge { path } => write!(
                 f,
-                "config file {} is larger than {MAX_CONFIG_BYTES} bytes",
+                "config file {} is larger than {MAX_CONFIG_BYTES} bytes; is --config the right file?",
                 path.display()
             ),
             ConfigError::Syntax { path, line } => write!(
@@ -99,7 +99,7 @@ impl fmt::Display for ConfigError {
                 first,
             } => write!(
                 f,
-                "{}:{line}: '{key}' is already set on line {first} and takes one value",
+                "{}:{line}: '{key}' is already set on line {first} and takes one value; keep one of the two",
                 path.display()
             ),
         }
@@ -156,23 +156,24 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Setting>, ConfigError> {
 
 /// Reads and parses a file; `Ok(None)` when it does not exist.
 pub fn read(path: &Path) -> Result<Option<Vec<Setting>>, ConfigError> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(ConfigError::Io {
-                path: path.into(),
-                source,
-            });
-        }
-    };
-    if meta.len() > MAX_CONFIG_BYTES as u64 {
-        return Err(ConfigError::TooLarge { path: path.into() });
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    use std::io::Read as _;
+    let io = |source| ConfigError::Io {
         path: path.into(),
         source,
-    })?;
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io(source)),
+    };
+    // Bounded whatever the file is (a growing file, a pipe, a device).
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge { path: path.into() });
+    }
     parse(path, &text).map(Some)
 }
 
