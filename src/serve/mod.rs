@@ -144,7 +144,9 @@ impl fmt::Display for ServeError {
                 "workspace {}: {reason}; pass --workspace DIR with an existing directory",
                 path.display()
             ),
-            ServeError::Token(e) => write!(f, "{e}"),
+            ServeError::Token(e) => {
+                write!(f, "{e}; pass a --data-dir the relay can read and write")
+            }
             ServeError::Bind { addr, source } => write!(
                 f,
                 "cannot listen on {addr}: {source}; pick another --listen address"
