@@ -33,6 +33,9 @@ pub const MAX_AGENT_TERMINALS: usize = 16;
 pub const DEFAULT_OUTPUT_LIMIT: usize = 1 << 20;
 /// Largest `outputByteLimit` honoured; larger requests are clamped to it.
 pub const MAX_OUTPUT_LIMIT: usize = 16 << 20;
+/// Released commands' process groups remembered for the sweep at shutdown
+/// (their background jobs); the oldest are forgotten past it.
+pub const MAX_RELEASED_GROUPS: usize = MAX_AGENT_TERMINALS * 4;
 /// Output chunks queued toward the relay's live view of agent terminals;
 /// past it chunks are dropped from the live view (never from the buffer).
 pub const MAX_TAP_CHUNKS: usize = 256;
@@ -68,7 +71,7 @@ pub(super) struct AgentTerminals {
     tap: RefCell<Option<TerminalTap>>,
     /// Groups of released commands, whose background jobs (a dev server
     /// started with `&`) keep running for the agent until the relay stops;
-    /// the oldest are forgotten past [`MAX_AGENT_TERMINALS`] × 4.
+    /// the oldest are forgotten past [`MAX_RELEASED_GROUPS`].
     released: RefCell<std::collections::VecDeque<u32>>,
 }
 
@@ -265,7 +268,7 @@ impl AgentTerminals {
             .ok_or_else(|| unknown_terminal(id))?;
         kill_and_wait(std::slice::from_ref(&term)).await;
         let mut released = self.released.borrow_mut();
-        if released.len() >= MAX_AGENT_TERMINALS * 4 {
+        if released.len() >= MAX_RELEASED_GROUPS {
             released.pop_front();
         }
         released.push_back(term.pgid);
