@@ -605,7 +605,8 @@ async fn run_socket(
         // writer frees its queue now, not when a blocked write gives up.
         writer.cancel().await;
         drop(own_tx);
-        crate::heap::trim();
+        // A walk of the whole heap: off the executor thread.
+        smol::unblock(crate::heap::trim).await;
         log::info!("{socket}: closed (too slow)");
         return;
     }
