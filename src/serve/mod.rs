@@ -1,5 +1,8 @@
 //! `acp-relay serve`: binds the listener, builds the router and the shell
-//! around it, accepts connections and shuts down cleanly on SIGTERM/SIGINT.
+//! around it (the state every connection shares, [`Shared`]), accepts
+//! connections, reloads on SIGHUP ([`ops_serve`]) and shuts down cleanly on
+//! SIGTERM/SIGINT. No protocol logic here: frames reach the router through
+//! [`relay::Relay`].
 
 pub mod admission;
 pub mod http;
