@@ -46,13 +46,25 @@ impl fmt::Display for UrlError {
         match self {
             UrlError::Https(u) => write!(
                 f,
-                "--notify {u}: https is not built in; run a local ntfy (or an http proxy) and give its http:// URL"
+                "--notify {}: https is not built in; run a local ntfy (or an http proxy) and give its http:// URL",
+                without_path(u)
             ),
             UrlError::Malformed(u) => write!(
                 f,
-                "--notify {u}: not a URL like http://host:port/topic (a format may prefix it: ntfy+http://, gotify+http://, json+http://)"
+                "--notify {}: not a URL like http://host:port/topic (a format may prefix it: ntfy+http://, gotify+http://, json+http://)",
+                without_path(u)
             ),
         }
+    }
+}
+
+/// A target URL up to its path, for messages that reach the log: the path
+/// and query may hold a topic or a token (see [`Target::label`]).
+fn without_path(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].find(['/', '?']) {
+        Some(i) => format!("{}/...", &url[..start + i]),
+        None => url.to_owned(),
     }
 }
 
@@ -364,6 +376,9 @@ mod tests {
         for bad in ["ftp://x", "http://", "http://a:b/x", "http://u@h/x"] {
             assert!(Target::parse(bad, None).is_err(), "{bad}");
         }
+        let e = Target::parse("https://gotify/message?token=s3cret", None).unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(e.to_string().contains("https://gotify/..."), "{e}");
     }
 
     #[test]
