@@ -1253,10 +1253,12 @@ fn run(o: Opts) -> Result<bool, String> {
         relay_log_warns,
         disk_full_ok,
     );
-    if o.work.is_none() && ok {
-        let _ = std::fs::remove_dir_all(&work);
-    } else {
-        eprintln!("soak: files kept in {}", work.display());
+    if o.work.is_none() {
+        if ok {
+            let _ = std::fs::remove_dir_all(&work);
+        } else {
+            eprintln!("soak: files kept in {}", work.display());
+        }
     }
     Ok(ok)
 }

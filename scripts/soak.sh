@@ -38,7 +38,7 @@ say() { echo "soak: $*" >&2; }
 if [ "$PROFILE" = release ]; then
   cargo build --release --bin acp-relay --example soak >&2
 else
-  cargo build --bin acp-relay --example soak >&2
+  cargo build ${ACP_RELAY_CARGO_FEATURES:+--features "$ACP_RELAY_CARGO_FEATURES"} --bin acp-relay --example soak >&2
 fi
 BIN="$PWD/target/$PROFILE/acp-relay"
 DRIVER="$PWD/target/$PROFILE/examples/soak"

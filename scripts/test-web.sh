@@ -21,7 +21,7 @@ if [ -n "$missing" ]; then
     echo "==================================================================" >&2
     exit 0
 fi
-cargo build --quiet || exit 1
+cargo build --quiet ${ACP_RELAY_CARGO_FEATURES:+--features "$ACP_RELAY_CARGO_FEATURES"} || exit 1
 BIN=target/debug/acp-relay
 SHOTS=target/web-shots
 mkdir -p "$SHOTS"

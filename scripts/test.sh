@@ -5,7 +5,8 @@
 #   2. cargo fmt --check; cargo clippy --all-targets -D warnings, also with
 #      --features tls
 #   3. the cargo tests (cargo-nextest when installed, else cargo test), all
-#      of them, --no-fail-fast; then the TLS build's test
+#      of them, --no-fail-fast, built once with the optional TLS feature on
+#      (so tests/tls.rs runs too; without its flags the relay never uses it)
 #   4. scripts/test-web.sh when present; a one-minute scripts/soak.sh
 #   5. a summary: every step, and everything SKIPPED
 # With CI=true a peer that could not be installed fails the run (and the
@@ -88,23 +89,23 @@ step "cargo clippy --features tls" cargo clippy --all-targets --features tls -- 
 # test cannot take others down, and it is ended with its process group);
 # its last line is nextest's own summary.
 THREADS="${TEST_THREADS:-4}"
+# One build for every step that runs the binary: tests, browser tests, soak.
+export ACP_RELAY_CARGO_FEATURES="tls"
 TEST_LOG="$PWD/target/test-cargo.log"
 run_nextest() {
-  cargo nextest run --all-targets --no-fail-fast --test-threads "$THREADS" 2>&1 | tee "$TEST_LOG"
+  cargo nextest run --all-targets --features "$ACP_RELAY_CARGO_FEATURES" --no-fail-fast --test-threads "$THREADS" 2>&1 | tee "$TEST_LOG"
 }
 run_cargo_test() {
-  cargo test --all-targets --no-fail-fast -- --test-threads="$THREADS" 2>&1 | tee "$TEST_LOG"
+  cargo test --all-targets --features "$ACP_RELAY_CARGO_FEATURES" --no-fail-fast -- --test-threads="$THREADS" 2>&1 | tee "$TEST_LOG"
 }
 if cargo nextest --version >/dev/null 2>&1; then
   step "cargo nextest" run_nextest
-  # nextest does not run doctests.
-  step "cargo test --doc" cargo test --doc
 else
   echo "test.sh: cargo-nextest is not installed; using cargo test (cargo install cargo-nextest for per-test processes)"
   step "cargo test" run_cargo_test
 fi
-# The optional built-in TLS (ring needs the C compiler every machine here has).
-step "cargo test --features tls --test tls" cargo test --features tls --test tls
+# Neither nextest nor `cargo test --all-targets` runs doctests.
+step "cargo test --doc" cargo test --doc --features "$ACP_RELAY_CARGO_FEATURES"
 
 # 4. Browser tests (web) and a short soak.
 WEB_LOG="$PWD/target/test-web.log"

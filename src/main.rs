@@ -138,6 +138,12 @@ struct Serve {
     /// most device sockets per peer address (default 32)
     #[argh(option, default = "32")]
     max_conns_per_peer: usize,
+    /// most connections waiting to authenticate, in total (default 64)
+    #[argh(option, default = "acp_relay::serve::admission::MAX_PREAUTH")]
+    max_preauth: usize,
+    /// most connections waiting to authenticate per peer address (default 16; raise it behind a reverse proxy)
+    #[argh(option, default = "acp_relay::serve::admission::MAX_PREAUTH_PER_PEER")]
+    max_preauth_per_peer: usize,
     /// most open permission asks per session (default 32)
     #[argh(option, default = "32")]
     max_asks: usize,
@@ -641,6 +647,8 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
         ("--max-conns", s.max_conns),
         ("--max-terminals", s.max_terminals),
         ("--max-conns-per-peer", s.max_conns_per_peer),
+        ("--max-preauth", s.max_preauth),
+        ("--max-preauth-per-peer", s.max_preauth_per_peer),
         ("--max-message-bytes", s.max_message_bytes),
         ("--max-depth", s.max_depth),
         ("--max-lines", s.max_lines),
@@ -705,7 +713,8 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
     let admission = AdmissionLimits {
         max_conns: s.max_conns,
         max_conns_per_peer: s.max_conns_per_peer,
-        ..AdmissionLimits::default()
+        max_preauth: s.max_preauth,
+        max_preauth_per_peer: s.max_preauth_per_peer,
     };
     serve::serve(ServeOptions {
         listen,

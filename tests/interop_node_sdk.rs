@@ -53,7 +53,13 @@ fn sdk_ws_client_prompts_reconnects_and_loads_history() {
         .iter()
         .map(|k| k.as_str().unwrap())
         .collect();
-    assert_eq!(kinds[0], "user_message_chunk", "the prompt first: {r}");
+    // The session's stream starts with the agent's command list (sent
+    // before its session/new answer), then the prompt.
+    let first = kinds
+        .iter()
+        .find(|k| **k != "available_commands_update")
+        .copied();
+    assert_eq!(first, Some("user_message_chunk"), "the prompt first: {r}");
     assert!(kinds.contains(&"agent_message_chunk"), "{r}");
     assert!(kinds.contains(&"tool_call"), "{r}");
     assert!(!kinds.contains(&"ask"), "no asks in the history: {r}");

@@ -47,6 +47,25 @@ pub fn parse(text: &str) -> Vec<Record> {
     text.lines().filter_map(Record::parse).collect()
 }
 
+/// The `relay PID START` line naming the run that wrote a record file.
+fn writer_line() -> String {
+    let me = std::process::id();
+    let start = proc::stat(me).map_or(0, |s| s.start);
+    format!("relay {me} {start}\n")
+}
+
+/// The relay that wrote `text`, if that process still runs (same pid, same
+/// start time): its agents are alive and well, not left behind.
+fn live_writer(text: &str) -> Option<u32> {
+    let line = text.lines().find_map(|l| l.strip_prefix("relay "))?;
+    let mut f = line.split_ascii_whitespace();
+    let pid: u32 = f.next()?.parse().ok()?;
+    let start: u64 = f.next()?.parse().ok()?;
+    (pid != std::process::id()
+        && proc::stat(pid).is_some_and(|s| s.start == start && s.state != 'Z'))
+    .then_some(pid)
+}
+
 /// Whether the process `pid` (with stat `st`) belongs to an agent group of
 /// `records`: it is in a recorded group, and is that group's leader with the
 /// recorded start time, or carries the recorded run's marker.
@@ -63,10 +82,18 @@ fn ours(pid: u32, st: &proc::Stat, records: &[Record]) -> bool {
 /// /proc and the data dir): call it before the executor starts.
 pub fn sweep(data_dir: &Path) -> usize {
     let path = data_dir.join(FILE);
-    let records = match std::fs::read_to_string(&path) {
-        Ok(text) => parse(&text),
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
         Err(_) => return 0,
     };
+    if let Some(pid) = live_writer(&text) {
+        log::warn!(
+            "another relay (pid {pid}) runs on this data dir ({}); its agents are left alone",
+            data_dir.display()
+        );
+        return 0;
+    }
+    let records = parse(&text);
     let me = std::process::id();
     let mut killed = 0;
     if !records.is_empty() {
@@ -153,7 +180,8 @@ impl Groups {
     }
 
     fn write(&self) {
-        let text: String = self.live.borrow().values().map(Record::line).collect();
+        let mut text = writer_line();
+        text.extend(self.live.borrow().values().map(Record::line));
         self.seq.set(self.seq.get() + 1);
         let seq = self.seq.get();
         let path = self.path.clone();
@@ -231,6 +259,24 @@ mod tests {
             ..leader
         };
         assert!(!ours(500, &other_group, &records));
+    }
+
+    #[test]
+    fn a_record_of_a_live_relay_is_not_swept() {
+        let dir =
+            std::env::temp_dir().join(format!("acp-relay-groups-live-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // pid 1 runs; a record naming it with its real start time is "live".
+        // (The recorded group names no process: nothing could be killed.)
+        let init = proc::stat(1).expect("pid 1");
+        let text = format!("relay 1 {}\nrun-x 999999999 1\n", init.start);
+        assert_eq!(live_writer(&text), Some(1));
+        std::fs::write(dir.join(FILE), &text).unwrap();
+        assert_eq!(sweep(&dir), 0);
+        assert!(dir.join(FILE).exists(), "a live relay's record is kept");
+        assert_eq!(live_writer(&format!("relay 1 {}\n", init.start + 1)), None);
+        assert!(writer_line().starts_with(&format!("relay {} ", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

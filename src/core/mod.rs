@@ -4,6 +4,7 @@ pub mod budget;
 pub mod events;
 pub mod frame;
 pub mod ids;
+pub mod job;
 pub mod lease;
 pub mod ring;
 pub mod router;

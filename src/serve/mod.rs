@@ -355,25 +355,33 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         ops,
     });
 
-    println!(
+    use std::io::Write as _;
+    // The banner: a closed stdout (a pipe nobody reads) must not stop the relay.
+    let mut out = std::io::stdout().lock();
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            let _ = writeln!(out, $($arg)*);
+        }};
+    }
+    say!(
         "acp-relay {} listening on {addr}",
         env!("CARGO_PKG_VERSION")
     );
-    println!("  workspace: {}", relay.workspace.root().display());
-    println!("  agent:     {}", opts.agent);
-    println!(
+    say!("  workspace: {}", relay.workspace.root().display());
+    say!("  agent:     {}", opts.agent);
+    say!(
         "  devices:   {ws_scheme}://{addr}/ws  (token: `acp-relay token --data-dir {}`)",
         opts.data_dir.display()
     );
     // The link holds the token: only a person at a terminal sees it, never a journal.
     use std::io::IsTerminal as _;
     if std::io::stdout().is_terminal() {
-        println!(
+        say!(
             "  browser:   {}",
             crate::pair::link(&base_url, shared.token.borrow().as_str())
         );
     } else {
-        println!(
+        say!(
             "  browser:   {http_scheme}://{addr}/  (pairing link and QR code: `acp-relay pair --data-dir {}`)",
             opts.data_dir.display()
         );
@@ -381,17 +389,18 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     if let Some(l) = &metrics_listener
         && let Ok(a) = l.local_addr()
     {
-        println!("  metrics:   http://{a}/metrics (no token)");
+        say!("  metrics:   http://{a}/metrics (no token)");
         log::info!("metrics without the token on {a}");
     }
     if let Some(files) = &opts.tls {
-        println!(
+        say!(
             "  tls:       {} (connect by a name the certificate covers)",
             files.cert.display()
         );
     }
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
+    let _ = out.flush();
+    drop(out);
+
 
     smol::block_on(ex.run(async {
         // Starts the default session's agent.

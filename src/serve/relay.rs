@@ -375,10 +375,9 @@ impl Relay {
             } => self.store_replay(socket, unit, session, (after, upto), max_bytes),
             Output::Job {
                 job,
-                method,
-                params,
+                work,
                 deadline,
-            } => self.run_job(job, method, params, deadline),
+            } => self.run_job(job, work, deadline),
             Output::Event(ev) => {
                 let sink = self.on_event.borrow().clone();
                 if let Some(sink) = sink {
@@ -766,18 +765,13 @@ impl Relay {
             .detach();
     }
 
-    fn run_job(
-        self: &Rc<Self>,
-        job: JobId,
-        method: String,
-        params: serde_json::Value,
-        deadline: bool,
-    ) {
+    fn run_job(self: &Rc<Self>, job: JobId, work: crate::core::job::Job, deadline: bool) {
         let relay = self.clone();
         let ws = self.workspace.clone();
+        let method = work.kind.method();
         self.ex
             .spawn(async move {
-                let work = async { ws.call(&method, params).await };
+                let work = async { ws.run(work).await };
                 let result = if deadline {
                     futures_lite::future::or(work, async {
                         smol::Timer::after(QUERY_DEADLINE).await;

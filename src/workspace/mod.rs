@@ -14,6 +14,7 @@ pub mod read;
 pub mod sha256;
 pub mod tree;
 
+use crate::core::job::{Job, JobKind};
 use crate::core::rpc::RpcError;
 use agent_terminal::AgentTerminals;
 use jail::Jail;
@@ -153,20 +154,28 @@ impl Workspace {
     /// returns its JSON-RPC result or error. Safe to drop at any point: a
     /// dropped git query kills its `git`.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
-        match method {
-            "_relay/fs/tree" => tree::tree(&self.jail, &params).await,
-            "_relay/fs/read" => read::read(&self.jail, &params).await,
-            "_relay/git/status" => git::status(self.jail.root()).await,
-            "_relay/git/diff" => self.git_diff(&params).await,
-            "_relay/apply_edit" => edit::apply_edit(&self.jail, &params).await,
-            "fs/read_text_file" => agent_fs::read_text_file(&self.jail, &params).await,
-            "fs/write_text_file" => agent_fs::write_text_file(&self.jail, &params).await,
-            "terminal/create" => self.terminals.create(&self.jail, &params).await,
-            "terminal/output" => self.terminals.output(&params),
-            "terminal/wait_for_exit" => self.terminals.wait_for_exit(&params).await,
-            "terminal/kill" => self.terminals.kill(&params).await,
-            "terminal/release" => self.terminals.release(&params).await,
-            _ => Err(RpcError::method_not_found(method)),
+        match JobKind::from_method(method) {
+            Some(kind) => self.run(Job { kind, params }).await,
+            None => Err(RpcError::method_not_found(method)),
+        }
+    }
+
+    /// Runs one job the router handed out.
+    pub async fn run(&self, job: Job) -> Result<Value, RpcError> {
+        let params = job.params;
+        match job.kind {
+            JobKind::FsTree => tree::tree(&self.jail, &params).await,
+            JobKind::FsRead => read::read(&self.jail, &params).await,
+            JobKind::GitStatus => git::status(self.jail.root()).await,
+            JobKind::GitDiff => self.git_diff(&params).await,
+            JobKind::ApplyEdit => edit::apply_edit(&self.jail, &params).await,
+            JobKind::ReadTextFile => agent_fs::read_text_file(&self.jail, &params).await,
+            JobKind::WriteTextFile => agent_fs::write_text_file(&self.jail, &params).await,
+            JobKind::TerminalCreate => self.terminals.create(&self.jail, &params).await,
+            JobKind::TerminalOutput => self.terminals.output(&params),
+            JobKind::TerminalWaitForExit => self.terminals.wait_for_exit(&params).await,
+            JobKind::TerminalKill => self.terminals.kill(&params).await,
+            JobKind::TerminalRelease => self.terminals.release(&params).await,
         }
     }
 

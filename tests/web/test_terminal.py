@@ -137,6 +137,19 @@ ROWS_JS = """() => {
 }"""
 
 
+# Rows whose spans do not sit on one line (a row is 1.2em tall).
+TALL_ROWS_JS = """() => {
+  const out = [];
+  for (const r of document.querySelectorAll('.term-screen:not([hidden]) .term-grid .term-row')) {
+    const top = r.getBoundingClientRect().top;
+    for (const s of r.querySelectorAll('span')) {
+      if (Math.abs(s.getBoundingClientRect().top - top) > 4) { out.push(r.dataset.row + ': ' + r.textContent.slice(0, 40)); break; }
+    }
+  }
+  return out;
+}"""
+
+
 class Tab:
     """One browser context showing the terminal panel."""
 
@@ -346,12 +359,16 @@ def steps(browser, relay, harness, tabs):
         desk.type("printf '\\033[H\\033[2J'; git -c color.ui=always log --graph --decorate --stat -3 | cat\n")
         desk.wait_rows("git log", lambda r: any("Change 5" in x for x in r))
         desk.shot("terminal-gitlog-1000x700.png")
+        tall = desk.page.evaluate(TALL_ROWS_JS)
+        assert not tall, f"rows drawn taller than one line (the page's CSS leaking in?): {tall}"
         phone.wait_rows("git log on the phone", lambda r: any("Change 5" in x for x in r))
         phone.shot("terminal-gitlog-390x844.png")
+        tall = phone.page.evaluate(TALL_ROWS_JS)
+        assert not tall, f"rows drawn taller than one line on the phone: {tall}"
     if shutil.which("top"):
         desk.type("top -d 1\n")
         desk.wait_rows("top", lambda r: any(x.startswith("Tasks:") for x in r))
-        wait_for("top's reverse-video header", lambda: desk.page.locator(".term-screen:not([hidden]) .term-grid span.r").count() > 0, desk.page)
+        wait_for("top's reverse-video header", lambda: desk.page.locator(".term-screen:not([hidden]) .term-grid span.t-r").count() > 0, desk.page)
         desk.shot("terminal-top-1000x700.png")
         desk.type("q")
         wait_for("top quit", lambda: desk.page.locator(".term-screen.alt").count() == 0, desk.page)
@@ -359,6 +376,8 @@ def steps(browser, relay, harness, tabs):
     # An agent's terminal (the demo agent's /run) drawn live with its colours.
     if harness:
         agent_terminal(desk)
+    else:
+        agent_terminal_in_chat(desk, relay)
 
     for t in (desk, phone):
         assert not t.errors, t.errors
@@ -396,6 +415,22 @@ def agent_terminal(tab):
     assert "step" not in text, "a bare CR starts the line again: " + repr(text)
     colour = tab.page.evaluate("() => getComputedStyle(document.querySelector('#agent-term pre span')).color")
     assert colour == "rgb(152, 195, 121)", colour
+
+
+def agent_terminal_in_chat(tab, relay):
+    """The client's tool card for a running /run shows its output live."""
+    go = os.path.join(relay.workspace, "go-agent")
+    pg = tab.page
+    pg.click("#tab-chat")
+    pg.fill("#input", "/run printf '\\033[32mgreen\\033[0m start\\n'; while [ ! -e go-agent ]; do sleep 0.05; done; echo done-$((40+2))")
+    pg.click("#send")
+    live = lambda: pg.evaluate("() => [...document.querySelectorAll('#log pre.term-agent')].map((p) => p.textContent).join('|')")
+    wait_for("the tool card's live output", lambda: "green start" in live(), pg)
+    colour = pg.evaluate("() => getComputedStyle(document.querySelector('#log pre.term-agent span')).color")
+    assert colour == "rgb(152, 195, 121)", colour
+    tab.shot("terminal-agent-card-1000x700.png")
+    open(go, "w").close()
+    wait_for("the command finished", lambda: "done-42" in live() or "done-42" in (pg.text_content("#log") or ""), pg)
 
 
 def test_terminal():

@@ -621,6 +621,141 @@ def sessions_menu_delete_and_terminal_tab(pw, browser):
         env.close()
 
 
+def page_at(env, url, viewport=PHONE):
+    """A page opened at `url` (e.g. a notification link), connected."""
+    ctx = env.browser.new_context(viewport=viewport)
+    env.contexts.append(ctx)
+    pg = ctx.new_page()
+    pg.on("pageerror", lambda e: env.errors.append(f"page error: {e}"))
+    pg.goto(url)
+    connected(pg)
+    return pg
+
+
+TERM_OUT = "(sel) => [...document.querySelectorAll('#log .tool pre.term-agent')].map(e => e.innerText).join('\\n')"
+
+
+@test
+def agent_terminal_output_lives_in_its_tool_card(pw, browser):
+    env = Env(pw, browser)
+    gate_a = os.path.join(env.relay.tmp, "gate-a")
+    gate_b = os.path.join(env.relay.tmp, "gate-b")
+    try:
+        pg = env.page()
+        # the command prints, waits for the test's gate file, prints again, waits again
+        prompt(pg, "/chunks 1\n/run printf 'one \\033[32mgreen\\033[0m\\n'; "
+                   f"until [ -e {gate_a} ]; do sleep 0.05; done; printf 'two\\n'; until [ -e {gate_b} ]; do sleep 0.05; done")
+        # live output, coloured, while the tool is still running
+        pg.wait_for_selector(".tool .st-in_progress", timeout=T)
+        pg.wait_for_function("() => [...document.querySelectorAll('#log .tool pre.term-agent')].some(e => e.innerText.includes('one green'))", timeout=T)
+        colours = pg.evaluate("() => { const pre = document.querySelector('#log .tool pre.term-agent'); const sp = [...pre.querySelectorAll('span')].find(e => e.textContent === 'green'); return sp && [getComputedStyle(sp).color, getComputedStyle(pre).color]; }")
+        assert colours and colours[0] != colours[1], colours
+        assert "\x1b" not in pg.evaluate(TERM_OUT) and "[32m" not in pg.evaluate(TERM_OUT)
+        # the card grew with the output: the following transcript is at its bottom
+        pg.wait_for_function("() => { const l = document.querySelector('#log'); return l.scrollHeight - l.scrollTop - l.clientHeight < 2; }", timeout=T)
+        shot(pg, "chat-agent-terminal")
+        sid = pg.evaluate("() => window.acpRelay.view.sid")
+        # a second device opening the session gets the backlog when the card renders
+        d = page_at(env, env.relay.base + f"/#token={env.relay.token}&session={sid}", DESKTOP)
+        d.wait_for_function("() => [...document.querySelectorAll('#log .tool pre.term-agent')].some(e => e.innerText.includes('one green'))", timeout=T)
+        shot(d, "chat-agent-terminal")
+        # its link is down while the command prints more (live output is not
+        # replayed): that output comes with the backlog read after the reconnect
+        d.context.set_offline(True)
+        d.evaluate("() => window.acpRelay.ws && window.acpRelay.ws.close()")
+        d.wait_for_function("() => !window.acpRelay.ws || window.acpRelay.ws.readyState !== 1", timeout=T)
+        open(gate_a, "w").close()
+        pg.wait_for_function("() => [...document.querySelectorAll('#log .tool pre.term-agent')].some(e => e.innerText.includes('two'))", timeout=T)
+        assert "two" not in d.evaluate(TERM_OUT)
+        d.context.set_offline(False)
+        connected(d)
+        d.wait_for_function("() => [...document.querySelectorAll('#log .tool pre.term-agent')].some(e => e.innerText.includes('two'))", timeout=T)
+        for p in (pg, d):
+            out = p.evaluate(TERM_OUT)
+            assert out.count("one green") == 1 and out.count("two") == 1, out
+            assert p.evaluate("() => document.querySelectorAll('#log .tool pre.term-agent').length") == 1
+        open(gate_b, "w").close()
+        wait_done(pg)
+        # the finished card keeps the output (the agent's final content)
+        card = text(pg, "#log .tool:has-text('Run printf')")
+        assert "one green" in card and "two" in card, card
+        overflow = pg.evaluate("() => document.documentElement.scrollWidth")
+        assert overflow <= 390, overflow
+    finally:
+        env.close()
+
+
+@test
+def agent_log_sheet_shows_stderr(pw, browser):
+    env = Env(pw, browser)
+    try:
+        pg = env.page()
+        prompt(pg, "/chunks 1\nhello")
+        wait_done(pg)
+        pg.click("#sessBtn")
+        pg.click("#agentBtn")
+        pg.wait_for_selector("#agentSheet:not([hidden]) #authList button", timeout=T)
+        pg.wait_for_function("() => !document.querySelector('#agentLog').innerText.includes('loading')", timeout=T)
+        pg.click("#authList button")
+        # the agent's stderr line arrives live as _relay/agent/log_line
+        pg.wait_for_function("() => [...document.querySelectorAll('#agentLog .stderr')].some(e => e.textContent.includes('demo agent: logged in with'))", timeout=T)
+        shot(pg, "agent-log")
+        # and is in the log the relay keeps (_relay/agent/log) when the sheet opens again
+        pg.click("#agentClose")
+        pg.click("#sessBtn")
+        pg.click("#agentBtn")
+        pg.wait_for_function("() => [...document.querySelectorAll('#agentLog .stderr')].some(e => e.textContent.includes('demo agent: logged in with'))", timeout=T)
+        n = pg.evaluate("() => [...document.querySelectorAll('#agentLog div')].filter(e => e.textContent.includes('logged in with')).length")
+        assert n == 1, n
+        pg.set_viewport_size(DESKTOP)
+        shot(pg, "agent-log")
+    finally:
+        env.close()
+
+
+@test
+def session_link_opens_that_session(pw, browser):
+    env = Env(pw, browser)
+    try:
+        pg = env.page()
+        prompt(pg, "/chunks 1\nalpha session")
+        wait_done(pg)
+        a = pg.evaluate("() => window.acpRelay.view.sid")
+        pg.click("#newBtn")
+        pg.wait_for_function("() => document.querySelectorAll('#log .msg').length === 0", timeout=T)
+        prompt(pg, "/chunks 1\nbeta session")
+        wait_done(pg)
+        b = pg.evaluate("() => window.acpRelay.view.sid")
+        assert a and b and a != b, (a, b)
+        # a notification link on a paired device: #session= only, the token kept
+        first = page_at(env, env.relay.url)
+        ctx = first.context
+        first.close()
+        d = ctx.new_page()
+        d.on("pageerror", lambda e: env.errors.append(f"page error: {e}"))
+        d.goto(env.relay.base + f"/#session={a}")
+        connected(d)
+        d.wait_for_function(f"() => window.acpRelay.view.sid === {json.dumps(a)} && document.querySelector('#log').innerText.includes('alpha session')", timeout=T)
+        assert "beta session" not in text(d, "#log")
+        assert "session=" not in d.evaluate("() => location.hash") and "token=" not in d.evaluate("() => location.hash")
+        # a link followed in the open tab (hashchange) switches the session
+        d.evaluate(f"() => {{ location.hash = 'session={b}'; }}")
+        d.wait_for_function(f"() => window.acpRelay.view.sid === {json.dumps(b)} && document.querySelector('#log').innerText.includes('beta session')", timeout=T)
+        assert "alpha session" not in text(d, "#log")
+        shot(d, "session-link")
+        # a link to a session the relay does not have says so and keeps the view
+        d.evaluate("() => { location.hash = 'session=no-such-session'; }")
+        d.wait_for_function("() => document.querySelector('#toast').innerText.includes('no-such-session')", timeout=T)
+        assert d.evaluate("() => window.acpRelay.view.sid") == b
+        assert "beta session" in text(d, "#log")
+        # token and session in one link (a fresh device)
+        f = page_at(env, env.relay.base + f"/#token={env.relay.token}&session={a}", DESKTOP)
+        f.wait_for_function(f"() => window.acpRelay.view.sid === {json.dumps(a)} && document.querySelector('#log').innerText.includes('alpha session')", timeout=T)
+        shot(f, "session-link")
+    finally:
+        env.close()
+
+
 CONTRAST = """(sel) => {
   const parse = c => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null; const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number); return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 }; };
   const lum = ({ r, g, b }) => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }; return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };

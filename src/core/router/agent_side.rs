@@ -222,7 +222,10 @@ impl Router {
             "session/request_permission" | "elicitation/create" => {
                 self.agent_ask(agent, id, method, params)
             }
-            m if m.starts_with("fs/") || m.starts_with("terminal/") => {
+            m if JobKind::from_method(m).is_some_and(|k| !k.for_device()) => {
+                let Some(kind) = JobKind::from_method(m) else {
+                    return;
+                };
                 if self.jobs.len() >= MAX_JOBS {
                     let err = RpcError::new(
                         code::LIMIT,
@@ -236,12 +239,12 @@ impl Router {
                 }
                 self.next_job += 1;
                 let job = JobId(self.next_job);
-                let wrote = (method == "fs/write_text_file")
+                let wrote = (kind == JobKind::WriteTextFile)
                     .then(|| params["path"].as_str().map(str::to_owned))
                     .flatten();
-                let term = match method {
-                    "terminal/create" => TermJob::Create,
-                    "terminal/release" => params["terminalId"]
+                let term = match kind {
+                    JobKind::TerminalCreate => TermJob::Create,
+                    JobKind::TerminalRelease => params["terminalId"]
                         .as_str()
                         .map_or(TermJob::None, |t| TermJob::Release(t.to_owned())),
                     _ => TermJob::None,
@@ -257,8 +260,7 @@ impl Router {
                 );
                 self.out.push_back(Output::Job {
                     job,
-                    method: method.to_owned(),
-                    params,
+                    work: Job { kind, params },
                     deadline: false,
                 });
             }
@@ -671,7 +673,7 @@ impl Router {
             .map(|l| l.terminals)
             .unwrap_or_default();
         for tid in terminals {
-            self.cleanup_job("terminal/release", json!({ "terminalId": tid }));
+            self.cleanup_job(JobKind::TerminalRelease, json!({ "terminalId": tid }));
         }
         if !was_ready || opening {
             self.fail_deferred(agent, &format!(

@@ -513,4 +513,29 @@ mod tests {
         let outs = agent(&mut r, &update(3));
         assert!(sent_rseqs(&outs).is_empty());
     }
+
+    #[test]
+    fn past_the_hold_bound_the_viewers_are_reset_once_the_store_catches_up() {
+        let mut r = opened();
+        let n = MAX_HELD_FRAMES as u32 + 10;
+        for i in 1..=n {
+            let outs = agent(&mut r, &update(i));
+            assert!(sent_rseqs(&outs).is_empty());
+        }
+        let outs = ack(&mut r, u64::from(n) + RESERVE_BLOCK, 0);
+        let welcome = outs.iter().find_map(|o| match o {
+            Output::Send { socket, bytes } if *socket == SocketId(1) => {
+                serde_json::from_slice::<Value>(bytes)
+                    .ok()
+                    .filter(|v| v["type"] == "relay_welcome")
+            }
+            _ => None,
+        });
+        let welcome = welcome.expect("a fresh welcome");
+        assert_eq!(welcome["reset"], true, "{welcome}");
+        assert_eq!(welcome["headSeq"], u64::from(n));
+        // Then frames flow again, one after another.
+        let outs = agent(&mut r, &update(0));
+        assert_eq!(sent_rseqs(&outs), vec![u64::from(n) + 1]);
+    }
 }

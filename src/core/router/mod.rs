@@ -7,6 +7,7 @@
 
 use crate::core::frame::{self, LineLimits, Message, encode};
 use crate::core::ids::{AgentId, ClientId, JobId, SocketId, UnitId};
+use crate::core::job::{Job, JobKind};
 use crate::core::lease::{Grant, Lease};
 use crate::core::ring::{Frame, ReplayRing};
 use crate::core::rpc::{self, RpcError, code};
@@ -228,8 +229,7 @@ pub enum Output {
     /// Run a workspace method; report it back with [`Input::JobDone`].
     Job {
         job: JobId,
-        method: String,
-        params: Value,
+        work: Job,
         deadline: bool,
     },
     /// Something a notifier or the metrics may want (see [`crate::core::events`]).
@@ -997,18 +997,20 @@ impl Router {
                         socket,
                         id: id.clone(),
                     },
-                    "terminal/output",
+                    JobKind::TerminalOutput,
                     json!({ "terminalId": tid }),
                 )
             }
             "_relay/fs/tree" | "_relay/fs/read" | "_relay/git/status" | "_relay/git/diff" => {
-                let Some(id) = id else { return Ok(()) };
+                let (Some(id), Some(kind)) = (id, JobKind::from_method(method)) else {
+                    return Ok(());
+                };
                 self.device_job(
                     JobOwner::Device {
                         socket,
                         id: id.clone(),
                     },
-                    method,
+                    kind,
                     params,
                 )
             }
@@ -1031,7 +1033,7 @@ impl Router {
                         socket,
                         id: id.clone(),
                     },
-                    method,
+                    JobKind::ApplyEdit,
                     params,
                 )
             }
@@ -1138,7 +1140,12 @@ impl Router {
     }
 
     /// Hands a device's workspace method to the shell, off the ring, with a deadline.
-    fn device_job(&mut self, owner: JobOwner, method: &str, params: Value) -> Result<(), RpcError> {
+    fn device_job(
+        &mut self,
+        owner: JobOwner,
+        kind: JobKind,
+        params: Value,
+    ) -> Result<(), RpcError> {
         if self.jobs.len() >= MAX_JOBS {
             return Err(RpcError::new(
                 code::LIMIT,
@@ -1150,17 +1157,19 @@ impl Router {
         self.jobs.insert(job, owner);
         self.out.push_back(Output::Job {
             job,
-            method: method.to_owned(),
-            params,
+            work: Job { kind, params },
             deadline: true,
         });
         Ok(())
     }
 
     /// Runs a workspace method for the relay itself (no one waits for it).
-    fn cleanup_job(&mut self, method: &str, params: Value) {
+    fn cleanup_job(&mut self, kind: JobKind, params: Value) {
         if self.jobs.len() >= MAX_JOBS {
-            log::warn!("{MAX_JOBS} jobs in flight; skipping clean-up {method}");
+            log::warn!(
+                "{MAX_JOBS} jobs in flight; skipping clean-up {}",
+                kind.method()
+            );
             return;
         }
         self.next_job += 1;
@@ -1168,8 +1177,7 @@ impl Router {
         self.jobs.insert(job, JobOwner::Cleanup);
         self.out.push_back(Output::Job {
             job,
-            method: method.to_owned(),
-            params,
+            work: Job { kind, params },
             deadline: false,
         });
     }
@@ -1357,8 +1365,10 @@ impl Router {
                                     l.terminals.insert(tid.to_owned());
                                 }
                                 // Created for an agent that died meanwhile: release it.
-                                None => self
-                                    .cleanup_job("terminal/release", json!({ "terminalId": tid })),
+                                None => self.cleanup_job(
+                                    JobKind::TerminalRelease,
+                                    json!({ "terminalId": tid }),
+                                ),
                             }
                         }
                     }

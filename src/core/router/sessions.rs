@@ -479,6 +479,8 @@ impl Router {
         let mut rows: Vec<(u64, Value)> = self
             .units
             .values()
+            // An unclaimed session (the default nobody asked for) is not listed.
+            .filter(|u| u.claimed)
             .filter_map(|u| {
                 let sid = u.session_id.as_ref()?;
                 Some((

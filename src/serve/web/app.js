@@ -22,10 +22,15 @@ if (!clientId || !/-[0-9a-f]{8}$/.test(clientId)) {
   if (q && /^[\w.:-]{1,64}$/.test(q)) clientId = q;
 }
 let token = LS.get('token', '');
-{
-  const h = new URLSearchParams(location.hash.slice(1)), t = h.get('token');
-  if (t) { token = t.trim(); LS.set('token', token); history.replaceState(null, '', location.pathname + location.search); }
+// The hash carries a pairing token (`#token=`, kept, then wiped from the
+// address bar) and a session to open (`#session=ID`, the notifier's links).
+function readHash() {
+  const h = new URLSearchParams(location.hash.slice(1)), t = (h.get('token') || '').trim(), s = (h.get('session') || '').trim();
+  if (t) { token = t; LS.set('token', token); }
+  if (t || s) history.replaceState(null, '', location.pathname + location.search);
+  return { token: t, session: s && s.length <= 256 ? s : '' };
 }
+const firstHash = readHash();
 
 // ---- state ----
 const S = {
@@ -52,8 +57,50 @@ const api = {
 };
 
 const att = new Attention();
+// Agent terminals in tool cards: term.js draws each (mountAgentTerminal: the
+// backlog from _relay/agent_terminal/read, then live _relay/agent_terminal/output).
+// After a reconnect every view still shown is mounted again, so output
+// printed while the link was down comes with the fresh backlog.
+function onNote(method, fn) { if (!listeners.has(method)) listeners.set(method, new Set()); listeners.get(method).add(fn); return () => listeners.get(method).delete(fn); }
+// Agent terminal views tracked for remounting; the oldest is let go first.
+const MAX_AGENT_VIEWS = 64;
+const agentViews = new Set(); // {into, terminalId, handle}
+// A view that grows with live output keeps a following transcript at the bottom.
+const agentGrow = typeof ResizeObserver === 'function' ? new ResizeObserver(() => { if (tr.stick) tr.later(); }) : null;
+function agentMounted(v, handle) { v.handle = handle; if (agentGrow && handle && handle.el) agentGrow.observe(handle.el); }
+function agentStop(handle) { handle.stop(); if (agentGrow) agentGrow.unobserve(handle.el); }
+function agentTerminal(into, terminalId) {
+  for (const v of agentViews) if (v.handle && !v.handle.el.isConnected) { agentStop(v.handle); agentViews.delete(v); }
+  while (agentViews.size >= MAX_AGENT_VIEWS) { const v = agentViews.values().next().value; if (v.handle) agentStop(v.handle); agentViews.delete(v); }
+  const v = { into, terminalId, handle: null };
+  agentViews.add(v);
+  mountAgent(v);
+}
+function mountAgent(v) {
+  if (!document.querySelector('link[href="/term.css"]')) { const css = document.createElement('link'); css.rel = 'stylesheet'; css.href = '/term.css'; document.head.appendChild(css); }
+  import('./term.js').then((m) => agentMounted(v, m.mountAgentTerminal(v.into, { request, on: onNote }, { terminalId: v.terminalId }))).catch((e) => console.warn(e));
+}
+function remountAgentTerminals() {
+  for (const v of agentViews) {
+    if (!v.handle) continue; // still loading: it reads the backlog when it mounts
+    const old = v.handle;
+    agentStop(old);
+    if (!old.el.isConnected) { agentViews.delete(v); continue; }
+    v.handle = null;
+    // the new view takes the old one's place in the card
+    const mark = document.createComment('');
+    old.el.replaceWith(mark);
+    import('./term.js').then((m) => {
+      const box = document.createDocumentFragment();
+      const handle = m.mountAgentTerminal(box, { request, on: onNote }, { terminalId: v.terminalId });
+      mark.replaceWith(box);
+      agentMounted(v, handle);
+    }).catch((e) => { console.warn(e); mark.replaceWith(old.el); });
+  }
+}
 const tr = new Transcript($('log'), $('pill'), {
   me: () => clientId,
+  agentTerminal,
   openFile: (p, line) => openFile(p, line),
   sendAnswer: (id, result) => {
     if (viewer()) { leaseHint(); return false; }
@@ -196,6 +243,7 @@ function onWelcome(w, how) {
     tr.sid = w.sessionId;
   } else if (tr.sid == null) { tr.sid = w.sessionId; tr.restoreTop = savedScroll(w.sessionId); }
   if (how.again) return; // reconnecting for a full replay
+  remountAgentTerminals();
   if (how.first && how.asked && w.sessionId !== how.asked) S.wantLoad = how.asked;
   setBusy(!!w.busy);
   setLease(w.lease, w.holder);
@@ -217,7 +265,8 @@ async function afterWelcome() {
   if (S.meta.lease != null && S.meta.lease !== S.leaseOn) setLease(S.meta.lease, S.holder);
   setHeader();
   sessions.refresh();
-  if (S.wantLoad) { const s = S.wantLoad; S.wantLoad = null; loadSession(s, true); return; }
+  // quiet for a remembered session; a link's session that cannot open says so
+  if (S.wantLoad) { const s = S.wantLoad; S.wantLoad = null; loadSession(s, s !== firstHash.session); return; }
   // The session's modes and options: resume answers them without a replay
   // (only as controller: a viewer must not claim a free lease by looking).
   if (link.view.sid && !viewer() && !(S.leaseOn && S.holder == null)) {
@@ -392,6 +441,17 @@ window.addEventListener('pageshow', wake);
 if ('serviceWorker' in navigator && (location.protocol === 'https:' || ['localhost', '127.0.0.1', '[::1]'].includes(location.hostname))) {
   navigator.serviceWorker.register('/sw.js').catch(() => {});
 }
+
+// `#session=ID` on load: attach to that session (the welcome, or a session/load
+// after it when the relay attached this device elsewhere).
+if (firstHash.session) link.setSession(firstHash.session, null);
+window.addEventListener('hashchange', () => {
+  const h = readHash();
+  if (h.token && h.token !== link.token) { link.setToken(h.token); $('pair').hidden = true; link.reconnectNow(); }
+  if (!h.session || h.session === link.view.sid) return;
+  if (link.open && !h.token) loadSession(h.session);
+  else { link.setSession(h.session, null); if (link.token) link.reconnectNow(); }
+});
 
 setConn('off');
 setHeader();

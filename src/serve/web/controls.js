@@ -2,6 +2,7 @@
 // slash-command palette, attachments (images, workspace files via @), and
 // the agent's login methods and log.
 import { $, el, button, toast } from './dom.js';
+import { stripAnsi, safeUrl } from './markdown.js';
 
 // Most commands shown in the palette at once.
 const MAX_PALETTE = 50;
@@ -284,7 +285,11 @@ export class Controls {
     const pre = $('agentLog');
     pre.textContent = 'loading…';
     try {
-      const r = await this.app.request('_relay/agent/log', { sessionId: this.app.sid() });
+      // the log of this session's agent (this socket's session when none is named)
+      const sid = this.app.sid();
+      let r;
+      try { r = await this.app.request('_relay/agent/log', sid ? { sessionId: sid } : {}); }
+      catch (e) { if (sid && e.code === -32602) r = await this.app.request('_relay/agent/log', {}); else throw e; }
       pre.textContent = '';
       for (const l of (r && r.lines) || []) this.logLine(l);
       if (!pre.childElementCount) pre.textContent = 'The agent has printed nothing.';
@@ -293,7 +298,19 @@ export class Controls {
   logLine(l) {
     const pre = $('agentLog');
     if (!pre.childElementCount) pre.textContent = '';
-    const line = pre.appendChild(el('div', l.stream === 'stderr' ? 'stderr' : '', l.text));
+    const line = pre.appendChild(el('div', l.stream === 'stderr' ? 'stderr' : ''));
+    // escape codes dropped; a login URL becomes a link (http(s) only)
+    const text = stripAnsi(l.text);
+    let at = 0;
+    for (const m of text.matchAll(/https?:\/\/[^\s<>"'`]+[^\s<>"'`.,;:!?)\]]/g)) {
+      const href = safeUrl(m[0]);
+      if (!href) continue;
+      line.appendChild(document.createTextNode(text.slice(at, m.index)));
+      const a = line.appendChild(el('a', '', m[0]));
+      a.href = href; a.rel = 'noopener noreferrer'; a.target = '_blank';
+      at = m.index + m[0].length;
+    }
+    line.appendChild(document.createTextNode(text.slice(at)));
     if (l.t) line.title = new Date(l.t).toLocaleTimeString();
     while (pre.childElementCount > MAX_LOG_LINES) pre.firstElementChild.remove();
     pre.scrollTop = pre.scrollHeight;

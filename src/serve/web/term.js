@@ -242,14 +242,15 @@ function style(e, s) {
   }
   if (fg) e.style.color = fg;
   if (bg) e.style.backgroundColor = bg;
+  // Prefixed: the page's own stylesheet has short class names too.
   const cls = [];
-  if (s.bold) cls.push('b');
-  if (s.dim) cls.push('d');
-  if (s.italic) cls.push('i');
-  if (s.underline) cls.push('u');
-  if (s.inverse) cls.push('r');
+  if (s.bold) cls.push('t-b');
+  if (s.dim) cls.push('t-d');
+  if (s.italic) cls.push('t-i');
+  if (s.underline) cls.push('t-u');
+  if (s.inverse) cls.push('t-r');
   if (s.wide) {
-    cls.push('w');
+    cls.push('t-w');
     // Each wide character takes two cells whatever the font's glyph width.
     e.style.width = (Array.from(s.text).length * 2) + 'ch';
   }
@@ -671,7 +672,12 @@ export function mountAgentTerminal(el, api, { terminalId }) {
     if (text.length > AGENT_TEXT_MAX) text = '…' + text.slice(text.length - AGENT_TEXT_MAX);
     schedule();
   };
-  const off = api.on('_relay/agent_terminal/output', (p) => {
+  let shown = false;
+  let off = null;
+  const stop = () => { if (typeof off === 'function') off(); off = null; };
+  off = api.on('_relay/agent_terminal/output', (p) => {
+    // A card that re-rendered its content drops this view: stop with it.
+    if (pre.isConnected) shown = true; else if (shown) { stop(); return; }
     if (!p || p.terminalId !== terminalId || typeof p.data !== 'string') return;
     if (ready) add(p.data); else pending.push(p.data);
   });
@@ -685,5 +691,5 @@ export function mountAgentTerminal(el, api, { terminalId }) {
     text = '';
     add(out + live.slice(k));
   }, () => { add(pending.join('')); }).finally(() => { ready = true; pending = []; });
-  return { el: pre, stop() { if (typeof off === 'function') off(); } };
+  return { el: pre, stop };
 }

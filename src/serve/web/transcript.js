@@ -217,6 +217,7 @@ export class Transcript {
     if (!b) return;
     if (b.type === 'diff') { into.appendChild(diffView(b.path, b.oldText, b.newText, this.h.openFile)); return; }
     if (b.type === 'terminal') {
+      if (this.h.agentTerminal && b.terminalId) { this.h.agentTerminal(into, b.terminalId); return; }
       const pre = into.appendChild(el('pre', 'term-out'));
       pre.dataset.terminal = b.terminalId || '';
       pre.textContent = 'terminal ' + (b.terminalId || '') + ' running…';

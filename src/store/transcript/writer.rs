@@ -225,11 +225,14 @@ impl Writer {
                 self.shared.ack(&session_id, 0, upto);
             }
             Op::Reserve { session_id, upto } => {
-                self.record(&session_id, |m| m.reserved = m.reserved.max(upto));
+                self.record(&session_id, |m| m.reserved = m.reserved.max(upto), true);
                 self.shared.ack(&session_id, upto, 0);
             }
             Op::End { session_id, head } => {
-                self.record(&session_id, |m| m.end_at(head));
+                // Not fsync'd here: a lost end only costs devices a reset (the
+                // reservation it lowers is durable). At a clean stop the
+                // writer's close fsyncs every open file, these included.
+                self.record(&session_id, |m| m.end_at(head), false);
             }
             Op::Delete(session_id) => self.delete(&session_id),
             Op::Flush { session_id, done } => {
@@ -257,7 +260,7 @@ impl Writer {
     }
 
     /// Changes a session's metadata record, writes it and fsyncs the file.
-    fn record(&mut self, session_id: &str, change: impl FnOnce(&mut MetaRecord)) {
+    fn record(&mut self, session_id: &str, change: impl FnOnce(&mut MetaRecord), sync: bool) {
         if !valid_id(session_id) || !self.ensure_open(session_id) {
             return;
         }
@@ -271,7 +274,9 @@ impl Writer {
         if self.write(session_id, &[&line], false) {
             self.wrote(session_id);
         }
-        self.sync_file(session_id);
+        if sync {
+            self.sync_file(session_id);
+        }
     }
 
     /// Removes a session's transcript and forgets it.
@@ -420,7 +425,7 @@ impl Writer {
             self.prune(session_id);
         }
         while self.open.len() >= MAX_OPEN_FILES {
-            self.close_oldest();
+            self.close_oldest(false);
         }
         self.open.push_back(OpenFile {
             session_id: session_id.to_owned(),
@@ -477,12 +482,21 @@ impl Writer {
         Ok((w, len))
     }
 
-    /// Closes the least recently used file, writing out and fsyncing it.
-    fn close_oldest(&mut self) {
+    /// Closes the least recently used file, writing it out, and with `sync`
+    /// fsyncing it (at shutdown). Durability points in between (reservations,
+    /// turn ends) fsync explicitly, so closing a file for room does not.
+    fn close_oldest(&mut self, sync: bool) {
         let Some(mut of) = self.open.pop_front() else {
             return;
         };
-        match of.w.flush().and_then(|()| of.w.get_ref().sync_data()) {
+        let done = of.w.flush().and_then(|()| {
+            if sync {
+                of.w.get_ref().sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match done {
             Ok(()) => self.flushed(&of.session_id),
             Err(e) => {
                 let id = of.session_id.clone();
@@ -612,7 +626,7 @@ impl Writer {
     /// Writes out and fsyncs every open file.
     fn finish(&mut self) {
         while !self.open.is_empty() {
-            self.close_oldest();
+            self.close_oldest(true);
         }
         self.dirty_since = None;
     }

@@ -409,13 +409,12 @@ impl Sim {
             }
             Output::Job {
                 job,
-                method,
-                params,
+                work,
                 deadline,
             } => self.jobs.push_back(FakeJob {
                 job,
-                method,
-                params,
+                method: work.kind.method().to_owned(),
+                params: work.params,
                 deadline,
             }),
         }
