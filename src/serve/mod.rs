@@ -401,7 +401,6 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let _ = out.flush();
     drop(out);
 
-
     smol::block_on(ex.run(async {
         // Starts the default session's agent.
         relay.pump();
