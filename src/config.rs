@@ -17,7 +17,7 @@ pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
 
 /// One `key = value` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub struct Setting {
     pub line: usize,
     pub key: String,
     pub value: String,
@@ -74,7 +74,7 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::TooLarge { path } => write!(
                 f,
-                "config file {} is larger than {MAX_CONFIG_BYTES} bytes",
+                "config file {} is larger than {MAX_CONFIG_BYTES} bytes; is --config the right file?",
                 path.display()
             ),
             ConfigError::Syntax { path, line } => write!(
@@ -99,7 +99,7 @@ impl fmt::Display for ConfigError {
                 first,
             } => write!(
                 f,
-                "{}:{line}: '{key}' is already set on line {first} and takes one value",
+                "{}:{line}: '{key}' is already set on line {first} and takes one value; keep one of the two",
                 path.display()
             ),
         }
@@ -119,7 +119,7 @@ pub fn default_path() -> PathBuf {
 }
 
 /// Parses the text of a config file.
-pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigError> {
+pub fn parse(path: &Path, text: &str) -> Result<Vec<Setting>, ConfigError> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -145,7 +145,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigError> {
             (Some(a @ ('"' | '\'')), Some(b)) if a == b && v.len() >= 2 => &v[1..v.len() - 1],
             _ => v,
         };
-        out.push(Entry {
+        out.push(Setting {
             line,
             key: key.trim_start_matches("--").to_owned(),
             value: value.to_owned(),
@@ -155,24 +155,25 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigError> {
 }
 
 /// Reads and parses a file; `Ok(None)` when it does not exist.
-pub fn read(path: &Path) -> Result<Option<Vec<Entry>>, ConfigError> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(ConfigError::Io {
-                path: path.into(),
-                source,
-            });
-        }
-    };
-    if meta.len() > MAX_CONFIG_BYTES as u64 {
-        return Err(ConfigError::TooLarge { path: path.into() });
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+pub fn read(path: &Path) -> Result<Option<Vec<Setting>>, ConfigError> {
+    use std::io::Read as _;
+    let io = |source| ConfigError::Io {
         path: path.into(),
         source,
-    })?;
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io(source)),
+    };
+    // Bounded whatever the file is (a growing file, a pipe, a device).
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge { path: path.into() });
+    }
     parse(path, &text).map(Some)
 }
 
@@ -216,7 +217,7 @@ pub fn flags_in(args: &[String]) -> Vec<String> {
 /// `config` itself) are unknown.
 pub fn merge(
     path: &Path,
-    entries: &[Entry],
+    entries: &[Setting],
     specs: &[FlagSpec],
     cli: &[String],
     refused: &[&str],
@@ -271,7 +272,7 @@ pub fn merge(
 
 /// The value a config gives `key` (last one wins), for commands such as
 /// `status` that only need a few of `serve`'s keys.
-pub fn value<'a>(entries: &'a [Entry], key: &str) -> Option<&'a str> {
+pub fn value<'a>(entries: &'a [Setting], key: &str) -> Option<&'a str> {
     entries
         .iter()
         .rev()

@@ -159,14 +159,14 @@ fn escape_into(out: &mut String, s: &str) {
 
 /// A peer-supplied string, bounded for a log line: at most [`MAX_PEER_CHARS`]
 /// characters, quoted, the rest counted. Escaping happens for the whole line.
-pub fn peer(s: &str) -> Peer<'_> {
-    Peer(s)
+pub fn peer(s: &str) -> PeerText<'_> {
+    PeerText(s)
 }
 
 /// See [`peer`].
-pub struct Peer<'a>(&'a str);
+pub struct PeerText<'a>(&'a str);
 
-impl fmt::Display for Peer<'_> {
+impl fmt::Display for PeerText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let total = self.0.chars().count();
         if total <= MAX_PEER_CHARS {
@@ -177,7 +177,7 @@ impl fmt::Display for Peer<'_> {
     }
 }
 
-impl fmt::Debug for Peer<'_> {
+impl fmt::Debug for PeerText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }

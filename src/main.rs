@@ -11,9 +11,9 @@ use acp_relay::demo_agent::{self, DemoOptions};
 use acp_relay::logger;
 use acp_relay::notify::Policy as NotifyPolicy;
 use acp_relay::notify::deliver::NotifyConfig;
-use acp_relay::notify::http::{Format as NotifyFormat, Target};
+use acp_relay::notify::http::{NotifyFormat, Target};
 use acp_relay::serve::admission::AdmissionLimits;
-use acp_relay::serve::{self, Limits, ServeOptions, TlsFiles};
+use acp_relay::serve::{self, ServeOptions, SocketLimits, TlsFiles};
 use acp_relay::store::{self, token};
 use argh::FromArgs;
 use std::net::SocketAddr;
@@ -485,12 +485,17 @@ fn notify_config(s: &Serve) -> Result<NotifyConfig, String> {
 fn relay_location(
     config_flag: Option<PathBuf>,
     data_dir: Option<PathBuf>,
-) -> Result<(Vec<config::Entry>, PathBuf, String), String> {
+) -> Result<(Vec<config::Setting>, PathBuf, String), String> {
     let explicit = config_flag.is_some();
     let path = config_flag.unwrap_or_else(config::default_path);
     let entries = match config::read(&path).map_err(|e| e.to_string())? {
         Some(e) => e,
-        None if explicit => return Err(format!("config file {} does not exist", path.display())),
+        None if explicit => {
+            return Err(format!(
+                "config file {} does not exist; pass the relay's --config or drop it",
+                path.display()
+            ));
+        }
         None => Vec::new(),
     };
     let dir = data_dir
@@ -700,7 +705,7 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
         }),
         ..RouterConfig::default()
     };
-    let limits = Limits {
+    let limits = SocketLimits {
         max_message_bytes: s.max_message_bytes,
         socket_queue: s.socket_queue,
         socket_bytes: s.socket_bytes,

@@ -123,12 +123,8 @@ impl Ops {
     /// Prometheus lines for what the ops side counts.
     pub fn metrics_text(&self, sessions: &[SessionSummary], terminals: usize) -> String {
         let mut out = String::new();
-        let mut m = |name: &str, help: &str, kind: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
+        let mut m =
+            |name: &str, help: &str, kind: &str, v: u64| metric(&mut out, name, help, kind, v);
         let busy = sessions.iter().filter(|s| s.busy).count() as u64;
         let asks: usize = sessions.iter().map(|s| s.open_asks).sum();
         m(
@@ -232,6 +228,14 @@ impl Ops {
         );
         out
     }
+}
+
+/// Appends one metric in the Prometheus text format to `out`.
+pub fn metric(out: &mut String, name: &str, help: &str, kind: &str, v: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+    );
 }
 
 /// This process's resident memory, from `/proc/self/status`.

@@ -1,6 +1,8 @@
-//! Agent processes: spawning an ACP agent with the workspace as its working
-//! directory, reading its stdout as bounded lines and writing lines to its
-//! stdin. Knows nothing of ACP; the router gives meaning to the lines.
+//! Agent processes: spawning an ACP agent in its own process group with the
+//! workspace as its working directory and stdin, stdout and stderr piped,
+//! the data dir's record of those groups ([`groups`]) and bounded line
+//! reading ([`lines`]). Knows nothing of ACP; the router gives meaning to the
+//! lines.
 
 pub mod groups;
 pub mod lines;

@@ -323,7 +323,11 @@ async fn cmd_worker(cmd: String, rx: Receiver<Job>, counters: Rc<NotifyCounters>
 
 async fn run_cmd(cmd: &str, job: &Job) -> Result<(), String> {
     let n = &job.note;
-    let mut c = smol::process::Command::new("/bin/sh");
+    // Its own process group, so a timeout ends what the shell started too.
+    let mut std_cmd = std::process::Command::new("/bin/sh");
+    std::os::unix::process::CommandExt::process_group(&mut std_cmd, 0);
+    crate::proc::die_with_parent(&mut std_cmd);
+    let mut c = smol::process::Command::from(std_cmd);
     c.arg("-c")
         .arg(cmd)
         .stdin(std::process::Stdio::null())
@@ -350,6 +354,7 @@ async fn run_cmd(cmd: &str, job: &Job) -> Result<(), String> {
         Some(s) if s.success() => Ok(()),
         Some(s) => Err(format!("exited with {s}")),
         None => {
+            crate::proc::kill_group(child.id());
             let _ = child.kill();
             let _ = child.status().await;
             Err(format!(

@@ -13,7 +13,7 @@ pub const MAX_RESPONSE_BYTES: usize = 8 * 1024;
 
 /// How a target wants its notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum NotifyFormat {
     /// ntfy: the message as the body, `Title`, `Priority`, `Tags`, `Click` headers.
     Ntfy,
     /// Gotify: `POST /message?token=T` with a JSON `{title, message, priority, extras}`.
@@ -22,12 +22,12 @@ pub enum Format {
     Json,
 }
 
-impl Format {
-    pub fn parse(s: &str) -> Option<Format> {
+impl NotifyFormat {
+    pub fn parse(s: &str) -> Option<NotifyFormat> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "ntfy" => Some(Format::Ntfy),
-            "gotify" => Some(Format::Gotify),
-            "json" | "webhook" => Some(Format::Json),
+            "ntfy" => Some(NotifyFormat::Ntfy),
+            "gotify" => Some(NotifyFormat::Gotify),
+            "json" | "webhook" => Some(NotifyFormat::Json),
             _ => None,
         }
     }
@@ -46,13 +46,25 @@ impl fmt::Display for UrlError {
         match self {
             UrlError::Https(u) => write!(
                 f,
-                "--notify {u}: https is not built in; run a local ntfy (or an http proxy) and give its http:// URL"
+                "--notify {}: https is not built in; run a local ntfy (or an http proxy) and give its http:// URL",
+                without_path(u)
             ),
             UrlError::Malformed(u) => write!(
                 f,
-                "--notify {u}: not a URL like http://host:port/topic (a format may prefix it: ntfy+http://, gotify+http://, json+http://)"
+                "--notify {}: not a URL like http://host:port/topic (a format may prefix it: ntfy+http://, gotify+http://, json+http://)",
+                without_path(u)
             ),
         }
+    }
+}
+
+/// A target URL up to its path, for messages that reach the log: the path
+/// and query may hold a topic or a token (see [`Target::label`]).
+fn without_path(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].find(['/', '?']) {
+        Some(i) => format!("{}/...", &url[..start + i]),
+        None => url.to_owned(),
     }
 }
 
@@ -61,7 +73,7 @@ impl std::error::Error for UrlError {}
 /// One notification target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
-    pub format: Format,
+    pub format: NotifyFormat,
     pub host: String,
     pub port: u16,
     /// Path and query, e.g. `/relay` or `/message?token=T`.
@@ -73,10 +85,10 @@ impl Target {
     /// prefix the format is `default` when given, else guessed from the URL:
     /// a path ending in `/message` is Gotify, a host naming ntfy is ntfy,
     /// anything else a JSON webhook.
-    pub fn parse(url: &str, default: Option<Format>) -> Result<Target, UrlError> {
+    pub fn parse(url: &str, default: Option<NotifyFormat>) -> Result<Target, UrlError> {
         let (prefix, rest) = match url.split_once('+') {
-            Some((p, r)) if Format::parse(p).is_some() && r.contains("://") => {
-                (Format::parse(p), r)
+            Some((p, r)) if NotifyFormat::parse(p).is_some() && r.contains("://") => {
+                (NotifyFormat::parse(p), r)
             }
             _ => (None, url),
         };
@@ -108,11 +120,11 @@ impl Target {
         let format = prefix.or(default).unwrap_or_else(|| {
             let p = path.split('?').next().unwrap_or("");
             if p.trim_end_matches('/').ends_with("/message") {
-                Format::Gotify
+                NotifyFormat::Gotify
             } else if host.contains("ntfy") {
-                Format::Ntfy
+                NotifyFormat::Ntfy
             } else {
-                Format::Json
+                NotifyFormat::Json
             }
         });
         Ok(Target {
@@ -134,7 +146,7 @@ impl Target {
         let body = note.body(agent);
         let mut headers: Vec<(&str, String)> = Vec::new();
         let payload: Vec<u8> = match self.format {
-            Format::Ntfy => {
+            NotifyFormat::Ntfy => {
                 headers.push(("Content-Type", "text/plain; charset=utf-8".into()));
                 headers.push(("Title", header_value(&headline)));
                 headers.push((
@@ -152,7 +164,7 @@ impl Target {
                 }
                 body.into_bytes()
             }
-            Format::Gotify => {
+            NotifyFormat::Gotify => {
                 headers.push(("Content-Type", "application/json".into()));
                 let mut v = serde_json::json!({
                     "title": headline,
@@ -165,7 +177,7 @@ impl Target {
                 }
                 v.to_string().into_bytes()
             }
-            Format::Json => {
+            NotifyFormat::Json => {
                 headers.push(("Content-Type", "application/json".into()));
                 serde_json::json!({
                     "event": note.kind.name(),
@@ -342,20 +354,20 @@ mod tests {
         let t = Target::parse("http://ntfy.local:8080/relay", None).unwrap();
         assert_eq!(
             (t.format, t.host.as_str(), t.port, t.path.as_str()),
-            (Format::Ntfy, "ntfy.local", 8080, "/relay")
+            (NotifyFormat::Ntfy, "ntfy.local", 8080, "/relay")
         );
         let t = Target::parse("http://10.0.0.2/message?token=abc", None).unwrap();
-        assert_eq!((t.format, t.port), (Format::Gotify, 80));
+        assert_eq!((t.format, t.port), (NotifyFormat::Gotify, 80));
         assert_eq!(t.path, "/message?token=abc");
         assert!(!t.label().contains("abc"));
         let t = Target::parse("http://127.0.0.1:9/hook", None).unwrap();
-        assert_eq!(t.format, Format::Json);
-        let t = Target::parse("ntfy+http://127.0.0.1:9/topic", Some(Format::Json)).unwrap();
-        assert_eq!(t.format, Format::Ntfy);
-        let t = Target::parse("http://[::1]:9", Some(Format::Gotify)).unwrap();
+        assert_eq!(t.format, NotifyFormat::Json);
+        let t = Target::parse("ntfy+http://127.0.0.1:9/topic", Some(NotifyFormat::Json)).unwrap();
+        assert_eq!(t.format, NotifyFormat::Ntfy);
+        let t = Target::parse("http://[::1]:9", Some(NotifyFormat::Gotify)).unwrap();
         assert_eq!(
             (t.host.as_str(), t.port, t.format),
-            ("::1", 9, Format::Gotify)
+            ("::1", 9, NotifyFormat::Gotify)
         );
         assert!(matches!(
             Target::parse("https://ntfy.sh/x", None),
@@ -364,6 +376,9 @@ mod tests {
         for bad in ["ftp://x", "http://", "http://a:b/x", "http://u@h/x"] {
             assert!(Target::parse(bad, None).is_err(), "{bad}");
         }
+        let e = Target::parse("https://gotify/message?token=s3cret", None).unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(e.to_string().contains("https://gotify/..."), "{e}");
     }
 
     #[test]
@@ -378,12 +393,12 @@ mod tests {
             };
             String::from_utf8(t.request(&n, "gemini", Some("http://relay/#session=s1"))).unwrap()
         };
-        let ntfy = req(Format::Ntfy);
+        let ntfy = req(NotifyFormat::Ntfy);
         assert!(ntfy.starts_with("POST /t HTTP/1.1\r\n"));
         assert!(ntfy.contains("\r\nTitle: Permission needed: Edit main.rs\r\n"));
         assert!(ntfy.contains("\r\nClick: http://relay/#session=s1\r\n"));
         assert!(ntfy.ends_with("\r\n\r\ngemini asks in \"Fix the build\": Edit main.rs"));
-        let gotify = req(Format::Gotify);
+        let gotify = req(NotifyFormat::Gotify);
         let body: serde_json::Value =
             serde_json::from_str(gotify.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         assert_eq!(body["title"], "Permission needed: Edit main.rs");
@@ -391,7 +406,7 @@ mod tests {
             body["extras"]["client::notification"]["click"]["url"],
             "http://relay/#session=s1"
         );
-        let json = req(Format::Json);
+        let json = req(NotifyFormat::Json);
         let body: serde_json::Value =
             serde_json::from_str(json.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         assert_eq!(body["event"], "ask");

@@ -174,8 +174,10 @@ impl Notifier {
                 if *watchers == 0 {
                     self.emit(now_ms, note);
                 } else if self.pending.len() < MAX_PENDING_ASKS {
-                    self.pending
-                        .insert(ask_id.clone(), (now_ms + self.policy.delay_ms, note));
+                    self.pending.insert(
+                        ask_id.clone(),
+                        (now_ms.saturating_add(self.policy.delay_ms), note),
+                    );
                 } else {
                     self.suppressed += 1;
                 }

@@ -65,10 +65,11 @@ struct Quiet {
     suppressed: u64,
 }
 
-#[derive(Debug, Default)]
+/// Failed authentications from one address in the window that began `since`.
+#[derive(Debug)]
 struct Failures {
     count: u32,
-    since: Option<Instant>,
+    since: Instant,
 }
 
 /// Admission bookkeeping for the listener.
@@ -122,13 +123,7 @@ impl Admission {
     /// Gives an unauthenticated slot back: the connection authenticated
     /// (and holds a socket slot now), got its HTTP answer, or ended.
     pub fn end(&mut self, peer: IpAddr) {
-        if let Some(n) = self.preauth.get_mut(&peer) {
-            *n -= 1;
-            if *n == 0 {
-                self.preauth.remove(&peer);
-            }
-            self.preauth_total = self.preauth_total.saturating_sub(1);
-        }
+        give_back(&mut self.preauth, &mut self.preauth_total, peer);
     }
 
     /// Whether a refusal from `peer` is logged now: `Some(n)` with the number
@@ -170,8 +165,7 @@ impl Admission {
         let Some(f) = self.failures.get_mut(&peer) else {
             return Ok(());
         };
-        let since = f.since.unwrap_or(now);
-        let elapsed = now.saturating_duration_since(since);
+        let elapsed = now.saturating_duration_since(f.since);
         if elapsed >= FAIL_WINDOW {
             self.failures.remove(&peer);
             return Ok(());
@@ -189,10 +183,8 @@ impl Admission {
     pub fn failed(&mut self, peer: IpAddr, now: Instant) {
         if !self.failures.contains_key(&peer) && self.failures.len() >= MAX_TRACKED_PEERS {
             // Forget the entries whose window is over; if none, the oldest.
-            self.failures.retain(|_, f| {
-                f.since
-                    .is_some_and(|s| now.saturating_duration_since(s) < FAIL_WINDOW)
-            });
+            self.failures
+                .retain(|_, f| now.saturating_duration_since(f.since) < FAIL_WINDOW);
             if self.failures.len() >= MAX_TRACKED_PEERS
                 && let Some(oldest) = self
                     .failures
@@ -203,13 +195,14 @@ impl Admission {
                 self.failures.remove(&oldest);
             }
         }
-        let f = self.failures.entry(peer).or_default();
-        if f.since
-            .is_none_or(|s| now.saturating_duration_since(s) >= FAIL_WINDOW)
-        {
+        let f = self.failures.entry(peer).or_insert(Failures {
+            count: 0,
+            since: now,
+        });
+        if now.saturating_duration_since(f.since) >= FAIL_WINDOW {
             *f = Failures {
                 count: 0,
-                since: Some(now),
+                since: now,
             };
         }
         f.count += 1;
@@ -231,13 +224,19 @@ impl Admission {
 
     /// Gives a slot back when a socket ends.
     pub fn close(&mut self, peer: IpAddr) {
-        if let Some(n) = self.conns.get_mut(&peer) {
-            *n -= 1;
-            if *n == 0 {
-                self.conns.remove(&peer);
-            }
-            self.total = self.total.saturating_sub(1);
+        give_back(&mut self.conns, &mut self.total, peer);
+    }
+}
+
+/// Returns one of `peer`'s slots to a per-address count and its total; an
+/// address whose count reaches zero leaves the map (entries are never zero).
+fn give_back(per_peer: &mut HashMap<IpAddr, usize>, total: &mut usize, peer: IpAddr) {
+    if let Some(n) = per_peer.get_mut(&peer) {
+        *n -= 1;
+        if *n == 0 {
+            per_peer.remove(&peer);
         }
+        *total = total.saturating_sub(1);
     }
 }
 

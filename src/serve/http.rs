@@ -192,19 +192,21 @@ pub fn response(
     bytes
 }
 
+/// A plain-text answer (`body` and a newline), the connection closing after it.
+pub fn text(status: u16, reason: &str, extra: &[(&str, String)], body: &str) -> Vec<u8> {
+    response(
+        status,
+        reason,
+        "text/plain; charset=utf-8",
+        extra,
+        format!("{body}\n").as_bytes(),
+    )
+}
+
 /// Answers `/healthz` (`ok` and the version, no token), `/metrics` and
 /// `/status` (the token as Bearer, unless `open`: the `--metrics-listen`
 /// port, which serves `/metrics` without one).
 pub fn ops_endpoint(shared: &crate::serve::Shared, head: &Head, open: bool) -> Vec<u8> {
-    let text = |status: u16, reason: &str, extra: &[(&str, String)], body: &str| {
-        response(
-            status,
-            reason,
-            "text/plain; charset=utf-8",
-            extra,
-            format!("{body}\n").as_bytes(),
-        )
-    };
     if head.path == "/healthz" {
         return text(200, "OK", &[], &format!("ok {}", env!("CARGO_PKG_VERSION")));
     }
@@ -235,10 +237,21 @@ pub fn ops_endpoint(shared: &crate::serve::Shared, head: &Head, open: bool) -> V
             let spawned = shared.relay.metrics.agents_spawned.get();
             let crashes = shared.ops.events.agent_crashes.get();
             let restarts = crashes.min(spawned.saturating_sub(1));
-            body.push_str(&format!(
-                "# HELP acp_relay_bytes_sent_total Frame bytes queued to device sockets.\n# TYPE acp_relay_bytes_sent_total counter\nacp_relay_bytes_sent_total {bytes}\n\
-                 # HELP acp_relay_agent_restarts_total Agent starts that followed a crash.\n# TYPE acp_relay_agent_restarts_total counter\nacp_relay_agent_restarts_total {restarts}\n"
-            ));
+            use crate::status::metric;
+            metric(
+                &mut body,
+                "acp_relay_bytes_sent_total",
+                "Frame bytes queued to device sockets.",
+                "counter",
+                bytes,
+            );
+            metric(
+                &mut body,
+                "acp_relay_agent_restarts_total",
+                "Agent starts that followed a crash.",
+                "counter",
+                restarts,
+            );
             response(200, "OK", "text/plain; version=0.0.4", &[], body.as_bytes())
         }
         _ => {

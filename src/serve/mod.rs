@@ -1,5 +1,8 @@
 //! `acp-relay serve`: binds the listener, builds the router and the shell
-//! around it, accepts connections and shuts down cleanly on SIGTERM/SIGINT.
+//! around it (the state every connection shares, [`Shared`]), accepts
+//! connections, reloads on SIGHUP ([`ops_serve`]) and shuts down cleanly on
+//! SIGTERM/SIGINT. No protocol logic here: frames reach the router through
+//! [`relay::Relay`].
 
 pub mod admission;
 pub mod http;
@@ -11,7 +14,6 @@ pub mod tls;
 pub mod web;
 
 use crate::agent::AgentCommand;
-use crate::core::frame::LineLimits;
 use crate::core::router::{Router, RouterConfig};
 use crate::serve::admission::{Admission, AdmissionLimits};
 use crate::serve::relay::{Relay, now_ms};
@@ -23,7 +25,6 @@ use smol::LocalExecutor;
 use smol::net::TcpListener;
 use std::cell::RefCell;
 use std::fmt;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -35,7 +36,7 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 pub const DEFAULT_SOCKET_QUEUE: usize = 8192;
 /// Default bound on the frame bytes one socket's outbound queue holds. The
 /// frames are in the session's ring anyway; the queue only covers a burst (and
-/// a replay, so the bound is raised to fit one ring: see [`Limits::effective`]).
+/// a replay, so the bound is raised to fit one ring: see [`SocketLimits::effective`]).
 pub const DEFAULT_SOCKET_BYTES: usize = 6 << 20;
 /// Room above one full ring a socket queue keeps for live frames during a replay.
 pub const REPLAY_HEADROOM_BYTES: usize = 1 << 20;
@@ -54,7 +55,7 @@ pub struct ServeOptions {
     pub workspace: PathBuf,
     pub data_dir: PathBuf,
     pub router: RouterConfig,
-    pub limits: Limits,
+    pub limits: SocketLimits,
     pub admission: AdmissionLimits,
     pub allowed_origins: Vec<String>,
     /// Serve https:// and wss:// with this certificate (needs the `tls` feature).
@@ -83,16 +84,16 @@ pub const NO_TLS: &str = "--tls-cert/--tls-key need a relay built with TLS; rebu
 
 /// Socket-level bounds.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct SocketLimits {
     pub max_message_bytes: usize,
     pub socket_queue: usize,
     /// Frame bytes queued on one socket past which it is dropped (`--socket-bytes`).
     pub socket_bytes: usize,
 }
 
-impl Default for Limits {
+impl Default for SocketLimits {
     fn default() -> Self {
-        Limits {
+        SocketLimits {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             socket_queue: DEFAULT_SOCKET_QUEUE,
             socket_bytes: DEFAULT_SOCKET_BYTES,
@@ -100,11 +101,11 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
+impl SocketLimits {
     /// These limits with the byte bound raised, if need be, to hold one full
     /// replay of a `ring_bytes` ring: a smaller bound would drop every device
     /// that reconnects to a full session before its replay is out.
-    pub fn effective(self, ring_bytes: usize) -> Limits {
+    pub fn effective(self, ring_bytes: usize) -> SocketLimits {
         let floor = ring_bytes.saturating_add(REPLAY_HEADROOM_BYTES);
         if self.socket_bytes >= floor {
             return self;
@@ -113,7 +114,7 @@ impl Limits {
             "--socket-bytes {} is below one replay (--ring-bytes {ring_bytes} + {REPLAY_HEADROOM_BYTES}); using {floor}",
             self.socket_bytes
         );
-        Limits {
+        SocketLimits {
             socket_bytes: floor,
             ..self
         }
@@ -146,7 +147,9 @@ impl fmt::Display for ServeError {
                 "workspace {}: {reason}; pass --workspace DIR with an existing directory",
                 path.display()
             ),
-            ServeError::Token(e) => write!(f, "{e}"),
+            ServeError::Token(e) => {
+                write!(f, "{e}; pass a --data-dir the relay can read and write")
+            }
             ServeError::Bind { addr, source } => write!(
                 f,
                 "cannot listen on {addr}: {source}; pick another --listen address"
@@ -164,7 +167,7 @@ impl std::error::Error for ServeError {}
 pub struct Shared {
     pub relay: Rc<Relay>,
     pub token: RefCell<Token>,
-    pub limits: Limits,
+    pub limits: SocketLimits,
     pub data_dir: PathBuf,
     pub admission: RefCell<Admission>,
     /// Browser origins allowed besides the relay's own (`--allow-origin`).
@@ -185,10 +188,7 @@ impl Shared {
             .with_router(|r| (r.memory_bytes(), r.memory_budget(), r.ring_bytes()));
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+            crate::status::metric(&mut out, name, help, kind, v)
         };
         gauge(
             "acp_relay_sessions_live",
@@ -411,7 +411,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         log::debug!("unmapped {shed} KiB of clean startup pages");
         ex.spawn(async {
             smol::Timer::after(STARTUP_SETTLE).await;
-            let shed = crate::heap::shed_startup_pages();
+            // Devices may be connected by now: read smaps off the executor.
+            let shed = smol::unblock(crate::heap::shed_startup_pages).await;
             log::debug!("unmapped {shed} KiB of clean startup pages");
         })
         .detach();
@@ -491,12 +492,4 @@ async fn shutdown(relay: &Rc<Relay>) {
         store.close_async(SHUTDOWN_GRACE).await;
     }
     log::info!("stopped");
-}
-
-/// Line bounds for device input, from flags.
-pub fn device_limits(max_line_bytes: usize, max_depth: usize) -> LineLimits {
-    LineLimits {
-        max_line_bytes,
-        max_depth,
-    }
 }

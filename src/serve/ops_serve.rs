@@ -8,7 +8,7 @@ use crate::notify::deliver::Dispatcher;
 use crate::serve::Shared;
 use crate::serve::http;
 use crate::store::token;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use smol::net::TcpListener;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -87,22 +87,7 @@ pub async fn metrics_accept(shared: Rc<Shared>, listener: TcpListener) {
         let ex = shared.relay.ex.clone();
         ex.spawn(async move {
             let head = futures_lite::future::or(
-                async {
-                    let mut buf = Vec::with_capacity(512);
-                    let mut chunk = [0u8; 1024];
-                    loop {
-                        let n = stream.read(&mut chunk).await.ok()?;
-                        if n == 0 {
-                            return None;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        match http::parse_head(&buf) {
-                            Ok(Some((h, _))) => return Some(h),
-                            Ok(None) => continue,
-                            Err(_) => return None,
-                        }
-                    }
-                },
+                async { crate::serve::socket::read_head(&mut stream).await.ok() },
                 async {
                     smol::Timer::after(METRICS_HEAD_TIMEOUT).await;
                     None
@@ -115,12 +100,11 @@ pub async fn metrics_accept(shared: Rc<Shared>, listener: TcpListener) {
                 {
                     http::ops_endpoint(&shared, &head, true)
                 } else {
-                    http::response(
+                    http::text(
                         404,
                         "Not Found",
-                        "text/plain",
                         &[],
-                        b"this port serves /metrics and /healthz\n",
+                        "this port serves /metrics and /healthz",
                     )
                 };
                 let _ = stream.write_all(&reply).await;

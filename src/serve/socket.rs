@@ -1,8 +1,8 @@
 //! One TCP connection: the TLS handshake when TLS is on (feature `tls`), then
-//! read the request head, answer plain HTTP (`/`, `/healthz`, `/metrics`) or
-//! authenticate and upgrade `/ws` to a WebSocket, then pump frames between the
-//! socket and the router. Never holds a router borrow across an await: every
-//! router call is a synchronous `feed`.
+//! read the request head, answer plain HTTP (`/`, `/healthz`, `/metrics`,
+//! `/status`) or authenticate and upgrade `/ws` or `/acp` to a WebSocket, then
+//! pump frames between the socket and the router. Never holds a router borrow
+//! across an await: every router call is a synchronous `feed`.
 
 use crate::core::ids::{ClientId, SocketId};
 use crate::core::router::Input;
@@ -10,7 +10,21 @@ use crate::serve::admission::{self, Refusal};
 use crate::serve::http::{self, Head};
 use crate::serve::relay::{QueueDepth, Relay, SocketHandle, SocketMsg};
 use crate::serve::{Shared, web};
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures_util::SinkExt;
+use smol::channel::Receiver;
+use smol::net::{SocketAddr, TcpStream};
+use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// Gives the admission slot back when the socket ends, however it ends.
 struct Slot {
@@ -87,20 +101,6 @@ pub fn refuse_at_accept(shared: &Shared, stream: TcpStream, peer: SocketAddr, wh
     warn_refusal(shared, peer, &what);
     let _ = rustix::net::send(&stream, ACCEPT_REFUSED, rustix::net::SendFlags::NOSIGNAL);
 }
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::handshake::derive_accept_key;
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use async_tungstenite::tungstenite::{Error as WsError, Message};
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-use futures_util::SinkExt;
-use smol::channel::Receiver;
-use smol::net::{SocketAddr, TcpStream};
-use std::io;
-use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 type WsSink = async_tungstenite::WebSocketSender<Conn>;
 
@@ -265,29 +265,11 @@ pub async fn connection(
         Ok(h) => h,
         Err(e) => {
             log::debug!("{peer}: {e}");
-            send(
-                &mut stream,
-                &http::response(
-                    400,
-                    "Bad Request",
-                    "text/plain",
-                    &[],
-                    format!("{e}\n").as_bytes(),
-                ),
-            )
-            .await;
+            send(&mut stream, &http::text(400, "Bad Request", &[], &e)).await;
             return;
         }
     };
-    let reply = |status: u16, reason: &str, body: &str| {
-        http::response(
-            status,
-            reason,
-            "text/plain; charset=utf-8",
-            &[],
-            format!("{body}\n").as_bytes(),
-        )
-    };
+    let reply = |status: u16, reason: &str, body: &str| http::text(status, reason, &[], body);
     let path = head.path.clone();
     match (head.method.as_str(), path.as_str()) {
         ("GET", "/ws") if head.is_upgrade() => {
@@ -328,7 +310,7 @@ pub async fn connection(
                 &reply(
                     404,
                     "Not Found",
-                    "not found; the relay serves /, /ws, /healthz and /metrics",
+                    "not found; the relay serves /, /ws, /acp, /healthz, /metrics and /status",
                 ),
             )
             .await;
@@ -343,7 +325,8 @@ async fn send(stream: &mut Conn, bytes: &[u8]) {
     }
 }
 
-async fn read_head(stream: &mut Conn) -> Result<Head, String> {
+/// Reads until a whole request head is in (at most [`http::MAX_HEAD_BYTES`]).
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Head, String> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
@@ -365,17 +348,7 @@ async fn refuse(
     extra: &[(&str, String)],
     body: &str,
 ) {
-    send(
-        stream,
-        &http::response(
-            status,
-            reason,
-            "text/plain; charset=utf-8",
-            extra,
-            format!("{body}\n").as_bytes(),
-        ),
-    )
-    .await;
+    send(stream, &http::text(status, reason, extra, body)).await;
 }
 
 async fn upgrade(
@@ -447,19 +420,9 @@ async fn upgrade(
             "refused upgrade: missing token"
         };
         warn_refusal(&shared, peer, what);
-        let body = b"unauthorized: present the pairing token (acp-relay token) as Authorization: Bearer, subprotocol acp-relay.token.T, or ?token=\n";
-        send(
-            &mut stream,
-            &http::response(
-                401,
-                "Unauthorized",
-                "text/plain",
-                &[("WWW-Authenticate", "Bearer".into())],
-                body,
-            ),
-        )
-        .await;
-        return;
+        let body = "unauthorized: present the pairing token (acp-relay token) as Authorization: Bearer, subprotocol acp-relay.token.T, or ?token=";
+        let extra = [("WWW-Authenticate", "Bearer".into())];
+        return refuse(&mut stream, 401, "Unauthorized", &extra, body).await;
     }
     let opened = shared.admission.borrow_mut().open(ip);
     if let Err(refusal) = opened {
@@ -475,18 +438,8 @@ async fn upgrade(
         } else {
             "the relay has as many connections as it allows; retry later"
         };
-        send(
-            &mut stream,
-            &http::response(
-                503,
-                "Service Unavailable",
-                "text/plain",
-                &[("Retry-After", "5".into())],
-                format!("{body}\n").as_bytes(),
-            ),
-        )
-        .await;
-        return;
+        let extra = [("Retry-After", "5".into())];
+        return refuse(&mut stream, 503, "Service Unavailable", &extra, body).await;
     }
     let _slot = Slot {
         shared: shared.clone(),
@@ -652,7 +605,8 @@ async fn run_socket(
         // writer frees its queue now, not when a blocked write gives up.
         writer.cancel().await;
         drop(own_tx);
-        crate::heap::trim();
+        // A walk of the whole heap: off the executor thread.
+        smol::unblock(crate::heap::trim).await;
         log::info!("{socket}: closed (too slow)");
         return;
     }

@@ -33,6 +33,9 @@ pub const MAX_AGENT_TERMINALS: usize = 16;
 pub const DEFAULT_OUTPUT_LIMIT: usize = 1 << 20;
 /// Largest `outputByteLimit` honoured; larger requests are clamped to it.
 pub const MAX_OUTPUT_LIMIT: usize = 16 << 20;
+/// Released commands' process groups remembered for the sweep at shutdown
+/// (their background jobs); the oldest are forgotten past it.
+pub const MAX_RELEASED_GROUPS: usize = MAX_AGENT_TERMINALS * 4;
 /// Output chunks queued toward the relay's live view of agent terminals;
 /// past it chunks are dropped from the live view (never from the buffer).
 pub const MAX_TAP_CHUNKS: usize = 256;
@@ -68,7 +71,7 @@ pub(super) struct AgentTerminals {
     tap: RefCell<Option<TerminalTap>>,
     /// Groups of released commands, whose background jobs (a dev server
     /// started with `&`) keep running for the agent until the relay stops;
-    /// the oldest are forgotten past [`MAX_AGENT_TERMINALS`] × 4.
+    /// the oldest are forgotten past [`MAX_RELEASED_GROUPS`].
     released: RefCell<std::collections::VecDeque<u32>>,
 }
 
@@ -76,7 +79,7 @@ pub(super) struct AgentTerminals {
 /// handle only talks to it. Dropping the handle (or sending on `kill`) makes
 /// the supervisor kill the command.
 struct Terminal {
-    shared: Arc<Shared>,
+    shared: Arc<RunState>,
     kill: Sender<()>,
     /// The command's process group (its leader's pid).
     pgid: u32,
@@ -84,8 +87,8 @@ struct Terminal {
 
 /// What the supervisor task and the handle share. `exit` is set once, after
 /// the child has been reaped and its output drained.
-struct Shared {
-    output: Mutex<Output>,
+struct RunState {
+    output: Mutex<OutputTail>,
     exit: OnceCell<ExitInfo>,
 }
 
@@ -201,8 +204,8 @@ impl AgentTerminals {
         let n = self.next_id.get();
         self.next_id.set(n + 1);
         let id = format!("term-{n}");
-        let shared = Arc::new(Shared {
-            output: Mutex::new(Output::new(limit)),
+        let shared = Arc::new(RunState {
+            output: Mutex::new(OutputTail::new(limit)),
             exit: OnceCell::new(),
         });
         let pgid = child.id();
@@ -265,7 +268,7 @@ impl AgentTerminals {
             .ok_or_else(|| unknown_terminal(id))?;
         kill_and_wait(std::slice::from_ref(&term)).await;
         let mut released = self.released.borrow_mut();
-        if released.len() >= MAX_AGENT_TERMINALS * 4 {
+        if released.len() >= MAX_RELEASED_GROUPS {
             released.pop_front();
         }
         released.push_back(term.pgid);
@@ -435,7 +438,7 @@ fn env_param(params: &Value) -> Result<Vec<(String, String)>, RpcError> {
 async fn supervise(
     mut child: Child,
     reader: Async<io::PipeReader>,
-    shared: Arc<Shared>,
+    shared: Arc<RunState>,
     kill: Receiver<()>,
     tap: Option<(TerminalTap, String, String)>,
 ) {
@@ -466,7 +469,7 @@ async fn supervise(
 /// the tap (whole characters; a full tap drops the chunk).
 async fn pump(
     mut reader: Async<io::PipeReader>,
-    shared: &Shared,
+    shared: &RunState,
     tap: Option<(TerminalTap, String, String)>,
 ) {
     let mut buf = vec![0u8; READ_CHUNK];
@@ -528,7 +531,7 @@ async fn wait_or_kill(child: &mut Child, pid: u32, kill: &Receiver<()>) -> ExitI
     }
 }
 
-fn lock(output: &Mutex<Output>) -> std::sync::MutexGuard<'_, Output> {
+fn lock(output: &Mutex<OutputTail>) -> std::sync::MutexGuard<'_, OutputTail> {
     output
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -537,15 +540,15 @@ fn lock(output: &Mutex<Output>) -> std::sync::MutexGuard<'_, Output> {
 /// The newest `limit` bytes of a command's output. Invariant: `bytes.len()
 /// <= limit`; once anything was dropped, `truncated` is set and `bytes`
 /// starts at a UTF-8 character boundary (for UTF-8 output).
-struct Output {
+struct OutputTail {
     bytes: VecDeque<u8>,
     limit: usize,
     truncated: bool,
 }
 
-impl Output {
-    fn new(limit: usize) -> Output {
-        Output {
+impl OutputTail {
+    fn new(limit: usize) -> OutputTail {
+        OutputTail {
             bytes: VecDeque::new(),
             limit,
             truncated: false,
@@ -612,7 +615,7 @@ mod tests {
 
     #[test]
     fn output_keeps_everything_under_the_limit() {
-        let mut out = Output::new(8);
+        let mut out = OutputTail::new(8);
         out.push(b"abc");
         out.push(b"def");
         assert_eq!(out.snapshot(false), ("abcdef".to_owned(), false));
@@ -620,7 +623,7 @@ mod tests {
 
     #[test]
     fn output_keeps_the_newest_bytes_at_a_char_boundary() {
-        let mut out = Output::new(8);
+        let mut out = OutputTail::new(8);
         out.push("x€€€".as_bytes()); // 10 bytes: the cut lands inside a '€'
         assert_eq!(out.snapshot(true), ("€€".to_owned(), true));
         out.push(b"ab");
@@ -631,7 +634,7 @@ mod tests {
 
     #[test]
     fn output_exactly_at_the_limit_is_not_truncated() {
-        let mut out = Output::new(4);
+        let mut out = OutputTail::new(4);
         out.push(b"abcd");
         assert_eq!(out.snapshot(true), ("abcd".to_owned(), false));
         out.push(b"e");
@@ -640,14 +643,14 @@ mod tests {
 
     #[test]
     fn output_limit_zero_keeps_nothing() {
-        let mut out = Output::new(0);
+        let mut out = OutputTail::new(0);
         out.push(b"abc");
         assert_eq!(out.snapshot(true), (String::new(), true));
     }
 
     #[test]
     fn partial_char_at_the_end_waits_while_running() {
-        let mut out = Output::new(16);
+        let mut out = OutputTail::new(16);
         let euro = "€".as_bytes();
         out.push(&[b'a', euro[0], euro[1]]);
         assert_eq!(out.snapshot(false).0, "a");

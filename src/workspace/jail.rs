@@ -329,20 +329,21 @@ fn is_missing(e: &io::Error) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
+    /// A fresh directory under the system temp dir, removed on drop (also
+    /// used by the other workspace modules' tests).
+    pub(in crate::workspace) struct TempDir(pub(in crate::workspace) PathBuf);
 
     impl TempDir {
-        fn new(tag: &str) -> TempDir {
+        pub(in crate::workspace) fn new(tag: &str) -> TempDir {
             static NEXT: AtomicU32 = AtomicU32::new(0);
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir()
-                .join(format!("acp-relay-jail-{tag}-{}-{n}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("acp-relay-ws-{tag}-{}-{n}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).expect("create temp dir");
             TempDir(dir)
