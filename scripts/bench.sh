@@ -297,7 +297,7 @@ if [ -z "$ONLY_MEM" ]; then
 # ---- 1. throughput, latency and CPU: 1 and 4 devices, each frame size ----
 for fb in $SIZES; do
   say "throughput at ${fb}-byte chunks, $N frames (socket queue $QUEUE)"
-  start_relay "tp$fb" "--flood $N --frame-bytes $fb" --socket-queue "$QUEUE"
+  start_relay "tp$fb" "--flood $N --frame-bytes $fb" --socket-queue "$QUEUE" --socket-bytes $((1 << 30)) --memory-budget 0
   for k in 1 4; do
     read -r u0 s0 < <(cpu_split "$RELAY_PID")
     m0=$(main_ticks "$RELAY_PID")
@@ -453,7 +453,7 @@ if perf stat -e instructions true 2>&1 | grep -q 'not supported' || ! command -v
     for k in 1 4; do
       say "instructions per frame under callgrind, $k device(s), $CG_N frames"
       RELAY_WRAP="valgrind --tool=callgrind --callgrind-out-file=$WORK/cg$k.%p" \
-        start_relay "cg$k" "--flood $CG_N --frame-bytes 200" --socket-queue $((CG_N + 1024))
+        start_relay "cg$k" "--flood $CG_N --frame-bytes 200" --socket-queue $((CG_N + 1024)) --socket-bytes $((1 << 30)) --memory-budget 0
       flood "$k" "$CG_N" >/dev/null # warm-up: agent started, first session
       callgrind_control -d "$RELAY_PID" >/dev/null
       res=$(flood "$k" "$CG_N")
@@ -468,7 +468,7 @@ if perf stat -e instructions true 2>&1 | grep -q 'not supported' || ! command -v
 else
   for k in 1 4; do
     say "instructions per frame under perf stat, $k device(s), $CG_N frames"
-    start_relay "perf$k" "--flood $CG_N --frame-bytes 200" --socket-queue $((CG_N + 1024))
+    start_relay "perf$k" "--flood $CG_N --frame-bytes 200" --socket-queue $((CG_N + 1024)) --socket-bytes $((1 << 30)) --memory-budget 0
     flood "$k" "$CG_N" >/dev/null
     perf stat -e instructions -x, -o "$WORK/perf$k" -p "$RELAY_PID" &
     PERF_PID=$!
