@@ -262,6 +262,22 @@ cg_ooms() {
   if [ "$CG_KIND" = v1 ]; then awk '/^oom_kill / {print $2}' "$CG/memory.oom_control" 2>/dev/null || echo 0; fi
   if [ "$CG_KIND" = v2 ]; then awk '/^oom_kill / {print $2}' "$CG/memory.events" 2>/dev/null || echo 0; fi
 }
+# cg_stat: the cgroup's own split of what it holds (anonymous vs page cache).
+cg_stat() {
+  [ -n "$CG" ] || return 0
+  if [ "$CG_KIND" = v1 ]; then
+    awk '/^total_rss / {printf "cg_rss_kib=%d ", $2/1024} /^total_cache / {printf "cg_cache_kib=%d ", $2/1024}' "$CG/memory.stat" 2>/dev/null || true
+  else
+    awk '/^anon / {printf "cg_rss_kib=%d ", $2/1024} /^file / {printf "cg_cache_kib=%d ", $2/1024}' "$CG/memory.stat" 2>/dev/null || true
+  fi
+}
+# cg_oom_delta BASE: OOM kills since BASE was read.
+cg_oom_delta() {
+  [ -n "$CG" ] || { echo ""; return 0; }
+  local now
+  now=$(cg_ooms)
+  echo $(( ${now:-0} - ${1:-0} ))
+}
 cg_remove() {
   [ -n "$CG" ] || return 0
   local p
@@ -327,12 +343,17 @@ fi
 
 fi # ONLY_MEM
 
-# ---- 4. idle RSS; 16 sessions x 4 devices connected; then with full default rings ----
+# ---- 4. memory: idle RSS; 16 sessions x 4 devices; 4 stalled devices during a flood ----
+# Run twice when a cgroup is available: RSS figures without it, then the
+# same inside the 64 MiB cgroup (does it fit, or is the relay OOM-killed).
+memory_figures() { # TAG
+TAG=$1
 say "idle RSS, then 16 sessions x 4 devices, $FILL_N 2000-byte frames each"
 # 64 devices come from one address: lift the per-address admission limit where there is one.
 peer_flag=()
 "$BIN" serve --help 2>&1 | grep -q -- '--max-conns-per-peer' && peer_flag=(--max-conns-per-peer 128)
-start_relay rss "--flood $FILL_N --frame-bytes 2000" "${peer_flag[@]}"
+oom0=$(cg_ooms)
+start_relay "rss$TAG" "--flood $FILL_N --frame-bytes 2000" "${peer_flag[@]}"
 cg_enter "$RELAY_PID"
 sleep 1
 idle=$(rss_kib "$RELAY_PID")
@@ -341,6 +362,12 @@ cg_reset
   --frames "$FILL_N" --sequential --pause 2 --hold 20 --cwd "$WS" >"$WORK/hold.out" 2>"$WORK/hold.err" &
 HOLD_PID=$!
 PIDS+=("$HOLD_PID")
+# Peak RSS, sampled (VmHWM is lost when the relay is killed).
+( p=0; while kill -0 "$RELAY_PID" 2>/dev/null && kill -0 "$HOLD_PID" 2>/dev/null; do
+    r=$(rss_kib "$RELAY_PID" 2>/dev/null || echo 0); [ -n "$r" ] && [ "$r" -gt "$p" ] && p=$r && echo "$p" >"$WORK/peak$TAG"
+    sleep 0.1
+  done ) &
+PIDS+=("$!")
 lines() { wc -l <"$WORK/hold.out" 2>/dev/null || echo 0; }
 for _ in $(seq 600); do
   [ "$(lines)" -ge 1 ] && break
@@ -360,16 +387,18 @@ alive=1
 kill -0 "$RELAY_PID" 2>/dev/null || alive=0
 full=$(rss_kib "$RELAY_PID" 2>/dev/null || echo 0)
 hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$RELAY_PID/status" 2>/dev/null || echo 0)
-add_json "relay-rss" "$(sed -n 2p "$WORK/hold.out" 2>/dev/null || echo '{}')" \
+add_json "relay-rss$TAG" "$(sed -n 2p "$WORK/hold.out" 2>/dev/null || echo '{}')" \
   idle_kib="$idle" connected_kib="$connected" full_kib="${full:-0}" hwm_kib="${hwm:-0}" \
-  relay_alive="$alive" cg="${CG_KIND:-none}" cg_peak_kib="$(cg_peak_kib)" cg_ooms="$(cg_ooms)"
+  relay_alive="$alive" cg="${CG:+$CG_KIND}" cg_peak_kib="$(cg_peak_kib)" cg_ooms="$(cg_oom_delta "$oom0")" \
+  sampled_peak_kib="$(cat "$WORK/peak$TAG" 2>/dev/null || echo 0)" $(cg_stat)
 stop "$HOLD_PID"
 stop "$RELAY_PID"
 
 # ---- 4b. 4 devices that stop reading during a flood ----
 STALL_N=${BENCH_STALL_FRAMES:-40000}
 say "RSS with 4 stalled devices and 1 reader during a flood of $STALL_N 2000-byte frames"
-start_relay stall "--flood $STALL_N --frame-bytes 2000"
+oom0=$(cg_ooms)
+start_relay "stall$TAG" "--flood $STALL_N --frame-bytes 2000 --rate 10000"
 cg_enter "$RELAY_PID"
 sleep 1
 s_idle=$(rss_kib "$RELAY_PID")
@@ -396,10 +425,19 @@ s_alive=1
 kill -0 "$RELAY_PID" 2>/dev/null || s_alive=0
 s_after=$(rss_kib "$RELAY_PID" 2>/dev/null || echo 0)
 s_hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$RELAY_PID/status" 2>/dev/null || echo 0)
-add_json "relay-stalled" "$(sed -n 2p "$WORK/stall.out" 2>/dev/null || echo '{}')" \
+add_json "relay-stalled$TAG" "$(sed -n 2p "$WORK/stall.out" 2>/dev/null || echo '{}')" \
   idle_kib="$s_idle" peak_kib="$s_peak" after_kib="${s_after:-0}" hwm_kib="${s_hwm:-0}" \
-  relay_alive="$s_alive" cg="${CG_KIND:-none}" cg_peak_kib="$(cg_peak_kib)" cg_ooms="$(cg_ooms)"
+  relay_alive="$s_alive" cg="${CG:+$CG_KIND}" cg_peak_kib="$(cg_peak_kib)" cg_ooms="$(cg_oom_delta "$oom0")" $(cg_stat)
 stop "$RELAY_PID"
+}
+CG_SAVED=$CG
+CG=""
+memory_figures ""
+CG=$CG_SAVED
+if [ -n "$CG" ]; then
+  say "the memory figures again, inside the 64 MiB cgroup"
+  memory_figures "-cg"
+fi
 if [ -z "$ONLY_MEM" ]; then
 
 # ---- 5. full-ring replay ----
@@ -555,16 +593,26 @@ def cgnote(r):
             f"OOM kills {ooms if ooms not in (None, '') else '?'}{'' if alive != 0 else ', RELAY KILLED'}")
 
 if "relay-rss" in rows:
-    out.append(f"| 16 sessions × 4 devices, full rings: memory limit | {cgnote('relay-rss')} | | | fits 64 MiB | {mark(None if g('relay-rss','cg') in (None,'none') else (g('relay-rss','relay_alive') != 0 and not g('relay-rss','cg_ooms')))} |")
+    sp = g("relay-rss", "sampled_peak_kib")
+    out.append(f"| RSS, 16 × 4 full rings: sampled peak during the fill | {fmt(sp/1024 if sp else None,' MiB',1)} | | | | — |")
+if "relay-rss-cg" in rows:
+    r = "relay-rss-cg"
+    split = f"; at the end the cgroup held {fmt((g(r,'cg_rss_kib') or 0)/1024,' MiB',1)} anonymous + {fmt((g(r,'cg_cache_kib') or 0)/1024,' MiB',1)} page cache"
+    fill = "fill done" if g(r, "ok") else f"fill failed ({str(g(r,'error') or (g(r,'errors') or [''])[0])[:60]})"
+    out.append(f"| 16 sessions × 4 devices, full rings, inside a 64 MiB cgroup | {cgnote(r)}; {fill}{split} | | | fits 64 MiB | {mark(g(r,'relay_alive') != 0 and not g(r,'cg_ooms'))} |")
+elif "relay-rss" in rows:
+    out.append(f"| 16 sessions × 4 devices, full rings, inside a 64 MiB cgroup | not run: no usable memory cgroup here (needs root and cgroup v2 memory or v1) | | | fits 64 MiB | — |")
 
-r = "relay-stalled"
-if r in rows:
+for r in ("relay-stalled", "relay-stalled-cg"):
+    if r not in rows:
+        continue
     si, sp, sa = g(r, "idle_kib"), g(r, "peak_kib"), g(r, "after_kib")
     drop = g(r, "stalled_dropped")
     detail = (f"idle {fmt(si/1024 if si else None,' MiB',1)}, peak {fmt(sp/1024 if sp else None,' MiB',1)}, "
               f"after {fmt(sa/1024 if sa else None,' MiB',1)}; {drop if drop is not None else '?'} of {g(r,'stalled',4)} stalled dropped; "
               f"reader lost {g(r,'lost')}; {cgnote(r)}")
-    out.append(f"| RSS, 4 stalled devices + 1 reader during a {g(r,'frames_per_device') or ''} × 2000-B flood | {detail} | | | stalled dropped, RSS back near idle | {mark(drop == g(r,'stalled',4) and bool(g(r,'ok')))} |")
+    where = "" if r == "relay-stalled" else ", inside a 64 MiB cgroup"
+    out.append(f"| RSS, 4 stalled devices + 1 reader during a {g(r,'frames_per_device') or ''} × 2000-B flood{where} | {detail} | | | stalled dropped, RSS back near idle | {mark(drop == g(r,'stalled',4) and bool(g(r,'ok')))} |")
 
 r = "relay-replay"
 if r in rows:

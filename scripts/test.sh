@@ -107,17 +107,23 @@ fi
 step "cargo test --features tls --test tls" cargo test --features tls --test tls
 
 # 4. Browser tests (web) and a short soak.
+WEB_LOG="$PWD/target/test-web.log"
+: >"$WEB_LOG"
+run_web() { bash scripts/test-web.sh 2>&1 | tee "$WEB_LOG"; }
 if [ -e scripts/test-web.sh ]; then
-  step "scripts/test-web.sh" bash scripts/test-web.sh
+  step "scripts/test-web.sh" run_web
 fi
 if [ -e scripts/soak.sh ]; then
   step "scripts/soak.sh --minutes 1" bash scripts/soak.sh --minutes 1
 fi
 
-# 5. Summary.
+# 5. Summary: what the tests recorded, and what the browser tests printed.
 while IFS= read -r line; do
   [ -n "$line" ] && SKIPS+=("$line")
 done <"$SKIP_LOG"
+while IFS= read -r line; do
+  SKIPS+=("${line#*SKIPPED: }")
+done < <(grep -a 'SKIPPED: ' "$WEB_LOG" 2>/dev/null || true)
 echo
 echo "==> summary"
 for r in "${RESULTS[@]}"; do

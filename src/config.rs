@@ -351,6 +351,27 @@ mod tests {
     }
 
     #[test]
+    fn random_text_never_panics() {
+        let specs = flag_specs(USAGE);
+        let alphabet = b"= #\"'\n-abz09\t\xc3\xa9";
+        let mut x: u64 = 7;
+        for _ in 0..5_000 {
+            let text: Vec<u8> = (0..(x % 64) as usize)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    alphabet[(x >> 33) as usize % alphabet.len()]
+                })
+                .collect();
+            let text = String::from_utf8_lossy(&text);
+            if let Ok(e) = parse(Path::new("c"), &text) {
+                let _ = merge(Path::new("c"), &e, &specs, &[], &["config"]);
+            }
+        }
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let p = Path::new("/etc/acp-relay/config");
         let specs = flag_specs(USAGE);

@@ -100,8 +100,19 @@ pub fn render(level: Level, target: &str, msg: &str, format: Format, journal: bo
                 "target": target,
                 "msg": msg,
             });
-            // serde_json escapes every control character.
-            out.push_str(&v.to_string());
+            // serde_json escapes C0 controls; DEL, C1 controls and the line
+            // separators (legal raw in JSON strings) get \u escapes here.
+            for c in v.to_string().chars() {
+                if c == '\x7f'
+                    || ('\u{80}'..='\u{9f}').contains(&c)
+                    || c == '\u{2028}'
+                    || c == '\u{2029}'
+                {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                } else {
+                    out.push(c);
+                }
+            }
         }
     }
     out.push('\n');
@@ -244,6 +255,32 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json[3..]).unwrap();
         assert_eq!(v["msg"], "a\nb\0");
         assert_eq!(v["level"], "warn");
+    }
+
+    #[test]
+    fn random_messages_make_exactly_one_clean_line() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..2_000 {
+            let bytes: Vec<u8> = (0..(x % 200) as usize)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> (i % 8)) as u8
+                })
+                .collect();
+            let msg = String::from_utf8_lossy(&bytes);
+            for format in [Format::Text, Format::Json] {
+                let line = render(Level::Info, "t", &msg, format, false);
+                let body = line.strip_suffix('\n').unwrap();
+                assert!(
+                    !body
+                        .chars()
+                        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}'),
+                    "{line:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -411,7 +411,24 @@ fn serve_args(cli: &[String]) -> Result<Vec<String>, String> {
         None => Vec::new(),
     };
     let specs = config::flag_specs(&serve_usage());
-    config::merge(&path, &entries, &specs, cli, NOT_IN_CONFIG).map_err(|e| e.to_string())
+    let merged =
+        config::merge(&path, &entries, &specs, cli, NOT_IN_CONFIG).map_err(|e| e.to_string())?;
+    // A value the flag refuses: name the config line it came from.
+    let parses = |args: &[String]| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        Serve::from_args(&["acp-relay serve"], &a).map_err(|e| e.output)
+    };
+    if parses(&merged).is_err() && parses(cli).is_ok() {
+        for k in 0..entries.len() {
+            let some = config::merge(&path, &entries[..=k], &specs, cli, NOT_IN_CONFIG)
+                .map_err(|e| e.to_string())?;
+            if let Err(e) = parses(&some) {
+                let line = entries[k].line;
+                return Err(format!("{}:{line}: {}", path.display(), e.trim()));
+            }
+        }
+    }
+    Ok(merged)
 }
 
 /// SIGHUP: the config file and the command line again, as `serve` read them.
@@ -585,6 +602,11 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
             format!("--metrics-listen '{a}' is not an address like 127.0.0.1:9447")
         })?),
     };
+    if let Some(a) = metrics_listen.filter(|a| !a.ip().is_loopback()) {
+        log::warn!(
+            "--metrics-listen {a} is not loopback: anyone who reaches it reads /metrics without the token"
+        );
+    }
     let tls = match (s.tls_cert, s.tls_key) {
         (None, None) => None,
         _ if !cfg!(feature = "tls") => return Err(serve::NO_TLS.into()),

@@ -30,6 +30,20 @@ pub fn kill_group(leader: u32) {
     signal_group(leader, Signal::KILL);
 }
 
+/// SIGKILL to what is left of the group `pgid` after its leader was reaped
+/// (background jobs the leader started). Blocking: it reads `/proc`. A group
+/// found with a live member is still the one the leader made: while a
+/// process is in group `pgid`, the kernel hands that number to no new
+/// process.
+pub fn kill_leftover_group(pgid: u32) {
+    let has_members = all_pids()
+        .into_iter()
+        .any(|p| stat(p).is_some_and(|s| s.pgid == pgid && s.state != 'Z'));
+    if has_members && let Some(g) = pid(pgid) {
+        signal_pgid(g, Signal::KILL);
+    }
+}
+
 /// Makes the child `cmd` starts die (SIGKILL) when the relay does:
 /// `PR_SET_PDEATHSIG` in the forked child. The signal fires when the
 /// *thread* that forked the child ends, so start such children from the

@@ -6,13 +6,20 @@ use common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Kills the recorded processes on drop, so a failing test leaves nothing.
+/// Kills the recorded processes on drop, so a failing test leaves nothing
+/// (only those still running this test's programs: a pid may be reused).
 struct Leftovers(Vec<u32>);
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
         for pid in &self.0 {
-            unsafe_kill(*pid, "KILL");
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("86311") || c.contains("agent.sh")
+            });
+            if ours && running(*pid) {
+                unsafe_kill(*pid, "KILL");
+            }
         }
     }
 }

@@ -11,6 +11,10 @@ use std::collections::HashMap;
 const FLOOD_RUNS: usize = 20;
 /// Frames per flood turn.
 const FLOOD_FRAMES: u64 = 2000;
+/// Frames per second: fast, yet slow enough that the device keeps up with
+/// live frames, so what it has seen is as new as what the store buffers (a
+/// device lagging behind would only ever see frames already written out).
+const FLOOD_RATE: u64 = 4000;
 
 /// Like [`Relay::device`], with a handshake deadline that holds on a loaded
 /// machine (a relay just restarted may be busy restoring).
@@ -110,7 +114,7 @@ impl Ledger {
 fn kill9_during_a_flood_never_reuses_or_skips_a_number() {
     let state = TempDir::new("flood-state");
     let agent = format!(
-        "{} demo-agent --flood {FLOOD_FRAMES} --frame-bytes 80 --state-dir {}",
+        "{} demo-agent --flood {FLOOD_FRAMES} --frame-bytes 80 --rate {FLOOD_RATE} --state-dir {}",
         bin(),
         state.path().display()
     );

@@ -5,6 +5,8 @@
 //! SIGHUP picks up a changed config and a rotated token.
 mod common;
 use common::*;
+#[path = "interop/bridge.rs"]
+mod bridge;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -438,4 +440,44 @@ fn a_failing_target_is_retried_and_logged_once_per_spell() {
         "one warning per spell:\n{log}"
     );
     assert!(!log.contains("/hook"), "the target's path is never logged");
+}
+
+#[test]
+fn an_agent_waiting_for_login_is_notified() {
+    let Some(py) = bridge::python3() else {
+        bridge::skip(
+            "an_agent_waiting_for_login_is_notified",
+            "python3 (3.8+) is not installed",
+        );
+        return;
+    };
+    let sink = Sink::start();
+    let url = format!("http://127.0.0.1:{}/hook", sink.port);
+    let agent = bridge::agent_cmd(&py, "quirk_agent.py", "auth");
+    let relay = Relay::start(&["--agent", &agent, "--notify", &url]);
+    // A device asks for a session; the agent refuses it until someone logs in.
+    let mut d = relay.device("phone", "");
+    d.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    let id = d.request(
+        "initialize",
+        json!({"protocolVersion":1,"clientCapabilities":{}}),
+    );
+    d.response(&id);
+    let id = d.request("session/new", json!({"cwd":"/","mcpServers":[]}));
+    assert_eq!(d.response(&id)["error"]["code"], -32000);
+    let r = sink.recv("login wait", |r| {
+        r.body.contains("\"event\":\"agent_needs_login\"")
+    });
+    let v = r.json();
+    assert_eq!(v["title"], "Agent needs a login");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Authentication required") && m.contains("python3")),
+        "{v}"
+    );
+    assert!(
+        !relay.log().contains("quirk_agent.py auth"),
+        "agent arguments logged"
+    );
 }

@@ -89,6 +89,13 @@ fn an_unknown_key_fails_with_its_line_number() {
         err.contains(&format!("{}:3: unknown key 'bogus-key'", cfg.display())),
         "{err}"
     );
+    // A value its flag refuses names its line too.
+    std::fs::write(&cfg, "# x\nmax-asks = many\n").unwrap();
+    let out = run(&["serve", "--config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{}:2: ", cfg.display())), "{err}");
+    assert!(err.contains("max-asks"), "{err}");
     let out = run(&[
         "serve",
         "--config",

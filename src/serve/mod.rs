@@ -40,6 +40,9 @@ pub const DEFAULT_SOCKET_BYTES: usize = 6 << 20;
 /// Room above one full ring a socket queue keeps for live frames during a replay.
 pub const REPLAY_HEADROOM_BYTES: usize = 1 << 20;
 
+/// When startup pages are shed a second time (see [`crate::heap::shed_startup_pages`]).
+pub const STARTUP_SETTLE: Duration = Duration::from_millis(500);
+
 /// How long shutdown waits for agents to exit after SIGTERM before SIGKILL.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -393,6 +396,17 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     smol::block_on(ex.run(async {
         // Starts the default session's agent.
         relay.pump();
+        // Startup code (flags, store recovery, the agent's start) need not
+        // stay mapped: shed its pages now and once more when the default
+        // agent's first exchange is likely over.
+        let shed = crate::heap::shed_startup_pages();
+        log::debug!("unmapped {shed} KiB of clean startup pages");
+        ex.spawn(async {
+            smol::Timer::after(STARTUP_SETTLE).await;
+            let shed = crate::heap::shed_startup_pages();
+            log::debug!("unmapped {shed} KiB of clean startup pages");
+        })
+        .detach();
         let accept = async {
             loop {
                 match listener.accept().await {

@@ -66,6 +66,10 @@ pub(super) struct AgentTerminals {
     table: RefCell<HashMap<String, Rc<Terminal>>>,
     next_id: Cell<u64>,
     tap: RefCell<Option<TerminalTap>>,
+    /// Groups of released commands, whose background jobs (a dev server
+    /// started with `&`) keep running for the agent until the relay stops;
+    /// the oldest are forgotten past [`MAX_AGENT_TERMINALS`] × 4.
+    released: RefCell<std::collections::VecDeque<u32>>,
 }
 
 /// One started command. The supervisor task owns the child process; this
@@ -74,6 +78,8 @@ pub(super) struct AgentTerminals {
 struct Terminal {
     shared: Arc<Shared>,
     kill: Sender<()>,
+    /// The command's process group (its leader's pid).
+    pgid: u32,
 }
 
 /// What the supervisor task and the handle share. `exit` is set once, after
@@ -101,6 +107,7 @@ impl AgentTerminals {
             table: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
             tap: RefCell::new(None),
+            released: RefCell::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -198,6 +205,7 @@ impl AgentTerminals {
             output: Mutex::new(Output::new(limit)),
             exit: OnceCell::new(),
         });
+        let pgid = child.id();
         let (kill_tx, kill_rx) = smol::channel::bounded(1);
         // The supervisor needs no executor handle: it runs on smol's global
         // executor and always ends once the child is reaped.
@@ -212,6 +220,7 @@ impl AgentTerminals {
             Rc::new(Terminal {
                 shared,
                 kill: kill_tx,
+                pgid,
             }),
         );
         Ok(json!({ "terminalId": id }))
@@ -254,7 +263,13 @@ impl AgentTerminals {
             .borrow_mut()
             .remove(id)
             .ok_or_else(|| unknown_terminal(id))?;
-        kill_and_wait(&[term]).await;
+        kill_and_wait(std::slice::from_ref(&term)).await;
+        let mut released = self.released.borrow_mut();
+        if released.len() >= MAX_AGENT_TERMINALS * 4 {
+            released.pop_front();
+        }
+        released.push_back(term.pgid);
+        drop(released);
         log::debug!("terminal {id} released");
         Ok(json!({}))
     }
@@ -263,6 +278,15 @@ impl AgentTerminals {
     pub(super) async fn shutdown(&self) {
         let all: Vec<Rc<Terminal>> = self.table.borrow_mut().drain().map(|(_, t)| t).collect();
         kill_and_wait(&all).await;
+        // What exited commands left behind ends with the relay. Reading /proc blocks.
+        let mut groups: Vec<u32> = self.released.borrow_mut().drain(..).collect();
+        groups.extend(all.iter().map(|t| t.pgid));
+        smol::unblock(move || {
+            groups
+                .into_iter()
+                .for_each(crate::proc::kill_leftover_group)
+        })
+        .await;
     }
 
     fn check_room(&self) -> Result<(), RpcError> {

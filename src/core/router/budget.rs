@@ -147,3 +147,98 @@ impl Router {
         replay
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(r: &mut Router) {
+        while r.poll_output().is_some() {}
+    }
+
+    fn line(r: &mut Router, agent: u64, text: &str) {
+        r.handle(
+            5,
+            Input::AgentLine {
+                agent: AgentId(agent),
+                line: text.as_bytes(),
+            },
+        );
+        drain(r);
+    }
+
+    fn update(sid: &str, n: usize) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"session/update","params":{{"sessionId":"{sid}","update":{{"sessionUpdate":"agent_message_chunk","content":{{"type":"text","text":"{}"}}}}}}}}"#,
+            "x".repeat(n)
+        )
+    }
+
+    #[test]
+    fn idle_rings_shrink_first_and_the_total_stays_within_the_budget() {
+        let budget = 64 << 10;
+        let cfg = RouterConfig {
+            memory_budget: budget,
+            ..RouterConfig::default()
+        };
+        let mut r = Router::new(cfg, 1);
+        line(
+            &mut r,
+            1,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":1,"agentCapabilities":{}}}"#,
+        );
+        r.handle(
+            2,
+            Input::SocketOpen {
+                socket: SocketId(1),
+                client: ClientId("c".into()),
+                session: None,
+                last_seq: None,
+                plain: false,
+            },
+        );
+        let new = r#"{"jsonrpc":"2.0","id":"c:1","method":"session/new","params":{"cwd":"/","mcpServers":[]}}"#;
+        r.handle(
+            3,
+            Input::SocketText {
+                socket: SocketId(1),
+                text: new.as_bytes(),
+            },
+        );
+        line(
+            &mut r,
+            1,
+            r#"{"jsonrpc":"2.0","id":2,"result":{"sessionId":"idle"}}"#,
+        );
+        r.handle(
+            3,
+            Input::SocketText {
+                socket: SocketId(1),
+                text: new.as_bytes(),
+            },
+        );
+        line(
+            &mut r,
+            1,
+            r#"{"jsonrpc":"2.0","id":3,"result":{"sessionId":"viewed"}}"#,
+        );
+        // The socket views "viewed"; "idle" has no viewer and no turn.
+        for _ in 0..40 {
+            line(&mut r, 1, &update("idle", 1000));
+            line(&mut r, 1, &update("viewed", 1000));
+            assert!(
+                r.memory_bytes() <= budget,
+                "{} > {budget}",
+                r.memory_bytes()
+            );
+        }
+        let bytes = |r: &Router, s: &str| r.units[&r.by_session[s]].ring.bytes();
+        assert!(
+            bytes(&r, "idle") < bytes(&r, "viewed"),
+            "idle {} viewed {}",
+            bytes(&r, "idle"),
+            bytes(&r, "viewed")
+        );
+        assert_eq!(r.ring_bytes(), bytes(&r, "idle") + bytes(&r, "viewed"));
+    }
+}

@@ -155,6 +155,7 @@ impl Router {
             return Some(frame);
         };
         if !(self.cfg.durable && u.persisted) {
+            u.gate.hold_next = false;
             u.ring.release(rseq);
             fan_out(&u.viewers, &self.sockets, &mut self.out, &frame, plain);
             return Some(frame);
@@ -165,6 +166,15 @@ impl Router {
                 g.barriers.pop_back();
             }
             g.barriers.push_back(rseq);
+            // Asked here so a turn end never waits on a fsync nobody asked
+            // for; `persist_sync` right after covers the frames that follow.
+            if let Some(session) = u.session_id.clone() {
+                g.sync_asked = g.sync_asked.max(rseq);
+                self.out.push_back(Output::Persist(Persist::Durable {
+                    session,
+                    upto: rseq,
+                }));
+            }
         }
         if rseq + RESERVE_BLOCK / 2 > g.asked.max(g.reserved)
             && let Some(session) = u.session_id.clone()
