@@ -598,6 +598,17 @@ def sessions_menu_delete_and_terminal_tab(pw, browser):
         pg.wait_for_function("() => document.querySelectorAll('#slist li .open').length === 2", timeout=T)
         listed = text(pg, "#slist")
         assert "first session" in listed and "second session" in listed, listed
+        pg.keyboard.press("Escape")
+        # an open ask in another session shows as "needs you" in the list
+        prompt(pg, "/chunks 1\nneeds an answer\n/ask")
+        pg.wait_for_selector(".ask:not(.done) button.pri", timeout=T)
+        pg.click("#sessBtn")
+        pg.wait_for_selector("#slist li:has-text('second session') .tag.needs", timeout=T)
+        pg.keyboard.press("Escape")
+        pg.click(".ask:not(.done) button.pri")
+        wait_done(pg, 2)
+        pg.click("#sessBtn")
+        pg.wait_for_function("() => document.querySelectorAll('#slist li .open').length === 2", timeout=T)
         shot(pg, "sessions")
         pg.locator("#slist li", has_text="first session").locator("button:has-text('Delete')").click()
         pg.wait_for_function("() => document.querySelectorAll('#slist li .open').length === 1", timeout=T)

@@ -490,7 +490,7 @@ impl Router {
                         "cwd": self.cfg.cwd,
                         "title": u.title,
                         "updatedAt": iso8601(u.updated_ms),
-                        "_meta": {"relay": {"busy": u.busy(), "live": true}}
+                        "_meta": {"relay": {"busy": u.busy(), "live": true, "pendingAsks": u.asks.len()}}
                     }),
                 ))
             })

@@ -117,7 +117,7 @@ const files = new Files($('files'), api);
 const changes = new Changes($('changes'), api);
 const sessions = new Sessions(Object.assign({}, api, {
   load: sid => loadSession(sid),
-  needs: (sid, meta) => (sid === link.view.sid && tr.openAsks() > 0) || (meta && (meta.needsYou || (meta.pendingPermissions | 0) > 0 || (Array.isArray(meta.pendingPermissionIds) && meta.pendingPermissionIds.length > 0))),
+  needs: (sid, meta) => (sid === link.view.sid && tr.openAsks() > 0) || (meta && ((meta.pendingAsks | 0) > 0)),
   deviceName: () => deviceName(clientId),
   onList: () => setHeader(),
   onDeleted: () => newSession(),

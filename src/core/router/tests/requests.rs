@@ -325,7 +325,7 @@ fn session_list_shows_live_sessions_newest_first() {
     assert_eq!(ids, vec!["s2", "s1"]);
     assert_eq!(
         sessions[0]["_meta"],
-        json!({"relay": {"busy": false, "live": true}})
+        json!({"relay": {"busy": false, "live": true, "pendingAsks": 0}})
     );
     assert_eq!(sessions[0]["cwd"], json!("/"));
 }
