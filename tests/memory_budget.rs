@@ -100,3 +100,37 @@ fn sixteen_full_sessions_and_64_replays_stay_within_the_budget() {
         "after another turn: {memory} > {BUDGET}\n{m}"
     );
 }
+
+/// A device asking for more history than its socket may queue is never
+/// dropped by its own replay (it would reconnect and ask again, for ever):
+/// the transcript part is cut to what fits beside the ring, as a reset.
+#[test]
+fn a_replay_never_outgrows_the_socket_it_is_for() {
+    let agent = format!("{} demo-agent --flood 1500 --frame-bytes 2000", bin());
+    let relay = Relay::start(&[
+        "--agent",
+        &agent,
+        "--ring-bytes",
+        "262144",
+        "--socket-bytes",
+        "1310720",
+    ]);
+    let mut d = relay.device("filler", "");
+    let s = open_session(&mut d);
+    let id = d.request("session/prompt", prompt_params(&s, "fill"));
+    let done = d.response(&id);
+    let head = done["rseq"].as_u64().expect("a stamped turn end");
+    assert!(head > 1000, "{done}");
+    d.close();
+    // ~3.3 MB of history, a 256 KiB ring, a socket bound of ring + 1 MiB.
+    for i in 0..3 {
+        let mut e = relay.device(&format!("late{i}"), &format!("session_id={s}&last_seq=0"));
+        let w = e.recv_until("welcome", |v| v["type"] == "relay_welcome");
+        assert_eq!(w["headSeq"], head, "{w}");
+        let got = e.recv_until(&format!("the head, rseq {head}"), |v| v["rseq"] == head);
+        assert_eq!(got["rseq"], head);
+        // Still connected: a request is answered.
+        let id = e.request("session/list", serde_json::json!({}));
+        assert!(e.response(&id).get("result").is_some());
+    }
+}

@@ -307,6 +307,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     router_cfg.cwd = ws.root().display().to_string();
     router_cfg.epoch_seed = now_ms();
     router_cfg.durable = true;
+    let socket_limits = opts.limits.effective(router_cfg.ring_bytes);
+    router_cfg.socket_bytes = socket_limits.socket_bytes;
     router_cfg.relay_meta = serde_json::json!({
         "workspace": ws.capabilities(),
         "terminal": router_cfg.terminals.is_some(),
@@ -348,7 +350,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let shared = Rc::new(Shared {
         relay: relay.clone(),
         token: RefCell::new(token),
-        limits: opts.limits.effective(router_cfg.ring_bytes),
+        limits: socket_limits,
         data_dir: opts.data_dir.clone(),
         admission: RefCell::new(Admission::new(opts.admission)),
         allowed_origins: opts.allowed_origins.clone(),

@@ -30,7 +30,7 @@
 use super::*;
 
 /// Numbers reserved per request; the next request goes out when half are used.
-pub const RESERVE_BLOCK: u64 = 4096;
+pub const RESERVE_BLOCK: u64 = 1 << 16;
 /// Frames one unit may hold while the store catches up; past it the viewers
 /// are reset from the ring instead.
 pub const MAX_HELD_FRAMES: usize = 16384;

@@ -82,6 +82,10 @@ pub struct RouterConfig {
     pub durable: bool,
     /// `--memory-budget` in bytes, shared by every ring (0: none).
     pub memory_budget: usize,
+    /// Bytes one socket may have queued before it is dropped as slow
+    /// (`--socket-bytes`): a replay is never larger, or it would drop the
+    /// device it is for.
+    pub socket_bytes: usize,
 }
 
 impl Default for RouterConfig {
@@ -108,6 +112,7 @@ impl Default for RouterConfig {
             agent_timeout_ms: DEFAULT_AGENT_TIMEOUT_MS,
             durable: false,
             memory_budget: crate::core::budget::DEFAULT_MEMORY_BUDGET,
+            socket_bytes: usize::MAX,
         }
     }
 }

@@ -7,6 +7,8 @@ use super::*;
 
 /// Transcript replays in flight; past it a device is reset instead.
 pub const MAX_STORE_REPLAYS: usize = 16;
+/// Room a socket queue keeps beside a replay for live frames.
+pub const LIVE_HEADROOM_BYTES: usize = 1 << 20;
 
 impl Router {
     /// Starts a transcript replay for `socket` resuming `unit` after `last_seq`
@@ -50,6 +52,15 @@ impl Router {
         } else {
             budget.saturating_sub(self.memory_bytes()) / 2
         };
+        // The transcript part and the ring's frames after it are queued on
+        // the socket together: both must fit its byte bound with room for
+        // live frames, or the replay would drop the device it is for (which
+        // would reconnect and ask for the same replay again).
+        let room = self
+            .cfg
+            .socket_bytes
+            .saturating_sub(ring.bytes().saturating_add(LIVE_HEADROOM_BYTES));
+        let max_bytes = max_bytes.min(room);
         if max_bytes == 0 {
             return false;
         }
