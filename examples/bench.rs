@@ -387,7 +387,11 @@ async fn read_device(mut ws: Ws, frames: u64, prompt_id: String, wait: Duration)
         t.frames += 1;
         t.bytes += b.len() as u64;
         t.first.get_or_insert(now);
-        t.last = Some(now);
+        // The rate is the stream's: the turn's end (held until its frames are
+        // fsync'd) is not a streamed frame.
+        if memchr::memmem::find(b, b"\"session/update\"").is_some() {
+            t.last = Some(now);
+        }
         if let Some(r) = rseq(b) {
             if let Some(prev) = t.last_rseq
                 && r != prev + 1
