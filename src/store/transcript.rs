@@ -486,28 +486,10 @@ impl Store {
         max_frames: usize,
         max_bytes: usize,
     ) -> Result<StoredSession, StoreError> {
-        let (done_tx, done_rx) = smol::channel::bounded(1);
-        let queued = self.send_control(Op::Flush {
-            session_id: session_id.to_owned(),
-            done: done_tx,
-        });
-        let path = self.sessions_dir.join(file_name(session_id));
-        let id = session_id.to_owned();
-        let work = async move {
-            if queued {
-                // An error means the writer is gone; what it wrote is on disk.
-                let _ = done_rx.recv().await;
-            }
-            smol::unblock(move || format::read_session(&path, &id, max_frames, max_bytes)).await
-        };
-        let deadline = async {
-            smol::Timer::after(LOAD_DEADLINE).await;
-            Err(StoreError::Timeout {
-                session_id: session_id.to_owned(),
-                after: LOAD_DEADLINE,
-            })
-        };
-        futures_lite::future::or(work, deadline).await
+        self.read_flushed(session_id, move |path, id| {
+            format::read_session(path, id, max_frames, max_bytes)
+        })
+        .await
     }
 
     /// Reads the frames numbered `(after, upto]` of a session, oldest first,
@@ -525,6 +507,20 @@ impl Store {
         if upto <= after {
             return Ok(Some(Vec::new()));
         }
+        self.read_flushed(session_id, move |path, id| {
+            format::read_range(path, id, after, upto, max_bytes)
+        })
+        .await
+    }
+
+    /// Runs `read` on a blocking thread over the session's file once
+    /// everything queued before the call is written out, within
+    /// [`LOAD_DEADLINE`].
+    async fn read_flushed<T: Send + 'static>(
+        &self,
+        session_id: &str,
+        read: impl FnOnce(&Path, &str) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (done_tx, done_rx) = smol::channel::bounded(1);
         let queued = self.send_control(Op::Flush {
             session_id: session_id.to_owned(),
@@ -534,9 +530,10 @@ impl Store {
         let id = session_id.to_owned();
         let work = async move {
             if queued {
+                // An error means the writer is gone; what it wrote is on disk.
                 let _ = done_rx.recv().await;
             }
-            smol::unblock(move || format::read_range(&path, &id, after, upto, max_bytes)).await
+            smol::unblock(move || read(&path, &id)).await
         };
         let deadline = async {
             smol::Timer::after(LOAD_DEADLINE).await;
