@@ -24,6 +24,7 @@
 //! - [`config`], [`cli`], [`status`], [`pair`] — the config file,
 //!   `install-service`, `status` and `/status`, `pair` with its QR code.
 //! - [`connect`] — `acp-relay connect`: the stdio ↔ `/acp` bridge.
+//! - [`places`] — `--workspace NAME=DIR` and `--agent NAME=CMD`: the projects and agents.
 //! - [`demo_agent`] — the built-in ACP agent (`acp-relay demo-agent`).
 //! - [`proc`], [`heap`], [`logger`] — process groups and `/proc`; the C
 //!   allocator's knobs; the `log` backend (escaped lines, text or JSON).
@@ -38,6 +39,7 @@ pub mod heap;
 pub mod logger;
 pub mod notify;
 pub mod pair;
+pub mod places;
 pub mod proc;
 pub mod pty;
 pub mod serve;

@@ -63,12 +63,12 @@ struct Serve {
     /// address to listen on (default 127.0.0.1:7447; port 0 picks a free one)
     #[argh(option, default = "String::from(\"127.0.0.1:7447\")")]
     listen: String,
-    /// agent command line, e.g. 'gemini --acp' (default: the built-in demo agent)
+    /// agent command line, e.g. 'gemini --acp', or NAME='CMD ARGS' (repeatable, the first is the default; default: the built-in demo agent)
     #[argh(option)]
-    agent: Option<String>,
-    /// directory the agent works in (default: the current directory)
+    agent: Vec<String>,
+    /// directory the agents work in, or NAME=DIR (repeatable: one project each, the first is the default; default: the current directory)
     #[argh(option)]
-    workspace: Option<PathBuf>,
+    workspace: Vec<String>,
     /// where the token and sessions live (default $XDG_STATE_HOME/acp-relay)
     #[argh(option)]
     data_dir: Option<PathBuf>,
@@ -87,9 +87,12 @@ struct Serve {
     /// only the device holding the controller lease may drive
     #[argh(switch)]
     lease: bool,
-    /// start one agent process per session instead of one shared process
+    /// start one agent process per session instead of one shared process per agent and project
     #[argh(switch)]
     agent_per_session: bool,
+    /// seconds an agent with no busy session runs before it is stopped (default 600; its sessions resume on their next prompt; 0: never)
+    #[argh(option, default = "600")]
+    agent_idle: u64,
     /// most live sessions (default 16); past it the oldest idle unviewed one is evicted
     #[argh(option, default = "16")]
     max_sessions: usize,
@@ -633,10 +636,18 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
             s.listen
         )
     })?;
-    let workspace = match s.workspace {
-        Some(w) => w,
-        None => std::env::current_dir()
-            .map_err(|e| format!("cannot read the current directory: {e}"))?,
+    let projects = if s.workspace.is_empty() {
+        let here = std::env::current_dir()
+            .map_err(|e| format!("cannot read the current directory: {e}"))?;
+        let name = here
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| acp_relay::places::valid_name(n))
+            .unwrap_or("workspace")
+            .to_owned();
+        vec![(name, here)]
+    } else {
+        acp_relay::places::parse_workspaces(&s.workspace, acp_relay::core::router::MAX_PROJECTS)?
     };
     let data_dir = s.data_dir.unwrap_or_else(store::default_data_dir);
     for (name, v) in [
@@ -660,15 +671,12 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
             return Err(format!("{name} must be at least 1"));
         }
     }
-    let agent = match s.agent {
-        Some(cmd) if cmd.trim().is_empty() => {
-            return Err("--agent is empty; give a command line such as 'gemini --acp'".into());
-        }
-        Some(cmd) => AgentCommand::Shell(cmd),
-        None => {
-            let exe = std::env::current_exe()
-                .map_err(|e| format!("cannot find this program to start the demo agent: {e}"))?;
-            let state = data_dir.join("demo-agent");
+    let agents = if s.agent.is_empty() {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find this program to start the demo agent: {e}"))?;
+        let state = data_dir.join("demo-agent");
+        vec![(
+            "demo".to_owned(),
             AgentCommand::Program {
                 program: exe,
                 args: vec![
@@ -676,8 +684,13 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
                     "--state-dir".into(),
                     state.display().to_string(),
                 ],
-            }
-        }
+            },
+        )]
+    } else {
+        acp_relay::places::parse_agents(&s.agent, acp_relay::core::router::MAX_AGENT_KINDS)?
+            .into_iter()
+            .map(|(name, cmd)| (name, AgentCommand::Shell(cmd)))
+            .collect()
     };
     let router = RouterConfig {
         ring_frames: s.ring_frames,
@@ -686,6 +699,7 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
         auto_approve: s.auto_approve,
         lease: s.lease,
         agent_per_session: s.agent_per_session,
+        agent_idle_ms: s.agent_idle.saturating_mul(1000),
         max_sessions: s.max_sessions,
         agent_timeout_ms: s.agent_timeout.saturating_mul(1000),
         keep_sessions: s.keep_sessions,
@@ -718,8 +732,8 @@ fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {
     };
     serve::serve(ServeOptions {
         listen,
-        agent,
-        workspace,
+        agents,
+        projects,
         data_dir,
         router,
         limits,

@@ -52,6 +52,8 @@ fn meta() -> SessionMeta {
         created_ms: 1,
         updated_ms: 2,
         agent_session: None,
+        project: None,
+        agent: None,
         head_seq: 0,
     }
 }

@@ -17,6 +17,8 @@ pub enum JobKind {
     GitDiff,
     /// `_relay/apply_edit`
     ApplyEdit,
+    /// `_relay/projects`: every project with its git branch and state
+    Projects,
     /// ACP `fs/read_text_file` (from an agent)
     ReadTextFile,
     /// ACP `fs/write_text_file`
@@ -33,12 +35,13 @@ pub enum JobKind {
     TerminalRelease,
 }
 
-const METHODS: [(JobKind, &str); 12] = [
+const METHODS: [(JobKind, &str); 13] = [
     (JobKind::FsTree, "_relay/fs/tree"),
     (JobKind::FsRead, "_relay/fs/read"),
     (JobKind::GitStatus, "_relay/git/status"),
     (JobKind::GitDiff, "_relay/git/diff"),
     (JobKind::ApplyEdit, "_relay/apply_edit"),
+    (JobKind::Projects, "_relay/projects"),
     (JobKind::ReadTextFile, "fs/read_text_file"),
     (JobKind::WriteTextFile, "fs/write_text_file"),
     (JobKind::TerminalCreate, "terminal/create"),
@@ -68,11 +71,13 @@ impl JobKind {
     }
 }
 
-/// One job: what to do, with the requester's params.
+/// One job: what to do, with the requester's params, in which project (the
+/// jail it runs in: the requesting session's or agent's own).
 #[derive(Debug, Clone)]
 pub struct Job {
     pub kind: JobKind,
     pub params: Value,
+    pub project: crate::core::ids::ProjectId,
 }
 
 #[cfg(test)]

@@ -88,6 +88,9 @@ pub enum TermAction {
         rows: u16,
         cwd: Option<String>,
         command: Option<String>,
+        /// The project whose jail `cwd` is resolved in (the router sets it:
+        /// the project of the session the shell was opened from).
+        project: crate::core::ids::ProjectId,
     },
     /// Queue `data` as input to `id`'s PTY.
     Write { id: TerminalId, data: Vec<u8> },
@@ -201,6 +204,7 @@ impl TerminalTable {
             rows,
             cwd,
             command,
+            project: Default::default(),
         });
         Ok((
             json!({ "terminalId": id.to_string(), "screen": snapshot }),
@@ -578,6 +582,7 @@ mod tests {
             rows,
             cwd: None,
             command: None,
+            project: Default::default(),
         }
     }
 
@@ -624,6 +629,7 @@ mod tests {
                 rows: 30,
                 cwd: Some("sub".into()),
                 command: Some("top -b -n1".into()),
+                project: Default::default(),
             }]
         );
         assert_eq!(t.all_ids(), vec![TerminalId(1), TerminalId(2)]);

@@ -47,6 +47,8 @@ pub struct Unit {
     /// the first `session/new` answer names it).
     pub session_id: Option<String>,
     pub agent: Option<AgentId>,
+    /// Its agent kind and project (its jail); fixed for the session's life.
+    pub place: crate::core::ids::Place,
     /// The agent's id for this session, when it has one.
     pub agent_session: Option<String>,
     /// The agent id to `session/load` when the session is reopened.
@@ -87,6 +89,7 @@ impl Unit {
         Unit {
             session_id: None,
             agent: None,
+            place: Default::default(),
             agent_session: None,
             resume_from: None,
             phase: Phase::Idle,

@@ -51,8 +51,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub listen: SocketAddr,
-    pub agent: AgentCommand,
-    pub workspace: PathBuf,
+    /// Every agent by name, the default first (at least one).
+    pub agents: Vec<(String, AgentCommand)>,
+    /// Every project by name, the default first (at least one).
+    pub projects: Vec<(String, PathBuf)>,
     pub data_dir: PathBuf,
     pub router: RouterConfig,
     pub limits: SocketLimits,
@@ -258,10 +260,26 @@ impl Shared {
 pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     // Before any helper thread starts, so none gets an arena of its own.
     crate::heap::tune();
-    let ws = Workspace::new(&opts.workspace).map_err(|e| ServeError::Workspace {
-        path: opts.workspace.clone(),
-        reason: e.to_string(),
-    })?;
+    let mut workspaces = Vec::with_capacity(opts.projects.len());
+    for (name, dir) in &opts.projects {
+        let ws = Workspace::new(dir).map_err(|e| ServeError::Workspace {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+        workspaces.push((name.clone(), Rc::new(ws)));
+    }
+    let Some(ws) = workspaces.first().map(|(_, w)| w.clone()) else {
+        return Err(ServeError::Workspace {
+            path: PathBuf::new(),
+            reason: "no project is configured".into(),
+        });
+    };
+    // The names, in order, index projects and agents in the router.
+    let agent_label = opts
+        .agents
+        .first()
+        .map(|(_, c)| c.to_string())
+        .unwrap_or_default();
     let token = token::load_or_create(&opts.data_dir).map_err(ServeError::Token)?;
     // End what a killed previous run left, and record this run's agents.
     crate::agent::groups::install(crate::agent::groups::Groups::open(
@@ -305,6 +323,14 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 
     let mut router_cfg = opts.router.clone();
     router_cfg.cwd = ws.root().display().to_string();
+    router_cfg.projects = workspaces
+        .iter()
+        .map(|(name, w)| crate::core::router::ProjectCfg {
+            name: name.clone(),
+            path: w.root().display().to_string(),
+        })
+        .collect();
+    router_cfg.agents = opts.agents.iter().map(|(n, _)| n.clone()).collect();
     router_cfg.epoch_seed = now_ms();
     router_cfg.durable = true;
     let socket_limits = opts.limits.effective(router_cfg.ring_bytes);
@@ -322,8 +348,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let relay = Relay::new(
         ex.clone(),
         router,
-        Rc::new(ws),
-        opts.agent.clone(),
+        workspaces,
+        opts.agents.clone(),
         router_cfg.agent_limits.max_line_bytes,
         Some(Rc::new(store)),
         (router_cfg.ring_frames, router_cfg.ring_bytes),
@@ -331,12 +357,12 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     if router_cfg.terminals.is_some() {
         relay.enable_terminals();
     }
-    let ops = Rc::new(crate::status::Ops::new(now_ms(), opts.agent.to_string()));
+    let ops = Rc::new(crate::status::Ops::new(now_ms(), agent_label.clone()));
     let base_url = crate::pair::base_url(opts.public_url.as_deref(), addr, opts.tls.is_some());
     let dispatcher = crate::notify::deliver::Dispatcher::start(
         ex.clone(),
         opts.notify.clone(),
-        opts.agent.to_string(),
+        agent_label.clone(),
         base_url.clone(),
     );
     *ops.notify.borrow_mut() = Some(dispatcher.clone());
@@ -369,8 +395,20 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         "acp-relay {} listening on {addr}",
         env!("CARGO_PKG_VERSION")
     );
-    say!("  workspace: {}", relay.workspace.root().display());
-    say!("  agent:     {}", opts.agent);
+    if relay.projects.len() == 1 {
+        say!("  workspace: {}", relay.workspace.root().display());
+    } else {
+        for (name, w) in &relay.projects {
+            say!("  project:   {name} = {}", w.root().display());
+        }
+    }
+    if opts.agents.len() == 1 {
+        say!("  agent:     {agent_label}");
+    } else {
+        for (name, cmd) in &opts.agents {
+            say!("  agent:     {name} = {cmd}");
+        }
+    }
     say!(
         "  devices:   {ws_scheme}://{addr}/ws  (token: `acp-relay token --data-dir {}`)",
         opts.data_dir.display()
@@ -476,7 +514,9 @@ async fn shutdown(relay: &Rc<Relay>) {
     relay.close_all_sockets();
     let pids = relay.agent_pids();
     relay.kill_all_agents();
-    relay.workspace.shutdown().await;
+    for (_, w) in &relay.projects {
+        w.shutdown().await;
+    }
     relay.shutdown_terminals().await;
     let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
     while pids.iter().any(|p| crate::proc::exists(*p)) && std::time::Instant::now() < deadline {

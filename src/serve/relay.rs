@@ -7,7 +7,7 @@ use crate::agent::lines::{LineRead, read_line};
 use crate::agent::{self, AgentCommand};
 use crate::core::budget::MemoryMeter;
 use crate::core::frame::find_byte;
-use crate::core::ids::{AgentId, JobId, SocketId, UnitId};
+use crate::core::ids::{AgentId, AgentKind, JobId, Place, ProjectId, SocketId, UnitId};
 use crate::core::ring::Frame;
 use crate::core::router::{Input, Output, Persist, Router};
 use crate::core::rpc::RpcError;
@@ -166,8 +166,12 @@ pub struct Relay {
     router: RefCell<Router>,
     sockets: RefCell<HashMap<SocketId, SocketHandle>>,
     agents: RefCell<HashMap<AgentId, AgentHandle>>,
+    /// The default project's workspace (the first of `projects`).
     pub workspace: Rc<Workspace>,
-    agent_cmd: AgentCommand,
+    /// Every project by name, in the router's order ([`ProjectId`] indexes it).
+    pub projects: Vec<(String, Rc<Workspace>)>,
+    /// Every agent by name, in the router's order ([`AgentKind`] indexes it).
+    agent_cmds: Vec<(String, AgentCommand)>,
     cwd: PathBuf,
     max_agent_line: usize,
     next_socket: Cell<u64>,
@@ -198,15 +202,20 @@ pub fn now_ms() -> u64 {
 }
 
 impl Relay {
+    /// `projects` and `agent_cmds` are never empty: the first of each is the default.
     pub fn new(
         ex: Rc<LocalExecutor<'static>>,
         router: Router,
-        workspace: Rc<Workspace>,
-        agent_cmd: AgentCommand,
+        projects: Vec<(String, Rc<Workspace>)>,
+        agent_cmds: Vec<(String, AgentCommand)>,
         max_agent_line: usize,
         store: Option<Rc<Store>>,
         ring_bounds: (usize, usize),
     ) -> Rc<Relay> {
+        let workspace = projects
+            .first()
+            .map(|(_, w)| w.clone())
+            .expect("serve configures at least one project");
         let cwd = workspace.root().to_path_buf();
         let meter = METER.with(Rc::clone);
         let mut router = router;
@@ -218,7 +227,8 @@ impl Relay {
             sockets: RefCell::new(HashMap::new()),
             agents: RefCell::new(HashMap::new()),
             workspace,
-            agent_cmd,
+            projects,
+            agent_cmds,
             cwd,
             max_agent_line,
             next_socket: Cell::new(0),
@@ -334,7 +344,7 @@ impl Relay {
                 code,
                 reason,
             } => self.send(socket, SocketMsg::Close { code, reason }),
-            Output::SpawnAgent { agent } => self.spawn_agent(agent),
+            Output::SpawnAgent { agent, place } => self.spawn_agent(agent, place),
             Output::WriteAgent { agent, line } => {
                 let handle = self
                     .agents
@@ -471,11 +481,27 @@ impl Relay {
         }
     }
 
-    fn spawn_agent(self: &Rc<Self>, agent: AgentId) {
-        let proc = match agent::spawn(&self.agent_cmd, &self.cwd) {
+    /// The workspace of a project (the default one for an id out of range).
+    fn project(&self, p: ProjectId) -> Rc<Workspace> {
+        self.projects
+            .get(p.0 as usize)
+            .map_or_else(|| self.workspace.clone(), |(_, w)| w.clone())
+    }
+
+    fn agent_cmd(&self, k: AgentKind) -> Option<&(String, AgentCommand)> {
+        self.agent_cmds.get(k.0 as usize)
+    }
+
+    fn spawn_agent(self: &Rc<Self>, agent: AgentId, place: Place) {
+        let Some((name, cmd)) = self.agent_cmd(place.agent).cloned() else {
+            log::error!("{agent}: no agent is configured for {place}");
+            return;
+        };
+        let cwd = self.project(place.project).root().to_path_buf();
+        let proc = match agent::spawn(&cmd, &cwd) {
             Ok(p) => p,
             Err(e) => {
-                log::error!("{agent}: could not start `{}`: {e}", self.agent_cmd);
+                log::error!("{agent}: could not start {name} (`{cmd}`): {e}");
                 let relay = self.clone();
                 let status = format!("could not start: {e}");
                 // Reported from a task so the router sees it after its current step.
@@ -489,7 +515,10 @@ impl Relay {
             .agents_spawned
             .set(self.metrics.agents_spawned.get() + 1);
         let pid = proc.child.id();
-        log::info!("{agent}: started `{}` (pid {pid})", self.agent_cmd);
+        log::info!(
+            "{agent}: started {name} (`{cmd}`, pid {pid}) in {}",
+            cwd.display()
+        );
         let (tx, rx) = smol::channel::bounded::<Vec<u8>>(AGENT_QUEUE);
         let queued = Rc::new(Cell::new(0usize));
         self.agents.borrow_mut().insert(
@@ -579,7 +608,10 @@ impl Relay {
     /// which sends it to the viewers of the terminal's session.
     pub fn tap_agent_terminals(self: &Rc<Self>) {
         let (tx, rx) = smol::channel::bounded(crate::workspace::agent_terminal::MAX_TAP_CHUNKS);
-        self.workspace.tap_agent_terminals(tx);
+        for (_, ws) in &self.projects {
+            ws.tap_agent_terminals(tx.clone());
+        }
+        drop(tx);
         let weak = Rc::downgrade(self);
         self.ex
             .spawn(async move {
@@ -640,9 +672,12 @@ impl Relay {
                 rows,
                 cwd,
                 command,
+                project,
             } => {
-                let cwd = match cwd.as_deref().map(|c| self.workspace.jail().resolve(c)) {
-                    None => Ok(None),
+                // Always inside the session's project: its root when no cwd is named.
+                let ws = self.project(project);
+                let cwd = match cwd.as_deref().map(|c| ws.jail().resolve(c)) {
+                    None => Ok(Some(ws.root().to_path_buf())),
                     Some(Ok(p)) => Ok(Some(p)),
                     Some(Err(e)) => Err(e.to_string()),
                 };
@@ -767,11 +802,18 @@ impl Relay {
 
     fn run_job(self: &Rc<Self>, job: JobId, work: crate::core::job::Job, deadline: bool) {
         let relay = self.clone();
-        let ws = self.workspace.clone();
+        let ws = self.project(work.project);
         let method = work.kind.method();
+        let projects =
+            (work.kind == crate::core::job::JobKind::Projects).then(|| self.projects.clone());
         self.ex
             .spawn(async move {
-                let work = async { ws.run(work).await };
+                let work = async {
+                    match projects {
+                        Some(all) => Ok(crate::workspace::projects(&all).await),
+                        None => ws.run(work).await,
+                    }
+                };
                 let result = if deadline {
                     futures_lite::future::or(work, async {
                         smol::Timer::after(QUERY_DEADLINE).await;

@@ -157,7 +157,7 @@ impl StoreLimits {
 
 /// Work for the writer thread.
 enum Op {
-    Meta(SessionMeta),
+    Meta(Box<SessionMeta>),
     Frame {
         session_id: String,
         frame: Bytes,
@@ -347,7 +347,7 @@ impl Store {
     /// Queues: record (replace) a session's metadata, creating its transcript
     /// when it has none. Never blocks.
     pub fn put_meta(&self, meta: SessionMeta) {
-        if !self.send_control(Op::Meta(meta)) {
+        if !self.send_control(Op::Meta(Box::new(meta))) {
             log::warn!("writer queue is full or closed; a metadata update is lost");
         }
     }

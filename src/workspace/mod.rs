@@ -155,7 +155,15 @@ impl Workspace {
     /// dropped git query kills its `git`.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
         match JobKind::from_method(method) {
-            Some(kind) => self.run(Job { kind, params }).await,
+            Some(kind) => {
+                let project = Default::default();
+                self.run(Job {
+                    kind,
+                    params,
+                    project,
+                })
+                .await
+            }
             None => Err(RpcError::method_not_found(method)),
         }
     }
@@ -176,7 +184,29 @@ impl Workspace {
             JobKind::TerminalWaitForExit => self.terminals.wait_for_exit(&params).await,
             JobKind::TerminalKill => self.terminals.kill(&params).await,
             JobKind::TerminalRelease => self.terminals.release(&params).await,
+            JobKind::Projects => Err(RpcError::other(
+                "_relay/projects spans every project; the relay answers it, not one workspace",
+            )),
         }
+    }
+
+    /// One row of `_relay/projects`: `{name, path, branch, dirty}`; `branch`
+    /// and `dirty` are null when the project is not a git checkout (or git
+    /// does not answer).
+    pub async fn project_row(&self, name: &str) -> Value {
+        let (branch, dirty) = match git::status(self.root()).await {
+            Ok(v) => (
+                v["branch"].clone(),
+                json!(v["entries"].as_array().is_some_and(|e| !e.is_empty())),
+            ),
+            Err(_) => (Value::Null, Value::Null),
+        };
+        json!({
+            "name": name,
+            "path": self.root().display().to_string(),
+            "branch": branch,
+            "dirty": dirty,
+        })
     }
 
     /// `_relay/git/diff {path?, staged?}` → `{diff, truncated}`.
@@ -263,4 +293,14 @@ fn object_params(params: &Value) -> Result<(), RpcError> {
     } else {
         Err(RpcError::invalid_params("params must be an object"))
     }
+}
+
+/// `_relay/projects` → `{projects: [{name, path, branch, dirty}]}`, the
+/// default project first.
+pub async fn projects(all: &[(String, std::rc::Rc<Workspace>)]) -> Value {
+    let mut rows = Vec::with_capacity(all.len());
+    for (name, ws) in all {
+        rows.push(ws.project_row(name).await);
+    }
+    json!({ "projects": rows })
 }

@@ -146,8 +146,7 @@ impl Router {
         let agent = self
             .units
             .get(&unit)
-            .and_then(|u| u.agent)
-            .or(self.shared_link)
+            .and_then(|u| u.agent.or_else(|| self.shared_agent(u.place)))
             .or_else(|| self.agent_logs.keys().next_back().copied());
         let lines: Vec<Value> = agent
             .and_then(|a| self.agent_logs.get(&a))

@@ -5,24 +5,21 @@
 use super::*;
 
 impl Router {
-    pub(super) fn agent_for_new_unit(&mut self) -> AgentId {
+    pub(super) fn agent_for_new_unit(&mut self, unit: UnitId) -> AgentId {
+        let place = self.units.get(&unit).map(|u| u.place).unwrap_or_default();
         if !self.cfg.agent_per_session
-            && let Some(a) = self.shared_link.filter(|a| {
-                self.links
-                    .get(a)
-                    .is_some_and(|l| l.state != LinkState::Dead)
-            })
+            && let Some(a) = self.shared_agent(place)
         {
             return a;
         }
-        let agent = self.spawn_agent();
+        let agent = self.spawn_agent(place);
         if !self.cfg.agent_per_session {
-            self.shared_link = Some(agent);
+            self.shared.insert(place, agent);
         }
         agent
     }
 
-    pub(super) fn spawn_agent(&mut self) -> AgentId {
+    pub(super) fn spawn_agent(&mut self, place: Place) -> AgentId {
         self.next_agent += 1;
         let agent = AgentId(self.next_agent);
         self.links.insert(
@@ -37,9 +34,11 @@ impl Router {
                 terminals: BTreeSet::new(),
                 opened: 0,
                 retired: false,
+                place,
+                active_ms: self.now_ms,
             },
         );
-        self.out.push_back(Output::SpawnAgent { agent });
+        self.out.push_back(Output::SpawnAgent { agent, place });
         let params = json!({
             "protocolVersion": 1,
             "clientCapabilities": { "fs": { "readTextFile": true, "writeTextFile": true }, "terminal": true },
@@ -60,7 +59,7 @@ impl Router {
             .get(&agent)
             .and_then(|l| l.init.as_ref())
             .is_some_and(|i| i["agentCapabilities"]["loadSession"] == json!(true));
-        let cwd = self.cfg.cwd.clone();
+        let cwd = self.project_cwd(u.place.project).to_owned();
         match u.resume_from.clone() {
             Some(old) if can_load => {
                 if let Some(u) = self.units.get_mut(&unit) {
@@ -102,6 +101,7 @@ impl Router {
             return None;
         }
         link.next_id += 1;
+        link.active_ms = self.now_ms;
         let id = link.next_id;
         link.pending.insert(
             id,
@@ -122,6 +122,7 @@ impl Router {
         if !self.links.contains_key(&agent) {
             return;
         }
+        self.touch_agent(agent);
         if let Some(asid) = frame::probe_update(line) {
             self.agent_update(agent, &asid, line);
             return;
@@ -239,6 +240,10 @@ impl Router {
                 }
                 self.next_job += 1;
                 let job = JobId(self.next_job);
+                let project = self
+                    .links
+                    .get(&agent)
+                    .map_or(ProjectId(0), |l| l.place.project);
                 let wrote = (kind == JobKind::WriteTextFile)
                     .then(|| params["path"].as_str().map(str::to_owned))
                     .flatten();
@@ -253,6 +258,7 @@ impl Router {
                     job,
                     JobOwner::Agent {
                         agent,
+                        project,
                         id,
                         wrote,
                         term,
@@ -260,7 +266,11 @@ impl Router {
                 );
                 self.out.push_back(Output::Job {
                     job,
-                    work: Job { kind, params },
+                    work: Job {
+                        kind,
+                        params,
+                        project,
+                    },
                     deadline: false,
                 });
             }
@@ -390,6 +400,7 @@ impl Router {
                         l.state = LinkState::Ready;
                         l.init = Some(init);
                     }
+                    self.cache_init(agent);
                     let waiting: Vec<UnitId> = self
                         .units
                         .iter()
@@ -662,18 +673,20 @@ impl Router {
             self.answer_pending_load(unit, Some(&RpcError::other(why.clone())));
             self.persist_sync(unit);
         }
-        if self.shared_link == Some(agent) {
-            self.shared_link = None;
-        }
+        self.forget_shared(agent);
         // Its terminals die with it; its jobs in flight finish unanswered
         // (a terminal one creates meanwhile is released when it lands).
-        let terminals = self
+        let (terminals, project) = self
             .links
             .remove(&agent)
-            .map(|l| l.terminals)
+            .map(|l| (l.terminals, l.place.project))
             .unwrap_or_default();
         for tid in terminals {
-            self.cleanup_job(JobKind::TerminalRelease, json!({ "terminalId": tid }));
+            self.cleanup_job(
+                JobKind::TerminalRelease,
+                json!({ "terminalId": tid }),
+                project,
+            );
         }
         if !was_ready || opening {
             self.fail_deferred(agent, &format!(
@@ -780,9 +793,7 @@ impl Router {
                 link.opened
             );
             link.retired = true;
-            if self.shared_link == Some(agent) {
-                self.shared_link = None;
-            }
+            self.forget_shared(agent);
         }
         self.end_retired_if_quiet_except(agent, Some(unit));
     }
@@ -811,18 +822,22 @@ impl Router {
         if busy {
             return;
         }
-        for id in mine {
-            if let Some(u) = self.units.get_mut(&id) {
-                u.resume_from = u.agent_session.take().or(u.resume_from.take());
-                u.agent = None;
-                u.phase = Phase::Idle;
-            }
+        log::info!("{agent}: retired and quiet; ending it");
+        self.park_and_end(agent);
+    }
+
+    /// Ends an agent whose sessions are all quiet: they stay live, without
+    /// an agent, and resume with `session/load` at their next prompt.
+    pub(super) fn park_and_end(&mut self, agent: AgentId) {
+        for u in self.units.values_mut().filter(|u| u.agent == Some(agent)) {
+            u.resume_from = u.agent_session.take().or(u.resume_from.take());
+            u.agent = None;
+            u.phase = Phase::Idle;
         }
         if let Some(l) = self.links.get_mut(&agent) {
             l.sessions.clear();
             l.state = LinkState::Dead;
         }
-        log::info!("{agent}: retired and quiet; ending it");
         self.out.push_back(Output::KillAgent { agent });
     }
 }

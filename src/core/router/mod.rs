@@ -6,7 +6,7 @@
 //! I/O and never reads the clock.
 
 use crate::core::frame::{self, LineLimits, Message, encode};
-use crate::core::ids::{AgentId, ClientId, JobId, SocketId, UnitId};
+use crate::core::ids::{AgentId, ClientId, JobId, Place, ProjectId, SocketId, UnitId};
 use crate::core::job::{Job, JobKind};
 use crate::core::lease::{Grant, Lease};
 use crate::core::ring::{Frame, ReplayRing};
@@ -21,6 +21,7 @@ mod agent_side;
 mod budget;
 mod durable;
 pub mod fuzz;
+mod places;
 mod replay;
 mod sessions;
 #[cfg(test)]
@@ -29,6 +30,7 @@ mod timers;
 mod turns;
 
 pub use durable::{Gate, MAX_HELD_BYTES, MAX_HELD_FRAMES, RESERVE_BLOCK};
+pub use places::{DEFAULT_AGENT_IDLE_MS, MAX_AGENT_KINDS, MAX_PROJECTS, ProjectCfg};
 pub use replay::MAX_STORE_REPLAYS;
 pub use sessions::{Persist, SessionMeta, StoredInfo};
 
@@ -66,8 +68,19 @@ pub struct RouterConfig {
     pub device_limits: LineLimits,
     pub agent_limits: LineLimits,
     pub max_lines_per_message: usize,
-    /// The workspace, sent to the agent as each session's `cwd`.
+    /// The workspace, sent to the agent as each session's `cwd`, when
+    /// `projects` is empty.
     pub cwd: String,
+    /// The projects (`--workspace NAME=DIR`, the first the default), at most
+    /// [`MAX_PROJECTS`]; empty: one project at `cwd`.
+    pub projects: Vec<ProjectCfg>,
+    /// The agents' names (`--agent NAME=CMD`, the first the default), at
+    /// most [`MAX_AGENT_KINDS`]; empty: one agent named `agent`.
+    pub agents: Vec<String>,
+    /// An agent with no busy session for this long is stopped
+    /// (`--agent-idle`); its sessions resume with `session/load` on a fresh
+    /// one. 0: never.
+    pub agent_idle_ms: u64,
     /// Seed for per-unit epochs (a relay start nonce).
     pub epoch_seed: u64,
     /// Relay capabilities advertised under `_meta.relay` in `initialize`.
@@ -106,6 +119,9 @@ impl Default for RouterConfig {
             },
             max_lines_per_message: 256,
             cwd: "/".into(),
+            projects: Vec::new(),
+            agents: Vec::new(),
+            agent_idle_ms: 0,
             epoch_seed: 1,
             relay_meta: json!({}),
             terminals: None,
@@ -219,8 +235,9 @@ pub enum Output {
         code: u16,
         reason: String,
     },
-    /// Start an agent process for this id.
-    SpawnAgent { agent: AgentId },
+    /// Start an agent process for this id: the configured agent `place.agent`
+    /// working in project `place.project`.
+    SpawnAgent { agent: AgentId, place: Place },
     /// Write one line (no newline) to an agent's stdin.
     WriteAgent { agent: AgentId, line: Vec<u8> },
     /// End an agent process.
@@ -362,6 +379,10 @@ struct Link {
     opened: u64,
     /// Takes no new sessions; ended once none of its sessions is busy.
     retired: bool,
+    /// Which agent, in which project: its jail and its sessions'.
+    place: Place,
+    /// When it last sent or was sent a line (for `--agent-idle`).
+    active_ms: u64,
 }
 
 /// What an agent's workspace job does to the agent's terminal bookkeeping.
@@ -376,6 +397,8 @@ enum TermJob {
 enum JobOwner {
     Agent {
         agent: AgentId,
+        /// The agent's project: its job ran there (the agent may be gone when it lands).
+        project: ProjectId,
         id: Value,
         /// `fs/write_text_file`: the path written, announced on success.
         wrote: Option<String>,
@@ -391,6 +414,7 @@ enum JobOwner {
     Edit {
         socket: SocketId,
         id: Value,
+        project: ProjectId,
     },
 }
 
@@ -415,7 +439,12 @@ pub struct Router {
     /// Relay session id → unit.
     by_session: HashMap<String, UnitId>,
     links: HashMap<AgentId, Link>,
-    shared_link: Option<AgentId>,
+    /// The shared agent of each (agent, project), at most
+    /// [`MAX_AGENT_KINDS`] × [`MAX_PROJECTS`].
+    shared: BTreeMap<Place, AgentId>,
+    /// Each agent kind's `initialize` answer, cached from its first start
+    /// (at most [`MAX_AGENT_KINDS`]).
+    inits: BTreeMap<crate::core::ids::AgentKind, Value>,
     default_unit: UnitId,
     deferred: VecDeque<Deferred>,
     /// `session/new` requests waiting for their unit's agent session.
@@ -468,7 +497,8 @@ impl Router {
             units: BTreeMap::new(),
             by_session: HashMap::new(),
             links: HashMap::new(),
-            shared_link: None,
+            shared: BTreeMap::new(),
+            inits: BTreeMap::new(),
             default_unit: UnitId(0),
             deferred: VecDeque::new(),
             pending_new: VecDeque::new(),
@@ -972,7 +1002,7 @@ impl Router {
                 self.send_result(socket, &reply_id, result);
                 Ok(())
             }
-            "session/new" => self.session_new(socket, &reply_id),
+            "session/new" => self.session_new(socket, &reply_id, &params),
             "session/load" | "session/resume" => {
                 self.session_load(socket, &reply_id, &params, method == "session/load")
             }
@@ -1006,7 +1036,8 @@ impl Router {
                     json!({ "terminalId": tid }),
                 )
             }
-            "_relay/fs/tree" | "_relay/fs/read" | "_relay/git/status" | "_relay/git/diff" => {
+            "_relay/fs/tree" | "_relay/fs/read" | "_relay/git/status" | "_relay/git/diff"
+            | "_relay/projects" => {
                 let (Some(id), Some(kind)) = (id, JobKind::from_method(method)) else {
                     return Ok(());
                 };
@@ -1037,6 +1068,7 @@ impl Router {
                     JobOwner::Edit {
                         socket,
                         id: id.clone(),
+                        project: self.socket_project(socket),
                     },
                     JobKind::ApplyEdit,
                     params,
@@ -1065,7 +1097,17 @@ impl Router {
             ));
         }
         let (result, actions) = match method {
-            "_relay/terminal/open" => self.terminals.open(client, params)?,
+            "_relay/terminal/open" => {
+                let (result, mut actions) = self.terminals.open(client, params)?;
+                // A shell opens in the project of the session it is opened from.
+                let project = self.socket_project(socket);
+                for a in &mut actions {
+                    if let TermAction::Spawn { project: p, .. } = a {
+                        *p = project;
+                    }
+                }
+                (result, actions)
+            }
             "_relay/terminal/list" => (self.terminals.list(client), Vec::new()),
             "_relay/terminal/attach" => (self.terminals.attach(client, params)?, Vec::new()),
             "_relay/terminal/detach" => {
@@ -1159,17 +1201,26 @@ impl Router {
         }
         self.next_job += 1;
         let job = JobId(self.next_job);
+        let project = match &owner {
+            JobOwner::Device { socket, .. } => self.socket_project(*socket),
+            JobOwner::Edit { project, .. } | JobOwner::Agent { project, .. } => *project,
+            JobOwner::Cleanup => ProjectId(0),
+        };
         self.jobs.insert(job, owner);
         self.out.push_back(Output::Job {
             job,
-            work: Job { kind, params },
+            work: Job {
+                kind,
+                params,
+                project,
+            },
             deadline: true,
         });
         Ok(())
     }
 
     /// Runs a workspace method for the relay itself (no one waits for it).
-    fn cleanup_job(&mut self, kind: JobKind, params: Value) {
+    fn cleanup_job(&mut self, kind: JobKind, params: Value, project: ProjectId) {
         if self.jobs.len() >= MAX_JOBS {
             log::warn!(
                 "{MAX_JOBS} jobs in flight; skipping clean-up {}",
@@ -1182,7 +1233,11 @@ impl Router {
         self.jobs.insert(job, JobOwner::Cleanup);
         self.out.push_back(Output::Job {
             job,
-            work: Job { kind, params },
+            work: Job {
+                kind,
+                params,
+                project,
+            },
             deadline: false,
         });
     }
@@ -1266,16 +1321,6 @@ impl Router {
         }
     }
 
-    fn ready_init(&self) -> Option<Value> {
-        let default_agent = self.units.get(&self.default_unit).and_then(|u| u.agent);
-        let preferred = self.shared_link.or(default_agent);
-        preferred
-            .and_then(|a| self.links.get(&a))
-            .filter(|l| l.state == LinkState::Ready)
-            .or_else(|| self.links.values().find(|l| l.state == LinkState::Ready))
-            .and_then(|l| l.init.clone())
-    }
-
     fn initialize_result(&self, mut init: Value, socket: SocketId) -> Value {
         if !init.is_object() {
             init = json!({});
@@ -1302,6 +1347,9 @@ impl Router {
         relay["version"] = json!(env!("CARGO_PKG_VERSION"));
         relay["sessionId"] = json!(session);
         relay["lease"] = json!(self.lease.enabled());
+        let (agents, projects) = self.places_meta();
+        relay["agents"] = agents;
+        relay["projects"] = projects;
         if !init["_meta"].is_object() {
             init["_meta"] = json!({});
         }
@@ -1354,6 +1402,7 @@ impl Router {
             }
             JobOwner::Agent {
                 agent,
+                project,
                 id,
                 wrote,
                 term,
@@ -1373,6 +1422,7 @@ impl Router {
                                 None => self.cleanup_job(
                                     JobKind::TerminalRelease,
                                     json!({ "terminalId": tid }),
+                                    project,
                                 ),
                             }
                         }
@@ -1386,13 +1436,14 @@ impl Router {
                 }
                 if let (Some(path), true) = (wrote, result.is_ok()) {
                     let rel = path
-                        .strip_prefix(self.cfg.cwd.as_str())
+                        .strip_prefix(self.project_cwd(project))
                         .map(|p| p.trim_start_matches('/'))
                         .unwrap_or(&path)
                         .to_owned();
+                    let name = self.project_name(project).to_owned();
                     self.broadcast(&rpc::notification(
                         "_relay/workspace_changed",
-                        json!({ "path": rel, "by": "agent" }),
+                        json!({ "path": rel, "by": "agent", "project": name }),
                     ));
                 }
                 if self
@@ -1411,13 +1462,18 @@ impl Router {
                 Ok(v) => self.send_result(socket, &id, v),
                 Err(e) => self.send_error(socket, &id, &e),
             },
-            JobOwner::Edit { socket, id } => match result {
+            JobOwner::Edit {
+                socket,
+                id,
+                project,
+            } => match result {
                 Ok(v) => {
                     let path = v.get("path").cloned().unwrap_or(Value::Null);
                     self.send_result(socket, &id, v);
+                    let name = self.project_name(project).to_owned();
                     self.broadcast(&rpc::notification(
                         "_relay/workspace_changed",
-                        json!({ "path": path }),
+                        json!({ "path": path, "project": name }),
                     ));
                 }
                 Err(e) => self.send_error(socket, &id, &e),

@@ -16,6 +16,11 @@ pub struct SessionMeta {
     pub updated_ms: u64,
     /// The agent's id for the session, to resume it with ACP `session/load`.
     pub agent_session: Option<String>,
+    /// The project it runs in, by name (`None`: recorded before projects
+    /// had names; the default project).
+    pub project: Option<String>,
+    /// The agent it runs on, by name (`None`: the default agent).
+    pub agent: Option<String>,
     /// The newest `rseq` that may have been handed out: numbering resumes
     /// after it. Read back from the store it is the largest of the last
     /// frame, the last `head_seq` recorded and the durable reservation.
@@ -107,13 +112,16 @@ impl Router {
 
     fn info_of(&self, unit: UnitId) -> Option<StoredInfo> {
         let u = self.units.get(&unit)?;
+        let (project, agent) = self.place_names(u.place);
         Some(StoredInfo {
             session_id: u.session_id.clone()?,
             title: u.title.clone(),
-            cwd: self.cfg.cwd.clone(),
+            cwd: self.project_cwd(u.place.project).to_owned(),
             created_ms: u.created_ms,
             updated_ms: u.updated_ms,
             agent_session: u.agent_session.clone().or_else(|| u.resume_from.clone()),
+            project: Some(project),
+            agent: Some(agent),
             head_seq: u.ring.stamped(),
         })
     }
@@ -200,22 +208,32 @@ impl Router {
     /// Brings a stored session back as a live unit: its transcript is read by
     /// the shell, its agent session resumes on the next prompt.
     pub(super) fn resume_stored(&mut self, sid: &str, waiter: Waiter) -> Result<(), RpcError> {
+        if let Some(info) = self.stored.get(sid) {
+            self.place_of_stored(info)?;
+        }
         let info = self.stored.remove(sid).ok_or_else(|| {
             RpcError::invalid_params(format!(
                 "unknown session '{sid}'; call session/list for the sessions this relay knows"
             ))
         })?;
+        let place = self.place_of_stored(&info)?;
         let unit = self.mint_unit_capped();
         // With an agent per session, an unclaimed default hands its idle agent
         // to the session loaded instead of costing a process of its own.
         let default = self.default_unit;
         let idle_agent = match self.units.get_mut(&default) {
-            Some(d) if self.cfg.agent_per_session && !d.claimed && d.phase == Phase::Idle => {
+            Some(d)
+                if self.cfg.agent_per_session
+                    && !d.claimed
+                    && d.phase == Phase::Idle
+                    && d.place == place =>
+            {
                 d.agent.take()
             }
             _ => None,
         };
         if let Some(u) = self.units.get_mut(&unit) {
+            u.place = place;
             if idle_agent.is_some() {
                 u.agent = idle_agent;
             }
@@ -310,7 +328,7 @@ impl Router {
         }) {
             return;
         }
-        let agent = self.agent_for_new_unit();
+        let agent = self.agent_for_new_unit(unit);
         if let Some(u) = self.units.get_mut(&unit) {
             u.agent = Some(agent);
         }
@@ -339,7 +357,7 @@ impl Router {
                 .is_some_and(|l| l.state != LinkState::Dead)
         }) {
             Some(a) => a,
-            None => self.agent_for_new_unit(),
+            None => self.agent_for_new_unit(unit),
         };
         let ready = self
             .links
@@ -358,14 +376,17 @@ impl Router {
         &mut self,
         socket: SocketId,
         reply_id: &Value,
+        params: &Value,
     ) -> Result<(), RpcError> {
+        let place = self.place_for_new(params)?;
         let default = self.default_unit;
         let unit = match self.units.get(&default) {
-            Some(u) if !u.claimed => default,
+            Some(u) if !u.claimed && u.place == place => default,
             _ => {
                 let unit = self.mint_unit_capped();
                 if let Some(u) = self.units.get_mut(&unit) {
                     u.claimed = true;
+                    u.place = place;
                 }
                 unit
             }
@@ -483,14 +504,15 @@ impl Router {
             .filter(|u| u.claimed)
             .filter_map(|u| {
                 let sid = u.session_id.as_ref()?;
+                let (project, agent) = self.place_names(u.place);
                 Some((
                     u.updated_ms,
                     json!({
                         "sessionId": sid,
-                        "cwd": self.cfg.cwd,
+                        "cwd": self.project_cwd(u.place.project),
                         "title": u.title,
                         "updatedAt": iso8601(u.updated_ms),
-                        "_meta": {"relay": {"busy": u.busy(), "live": true, "pendingAsks": u.asks.len()}}
+                        "_meta": {"relay": {"busy": u.busy(), "live": true, "pendingAsks": u.asks.len(), "project": project, "agent": agent}}
                     }),
                 ))
             })
@@ -500,6 +522,14 @@ impl Router {
                 .values()
                 .filter(|i| !self.by_session.contains_key(&i.session_id))
                 .map(|i| {
+                    let (project, agent) = match self.place_of_stored(i) {
+                        Ok(place) => self.place_names(place),
+                        // Recorded under names this relay no longer has.
+                        Err(_) => (
+                            i.project.clone().unwrap_or_default(),
+                            i.agent.clone().unwrap_or_default(),
+                        ),
+                    };
                     (
                         i.updated_ms,
                         json!({
@@ -507,7 +537,7 @@ impl Router {
                             "cwd": i.cwd,
                             "title": i.title,
                             "updatedAt": iso8601(i.updated_ms),
-                            "_meta": {"relay": {"busy": false, "live": false}}
+                            "_meta": {"relay": {"busy": false, "live": false, "project": project, "agent": agent}}
                         }),
                     )
                 }),

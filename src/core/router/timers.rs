@@ -79,7 +79,7 @@ impl Router {
             .filter(|l| l.state != LinkState::Dead)
             .flat_map(|l| l.pending.values())
             .filter_map(|f| self.deadline(f));
-        holds.chain(requests).min()
+        holds.chain(requests).chain(self.idle_deadline()).min()
     }
 
     /// When an in-flight request expires, `None` when it does not.
@@ -137,6 +137,7 @@ impl Router {
         if !released.is_empty() {
             self.run_deferred();
         }
+        self.stop_idle_agents();
     }
 
     /// A request the agent left unanswered past its deadline.

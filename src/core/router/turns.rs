@@ -173,7 +173,7 @@ impl Router {
             let agent = match alive {
                 Some(a) => a,
                 None => {
-                    let a = self.agent_for_new_unit();
+                    let a = self.agent_for_new_unit(target);
                     if let Some(u) = self.units.get_mut(&target) {
                         u.agent = Some(a);
                     }

@@ -78,6 +78,10 @@ pub(super) struct MetaRecord {
     created_ms: u64,
     updated_ms: u64,
     agent_session: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<String>,
     head_seq: u64,
     /// The durable numbering reservation (see the module's Durability).
     pub(super) reserved: u64,
@@ -91,6 +95,8 @@ impl From<&SessionMeta> for MetaRecord {
             created_ms: m.created_ms,
             updated_ms: m.updated_ms,
             agent_session: m.agent_session.clone(),
+            project: m.project.clone(),
+            agent: m.agent.clone(),
             head_seq: m.head_seq,
             reserved: 0,
         }
@@ -149,6 +155,8 @@ pub(super) fn session_meta(
             created_ms: r.created_ms,
             updated_ms: r.updated_ms,
             agent_session: r.agent_session.clone(),
+            project: r.project.clone(),
+            agent: r.agent.clone(),
             head_seq: r.top().max(head),
         },
         None => SessionMeta {
@@ -158,6 +166,8 @@ pub(super) fn session_meta(
             created_ms: mtime_ms,
             updated_ms: mtime_ms,
             agent_session: None,
+            project: None,
+            agent: None,
             head_seq: head,
         },
     }

@@ -56,6 +56,8 @@ fn meta(id: &str, updated_ms: u64) -> SessionMeta {
         created_ms: 1,
         updated_ms,
         agent_session: Some("agent-7".into()),
+        project: None,
+        agent: None,
         head_seq: 0,
     }
 }

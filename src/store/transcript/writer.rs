@@ -158,7 +158,7 @@ impl Writer {
                 if !valid_id(&meta.session_id) {
                     return;
                 }
-                let mut record = MetaRecord::from(&meta);
+                let mut record = MetaRecord::from(&*meta);
                 if !self.ensure_open(&meta.session_id) {
                     return;
                 }

@@ -143,7 +143,7 @@ fn agent_fs_requests_become_jobs_and_writes_are_announced() {
         sim.take(a),
         vec![note(
             "_relay/workspace_changed",
-            json!({"path": "x/f", "by": "agent"})
+            json!({"path": "x/f", "by": "agent", "project": "workspace"})
         )]
     );
     sim.agent_says(

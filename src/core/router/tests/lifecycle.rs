@@ -225,6 +225,8 @@ pub(super) fn stored_info(sid: &str, head: u64) -> StoredInfo {
         created_ms: 5,
         updated_ms: 6,
         agent_session: Some(format!("agent-{sid}")),
+        project: None,
+        agent: None,
         head_seq: head,
     }
 }

@@ -11,6 +11,7 @@ mod deadlines;
 mod ending;
 mod lease;
 mod lifecycle;
+mod places;
 mod random;
 mod requests;
 

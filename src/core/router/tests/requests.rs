@@ -325,7 +325,7 @@ fn session_list_shows_live_sessions_newest_first() {
     assert_eq!(ids, vec!["s2", "s1"]);
     assert_eq!(
         sessions[0]["_meta"],
-        json!({"relay": {"busy": false, "live": true, "pendingAsks": 0}})
+        json!({"relay": {"busy": false, "live": true, "pendingAsks": 0, "project": "workspace", "agent": "agent"}})
     );
     assert_eq!(sessions[0]["cwd"], json!("/"));
 }
@@ -364,7 +364,10 @@ fn an_applied_edit_is_announced_to_every_relay_socket() {
         job: job.job,
         result: Ok(json!({"path": "f"})),
     });
-    let changed = note("_relay/workspace_changed", json!({"path": "f"}));
+    let changed = note(
+        "_relay/workspace_changed",
+        json!({"path": "f", "project": "workspace"}),
+    );
     assert_eq!(
         sim.take(a),
         vec![ok(json!(5), json!({"path": "f"})), changed.clone()]

@@ -47,6 +47,8 @@ pub struct AgentReq {
 /// One agent process as the router drives it.
 #[derive(Debug, Default)]
 pub struct FakeAgent {
+    /// The agent and project the router spawned it for.
+    pub place: crate::core::ids::Place,
     pub alive: bool,
     pub killed: bool,
     /// Lines written and not yet taken (parsed).
@@ -61,6 +63,8 @@ pub struct FakeJob {
     pub method: String,
     pub params: Value,
     pub deadline: bool,
+    /// The project (jail) it runs in.
+    pub project: crate::core::ids::ProjectId,
 }
 
 pub struct Sim {
@@ -338,8 +342,9 @@ impl Sim {
                     s.closed_with = Some((code, reason));
                 }
             }
-            Output::SpawnAgent { agent } => {
+            Output::SpawnAgent { agent, place } => {
                 let a = self.agents.entry(agent).or_default();
+                a.place = place;
                 if a.alive || a.killed {
                     self.violations.push(format!("{agent} spawned twice"));
                 }
@@ -415,6 +420,7 @@ impl Sim {
                 job,
                 method: work.kind.method().to_owned(),
                 params: work.params,
+                project: work.project,
                 deadline,
             }),
         }
