@@ -50,16 +50,26 @@ fn agent_terminal_output_reaches_the_sessions_viewers_live() {
         "{read}"
     );
     assert!(read["result"].get("exitStatus").is_none(), "{read}");
+    // Backlog and live chunks carry their stream offset, so a viewer can tell
+    // which live chunks the backlog already holds (they come by two paths).
+    let first_end = "\u{1b}[31mred\u{1b}[0m first\n".len() as u64;
+    assert_eq!(p["end"], first_end, "{first}");
+    assert_eq!(read["result"]["_meta"]["relay"]["end"], first_end, "{read}");
 
     std::fs::write(&go, "").unwrap();
     for dev in [&mut d, &mut late] {
-        dev.recv_until("the second line, live", |v| {
+        let second = dev.recv_until("the second line, live", |v| {
             v["method"] == "_relay/agent_terminal/output"
                 && v["params"]["terminalId"] == tid.as_str()
                 && v["params"]["data"]
                     .as_str()
                     .is_some_and(|t| t.contains("second"))
         });
+        assert_eq!(
+            second["params"]["end"],
+            first_end + "second\n".len() as u64,
+            "{second}"
+        );
     }
     d.response(&id);
     // Live output is not part of the session's transcript.

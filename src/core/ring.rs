@@ -76,11 +76,13 @@ impl ReplayRing {
     }
 
     /// Refills an empty ring with frames already stamped (from a transcript),
-    /// oldest first; frames whose `rseq` does not increase by one are a gap
-    /// (frames the store lost): everything before it is left out, so a replay
-    /// never crosses it. The head becomes the larger of `head` and the last
-    /// frame's `rseq`; when `head` is past the last frame, the numbers between
-    /// may have been sent and lost, and a device resuming below `head` is reset.
+    /// oldest first. A jump in the numbers is a hole (a crash's reserved
+    /// numbers, or frames the store lost): the frames on both sides are kept
+    /// (a new device sees the whole history), and a device resuming from
+    /// below the hole's end is reset. The head becomes the larger of `head`
+    /// and the last frame's `rseq`; when `head` is past the last frame, the
+    /// numbers between may have been sent and lost, and a device resuming
+    /// below `head` is reset.
     pub fn restore(&mut self, frames: impl IntoIterator<Item = Frame>, head: u64) {
         for f in frames {
             let Some(seq) = crate::core::frame::read_rseq(&f) else {
@@ -90,8 +92,7 @@ impl ReplayRing {
                 continue;
             }
             if self.stamped > 0 && seq != self.stamped.saturating_add(1) {
-                self.frames.clear();
-                self.bytes = 0;
+                self.lost_upto = self.lost_upto.max(seq - 1);
             }
             self.stamped = seq;
             self.bytes += cost(&f);
@@ -352,10 +353,11 @@ mod tests {
     }
 
     #[test]
-    fn restore_stops_at_a_gap_and_resets_across_a_lost_range() {
+    fn restore_keeps_both_sides_of_a_hole_and_resets_across_it() {
         let mut src = ReplayRing::new(100, 1 << 20);
         let frames: Vec<Frame> = (0..10).map(|i| src.push(&line(i)).unwrap()).collect();
-        // Frame 5 was lost by the store: a replay never crosses the gap.
+        // Frame 5 was lost by the store: a new device gets the whole history,
+        // a device resuming from before the hole is reset.
         let stored: Vec<Frame> = frames
             .iter()
             .enumerate()
@@ -364,9 +366,27 @@ mod tests {
             .collect();
         let mut r = ReplayRing::new(100, 1 << 20);
         r.restore(stored.clone(), 10);
-        assert_eq!(seqs(&r.replay_since(None)), vec![6, 7, 8, 9, 10]);
+        assert_eq!(
+            seqs(&r.replay_since(None)),
+            vec![1, 2, 3, 4, 6, 7, 8, 9, 10]
+        );
+        let across = r.replay_since(Some(3));
+        assert!(across.reset);
+        assert_eq!(seqs(&across).len(), 9, "a reset gets the whole history");
+        assert!(r.replay_since(Some(4)).reset);
+        let after = r.replay_since(Some(5));
+        assert!(!after.reset);
+        assert_eq!(seqs(&after), vec![6, 7, 8, 9, 10]);
+        // A crash's jump (numbers 4..=99 reserved, then a new run from 100):
+        // both runs are kept, a device below 99 is reset.
+        let mut r = ReplayRing::new(100, 1 << 20);
+        let mut jumped: Vec<Frame> = frames[..3].to_vec();
+        jumped.push(stamp_rseq(b"{}", 100).unwrap().into());
+        r.restore(jumped, 100);
+        assert_eq!(seqs(&r.replay_since(None)), vec![1, 2, 3, 100]);
         assert!(r.replay_since(Some(3)).reset);
-        assert!(!r.replay_since(Some(5)).reset);
+        assert!(r.replay_since(Some(50)).reset);
+        assert!(!r.replay_since(Some(99)).reset);
         // Numbers 11..=20 were reserved by a run that crashed: any device
         // below 20 may have seen some of them, so it is reset.
         let mut r = ReplayRing::new(100, 1 << 20);

@@ -621,6 +621,7 @@ impl Relay {
                         terminal: &chunk.terminal_id,
                         session: &chunk.session_id,
                         data: &chunk.data,
+                        end: chunk.end,
                     });
                 }
             })

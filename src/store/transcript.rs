@@ -16,9 +16,12 @@
 //!   "agentSession":..,"headSeq":..,"reserved":..}}`; the last one wins, and
 //!   it is written again after every [`META_REPEAT_BYTES`] of frames;
 //! - frames, stored as they were sent: `{"rseq":N,...}`, `N` increasing by
-//!   one. A frame the store had to drop (its queue full, the disk full) leaves
-//!   a gap in the numbers, and the gap is the record of the hole: reading
-//!   stops at it, so a replay from the transcript never crosses it.
+//!   one. A frame the store had to drop (its queue full, the disk full)
+//!   leaves a gap in the numbers, and so does a crash (the next run numbers
+//!   on past the reservation): the gap is the record of the hole. A restored
+//!   history holds the frames on both sides (a device resuming from before
+//!   the hole is reset); a range replay ([`Store::load_range`]) never
+//!   crosses one.
 //!
 //! # Durability
 //!

@@ -48,6 +48,10 @@ pub struct TerminalChunk {
     /// The agent's session id from `terminal/create`.
     pub session_id: String,
     pub data: String,
+    /// Bytes the command had printed once this chunk was kept: a reader of
+    /// [`AgentTerminals`]' backlog that got an `end` at or past it already
+    /// holds this chunk (see `output`).
+    pub end: u64,
 }
 
 /// Where live output goes (see [`MAX_TAP_CHUNKS`]).
@@ -233,8 +237,18 @@ impl AgentTerminals {
     pub(super) fn output(&self, params: &Value) -> Result<Value, RpcError> {
         let term = self.get(params)?;
         let exit = term.shared.exit.get().copied();
-        let (output, truncated) = lock(&term.shared.output).snapshot(exit.is_some());
-        let mut result = json!({ "output": output, "truncated": truncated });
+        let (output, truncated, end) = {
+            let out = lock(&term.shared.output);
+            let (output, truncated) = out.snapshot(exit.is_some());
+            (output, truncated, out.total)
+        };
+        // `_meta.relay.end`: the stream offset this backlog reaches, so a
+        // viewer drops the live chunks it already holds (their `end` <= it).
+        let mut result = json!({
+            "output": output,
+            "truncated": truncated,
+            "_meta": { "relay": { "end": end } },
+        });
         if let Some(exit) = exit {
             result["exitStatus"] = exit.to_json();
         }
@@ -478,7 +492,11 @@ async fn pump(
         match reader.read(&mut buf).await {
             Ok(0) => return,
             Ok(n) => {
-                lock(&shared.output).push(&buf[..n]);
+                let end = {
+                    let mut out = lock(&shared.output);
+                    out.push(&buf[..n]);
+                    out.total
+                };
                 if let Some((tx, terminal_id, session_id)) = &tap {
                     let data = utf8.decode(&buf[..n]);
                     if !data.is_empty() {
@@ -486,6 +504,7 @@ async fn pump(
                             terminal_id: terminal_id.clone(),
                             session_id: session_id.clone(),
                             data,
+                            end,
                         });
                     }
                 }
@@ -544,6 +563,8 @@ struct OutputTail {
     bytes: VecDeque<u8>,
     limit: usize,
     truncated: bool,
+    /// Bytes ever pushed (kept or not): the stream offset of the end.
+    total: u64,
 }
 
 impl OutputTail {
@@ -552,10 +573,12 @@ impl OutputTail {
             bytes: VecDeque::new(),
             limit,
             truncated: false,
+            total: 0,
         }
     }
 
     fn push(&mut self, data: &[u8]) {
+        self.total += data.len() as u64;
         let mut data = data;
         if data.len() >= self.limit {
             self.truncated |= data.len() > self.limit || !self.bytes.is_empty();

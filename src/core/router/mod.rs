@@ -189,6 +189,8 @@ pub enum Input<'a> {
         terminal: &'a str,
         session: &'a str,
         data: &'a str,
+        /// The stream offset after `data` (see `_relay/agent_terminal/read`).
+        end: u64,
     },
     /// A terminal's process was reaped.
     TerminalExited {
@@ -566,7 +568,8 @@ impl Router {
                 terminal,
                 session,
                 data,
-            } => self.agent_terminal_output(terminal, session, data),
+                end,
+            } => self.agent_terminal_output(terminal, session, data, end),
             Input::TerminalExited {
                 id,
                 exit_code,
@@ -1125,10 +1128,11 @@ impl Router {
         Ok(())
     }
 
-    /// `_relay/agent_terminal/output {sessionId, terminalId, data}` (live, not
-    /// kept in the ring) to the viewers of the session whose agent created
-    /// the terminal.
-    fn agent_terminal_output(&mut self, terminal: &str, session: &str, data: &str) {
+    /// `_relay/agent_terminal/output {sessionId, terminalId, data, end}` (live,
+    /// not kept in the ring) to the viewers of the session whose agent created
+    /// the terminal. `end` orders it against `_relay/agent_terminal/read`'s
+    /// backlog, which reaches the device by another path.
+    fn agent_terminal_output(&mut self, terminal: &str, session: &str, data: &str, end: u64) {
         let unit = self
             .links
             .values()
@@ -1147,7 +1151,7 @@ impl Router {
         };
         let bytes = Frame::from(rpc::notification(
             "_relay/agent_terminal/output",
-            json!({ "sessionId": sid, "terminalId": terminal, "data": data }),
+            json!({ "sessionId": sid, "terminalId": terminal, "data": data, "end": end }),
         ));
         let sockets: Vec<SocketId> = unit
             .viewers

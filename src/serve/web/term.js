@@ -675,21 +675,26 @@ export function mountAgentTerminal(el, api, { terminalId }) {
   let shown = false;
   let off = null;
   const stop = () => { if (typeof off === 'function') off(); off = null; };
+  // The backlog (read) and the live chunks come by separate paths: each
+  // carries its stream offset (`end`), so a chunk the backlog already holds
+  // (end <= the backlog's end) is dropped, whichever arrives first.
+  let upto = -1;
   off = api.on('_relay/agent_terminal/output', (p) => {
     // A card that re-rendered its content drops this view: stop with it.
     if (pre.isConnected) shown = true; else if (shown) { stop(); return; }
     if (!p || p.terminalId !== terminalId || typeof p.data !== 'string') return;
-    if (ready) add(p.data); else pending.push(p.data);
+    if (!ready) { pending.push(p); return; }
+    if (typeof p.end === 'number' && p.end <= upto) return;
+    add(p.data);
   });
   api.request('_relay/agent_terminal/read', { terminalId }).then((r) => {
     let out = (r && r.output) || '';
     if (r && r.truncated) out = '…' + out;
-    // Live chunks that came before the answer may already be in it.
-    const live = pending.join('');
-    let k = Math.min(live.length, out.length);
-    while (k > 0 && !out.endsWith(live.slice(0, k))) k--;
+    const end = r && r._meta && r._meta.relay && r._meta.relay.end;
+    if (typeof end === 'number') upto = end;
+    const live = pending.filter((p) => !(typeof p.end === 'number' && p.end <= upto)).map((p) => p.data).join('');
     text = '';
-    add(out + live.slice(k));
-  }, () => { add(pending.join('')); }).finally(() => { ready = true; pending = []; });
+    add(out + live);
+  }, () => { add(pending.map((p) => p.data).join('')); }).finally(() => { ready = true; pending = []; });
   return { el: pre, stop };
 }

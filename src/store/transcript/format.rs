@@ -310,9 +310,9 @@ pub(super) struct Tail {
     pub torn: bool,
     /// An older run of frames numbered from a lower `rseq` was left out.
     pub restarted: bool,
-    /// Older frames before a gap in the numbers (frames the store lost) were
-    /// left out.
-    pub gap: bool,
+    /// Holes in the numbers among the frames kept: a crash's jump past the
+    /// numbers it had reserved, or frames the store lost.
+    pub gaps: usize,
 }
 
 /// Whether a line is JSON: the vectorised scan answers for the lines it can
@@ -358,8 +358,10 @@ pub(super) fn read_tail(file: &File, start: u64, end: u64, bounds: Bounds) -> io
                 tail.restarted = true;
                 frames_done = true;
             } else if !frames_done && oldest_rseq.is_some_and(|o| rseq + 1 != o) {
-                tail.gap = true;
-                frames_done = true;
+                // A hole (a crash's jump past its reservation, or frames the
+                // store lost): read on across it. The ring's restore sees the
+                // jump and resets a device resuming from before it.
+                tail.gaps += 1;
             }
             if !frames_done && bytes + line.len() <= bounds.max_bytes {
                 bytes += line.len();
@@ -405,10 +407,12 @@ pub(super) fn report(path: &Path, tail: &Tail) {
     if tail.torn {
         log::info!("{}: ignored a torn last line", path.display());
     }
-    if tail.gap {
+    if tail.gaps > 0 {
         log::info!(
-            "{}: frames the store could not write left a gap; older frames are not replayed",
-            path.display()
+            "{}: {} hole(s) in the numbers (a crash, or frames the store could not write); \
+             devices resuming from before one are reset",
+            path.display(),
+            tail.gaps
         );
     }
     if tail.restarted {

@@ -197,9 +197,24 @@ fn garbage_lines_are_skipped() {
         }]
     );
     let got = load(&store, "s", ALL, ALL).unwrap();
-    // The damaged frame 3 is a gap: a replay from the transcript never crosses it.
-    assert_eq!(seqs(&got.frames), vec![4, 5]);
+    // The damaged frame 3 is a hole: the history holds both sides of it (the
+    // ring resets a device resuming from before it).
+    assert_eq!(seqs(&got.frames), vec![1, 2, 4, 5]);
     assert_eq!(got.meta.title.as_deref(), Some("title of s"));
+    store.close(Duration::from_secs(5));
+}
+
+#[test]
+fn a_crash_jump_in_the_numbers_is_read_across() {
+    let dir = TempDir::new("jump");
+    // Run 1 ended at 5 (numbers up to 100 reserved), run 2 numbered on from 101.
+    let mut body = lines(1..=5);
+    body.extend(lines(101..=103));
+    write_file(&dir, "s", &body);
+    let (store, _) = open(&dir, 10);
+    let got = load(&store, "s", ALL, ALL).unwrap();
+    assert_eq!(seqs(&got.frames), vec![1, 2, 3, 4, 5, 101, 102, 103]);
+    assert_eq!(got.meta.head_seq, 103);
     store.close(Duration::from_secs(5));
 }
 
@@ -466,7 +481,12 @@ fn malformed_frames_are_not_stored() {
     store.append("s", frame(3));
     let got = load(&store, "s", ALL, ALL).unwrap();
     // Frame 2 was refused: its gap is the record of the hole.
-    assert_eq!(seqs(&got.frames), vec![3]);
+    assert_eq!(seqs(&got.frames), vec![1, 3]);
+    assert_eq!(
+        smol::block_on(store.load_range("s", 0, 3, usize::MAX)).unwrap(),
+        None,
+        "a range replay never crosses a hole"
+    );
     store.close(Duration::from_secs(5));
 }
 
