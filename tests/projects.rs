@@ -214,7 +214,7 @@ fn each_session_runs_its_agent_in_its_own_project() {
             .collect()
     };
     assert!(cwds("one").contains(&s.api), "{:?}", cwds("one"));
-    assert_eq!(cwds("two"), [s.web.clone()]);
+    assert_eq!(cwds("two"), std::slice::from_ref(&s.web));
     assert!(cwds("three").is_empty());
     assert!(!relay.log().contains("started three"), "{}", relay.log());
     assert!(!s.state("three").exists(), "agent three never ran");
