@@ -810,6 +810,59 @@ def contrast_overflow_and_tap_targets(pw, browser):
         env.close()
 
 
+@test
+def new_session_in_another_project_with_another_agent(pw, browser):
+    import tempfile
+    root = tempfile.mkdtemp(prefix="acp-relay-web-projects-")
+    dirs = {}
+    for name in ("api", "web"):
+        dirs[name] = os.path.realpath(os.path.join(root, name))
+        os.makedirs(dirs[name])
+        with open(os.path.join(dirs[name], f"only-{name}.txt"), "w") as f:
+            f.write(f"{name} file\n")
+    binary = os.path.abspath(BIN)
+    extra = ["--workspace", f"api={dirs['api']}", "--workspace", f"web={dirs['web']}"]
+    for agent in ("one", "two"):
+        extra += ["--agent", f"{agent}={binary} demo-agent --state-dir {os.path.join(root, 'state-' + agent)}"]
+    env = Env(pw, browser, extra=extra, workspace=False)
+    try:
+        pg = env.page()
+        pg.click("#newBtn")
+        pg.wait_for_selector("#newSheet:not([hidden])", timeout=T)
+        assert pg.eval_on_selector_all("#newProject option", "os => os.map(o => o.value)") == ["ws", "api", "web"]
+        assert pg.eval_on_selector_all("#newAgent option", "os => os.map(o => o.value)") == ["one", "two"]
+        pg.select_option("#newProject", "web")
+        pg.select_option("#newAgent", "two")
+        assert dirs["web"] in text(pg, "#newPath")
+        shot(pg, "new-session-sheet")
+        pg.click("#newStart")
+        pg.wait_for_selector("#newSheet", state="hidden", timeout=T)
+        pg.wait_for_function("() => document.getElementById('sub').innerText.includes('web · two')", timeout=T)
+        prompt(pg, "/chunks 1\n/read only-web.txt\n/run pwd")
+        wait_done(pg)
+        log = text(pg, "#log")
+        assert "read ok" in log and dirs["web"] in log, log
+        pg.click("#sessBtn")
+        pg.wait_for_selector("#slist li.grp:has-text('web')", timeout=T)
+        pg.wait_for_selector("#slist li .tag.agent:has-text('two')", timeout=T)
+        shot(pg, "sessions-by-project")
+        pg.keyboard.press("Escape")
+        # the choice is remembered: the page, loaded again, offers web and two
+        pg2 = pg
+        pg2.reload()
+        connected(pg2)
+        pg2.click("#newBtn")
+        pg2.wait_for_selector("#newSheet:not([hidden])", timeout=T)
+        assert pg2.eval_on_selector("#newProject", "s => s.value") == "web"
+        assert pg2.eval_on_selector("#newAgent", "s => s.value") == "two"
+        w = pg2.evaluate("() => document.documentElement.scrollWidth")
+        assert w <= PHONE["width"], f"page is {w} px wide"
+    finally:
+        env.close()
+        import shutil
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main():
     # SIGTERM (test-web.sh's trap) must still run the relays' cleanup (atexit)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

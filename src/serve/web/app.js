@@ -121,6 +121,7 @@ const sessions = new Sessions(Object.assign({}, api, {
   deviceName: () => deviceName(clientId),
   onList: () => setHeader(),
   onDeleted: () => newSession(),
+  places: () => ({ projects: S.meta.projects || [], agents: S.meta.agents || [] }),
 }));
 
 // ---- screens ----
@@ -192,13 +193,25 @@ function setConn(s) {
   }
   setHeader();
 }
+// The current session's project and agent (session/list tells them).
+function place() {
+  const s = sessions.list.find(x => x.sessionId === link.view.sid);
+  const m = (s && s._meta && s._meta.relay) || {};
+  return { project: m.project || '', agent: m.agent || '' };
+}
+const several = k => Array.isArray(S.meta[k]) && S.meta[k].length > 1;
 function setHeader() {
   const sid = link.view.sid;
   const title = sessions.title(sid) || S.title || tr.firstUser() || 'New session';
   $('title').textContent = title;
   att.setTitle(title + ' · acp-relay');
   const d = $('dot').title;
-  $('sub').textContent = (d !== 'connected' ? d + ' · ' : '') + (S.agentName || 'agent') + (S.busy ? ' · working' : '');
+  const p = place();
+  // With several projects or agents the header names both; else the agent's own name.
+  const where = (several('projects') || several('agents')) && (p.project || p.agent)
+    ? [p.project, p.agent].filter(Boolean).join(' · ')
+    : (S.agentName || 'agent');
+  $('sub').textContent = (d !== 'connected' ? d + ' · ' : '') + where + (S.busy ? ' · working' : '');
 }
 function setBusy(b) {
   S.busy = b;
@@ -297,7 +310,10 @@ function onMessage(o, live, q) {
       case '_relay/ask_resolved': tr.resolveAsk(p.id, p.outcome, p.by); sessions.render(); break;
       case '_relay/control': setLease(p.lease, p.holder); break;
       case '_relay/agent_exited': tr.agentExited(p); if (live) setBusy(false); break;
-      case '_relay/workspace_changed': files.changed(p.path); changes.changed(p.path); break;
+      case '_relay/workspace_changed':
+        // another project's change is not this view's
+        if (!p.project || !place().project || p.project === place().project) { files.changed(p.path); changes.changed(p.path); }
+        break;
       case '_relay/agent/log_line': controls.logLine(p); break;
       default:
         if (!listeners.has(o.method) && typeof o.rseq === 'number' && !o.method.startsWith('_relay/terminal/')) tr.notice(o.method + ' ' + JSON.stringify(p).slice(0, 300), 'json');
@@ -338,22 +354,73 @@ async function loadSession(sid, quiet) {
     sessions.refresh();
   } catch (e) { if (!quiet) toast(e.code === -32010 ? leaseHint() : e.message || 'cannot open that session', 6000); }
 }
-async function newSession() {
+// The project and agent a new session gets: the last ones chosen (kept
+// per browser), when the relay still has them; else its defaults.
+function choice() {
+  const ps = S.meta.projects || [], as = S.meta.agents || [];
+  const last = LS.get('newChoice', {}) || {};
+  const project = ps.find(p => p.name === last.project) || ps[0];
+  const agent = as.find(a => a.name === last.agent) || as[0];
+  return { project, agent };
+}
+function fillNewSheet() {
+  const c = choice();
+  const fill = (sel, items, pick) => {
+    sel.textContent = '';
+    for (const it of items) {
+      const o = sel.appendChild(el('option', '', it.name + (it.default ? ' (default)' : '')));
+      o.value = it.name;
+      if (pick && it.name === pick.name) o.selected = true;
+    }
+  };
+  fill($('newProject'), S.meta.projects || [], c.project);
+  fill($('newAgent'), S.meta.agents || [], c.agent);
+  showPath();
+}
+function showPath() {
+  const p = (S.meta.projects || []).find(x => x.name === $('newProject').value);
+  $('newPath').textContent = p ? p.path : '';
+}
+$('newProject').addEventListener('change', showPath);
+function openNewSheet() {
+  if (viewer()) { leaseHint(); return; }
+  sessions.closeMenu();
+  fillNewSheet();
+  $('newSheet').hidden = false;
+  $('newProject').focus();
+}
+function closeNewSheet() { $('newSheet').hidden = true; }
+$('newClose').addEventListener('click', closeNewSheet);
+$('newStart').addEventListener('click', () => {
+  const c = { project: $('newProject').value, agent: $('newAgent').value };
+  LS.set('newChoice', c);
+  closeNewSheet();
+  newSession(c);
+});
+document.addEventListener('keydown', e => { if (e.key === 'Escape' && !$('newSheet').hidden) { closeNewSheet(); $('newBtn').focus(); } });
+// `want`: {project, agent} by name; default: the remembered choice.
+async function newSession(want) {
   if (viewer()) { leaseHint(); return null; }
+  const c = choice();
+  const project = (S.meta.projects || []).find(p => p.name === (want && want.project)) || c.project;
+  const agent = (S.meta.agents || []).find(a => a.name === (want && want.agent)) || c.agent;
+  const params = { cwd: (project && project.path) || '/', mcpServers: [] };
+  if (project || agent) params._meta = { relay: Object.assign({}, project ? { project: project.name } : {}, agent ? { agent: agent.name } : {}) };
   try {
-    let r = await request('session/new', { cwd: '/', mcpServers: [] });
+    let r = await request('session/new', params);
     // the relay's first session/new claims the default session even if it has history: ask again
-    if (r.sessionId === link.view.sid && link.view.seq > 0) r = await request('session/new', { cwd: '/', mcpServers: [] });
+    if (r.sessionId === link.view.sid && link.view.seq > 0) r = await request('session/new', params);
     if (r.sessionId && r.sessionId !== link.view.sid) { link.setSession(r.sessionId, null); tr.clear(); tr.sid = r.sessionId; }
     S.title = '';
     controls.reset(); controls.fromSession(r);
     sessions.closeMenu();
-    sessions.refresh();
+    await sessions.refresh();
     setHeader();
     return r.sessionId;
   } catch (e) { toast(e.code === -32010 ? leaseHint() : e.message || 'cannot start a session', 6000); return null; }
 }
-$('newBtn').addEventListener('click', () => newSession());
+// With one project and one agent there is nothing to ask.
+$('newBtn').addEventListener('click', () => (several('projects') || several('agents') ? openNewSheet() : newSession()));
 
 // ---- composer ----
 const input = $('input');

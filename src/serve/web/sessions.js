@@ -28,22 +28,39 @@ export class Sessions {
     if (!this.list.length) { ul.appendChild(el('li', 'mut', 'No sessions yet.')); return; }
     const ss = this.list.slice().sort((a, b) => String(b.updatedAt || '').localeCompare(String(a.updatedAt || '')));
     const ctl = this.app.isController();
-    for (const s of ss) {
-      const li = ul.appendChild(el('li'));
-      const b = li.appendChild(button('', 'open', () => { this.closeMenu(); if (s.sessionId !== this.app.sid()) this.app.load(s.sessionId); }));
-      const meta = (s._meta && s._meta.relay) || {};
-      b.appendChild(el('div', '', s.title || short(s.sessionId)));
-      const tags = b.appendChild(el('div', 'tagrow'));
-      const t = when(s.updatedAt);
-      if (t) tags.appendChild(el('span', 'mut', t));
-      if (meta.busy) tags.appendChild(el('span', 'tag busy', 'busy'));
-      const needs = this.app.needs(s.sessionId, meta);
-      if (needs) tags.appendChild(el('span', 'tag needs', 'needs you'));
-      if (s.sessionId === this.app.sid()) b.setAttribute('aria-current', 'true');
-      const del = li.appendChild(button('Delete', 'dan ctl', () => this.remove(s), 'Delete session ' + (s.title || s.sessionId)));
-      del.disabled = !ctl || !!meta.busy;
-      if (meta.busy) del.title = 'Busy: stop its turn first';
+    const places = this.app.places ? this.app.places() : { projects: [], agents: [] };
+    const rel = s => (s._meta && s._meta.relay) || {};
+    // With several projects: one group per project (the relay's order), newest first in each.
+    const groups = places.projects.length > 1
+      ? places.projects.map(p => [p, ss.filter(s => rel(s).project === p.name)])
+        .concat([[{ name: 'other' }, ss.filter(s => !places.projects.some(p => p.name === rel(s).project))]])
+        .filter(([, rows]) => rows.length)
+      : [[null, ss]];
+    for (const [project, rows] of groups) {
+      if (project) {
+        const h = ul.appendChild(el('li', 'grp', project.name + ' '));
+        if (project.path) h.appendChild(el('span', 'mut', project.path));
+      }
+      for (const s of rows) this.row(ul, s, ctl, places.agents.length > 1);
     }
+  }
+  // One session's row; `agents`: tag it with its agent's name.
+  row(ul, s, ctl, agents) {
+    const li = ul.appendChild(el('li'));
+    const b = li.appendChild(button('', 'open', () => { this.closeMenu(); if (s.sessionId !== this.app.sid()) this.app.load(s.sessionId); }));
+    const meta = (s._meta && s._meta.relay) || {};
+    b.appendChild(el('div', '', s.title || short(s.sessionId)));
+    const tags = b.appendChild(el('div', 'tagrow'));
+    const t = when(s.updatedAt);
+    if (t) tags.appendChild(el('span', 'mut', t));
+    if (agents && meta.agent) tags.appendChild(el('span', 'tag agent', meta.agent));
+    if (meta.busy) tags.appendChild(el('span', 'tag busy', 'busy'));
+    const needs = this.app.needs(s.sessionId, meta);
+    if (needs) tags.appendChild(el('span', 'tag needs', 'needs you'));
+    if (s.sessionId === this.app.sid()) b.setAttribute('aria-current', 'true');
+    const del = li.appendChild(button('Delete', 'dan ctl', () => this.remove(s), 'Delete session ' + (s.title || s.sessionId)));
+    del.disabled = !ctl || !!meta.busy;
+    if (meta.busy) del.title = 'Busy: stop its turn first';
   }
   async remove(s) {
     try {
