@@ -44,65 +44,85 @@ fn name_from(s: &str, fallback: &str) -> String {
     if n.is_empty() { fallback.to_owned() } else { n }
 }
 
-/// Each `--workspace` value as (name, directory), in order. Names are unique.
-pub fn parse_workspaces(specs: &[String], max: usize) -> Result<Vec<(String, PathBuf)>, String> {
+/// What one repeatable flag names: `flag` for messages, `noun` its things.
+struct Named {
+    flag: &'static str,
+    noun: &'static str,
+    fallback: &'static str,
+    example: &'static str,
+}
+
+/// Splits each value into (name, rest): `NAME=REST`, else a name made from
+/// the part `base` picks. At most `max` values, names unique, rest not empty.
+fn parse_named<'a>(
+    specs: &'a [String],
+    max: usize,
+    what: &Named,
+    base: impl Fn(&str) -> &str,
+) -> Result<Vec<(String, &'a str)>, String> {
+    let Named {
+        flag,
+        noun,
+        fallback,
+        example,
+    } = what;
     if specs.len() > max {
         return Err(format!(
-            "{} --workspace flags; a relay serves at most {max} projects",
+            "{} {flag} flags; a relay has at most {max} {noun}s",
             specs.len()
         ));
     }
-    let mut out: Vec<(String, PathBuf)> = Vec::with_capacity(specs.len());
+    let mut out: Vec<(String, &str)> = Vec::with_capacity(specs.len());
     for spec in specs {
-        let (name, dir) = match split_named(spec) {
-            Some((name, dir)) => (name.to_owned(), dir),
-            None => (name_from(spec, "workspace"), spec.as_str()),
+        let (name, rest) = match split_named(spec) {
+            Some((name, rest)) => (name.to_owned(), rest.trim()),
+            None => (name_from(base(spec), fallback), spec.trim()),
         };
-        if dir.trim().is_empty() {
+        if rest.is_empty() {
             return Err(format!(
-                "--workspace '{spec}' names no directory; use NAME=DIR, e.g. api=~/code/api"
+                "{flag} '{spec}' names no {noun}; give one such as {example}"
             ));
         }
         if out.iter().any(|(n, _)| *n == name) {
             return Err(format!(
-                "two projects are named '{name}'; name each one with --workspace NAME=DIR"
+                "two {noun}s are named '{name}'; name each one, such as {flag} {example}"
             ));
         }
-        out.push((name, expand_home(dir)));
+        out.push((name, rest));
     }
     Ok(out)
 }
 
+/// Each `--workspace` value as (name, directory), in order. Names are unique.
+pub fn parse_workspaces(specs: &[String], max: usize) -> Result<Vec<(String, PathBuf)>, String> {
+    let what = Named {
+        flag: "--workspace",
+        noun: "project",
+        fallback: "workspace",
+        example: "api=~/code/api",
+    };
+    let named = parse_named(specs, max, &what, |s| s)?;
+    Ok(named
+        .into_iter()
+        .map(|(name, dir)| (name, expand_home(dir)))
+        .collect())
+}
+
 /// Each `--agent` value as (name, command line), in order. Names are unique.
 pub fn parse_agents(specs: &[String], max: usize) -> Result<Vec<(String, String)>, String> {
-    if specs.len() > max {
-        return Err(format!(
-            "{} --agent flags; a relay runs at most {max} agents",
-            specs.len()
-        ));
-    }
-    let mut out: Vec<(String, String)> = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let (name, cmd) = match split_named(spec) {
-            Some((name, cmd)) => (name.to_owned(), cmd.trim()),
-            None => {
-                let program = spec.split_whitespace().next().unwrap_or("");
-                (name_from(program, "agent"), spec.trim())
-            }
-        };
-        if cmd.is_empty() {
-            return Err(format!(
-                "--agent '{spec}' has no command; give one such as gemini='gemini --acp'"
-            ));
-        }
-        if out.iter().any(|(n, _)| *n == name) {
-            return Err(format!(
-                "two agents are named '{name}'; name each one with --agent NAME='CMD ARGS'"
-            ));
-        }
-        out.push((name, cmd.to_owned()));
-    }
-    Ok(out)
+    let what = Named {
+        flag: "--agent",
+        noun: "agent",
+        fallback: "agent",
+        example: "gemini='gemini --acp'",
+    };
+    let named = parse_named(specs, max, &what, |s| {
+        s.split_whitespace().next().unwrap_or("")
+    })?;
+    Ok(named
+        .into_iter()
+        .map(|(name, cmd)| (name, cmd.to_owned()))
+        .collect())
 }
 
 #[cfg(test)]

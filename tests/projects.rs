@@ -121,6 +121,30 @@ fn list_row(d: &mut Device, session: &str) -> Value {
         .unwrap_or_else(|| panic!("{session} not in {r}"))
 }
 
+/// A session's agent reads its own project's file, is refused the other
+/// project's (by absolute path and by `..`), and runs commands in its own.
+fn confined(
+    d: &mut Device,
+    session: &str,
+    (mine, dir): (&str, &Path),
+    (other, odir): (&str, &Path),
+) {
+    let script = format!(
+        "/chunks 1\n/read only-{mine}.txt\n/read {}/only-{other}.txt\n/read ../{other}/only-{other}.txt\n/run pwd",
+        odir.display()
+    );
+    let text = turn(d, session, &script);
+    let ok = format!("read ok: 21 bytes: only-{mine}.txt content");
+    assert!(text.contains(&ok), "{text}");
+    assert_eq!(text.matches("read error").count(), 2, "{text}");
+    assert!(
+        !text.contains(&format!("only-{other}.txt content")),
+        "{text}"
+    );
+    let pwd = format!("run exit 0: {}", dir.display());
+    assert!(text.contains(&pwd), "{text}");
+}
+
 #[test]
 fn each_session_runs_its_agent_in_its_own_project() {
     let s = Setup::new();
@@ -140,44 +164,9 @@ fn each_session_runs_its_agent_in_its_own_project() {
     assert_eq!(names("projects"), ["ws", "api", "web"], "{meta}");
 
     let sa = new_in(&mut d, &s.api.join("sub"), None);
-    let text = turn(
-        &mut d,
-        &sa,
-        &format!(
-            "/chunks 1\n/read only-api.txt\n/read {}/only-web.txt\n/run pwd",
-            s.web.display()
-        ),
-    );
-    assert!(
-        text.contains("read ok: 21 bytes: only-api.txt content"),
-        "{text}"
-    );
-    assert_eq!(text.matches("read error").count(), 1, "{text}");
-    assert!(!text.contains("only-web.txt content"), "{text}");
-    assert!(
-        text.contains(&format!("run exit 0: {}", s.api.display())),
-        "{text}"
-    );
-
+    confined(&mut d, &sa, ("api", &s.api), ("web", &s.web));
     let sw = new_in(&mut d, &s.web, Some("two"));
-    let text = turn(
-        &mut d,
-        &sw,
-        &format!(
-            "/chunks 1\n/read only-web.txt\n/read {}/only-api.txt\n/read ../api/only-api.txt\n/run pwd",
-            s.api.display()
-        ),
-    );
-    assert!(
-        text.contains("read ok: 21 bytes: only-web.txt content"),
-        "{text}"
-    );
-    assert_eq!(text.matches("read error").count(), 2, "{text}");
-    assert!(!text.contains("only-api.txt content"), "{text}");
-    assert!(
-        text.contains(&format!("run exit 0: {}", s.web.display())),
-        "{text}"
-    );
+    confined(&mut d, &sw, ("web", &s.web), ("api", &s.api));
 
     // The device views the web session: its workspace query lists web.
     let id = d.request("_relay/fs/tree", json!({}));

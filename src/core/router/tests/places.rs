@@ -35,6 +35,14 @@ fn place(agent: u64, project: u64) -> Place {
     }
 }
 
+/// A booted router with `cfg` and a relay socket whose welcome is taken.
+fn booted(cfg: RouterConfig) -> (Sim, SocketId) {
+    let mut sim = Sim::boot_with(cfg);
+    let a = sim.open("a");
+    sim.take(a);
+    (sim, a)
+}
+
 /// `session/new` with `params` from `socket`; the answer frame, if any yet.
 fn new_with(sim: &mut Sim, socket: SocketId, id: u64, params: Value) -> Option<Value> {
     sim.send(socket, req(json!(id), "session/new", params));
@@ -81,9 +89,7 @@ fn session_new_picks_the_project_of_its_cwd_and_the_agent_it_names() {
 
 #[test]
 fn a_cwd_outside_every_project_and_unknown_names_are_refused() {
-    let mut sim = Sim::boot_with(two_by_two());
-    let a = sim.open("a");
-    sim.take(a);
+    let (mut sim, a) = booted(two_by_two());
     let answer = new_with(&mut sim, a, 1, json!({"cwd": "/p/apix"})).unwrap();
     assert_eq!(
         answer,
@@ -112,18 +118,14 @@ fn a_cwd_outside_every_project_and_unknown_names_are_refused() {
 
 #[test]
 fn with_one_project_any_cwd_means_it() {
-    let mut sim = Sim::boot();
-    let a = sim.open("a");
-    sim.take(a);
+    let (mut sim, a) = booted(RouterConfig::default());
     let answer = new_with(&mut sim, a, 1, json!({"cwd": "/home/laptop/x"})).unwrap();
     assert_eq!(answer["result"]["sessionId"], json!("s1"));
 }
 
 #[test]
 fn jobs_and_shells_run_in_their_sessions_project() {
-    let mut sim = Sim::boot_with(two_by_two());
-    let a = sim.open("a");
-    sim.take(a);
+    let (mut sim, a) = booted(two_by_two());
     web_two(&mut sim, a);
     sim.agent_says(
         A2,
@@ -159,9 +161,7 @@ fn jobs_and_shells_run_in_their_sessions_project() {
 
 #[test]
 fn one_shared_agent_per_agent_and_project() {
-    let mut sim = Sim::boot_with(two_by_two());
-    let a = sim.open("a");
-    sim.take(a);
+    let (mut sim, a) = booted(two_by_two());
     web_two(&mut sim, a);
     // Another session in web on two: the same process.
     let params = json!({"cwd": "/p/web", "_meta": {"relay": {"agent": "two"}}});
@@ -176,9 +176,7 @@ fn one_shared_agent_per_agent_and_project() {
 
 #[test]
 fn initialize_lists_every_agent_with_its_capabilities_once_started() {
-    let mut sim = Sim::boot_with(two_by_two());
-    let a = sim.open("a");
-    sim.take(a);
+    let (mut sim, a) = booted(two_by_two());
     sim.send(
         a,
         req(json!(1), "initialize", json!({"protocolVersion": 1})),
@@ -275,9 +273,7 @@ fn an_idle_agent_is_stopped_and_its_session_resumes_on_the_next_prompt() {
         agent_idle_ms: 60_000,
         ..two_by_two()
     };
-    let mut sim = Sim::boot_with(cfg);
-    let a = sim.open("a");
-    sim.take(a);
+    let (mut sim, a) = booted(cfg);
     web_two(&mut sim, a);
     let deadline = sim.r.poll_timeout().expect("an idle deadline");
     sim.wait(deadline - sim.now - 2);
@@ -304,9 +300,7 @@ fn a_busy_agent_is_never_idle() {
         agent_idle_ms: 1_000,
         ..RouterConfig::default()
     };
-    let mut sim = Sim::boot_with(cfg);
-    let a = sim.open("a");
-    sim.take(a);
+    let (mut sim, a) = booted(cfg);
     sim.send(
         a,
         req(json!(1), "session/prompt", prompt_params("s1", "hi")),
