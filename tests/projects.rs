@@ -311,3 +311,51 @@ fn an_idle_agent_is_stopped_and_its_session_resumes_on_the_next_prompt() {
         agent_pids(&relay, &s.state("two")).is_empty()
     });
 }
+
+#[test]
+fn a_stock_acp_client_sending_only_cwd_gets_that_project_and_the_default_agent() {
+    let s = Setup::new();
+    let relay = s.start(&[]);
+    let mut c = relay.acp("stock");
+    let id = c.request(
+        "initialize",
+        json!({"protocolVersion": 1, "clientCapabilities": {}}),
+    );
+    assert_eq!(c.response(&id)["result"]["protocolVersion"], 1);
+    let id = c.request(
+        "session/new",
+        json!({"cwd": s.web.join("sub"), "mcpServers": []}),
+    );
+    let r = c.response(&id);
+    let sid = r["result"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    let id = c.request("session/prompt", prompt_params(&sid, "/chunks 1\n/run pwd"));
+    assert_eq!(c.response(&id)["result"]["stopReason"], "end_turn");
+    let text = agent_text(&c.seen);
+    assert!(
+        text.contains(&format!("run exit 0: {}", s.web.display())),
+        "{text}"
+    );
+    let pids = agent_pids(&relay, &s.state("one"));
+    assert!(
+        pids.iter()
+            .any(|p| cwd_of(*p).as_deref() == Some(s.web.as_path()))
+    );
+    assert!(
+        agent_pids(&relay, &s.state("two")).is_empty(),
+        "the default agent only"
+    );
+    // A cwd in no project: -32602, naming them.
+    let id = c.request(
+        "session/new",
+        json!({"cwd": "/home/laptop/code", "mcpServers": []}),
+    );
+    let r = c.response(&id);
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("web ("),
+        "{r}"
+    );
+}

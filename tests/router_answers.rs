@@ -5,7 +5,6 @@
 mod common;
 use common::*;
 use serde_json::{Value, json};
-use tungstenite::client::IntoClientRequest;
 
 #[test]
 fn an_id_that_cannot_be_echoed_exactly_is_refused() {
@@ -52,14 +51,7 @@ fn a_cancel_sent_as_a_request_is_answered() {
 }
 
 fn acp_client(relay: &Relay) -> Device {
-    let mut req = format!("ws://127.0.0.1:{}/acp", relay.port)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {}", relay.token).parse().unwrap(),
-    );
-    Device::connect(relay.port, req, "acp").unwrap()
+    relay.acp("acp")
 }
 
 #[test]

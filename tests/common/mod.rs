@@ -210,6 +210,19 @@ impl Relay {
             .unwrap_or_else(|e| panic!("device {client} could not connect: {e}"))
     }
 
+    /// A plain ACP connection (`/acp`) named `client`, token as Bearer.
+    pub fn acp(&self, client: &str) -> Device {
+        let mut req = format!("ws://127.0.0.1:{}/acp", self.port)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        Device::connect(self.port, req, client)
+            .unwrap_or_else(|e| panic!("acp client {client} could not connect: {e}"))
+    }
+
     /// Sends SIGTERM and waits for exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         self.note_descendants();
