@@ -20,6 +20,8 @@
 #   BENCH_ONLY_MEMORY=1        only the memory figures (idle RSS, 16 x 4 full rings,
 #                              4 stalled devices during a flood) and the table
 #   BENCH_STALL_FRAMES=40000   2000-byte frames of the stalled-devices flood
+#   BENCH_ONLY_PROJECTS=1      only the projects figure (3 projects x 2 agents
+#                              configured, one session in use) and the table
 #   BENCH_NO_CGROUP=1          never use a cgroup
 #
 # The memory figures run the relay inside a 64 MiB memory cgroup when it can
@@ -292,7 +294,7 @@ else
   say "memory figures run without a cgroup: $CG_WHY"
 fi
 
-ONLY_MEM="${BENCH_ONLY_MEMORY:-}"
+ONLY_MEM="${BENCH_ONLY_MEMORY:-${BENCH_ONLY_PROJECTS:-}}"
 if [ -z "$ONLY_MEM" ]; then
 # ---- 1. throughput, latency and CPU: 1 and 4 devices, each frame size ----
 for fb in $SIZES; do
@@ -430,13 +432,37 @@ add_json "relay-stalled$TAG" "$(sed -n 2p "$WORK/stall.out" 2>/dev/null || echo 
   relay_alive="$s_alive" cg="${CG:+$CG_KIND}" cg_peak_kib="$(cg_peak_kib)" cg_ooms="$(cg_oom_delta "$oom0")" $(cg_stat)
 stop "$RELAY_PID"
 }
+# ---- 4c. several projects and agents configured, one in use ----
+# The relay with 3 projects x 2 agents: only the agent the session uses runs
+# (the others are never started), and the relay's own RSS barely moves.
+projects_figure() {
+say "RSS with 3 projects x 2 agents configured and one session in use"
+mkdir -p "$WORK/proj-b" "$WORK/proj-c"
+start_relay projects "--flood 2000 --frame-bytes 200" \
+  --workspace "b=$WORK/proj-b" --workspace "c=$WORK/proj-c" \
+  --agent "second=$BIN demo-agent --flood 2000 --frame-bytes 200"
+sleep 1
+p_idle=$(rss_kib "$RELAY_PID")
+res=$(flood 1 2000)
+sleep 1
+p_used=$(rss_kib "$RELAY_PID")
+# The relay's agent processes (its direct children).
+p_agents=$(grep -ls "^PPid:[[:space:]]*$RELAY_PID\$" /proc/[0-9]*/status 2>/dev/null | wc -l)
+add_json relay-projects "$res" idle_kib="$p_idle" used_kib="$p_used" agents="$p_agents" projects=3 agent_kinds=2
+stop "$RELAY_PID"
+}
+if [ -n "${BENCH_ONLY_PROJECTS:-}" ]; then
+  projects_figure
+else
 CG_SAVED=$CG
 CG=""
 memory_figures ""
+projects_figure
 CG=$CG_SAVED
 if [ -n "$CG" ]; then
   say "the memory figures again, inside the 64 MiB cgroup"
   memory_figures "-cg"
+fi
 fi
 if [ -z "$ONLY_MEM" ]; then
 
@@ -581,6 +607,13 @@ if idle is not None:
     if conn is not None:
         out.append(f"| RSS, 16 sessions × 4 devices connected, empty rings | {conn/1024:.1f} MiB (+{(conn-idle)/1024:.1f} MiB, {(conn-idle)/64:.0f} KiB per device) | | | | — |")
     out.append(f"| RSS, 16 sessions × 4 devices, full default rings (4 MiB each) | {full/1024:.1f} MiB (+{delta/1024:.1f} MiB; peak {g(r,'hwm_kib',0)/1024:.1f} MiB){'' if g(r,'ok') else ' — fill run failed: lost ' + str(g(r,'lost')) + ' ' + str(g(r,'error') or (g(r,'errors') or [''])[0])[:90]} | | | +≤ 16×4 MiB + 2 MiB = 66 MiB | {mark(ok)} |")
+
+r = "relay-projects"
+if r in rows:
+    pi, pu, n = g(r, "idle_kib"), g(r, "used_kib"), g(r, "agents")
+    single = g("relay-rss", "idle_kib")
+    vs = f"; one project and agent: {single/1024:.2f} MiB idle" if single else ""
+    out.append(f"| RSS, 3 projects × 2 agents configured, one session in use | {fmt(pi/1024 if pi else None,' MiB',2)} idle, {fmt(pu/1024 if pu else None,' MiB',2)} after a 2000-frame turn{vs}; {n} agent process(es) | | | one agent process, RSS near idle | {mark(n == 1 and bool(g(r,'ok')))} |")
 
 def cgnote(r):
     kind = g(r, "cg")
