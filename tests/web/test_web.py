@@ -842,9 +842,29 @@ def new_session_in_another_project_with_another_agent(pw, browser):
         wait_done(pg)
         log = text(pg, "#log")
         assert "read ok" in log and dirs["web"] in log, log
+        pg.click("#tab-files")
+        pg.wait_for_selector("#files .tree button[data-path='only-web.txt']", timeout=T)
+        # a second session, in api on agent one: the files follow the project
+        pg.click("#tab-chat")
+        pg.click("#newBtn")
+        pg.wait_for_selector("#newSheet:not([hidden])", timeout=T)
+        assert pg.eval_on_selector("#newProject", "s => s.value") == "web", "the last choice first"
+        pg.select_option("#newProject", "api")
+        pg.select_option("#newAgent", "one")
+        pg.click("#newStart")
+        pg.wait_for_function("() => document.getElementById('sub').innerText.includes('api · one')", timeout=T)
+        prompt(pg, "/chunks 1\nhello api")
+        wait_done(pg)
+        pg.click("#tab-files")
+        pg.wait_for_selector("#files .tree button[data-path='only-api.txt']", timeout=T)
+        assert pg.query_selector("#files .tree button[data-path='only-web.txt']") is None
+        pg.click("#tab-chat")
         pg.click("#sessBtn")
         pg.wait_for_selector("#slist li.grp:has-text('web')", timeout=T)
+        pg.wait_for_selector("#slist li.grp:has-text('api')", timeout=T)
         pg.wait_for_selector("#slist li .tag.agent:has-text('two')", timeout=T)
+        groups = pg.eval_on_selector_all("#slist li.grp", "ls => ls.map(l => l.firstChild.textContent.trim())")
+        assert groups == ["api", "web"], groups
         shot(pg, "sessions-by-project")
         pg.keyboard.press("Escape")
         # the choice is remembered: the page, loaded again, offers web and two
@@ -853,8 +873,8 @@ def new_session_in_another_project_with_another_agent(pw, browser):
         connected(pg2)
         pg2.click("#newBtn")
         pg2.wait_for_selector("#newSheet:not([hidden])", timeout=T)
-        assert pg2.eval_on_selector("#newProject", "s => s.value") == "web"
-        assert pg2.eval_on_selector("#newAgent", "s => s.value") == "two"
+        assert pg2.eval_on_selector("#newProject", "s => s.value") == "api"
+        assert pg2.eval_on_selector("#newAgent", "s => s.value") == "one"
         w = pg2.evaluate("() => document.documentElement.scrollWidth")
         assert w <= PHONE["width"], f"page is {w} px wide"
     finally:

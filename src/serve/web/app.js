@@ -35,7 +35,7 @@ const firstHash = readHash();
 // ---- state ----
 const S = {
   busy: false, leaseOn: false, holder: null, info: null, agentName: '', relayVersion: '',
-  promptCaps: {}, authMethods: [], ever: false, title: '', wantLoad: null, meta: {},
+  promptCaps: {}, authMethods: [], ever: false, title: '', wantLoad: null, meta: {}, shownProject: null,
 };
 const listeners = new Map(); // notification method -> Set(fn)
 const viewer = () => S.leaseOn && S.holder != null && S.holder !== clientId;
@@ -212,6 +212,12 @@ function setHeader() {
     ? [p.project, p.agent].filter(Boolean).join(' · ')
     : (S.agentName || 'agent');
   $('sub').textContent = (d !== 'connected' ? d + ' · ' : '') + where + (S.busy ? ' · working' : '');
+  // Files and Changes follow the session's project.
+  if (p.project && p.project !== S.shownProject) {
+    const first = S.shownProject == null;
+    S.shownProject = p.project;
+    if (!first) { files.projectChanged(screen === 'files'); changes.changed(); }
+  }
 }
 function setBusy(b) {
   S.busy = b;

@@ -37,6 +37,18 @@ export class Files {
     this.started = false;
   }
   show() { if (!this.started) { this.started = true; this.refreshTree(); } }
+  // The session moved to another project: drop what was listed and shown
+  // (an unsaved edit is kept on screen until it is saved or cancelled).
+  projectChanged(visible) {
+    if (this.editing && this.dirty()) return;
+    this.open = null; this.editing = false; this.note.hidden = true;
+    this.ws.classList.remove('open');
+    this.pathEl.textContent = 'Pick a file';
+    this.draw();
+    this.treeRoot.textContent = '';
+    this.started = false;
+    if (visible) this.show();
+  }
   async refreshTree() {
     this.loaded.clear();
     await this.loadDir('.', this.treeRoot);
