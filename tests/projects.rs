@@ -205,7 +205,12 @@ fn each_session_runs_its_agent_in_its_own_project() {
     assert!(cwds("one").contains(&s.api), "{:?}", cwds("one"));
     assert_eq!(cwds("two"), std::slice::from_ref(&s.web));
     assert!(cwds("three").is_empty());
-    assert!(!relay.log().contains("started three"), "{}", relay.log());
+    let log = relay.log();
+    assert!(
+        log.contains(&format!("agent two in {}", s.web.display())),
+        "{log}"
+    );
+    assert!(!log.contains("agent three in"), "{log}");
     assert!(!s.state("three").exists(), "agent three never ran");
 
     // A cwd outside every project is refused, naming them.

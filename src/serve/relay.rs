@@ -501,7 +501,7 @@ impl Relay {
         let proc = match agent::spawn(&cmd, &cwd) {
             Ok(p) => p,
             Err(e) => {
-                log::error!("{agent}: could not start {name} (`{cmd}`): {e}");
+                log::error!("{agent}: could not start `{cmd}` (agent {name}): {e}");
                 let relay = self.clone();
                 let status = format!("could not start: {e}");
                 // Reported from a task so the router sees it after its current step.
@@ -516,7 +516,7 @@ impl Relay {
             .set(self.metrics.agents_spawned.get() + 1);
         let pid = proc.child.id();
         log::info!(
-            "{agent}: started {name} (`{cmd}`, pid {pid}) in {}",
+            "{agent}: started `{cmd}` (pid {pid}): agent {name} in {}",
             cwd.display()
         );
         let (tx, rx) = smol::channel::bounded::<Vec<u8>>(AGENT_QUEUE);
