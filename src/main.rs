@@ -246,7 +246,7 @@ struct InstallService {
     /// the data dir (default /var/lib/acp-relay)
     #[argh(option, default = "PathBuf::from(\"/var/lib/acp-relay\")")]
     data_dir: PathBuf,
-    /// the workspace the agent works in (default /srv/acp-relay)
+    /// the workspace the agent works in when the serve flags after -- name none (default /srv/acp-relay)
     #[argh(option, default = "PathBuf::from(\"/srv/acp-relay\")")]
     workspace: PathBuf,
     /// the unit's MemoryMax (default 256M)
@@ -573,20 +573,30 @@ fn install_service(i: InstallService) -> Result<(), String> {
         None => std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?,
     };
     let specs = config::flag_specs(&serve_usage());
-    let mut flags = vec![
-        "--data-dir".to_owned(),
-        i.data_dir.display().to_string(),
-        "--workspace".to_owned(),
-        i.workspace.display().to_string(),
-    ];
+    // `-- --workspace api=DIR ...` names the projects; else install's own
+    // --workspace is the one project (created and owned by the service user).
+    let named = workspace_flags(&i.serve_flags);
+    let projects =
+        acp_relay::places::parse_workspaces(&named, acp_relay::core::router::MAX_PROJECTS)?;
+    let mut flags = vec!["--data-dir".to_owned(), i.data_dir.display().to_string()];
+    if projects.is_empty() {
+        flags.push("--workspace".to_owned());
+        flags.push(i.workspace.display().to_string());
+    }
     flags.extend(i.serve_flags.iter().cloned());
+    let own_workspace = projects.is_empty().then_some(i.workspace.as_path());
+    let workspaces = if projects.is_empty() {
+        vec![i.workspace.clone()]
+    } else {
+        projects.into_iter().map(|(_, dir)| dir).collect()
+    };
     let cfg = acp_relay::cli::config_text(&specs, &flags, NOT_IN_CONFIG)?;
     let unit = acp_relay::cli::unit_text(&acp_relay::cli::UnitOptions {
         bin: bin.clone(),
         user: i.user.clone(),
         config: i.config.clone(),
         data_dir: i.data_dir.clone(),
-        workspace: i.workspace.clone(),
+        workspaces,
         memory_max: i.memory_max.clone(),
     });
     if i.print {
@@ -601,8 +611,20 @@ fn install_service(i: InstallService) -> Result<(), String> {
         &cfg,
         &i.user,
         &i.data_dir,
-        &i.workspace,
+        own_workspace,
     )
+}
+
+/// The values of `--workspace X` in serve flags.
+fn workspace_flags(flags: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = flags.iter();
+    while let Some(f) = it.next() {
+        if f == "--workspace" {
+            out.extend(it.next().cloned());
+        }
+    }
+    out
 }
 
 fn serve_cmd(s: Serve, reload: Option<config::Reload>) -> Result<(), String> {

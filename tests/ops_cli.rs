@@ -137,6 +137,39 @@ fn verify_unit(path: &Path) {
 }
 
 #[test]
+fn install_service_with_several_projects_lets_the_relay_write_each() {
+    let out = run(&[
+        "install-service",
+        "--print",
+        "--bin",
+        bin(),
+        "--",
+        "--workspace",
+        "api=/srv/code/api",
+        "--workspace",
+        "web=/srv/code/web",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let (unit, config) = printed
+        .split_once("# /etc/acp-relay/config\n")
+        .expect("unit then config");
+    let rw = "ReadWritePaths=/var/lib/acp-relay /srv/code/api /srv/code/web";
+    assert!(unit.lines().any(|l| l == rw), "{unit}");
+    let ws: Vec<&str> = config
+        .lines()
+        .filter(|l| l.starts_with("workspace ="))
+        .collect();
+    assert_eq!(
+        ws,
+        [
+            "workspace = api=/srv/code/api",
+            "workspace = web=/srv/code/web"
+        ]
+    );
+}
+
+#[test]
 fn install_service_prints_a_hardened_unit_that_verifies() {
     let out = run(&[
         "install-service",

@@ -13,7 +13,8 @@ pub struct UnitOptions {
     pub user: String,
     pub config: PathBuf,
     pub data_dir: PathBuf,
-    pub workspace: PathBuf,
+    /// Every project directory the relay may write (`ReadWritePaths=`).
+    pub workspaces: Vec<PathBuf>,
     pub memory_max: String,
 }
 
@@ -37,9 +38,9 @@ RestartSec=2
 TimeoutStopSec=10
 # Logs: stderr lines with <N> priorities go to the journal with their level.
 SyslogIdentifier=acp-relay
-# Hardening: the whole file system read-only but the data dir and the workspace.
+# Hardening: the whole file system read-only but the data dir and the workspaces.
 ProtectSystem=strict
-ReadWritePaths={data} {workspace}
+ReadWritePaths={data} {workspaces}
 NoNewPrivileges=yes
 PrivateTmp=yes
 ProtectKernelTunables=yes
@@ -54,7 +55,12 @@ WantedBy=multi-user.target
 ",
         user = o.user,
         data = o.data_dir.display(),
-        workspace = o.workspace.display(),
+        workspaces = o
+            .workspaces
+            .iter()
+            .map(|w| w.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
         bin = o.bin.display(),
         config = o.config.display(),
         mem = o.memory_max,
@@ -125,7 +131,7 @@ pub fn install(
     config: &str,
     user: &str,
     data_dir: &Path,
-    workspace: &Path,
+    workspace: Option<&Path>,
 ) -> Result<(), String> {
     let exists = Command::new("id")
         .arg("-u")
@@ -147,7 +153,8 @@ pub fn install(
             .arg(user))
         .map_err(|e| format!("{e}; run as root, or pass --print and install by hand"))?;
     }
-    for d in [data_dir, workspace] {
+    // Projects named in the serve flags are the person's own: never chowned.
+    for d in std::iter::once(data_dir).chain(workspace) {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         run(Command::new("chown").arg(format!("{user}:{user}")).arg(d))?;
     }
