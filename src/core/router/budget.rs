@@ -51,7 +51,7 @@ impl Router {
 
     /// Counts every ring again (after units come and go).
     pub(super) fn recount_rings(&mut self) {
-        self.ring_bytes = self.units.values().map(|u| u.ring.bytes()).sum();
+        self.ring_bytes = self.units.values().map(|u| u.hub.ring.bytes()).sum();
     }
 
     /// Shrinks rings until everything, plus `incoming` bytes about to be
@@ -70,7 +70,7 @@ impl Router {
             .units
             .iter()
             .map(|(id, u)| {
-                let idle = u.viewers.is_empty() && !u.busy() && !u.restoring;
+                let idle = !u.hub.is_viewed() && !u.busy() && !u.restoring;
                 (Some(*id) == writing, !idle, u.updated_ms, *id)
             })
             .collect();
@@ -85,11 +85,11 @@ impl Router {
                 continue;
             };
             let keep = if busy_or_viewed {
-                u.ring.bytes().saturating_sub(total - target)
+                u.hub.ring.bytes().saturating_sub(total - target)
             } else {
                 0
             };
-            let f = u.ring.shrink_to(keep);
+            let f = u.hub.ring.shrink_to(keep);
             self.ring_bytes = self.ring_bytes.saturating_sub(f);
             freed += f;
         }
@@ -116,7 +116,7 @@ impl Router {
         let replay_of = |r: &Router| {
             r.units
                 .get(&unit)
-                .map(|u| u.ring.replay_since(last_seq))
+                .map(|u| u.hub.ring.replay_since(last_seq))
                 .unwrap_or_default()
         };
         let replay = replay_of(self);
@@ -232,7 +232,7 @@ mod tests {
                 r.memory_bytes()
             );
         }
-        let bytes = |r: &Router, s: &str| r.units[&r.by_session[s]].ring.bytes();
+        let bytes = |r: &Router, s: &str| r.units[&r.by_session[s]].hub.ring.bytes();
         assert!(
             bytes(&r, "idle") < bytes(&r, "viewed"),
             "idle {} viewed {}",

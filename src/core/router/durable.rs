@@ -28,6 +28,7 @@
 //! and routers without a store (`durable: false`) send at once.
 
 use super::*;
+use crate::core::hub::Hub;
 
 /// Numbers reserved per request; the next request goes out when half are used.
 pub const RESERVE_BLOCK: u64 = 1 << 16;
@@ -92,27 +93,11 @@ impl Gate {
     }
 }
 
-/// Queues `frame` for every relay viewer and for the plain viewers `plain` admits.
-fn fan_out(
-    viewers: &BTreeSet<SocketId>,
-    sockets: &HashMap<SocketId, Sock>,
-    out: &mut VecDeque<Output>,
-    frame: &Frame,
-    plain: Plain,
-) {
-    let mut unstamped: Option<Frame> = None;
-    for &socket in viewers {
-        let bytes = match sockets.get(&socket) {
-            Some(s) if s.plain => {
-                if !plain.admits(socket) {
-                    continue;
-                }
-                unstamped.get_or_insert_with(|| unstamp(frame)).clone()
-            }
-            _ => frame.clone(),
-        };
-        out.push_back(Output::Send { socket, bytes });
-    }
+/// Queues `frame` for the hub's viewers (see [`Hub::fan_out`]).
+fn fan_out(hub: &Hub, out: &mut VecDeque<Output>, frame: &Frame, plain: Plain) {
+    hub.fan_out(frame, plain, |socket, bytes| {
+        out.push_back(Output::Send { socket, bytes })
+    });
 }
 
 impl Router {
@@ -130,12 +115,12 @@ impl Router {
             // Shutting down (agents ending, their last words): neither sent
             // nor stored. The exact end was recorded by `stop`; a number used
             // here named nothing anyone saw, so it may be used again.
-            return u.ring.push_held(line);
+            return u.hub.ring.push_held(line);
         }
-        let before = u.ring.bytes();
-        let frame = u.ring.push_held(line)?;
-        let after = u.ring.bytes();
-        let rseq = u.ring.stamped();
+        let before = u.hub.ring.bytes();
+        let frame = u.hub.ring.push_held(line)?;
+        let after = u.hub.ring.bytes();
+        let rseq = u.hub.ring.stamped();
         self.ring_changed(unit, before, after);
         let u = self.units.get_mut(&unit)?;
         u.updated_ms = self.now_ms;
@@ -156,8 +141,8 @@ impl Router {
         };
         if !(self.cfg.durable && u.persisted) {
             u.gate.hold_next = false;
-            u.ring.release(rseq);
-            fan_out(&u.viewers, &self.sockets, &mut self.out, &frame, plain);
+            u.hub.ring.release(rseq);
+            fan_out(&u.hub, &mut self.out, &frame, plain);
             return Some(frame);
         }
         let g = &mut u.gate;
@@ -189,8 +174,8 @@ impl Router {
         if g.overflowed {
             // Dropped from the gate: the viewers get it from the ring.
         } else if g.held.is_empty() && rseq <= g.limit() {
-            u.ring.release(rseq);
-            fan_out(&u.viewers, &self.sockets, &mut self.out, &frame, plain);
+            u.hub.ring.release(rseq);
+            fan_out(&u.hub, &mut self.out, &frame, plain);
         } else if g.held.len() >= MAX_HELD_FRAMES || g.held_bytes + frame.len() > MAX_HELD_BYTES {
             log::warn!(
                 "{unit}: {} frames wait for the session store; its viewers will be reset",
@@ -241,14 +226,14 @@ impl Router {
         }
         let limit = u.gate.limit();
         if u.gate.overflowed {
-            u.ring.release(limit);
-            if limit < u.ring.stamped() {
+            u.hub.ring.release(limit);
+            if limit < u.hub.ring.stamped() {
                 return;
             }
             u.gate.overflowed = false;
-            let viewers: Vec<SocketId> = u.viewers.iter().copied().collect();
-            for socket in viewers {
-                if self.sockets.get(&socket).is_some_and(|s| s.plain) {
+            let viewers: Vec<(SocketId, bool)> = u.hub.viewers().collect();
+            for (socket, plain) in viewers {
+                if plain {
                     self.out.push_back(Output::Close {
                         socket,
                         code: 1013,
@@ -266,8 +251,8 @@ impl Router {
                 break;
             }
             u.gate.held_bytes -= frame.len();
-            u.ring.release(rseq);
-            fan_out(&u.viewers, &self.sockets, &mut self.out, &frame, plain);
+            u.hub.ring.release(rseq);
+            fan_out(&u.hub, &mut self.out, &frame, plain);
         }
     }
 
@@ -286,7 +271,7 @@ impl Router {
         let (true, Some(session)) = (u.persisted, u.session_id.clone()) else {
             return;
         };
-        let upto = u.ring.stamped();
+        let upto = u.hub.ring.stamped();
         if !durable {
             self.out
                 .push_back(Output::Persist(Persist::Sync { session }));
@@ -307,7 +292,7 @@ impl Router {
             return;
         };
         if let (true, Some(session)) = (u.persisted, u.session_id.clone()) {
-            let head = u.ring.stamped();
+            let head = u.hub.ring.stamped();
             self.out
                 .push_back(Output::Persist(Persist::End { session, head }));
         }
