@@ -29,6 +29,7 @@
 //! - [`demo_agent`] — the built-in ACP agent (`acp-relay demo-agent`).
 //! - [`proc`], [`heap`], [`logger`] — process groups and `/proc`; the C
 //!   allocator's knobs; the `log` backend (escaped lines, text or JSON).
+//! - `testing` (test builds only) — helpers the unit tests share (`TempDir`).
 
 pub mod agent;
 pub mod cli;
@@ -45,4 +46,6 @@ pub mod pty;
 pub mod serve;
 pub mod status;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod workspace;
