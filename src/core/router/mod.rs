@@ -582,14 +582,7 @@ impl Router {
             .filter(|u| self.units.get(u).is_some_and(|u| u.restoring));
         if let Some(unit) = restoring {
             // Its transcript is still being read: attach once it is.
-            self.sockets.insert(
-                socket,
-                Sock {
-                    client,
-                    unit: self.default_unit,
-                    plain: false,
-                },
-            );
+            self.park(socket, client);
             let waiters = self.restoring.entry(unit).or_default();
             if waiters.len() < MAX_DEFERRED_LINES {
                 waiters.push(sessions::Waiter::Attach { socket, last_seq });
@@ -607,14 +600,7 @@ impl Router {
         {
             // A stored session: restore it first, then attach.
             let s = s.to_owned();
-            self.sockets.insert(
-                socket,
-                Sock {
-                    client,
-                    unit: self.default_unit,
-                    plain: false,
-                },
-            );
+            self.park(socket, client);
             let waiter = sessions::Waiter::Attach { socket, last_seq };
             if let Err(e) = self.resume_stored(&s, waiter) {
                 log::warn!("{socket}: cannot resume session {s}: {e}");
@@ -648,32 +634,36 @@ impl Router {
         }
         self.remember_client(&client, unit);
         let scrollback = self.terminals.snapshots_for(&client);
-        self.sockets.insert(
-            socket,
-            Sock {
-                client,
-                unit,
-                plain: false,
-            },
-        );
+        self.add_socket(socket, client, unit, false);
         self.attach_with(socket, unit, last_seq, reset);
         for bytes in scrollback {
             self.out.push_back(Output::Send { socket, bytes });
         }
     }
 
-    /// A plain ACP socket views nothing until `session/new` or `session/load`.
-    fn plain_open(&mut self, socket: SocketId, client: ClientId) {
-        let scrollback = self.terminals.snapshots_for(&client);
-        let unit = self.default_unit;
+    /// Registers a socket of `client`; `unit` is where a relay socket's
+    /// session methods go (it views nothing until it is attached).
+    fn add_socket(&mut self, socket: SocketId, client: ClientId, unit: UnitId, plain: bool) {
         self.sockets.insert(
             socket,
             Sock {
                 client,
                 unit,
-                plain: true,
+                plain,
             },
         );
+    }
+
+    /// Registers a relay socket that waits for a stored session to be read
+    /// before it attaches.
+    fn park(&mut self, socket: SocketId, client: ClientId) {
+        self.add_socket(socket, client, self.default_unit, false);
+    }
+
+    /// A plain ACP socket views nothing until `session/new` or `session/load`.
+    fn plain_open(&mut self, socket: SocketId, client: ClientId) {
+        let scrollback = self.terminals.snapshots_for(&client);
+        self.add_socket(socket, client, self.default_unit, true);
         for bytes in scrollback {
             self.out.push_back(Output::Send { socket, bytes });
         }

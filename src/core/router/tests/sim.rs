@@ -293,6 +293,12 @@ impl Sim {
         }
     }
 
+    /// A clean stop ([`Router::stop`]), its outputs collected.
+    pub fn stop(&mut self) {
+        self.r.stop();
+        self.drain();
+    }
+
     /// Answers a `Restore` from the fake store.
     pub fn finish_restore(&mut self, unit: UnitId, session: &str, error: Option<String>) {
         let frames = self
