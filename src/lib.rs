@@ -8,9 +8,11 @@
 //! threads for blocking work).
 //!
 //! - [`core`] — protocol state: JSON-RPC vocabulary, frame parsing and `rseq`
-//!   stamping, the replay ring, units, the lease, the router (connection and
-//!   session level, durable numbering, the memory budget, deadlines, the
-//!   agent log), terminal screens, events and typed jobs for the shell.
+//!   stamping, the replay ring, the hub (a ring and its viewers), the driver
+//!   (one session's agent session, turn and asks), units (hub + driver +
+//!   metadata), the lease, the router (connection level: sockets, clients,
+//!   dispatch, lifecycle, durable numbering, the memory budget, deadlines,
+//!   the agent log), terminal screens, events and typed jobs for the shell.
 //! - [`serve`] — the I/O shell: listener, HTTP head, admission, WebSocket
 //!   pumps, the [`serve::relay::Relay`] that feeds the router and performs its
 //!   outputs, ops endpoints, TLS, and the embedded web client.
@@ -24,13 +26,19 @@
 //! - [`config`], [`cli`], [`status`], [`pair`] — the config file,
 //!   `install-service`, `status` and `/status`, `pair` with its QR code.
 //! - [`connect`] — `acp-relay connect`: the stdio ↔ `/acp` bridge.
+//! - `client_tls` (feature `tls`) — the TLS client side: CA-checked for
+//!   https notification targets, pinned to the relay's own certificate for
+//!   `status`.
 //! - [`places`] — `--workspace NAME=DIR` and `--agent NAME=CMD`: the projects and agents.
 //! - [`demo_agent`] — the built-in ACP agent (`acp-relay demo-agent`).
 //! - [`proc`], [`heap`], [`logger`] — process groups and `/proc`; the C
 //!   allocator's knobs; the `log` backend (escaped lines, text or JSON).
+//! - `testing` (test builds only) — helpers the unit tests share (`TempDir`).
 
 pub mod agent;
 pub mod cli;
+#[cfg(feature = "tls")]
+pub mod client_tls;
 pub mod config;
 pub mod connect;
 pub mod core;
@@ -45,4 +53,6 @@ pub mod pty;
 pub mod serve;
 pub mod status;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod workspace;

@@ -263,9 +263,8 @@ mod tests {
 
     #[test]
     fn a_record_of_a_live_relay_is_not_swept() {
-        let dir =
-            std::env::temp_dir().join(format!("acp-relay-groups-live-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::testing::TempDir::new("groups-live");
+        let dir = tmp.0.clone();
         // pid 1 runs; a record naming it with its real start time is "live".
         // (The recorded group names no process: nothing could be killed.)
         let init = proc::stat(1).expect("pid 1");
@@ -276,17 +275,15 @@ mod tests {
         assert!(dir.join(FILE).exists(), "a live relay's record is kept");
         assert_eq!(live_writer(&format!("relay 1 {}\n", init.start + 1)), None);
         assert!(writer_line().starts_with(&format!("relay {} ", std::process::id())));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn sweep_without_a_record_does_nothing() {
-        let dir = std::env::temp_dir().join(format!("acp-relay-groups-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::testing::TempDir::new("groups");
+        let dir = tmp.0.clone();
         assert_eq!(sweep(&dir), 0);
         std::fs::write(dir.join(FILE), "nonsense\n").unwrap();
         assert_eq!(sweep(&dir), 0);
         assert!(!dir.join(FILE).exists(), "the old record is gone");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

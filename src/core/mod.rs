@@ -3,8 +3,10 @@
 //! shell (`serve`, `agent`, `pty`, `workspace`, `store`) does all of that.
 
 pub mod budget;
+pub mod driver;
 pub mod events;
 pub mod frame;
+pub mod hub;
 pub mod ids;
 pub mod job;
 pub mod lease;

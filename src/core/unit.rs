@@ -1,69 +1,27 @@
-//! One live session ("unit"): its replay ring, the sockets viewing it, and the
-//! driver state of its agent session (busy turn, open asks, the agent's own
-//! session id). Plain data; the router drives it. Performs no I/O.
+//! One live session ("unit"): its [`Hub`] (replay ring and viewing sockets),
+//! its [`Driver`] (agent session, turn, asks) and the metadata the router
+//! lists and stores (relay session id, title, times, persistence). Plain
+//! data; the router drives it. Performs no I/O.
 
-use crate::core::ids::{AgentId, ClientId, SocketId};
-use crate::core::ring::{Frame, ReplayRing};
-use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-/// Settled asks remembered per unit, to tell a late answer who answered first.
-pub const SETTLED_MEMORY: usize = 64;
-
-/// Where a unit's agent session stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// No agent session: one is opened on the next request that needs it.
-    Idle,
-    /// Waiting for the agent to start, or for its `session/new` / `session/load` answer.
-    Opening,
-    Ready,
-}
-
-/// The turn in flight: who asked, under which id, and the relay's id toward the agent.
-#[derive(Debug, Clone)]
-pub struct Turn {
-    pub client: ClientId,
-    /// The socket that sent the prompt (its plain-ACP answer goes there only).
-    pub socket: SocketId,
-    pub device_id: Value,
-    pub agent_req: u64,
-}
-
-/// An ask (`session/request_permission`, `elicitation/create`) open on the agent's side.
-#[derive(Debug, Clone)]
-pub struct Ask {
-    /// The agent's own request id, to answer it.
-    pub agent_id: Value,
-    /// The agent connection the ask came from.
-    pub agent: AgentId,
-    /// The request as fanned to devices (stamped), re-sent on attach.
-    pub frame: Frame,
-}
+use crate::core::driver::Driver;
+use crate::core::hub::Hub;
+use crate::core::lease::Lease;
+use crate::core::ring::ReplayRing;
+use serde_json::{Value, json};
 
 #[derive(Debug)]
 pub struct Unit {
     /// The relay's session id: stable for the life of the session (None until
     /// the first `session/new` answer names it).
     pub session_id: Option<String>,
-    pub agent: Option<AgentId>,
     /// Its agent kind and project (its jail); fixed for the session's life.
     pub place: crate::core::ids::Place,
-    /// The agent's id for this session, when it has one.
-    pub agent_session: Option<String>,
-    /// The agent id to `session/load` when the session is reopened.
-    pub resume_from: Option<String>,
-    pub phase: Phase,
-    /// Agent `session/update`s are history being replayed by `session/load`.
-    pub loading: bool,
     /// Claimed by a device's `session/new` (the eagerly opened default starts unclaimed).
     pub claimed: bool,
-    pub ring: ReplayRing,
-    pub viewers: BTreeSet<SocketId>,
-    pub turn: Option<Turn>,
-    pub asks: BTreeMap<String, Ask>,
-    pub settled: VecDeque<(String, String)>,
-    pub next_ask: u64,
+    /// The ring and the sockets viewing it.
+    pub hub: Hub,
+    /// The session level: agent session, turn, asks.
+    pub driver: Driver,
     pub epoch: u64,
     pub title: Option<String>,
     /// Unix milliseconds of the last frame.
@@ -78,8 +36,6 @@ pub struct Unit {
     pub persisted: bool,
     /// The head recorded in the store when the session was resumed.
     pub stored_head: u64,
-    /// The agent's answer to `session/new` / `session/load` (modes, models, ...).
-    pub opened: serde_json::Value,
     /// What its frames wait on before they reach devices (durable numbering).
     pub gate: crate::core::router::Gate,
 }
@@ -88,19 +44,10 @@ impl Unit {
     pub fn new(ring: ReplayRing, epoch: u64, now_ms: u64) -> Self {
         Unit {
             session_id: None,
-            agent: None,
             place: Default::default(),
-            agent_session: None,
-            resume_from: None,
-            phase: Phase::Idle,
-            loading: false,
             claimed: false,
-            ring,
-            viewers: BTreeSet::new(),
-            turn: None,
-            asks: BTreeMap::new(),
-            settled: VecDeque::new(),
-            next_ask: 0,
+            hub: Hub::new(ring),
+            driver: Driver::new(),
             epoch,
             title: None,
             updated_ms: now_ms,
@@ -109,73 +56,98 @@ impl Unit {
             restoring: false,
             persisted: false,
             stored_head: 0,
-            opened: serde_json::Value::Null,
             gate: Default::default(),
         }
     }
 
     pub fn busy(&self) -> bool {
-        self.turn.is_some()
+        self.driver.busy()
     }
 
     /// The relay id of the next ask: `perm:<session>:<n>`.
     pub fn mint_ask_id(&mut self) -> String {
-        self.next_ask = self.next_ask.saturating_add(1);
-        format!(
-            "perm:{}:{}",
-            self.session_id.as_deref().unwrap_or("-"),
-            self.next_ask
-        )
+        self.driver.mint_ask_id(self.session_id.as_deref())
     }
 
-    /// Remembers who settled an ask, within [`SETTLED_MEMORY`].
-    pub fn remember_settled(&mut self, ask_id: String, by: String) {
-        if self.settled.len() >= SETTLED_MEMORY {
-            self.settled.pop_front();
-        }
-        self.settled.push_back((ask_id, by));
+    /// The `relay_welcome` a `/ws` socket gets when it attaches: where the
+    /// session's stream stands (`reset`: the socket's `last_seq` cannot be
+    /// served, so what follows replaces what it has), its open asks and the
+    /// lease.
+    pub fn welcome(&self, reset: bool, lease: &Lease) -> Value {
+        json!({
+            "type": "relay_welcome",
+            "epoch": self.epoch,
+            "sessionId": self.session_id,
+            "headSeq": self.hub.ring.head(),
+            "reset": reset,
+            "busy": self.busy(),
+            "pendingPermissionIds": self.driver.ask_ids().collect::<Vec<_>>(),
+            "lease": lease.enabled(),
+            "holder": lease.holder().map(|c| c.0.clone()),
+            "controlEpoch": lease.epoch(),
+        })
     }
-
-    pub fn settled_by(&self, ask_id: &str) -> Option<&str> {
-        self.settled
-            .iter()
-            .rev()
-            .find(|(id, _)| id == ask_id)
-            .map(|(_, by)| by.as_str())
-    }
-}
-
-/// The session id an ask id names (`perm:<session>:<n>` → `<session>`).
-pub fn ask_session(ask_id: &str) -> Option<&str> {
-    let rest = ask_id.strip_prefix("perm:")?;
-    let (session, n) = rest.rsplit_once(':')?;
-    n.parse::<u64>().ok()?;
-    Some(session)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::driver::{Ask, Turn};
+    use crate::core::ids::{AgentId, ClientId, SocketId};
 
     #[test]
-    fn ask_ids_name_their_session() {
-        assert_eq!(ask_session("perm:abc:3"), Some("abc"));
-        assert_eq!(ask_session("perm:a:b:12"), Some("a:b"));
-        assert_eq!(ask_session("perm:abc:x"), None);
-        assert_eq!(ask_session("c:17"), None);
+    fn ask_ids_carry_the_relay_session_id() {
+        let mut u = Unit::new(ReplayRing::new(4, 1024), 1, 0);
+        assert_eq!(u.mint_ask_id(), "perm:-:1");
+        u.session_id = Some("s1".into());
+        assert_eq!(u.mint_ask_id(), "perm:s1:2");
     }
 
     #[test]
-    fn settled_memory_is_bounded() {
-        let mut u = Unit::new(ReplayRing::new(4, 1024), 1, 0);
-        for i in 0..(SETTLED_MEMORY + 10) {
-            u.remember_settled(format!("perm:s:{i}"), "c".into());
-        }
-        assert_eq!(u.settled.len(), SETTLED_MEMORY);
-        assert_eq!(u.settled_by("perm:s:3"), None);
-        assert_eq!(
-            u.settled_by(&format!("perm:s:{}", SETTLED_MEMORY + 9)),
-            Some("c")
+    fn the_welcome_says_where_the_stream_stands() {
+        let mut u = Unit::new(ReplayRing::new(4, 1024), 7, 0);
+        u.session_id = Some("s1".into());
+        u.hub.ring.push(b"{}");
+        u.hub.ring.push(b"{}");
+        let id = u.mint_ask_id();
+        let frame = u.hub.ring.push(b"{}").expect("stamped");
+        u.driver.add_ask(
+            id,
+            Ask {
+                agent_id: json!(1),
+                agent: AgentId(1),
+                frame,
+            },
         );
+        u.driver.start_turn(Turn {
+            client: ClientId("c".into()),
+            socket: SocketId(1),
+            device_id: json!(1),
+            agent_req: 1,
+        });
+        let mut lease = Lease::new(true);
+        lease.take(&ClientId("c".into()));
+        assert_eq!(
+            u.welcome(true, &lease),
+            json!({
+                "type": "relay_welcome",
+                "epoch": 7,
+                "sessionId": "s1",
+                "headSeq": 3,
+                "reset": true,
+                "busy": true,
+                "pendingPermissionIds": ["perm:s1:1"],
+                "lease": true,
+                "holder": "c",
+                "controlEpoch": lease.epoch(),
+            })
+        );
+        let off = Unit::new(ReplayRing::new(4, 1024), 2, 0).welcome(false, &Lease::new(false));
+        assert_eq!(off["sessionId"], Value::Null);
+        assert_eq!(
+            (off["headSeq"].clone(), off["busy"].clone()),
+            (json!(0), json!(false))
+        );
+        assert_eq!(off["lease"], false);
     }
 }

@@ -131,12 +131,7 @@ impl HistoryFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("acp-relay-demo-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
+    use crate::testing::TempDir;
 
     #[test]
     fn context_counts_prompts() {
@@ -176,7 +171,8 @@ mod tests {
 
     #[test]
     fn file_round_trip() {
-        let dir = temp_dir("roundtrip");
+        let tmp = TempDir::new("demo-history-roundtrip");
+        let dir = tmp.0.clone();
         let mut f = HistoryFile::for_session(&dir, "demo-1").expect("safe id");
         assert_eq!(f.load().expect("load"), None);
         let entries = vec![
@@ -193,12 +189,12 @@ mod tests {
         }
         let mut again = HistoryFile::for_session(&dir, "demo-1").expect("safe id");
         assert_eq!(again.load().expect("load"), Some(entries));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn torn_last_line_is_skipped_and_next_append_starts_fresh() {
-        let dir = temp_dir("torn");
+        let tmp = TempDir::new("demo-history-torn");
+        let dir = tmp.0.clone();
         let mut f = HistoryFile::for_session(&dir, "demo-2").expect("safe id");
         f.append(&Entry::Session { cwd: "/w".into() })
             .expect("append");
@@ -242,7 +238,6 @@ mod tests {
             })
         );
         assert_eq!(loaded.len(), 3);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

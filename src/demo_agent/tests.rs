@@ -1,6 +1,7 @@
 //! The whole agent driven in-process over pipes by a minimal fake client.
 
 use super::*;
+use crate::testing::TempDir;
 use std::collections::VecDeque;
 use std::io::{BufRead, PipeWriter};
 use std::path::Path;
@@ -170,13 +171,6 @@ fn ready(fs: bool, terminal: bool) -> (Client, String) {
     c.initialize(fs, terminal);
     let sid = c.new_session("/work/space");
     (c, sid)
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("acp-relay-demo-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
 }
 
 #[test]
@@ -542,7 +536,8 @@ fn context_counts_earlier_prompts() {
 
 #[test]
 fn load_restores_history_from_the_state_dir() {
-    let dir = temp_dir("load");
+    let tmp = TempDir::new("demo-load");
+    let dir = tmp.0.clone();
     let opts = DemoOptions {
         state_dir: Some(dir.clone()),
         ..DemoOptions::default()
@@ -581,7 +576,6 @@ fn load_restores_history_from_the_state_dir() {
         json!({ "sessionId": "../../etc/passwd", "cwd": "/", "mcpServers": [] }),
     );
     assert_eq!(t.answer["error"]["code"], code::INVALID_PARAMS);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -598,7 +592,8 @@ fn load_from_memory_without_state_dir() {
 
 #[test]
 fn tour_without_commands() {
-    let dir = temp_dir("tour");
+    let tmp = TempDir::new("demo-tour");
+    let dir = tmp.0.clone();
     std::fs::write(dir.join("README.md"), "# Demo readme\nbody\n").expect("readme");
     let mut c = Client::start(DemoOptions::default());
     c.initialize(true, true);
@@ -642,7 +637,6 @@ fn tour_without_commands() {
         "{chunks:?}"
     );
     assert_eq!(t.stop_reason(), "end_turn");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

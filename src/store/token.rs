@@ -149,8 +149,8 @@ mod tests {
 
     #[test]
     fn create_read_rotate() {
-        let dir = std::env::temp_dir().join(format!("acp-relay-token-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let tmp = crate::testing::TempDir::new("token");
+        let dir = tmp.0.clone();
         let a = load_or_create(&dir).unwrap();
         assert_eq!(a.as_str().len(), TOKEN_BYTES * 2);
         let mode = fs::metadata(dir.join("token"))
@@ -163,6 +163,5 @@ mod tests {
         let b = rotate(&dir).unwrap();
         assert_ne!(a, b);
         assert_eq!(load_or_create(&dir).unwrap(), b);
-        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -329,32 +329,10 @@ fn is_missing(e: &io::Error) -> bool {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
+    use crate::testing::TempDir;
     use std::os::unix::fs::symlink;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    /// A fresh directory under the system temp dir, removed on drop (also
-    /// used by the other workspace modules' tests).
-    pub(in crate::workspace) struct TempDir(pub(in crate::workspace) PathBuf);
-
-    impl TempDir {
-        pub(in crate::workspace) fn new(tag: &str) -> TempDir {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir =
-                std::env::temp_dir().join(format!("acp-relay-ws-{tag}-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).expect("create temp dir");
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn setup(tag: &str) -> (TempDir, Jail) {
         let tmp = TempDir::new(tag);

@@ -283,14 +283,13 @@ mod tests {
 
     #[test]
     fn snapshot_hashes_everything_and_keeps_the_window() {
-        let dir = std::env::temp_dir().join(format!("acp-relay-read-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::testing::TempDir::new("read");
+        let dir = tmp.0.clone();
         let p = dir.join("big.txt");
         let data: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
         std::fs::write(&p, &data).unwrap();
         let mut f = File::open(&p).unwrap();
         let s = snapshot(&mut f, data.len() as u64, 70_000, 100_000).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(s.size, 200_000);
         assert_eq!(s.head, data[..SNIFF_BYTES]);
         assert_eq!(s.window, data[70_000..170_000]);

@@ -269,7 +269,7 @@ fn to_json(nodes: &[Node], i: usize) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workspace::jail::tests::TempDir;
+    use crate::testing::TempDir;
 
     fn jail(root: &Path) -> Jail {
         Jail::new(root).unwrap()

@@ -123,11 +123,14 @@ impl Router {
     /// sockets only when `plain` (relay extensions never reach them).
     fn viewers_of_agent(&self, agent: AgentId, plain: bool) -> Vec<(SocketId, Option<String>)> {
         let mut out: Vec<(SocketId, Option<String>)> = Vec::new();
-        for u in self.units.values().filter(|u| u.agent == Some(agent)) {
-            for socket in &u.viewers {
-                let is_plain = self.sockets.get(socket).is_some_and(|s| s.plain);
-                if (plain || !is_plain) && !out.iter().any(|(s, _)| s == socket) {
-                    out.push((*socket, u.session_id.clone()));
+        for u in self
+            .units
+            .values()
+            .filter(|u| u.driver.agent == Some(agent))
+        {
+            for (socket, is_plain) in u.hub.viewers() {
+                if (plain || !is_plain) && !out.iter().any(|(s, _)| *s == socket) {
+                    out.push((socket, u.session_id.clone()));
                 }
             }
         }
@@ -146,7 +149,7 @@ impl Router {
         let agent = self
             .units
             .get(&unit)
-            .and_then(|u| u.agent.or_else(|| self.shared_agent(u.place)))
+            .and_then(|u| u.driver.agent.or_else(|| self.shared_agent(u.place)))
             .or_else(|| self.agent_logs.keys().next_back().copied());
         let lines: Vec<Value> = agent
             .and_then(|a| self.agent_logs.get(&a))

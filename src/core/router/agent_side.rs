@@ -53,17 +53,17 @@ impl Router {
         let Some(u) = self.units.get(&unit) else {
             return;
         };
-        let Some(agent) = u.agent else { return };
+        let Some(agent) = u.driver.agent else { return };
         let can_load = self
             .links
             .get(&agent)
             .and_then(|l| l.init.as_ref())
             .is_some_and(|i| i["agentCapabilities"]["loadSession"] == json!(true));
         let cwd = self.project_cwd(u.place.project).to_owned();
-        match u.resume_from.clone() {
+        match u.driver.resume_from.clone() {
             Some(old) if can_load => {
                 if let Some(u) = self.units.get_mut(&unit) {
-                    u.loading = true;
+                    u.driver.loading = true;
                 }
                 if let Some(l) = self.links.get_mut(&agent) {
                     l.sessions.insert(old.clone(), unit);
@@ -181,8 +181,8 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        track_update(&mut u.opened, line);
-        if u.loading && !timers::passes_replay(line) {
+        u.driver.track_update(line);
+        if u.driver.loading && !timers::passes_replay(line) {
             // History the agent replays for session/load: the ring has it already.
             self.replay_heard(unit);
             return;
@@ -300,16 +300,7 @@ impl Router {
             return;
         };
         if self.cfg.auto_approve && method == "session/request_permission" {
-            let options = params["options"].as_array().cloned().unwrap_or_default();
-            let pick = options
-                .iter()
-                .find(|o| o["kind"] == "allow_once" || o["kind"] == "allow_always")
-                .or(options.first())
-                .and_then(|o| o["optionId"].as_str().map(str::to_owned));
-            let outcome = match pick {
-                Some(opt) => json!({"outcome": "selected", "optionId": opt}),
-                None => json!({"outcome": "cancelled"}),
-            };
+            let outcome = crate::core::driver::auto_outcome(&params);
             self.out.push_back(Output::WriteAgent {
                 agent,
                 line: rpc::response(&id, json!({"outcome": outcome})),
@@ -324,7 +315,7 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        if u.asks.len() >= self.cfg.max_asks {
+        if u.driver.open_asks() >= self.cfg.max_asks {
             log::warn!(
                 "{unit}: {} asks already open; answering a new one cancelled",
                 self.cfg.max_asks
@@ -344,7 +335,7 @@ impl Router {
             ask_id: ask_id.clone(),
             title: u.title.clone(),
             tool_title: params["toolCall"]["title"].as_str().map(str::to_owned),
-            watchers: u.viewers.len(),
+            watchers: u.hub.viewer_count(),
             agent: Some(agent),
         };
         let line = encode(&Message::Request {
@@ -355,7 +346,7 @@ impl Router {
         match self.write_unit(unit, &line) {
             Some(frame) => {
                 if let Some(u) = self.units.get_mut(&unit) {
-                    u.asks.insert(
+                    u.driver.add_ask(
                         ask_id,
                         Ask {
                             agent_id: id,
@@ -404,7 +395,9 @@ impl Router {
                     let waiting: Vec<UnitId> = self
                         .units
                         .iter()
-                        .filter(|(_, u)| u.agent == Some(agent) && u.phase == Phase::Opening)
+                        .filter(|(_, u)| {
+                            u.driver.agent == Some(agent) && u.driver.phase == Phase::Opening
+                        })
                         .map(|(id, _)| *id)
                         .collect();
                     for unit in waiting {
@@ -427,7 +420,9 @@ impl Router {
                 let Some(u) = self.units.get_mut(&unit) else {
                     return;
                 };
-                let Some(turn) = u.turn.take() else { return };
+                let Some(turn) = u.driver.turn.take() else {
+                    return;
+                };
                 let event = crate::core::events::RelayEvent::TurnEnded {
                     session: u.session_id.clone(),
                     title: u.title.clone(),
@@ -435,7 +430,7 @@ impl Router {
                         .as_ref()
                         .ok()
                         .and_then(|r| r["stopReason"].as_str().map(str::to_owned)),
-                    watchers: u.viewers.len(),
+                    watchers: u.hub.viewer_count(),
                     agent: Some(agent),
                 };
                 self.out.push_back(Output::Event(event));
@@ -456,14 +451,14 @@ impl Router {
                 track,
             } => {
                 if let (Ok(r), Some(u)) = (&outcome, unit.and_then(|u| self.units.get_mut(&u))) {
-                    track_answer(&mut u.opened, &track, r);
+                    u.driver.track_answer(&track, r);
                 }
                 let outcome = match (outcome, unit) {
                     (Ok(mut r), Some(unit)) => {
                         let (sid, asid) = self
                             .units
                             .get(&unit)
-                            .map(|u| (u.session_id.clone(), u.agent_session.clone()))
+                            .map(|u| (u.session_id.clone(), u.driver.agent_session.clone()))
                             .unwrap_or_default();
                         if r.get("sessionId").is_some()
                             && r["sessionId"].as_str() == asid.as_deref()
@@ -494,8 +489,8 @@ impl Router {
             return;
         };
         // After a load the replay window stays open until the next prompt.
-        u.loading = load && outcome.is_ok();
-        if u.loading {
+        u.driver.loading = load && outcome.is_ok();
+        if u.driver.loading {
             self.hold_for_replay(unit);
         }
         let Some(u) = self.units.get_mut(&unit) else {
@@ -503,12 +498,12 @@ impl Router {
         };
         let asid = match outcome {
             Ok(r) if load => {
-                u.opened = r;
-                u.resume_from.clone()
+                u.driver.opened = r;
+                u.driver.resume_from.clone()
             }
             Ok(r) => {
                 let asid = r["sessionId"].as_str().map(str::to_owned);
-                u.opened = r;
+                u.driver.opened = r;
                 asid
             }
             Err(e) => {
@@ -516,7 +511,7 @@ impl Router {
                     log::info!(
                         "{unit}: agent refused session/load ({e}); starting a fresh agent session"
                     );
-                    let old = u.resume_from.take();
+                    let old = u.driver.resume_from.take();
                     if let (Some(old), Some(l)) = (old, self.links.get_mut(&agent)) {
                         l.sessions.remove(&old);
                     }
@@ -524,7 +519,7 @@ impl Router {
                     return;
                 }
                 log::error!("{unit}: agent refused session/new: {e}");
-                u.phase = Phase::Idle;
+                u.driver.phase = Phase::Idle;
                 let (ecode, msg) = (
                     e["code"].as_i64().unwrap_or(0),
                     e["message"].as_str().unwrap_or(""),
@@ -557,16 +552,14 @@ impl Router {
             }
         };
         let Some(asid) = asid else {
-            u.phase = Phase::Idle;
+            u.driver.phase = Phase::Idle;
             let why = "the agent answered session/new without a sessionId; check the agent's log and retry";
             self.fail_pending_new(unit, why);
             self.answer_pending_load(unit, Some(&RpcError::other(why)));
             self.fail_deferred(agent, why);
             return;
         };
-        u.agent_session = Some(asid.clone());
-        u.resume_from = None;
-        u.phase = Phase::Ready;
+        u.driver.opened_as(asid.clone());
         if let Some(l) = self.links.get_mut(&agent) {
             l.opened += 1;
         }
@@ -609,7 +602,7 @@ impl Router {
         let opening = self
             .units
             .values()
-            .any(|u| u.agent == Some(agent) && u.phase == Phase::Opening);
+            .any(|u| u.driver.agent == Some(agent) && u.driver.phase == Phase::Opening);
         link.state = LinkState::Dead;
         let pending: Vec<Pending> = link.pending.drain().map(|(_, f)| f.what).collect();
         if self.stopping() {
@@ -630,7 +623,7 @@ impl Router {
         let units: Vec<UnitId> = self
             .units
             .iter()
-            .filter(|(_, u)| u.agent == Some(agent))
+            .filter(|(_, u)| u.driver.agent == Some(agent))
             .map(|(id, _)| *id)
             .collect();
         let sessions = units
@@ -651,11 +644,7 @@ impl Router {
             let Some(u) = self.units.get_mut(&unit) else {
                 continue;
             };
-            let turn = u.turn.take();
-            u.resume_from = u.agent_session.take().or(u.resume_from.take());
-            u.agent = None;
-            u.phase = Phase::Idle;
-            u.loading = false;
+            let turn = u.driver.agent_exited();
             let sid = u.session_id.clone();
             self.settle_all(unit, json!({"outcome": "cancelled"}), "agent-exit", false);
             let note = rpc::notification(
@@ -706,7 +695,7 @@ impl Router {
         let viewing = self
             .units
             .get(&unit)
-            .is_some_and(|u| u.viewers.contains(&turn.socket));
+            .is_some_and(|u| u.hub.views(turn.socket));
         if !viewing {
             let bytes = frame.map_or_else(|| line.to_vec(), |f| unstamp(&f).to_vec());
             self.send_bytes(turn.socket, bytes);
@@ -745,9 +734,9 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        let turn = u.turn.take();
-        let (agent, asid) = (u.agent, u.agent_session.clone());
-        let ready = u.phase == Phase::Ready;
+        let turn = u.driver.turn.take();
+        let (agent, asid) = (u.driver.agent, u.driver.agent_session.clone());
+        let ready = u.driver.phase == Phase::Ready;
         if let Some(turn) = turn {
             self.send_result(
                 turn.socket,
@@ -771,9 +760,9 @@ impl Router {
         if link.state != LinkState::Ready {
             return;
         }
-        let loading = u_resume_from_for(&self.units, unit);
+        let loading = self.units.get(&unit).and_then(|u| u.driver.loading_from());
         if let Some(old) = loading {
-            link.sessions.remove(&old);
+            link.sessions.remove(old);
         }
         if let Some(asid) = asid.filter(|_| ready) {
             link.sessions.remove(&asid);
@@ -811,13 +800,14 @@ impl Router {
         let mine: Vec<UnitId> = self
             .units
             .iter()
-            .filter(|(id, u)| u.agent == Some(agent) && Some(**id) != ending)
+            .filter(|(id, u)| u.driver.agent == Some(agent) && Some(**id) != ending)
             .map(|(id, _)| *id)
             .collect();
         let busy = mine.iter().any(|id| {
-            self.units.get(id).is_some_and(|u| {
-                u.busy() || !u.asks.is_empty() || u.phase == Phase::Opening || u.restoring
-            }) || opening.contains(id)
+            self.units
+                .get(id)
+                .is_some_and(|u| !u.driver.quiet() || u.restoring)
+                || opening.contains(id)
         });
         if busy {
             return;
@@ -829,10 +819,12 @@ impl Router {
     /// Ends an agent whose sessions are all quiet: they stay live, without
     /// an agent, and resume with `session/load` at their next prompt.
     pub(super) fn park_and_end(&mut self, agent: AgentId) {
-        for u in self.units.values_mut().filter(|u| u.agent == Some(agent)) {
-            u.resume_from = u.agent_session.take().or(u.resume_from.take());
-            u.agent = None;
-            u.phase = Phase::Idle;
+        for u in self
+            .units
+            .values_mut()
+            .filter(|u| u.driver.agent == Some(agent))
+        {
+            u.driver.release_agent();
         }
         if let Some(l) = self.links.get_mut(&agent) {
             l.sessions.clear();
@@ -853,14 +845,6 @@ fn strip_rseq(line: &[u8]) -> Option<Vec<u8>> {
     serde_json::to_vec(&v).ok()
 }
 
-/// The agent id a unit is being loaded under, if it is loading.
-fn u_resume_from_for(units: &BTreeMap<UnitId, Unit>, unit: UnitId) -> Option<String> {
-    units
-        .get(&unit)
-        .filter(|u| u.loading)
-        .and_then(|u| u.resume_from.clone())
-}
-
 /// Whether an agent's `initialize` answer advertises ACP `session/close`
 /// (`agentCapabilities.sessionCapabilities.close`, an object).
 fn agent_closes_sessions(init: Option<&Value>) -> bool {
@@ -870,8 +854,8 @@ fn agent_closes_sessions(init: Option<&Value>) -> bool {
 /// `session/load` and `session/resume` answers that carry the agent's current state.
 impl Router {
     /// Switches `socket` to `unit` and answers its load: at once with the
-    /// cached open answer (kept current by [`track_update`] and
-    /// [`track_answer`]) when the unit's agent session is open; otherwise the
+    /// cached open answer (kept current by [`Driver::track_update`]
+    /// and [`Driver::track_answer`]) when the unit's agent session is open; otherwise the
     /// agent session is opened now (`session/load` after a restart or an
     /// agent exit) and the agent's own answer is forwarded when it comes.
     pub(super) fn answer_load(&mut self, socket: SocketId, id: Value, unit: UnitId, replay: bool) {
@@ -882,7 +866,7 @@ impl Router {
         let ready = self
             .units
             .get(&unit)
-            .is_some_and(|u| u.phase == Phase::Ready);
+            .is_some_and(|u| u.driver.phase == Phase::Ready);
         if ready || self.pending_load.len() >= MAX_DEFERRED_LINES {
             let sid = self
                 .units
@@ -919,48 +903,5 @@ impl Router {
                 }
             }
         }
-    }
-}
-
-/// Keeps a session's cached open answer current with the agent's
-/// `current_mode_update` and `config_option_update` notifications.
-fn track_update(opened: &mut Value, line: &[u8]) {
-    let finder = |n: &[u8]| memchr::memmem::find(line, n).is_some();
-    if !(finder(b"current_mode_update") || finder(b"config_option_update")) {
-        return;
-    }
-    let Ok(v) = serde_json::from_slice::<Value>(line) else {
-        return;
-    };
-    let update = &v["params"]["update"];
-    match update["sessionUpdate"].as_str() {
-        Some("current_mode_update") => track_answer(
-            opened,
-            &Track::Mode(update["currentModeId"].clone()),
-            &Value::Null,
-        ),
-        Some("config_option_update") => track_answer(opened, &Track::Config, update),
-        _ => {}
-    }
-}
-
-/// Applies an accepted state change to a session's cached open answer.
-fn track_answer(opened: &mut Value, track: &Track, result: &Value) {
-    let (key, field, value) = match track {
-        Track::None => return,
-        Track::Mode(m) => ("modes", "currentModeId", m.clone()),
-        Track::Model(m) => ("models", "currentModelId", m.clone()),
-        Track::Config => {
-            if let (Some(o), true) = (opened.as_object_mut(), result["configOptions"].is_array()) {
-                o.insert("configOptions".into(), result["configOptions"].clone());
-            }
-            return;
-        }
-    };
-    if value.is_null() {
-        return;
-    }
-    if let Some(state) = opened.get_mut(key).and_then(Value::as_object_mut) {
-        state.insert(field.into(), value);
     }
 }

@@ -51,7 +51,7 @@ impl Router {
 
     /// Counts every ring again (after units come and go).
     pub(super) fn recount_rings(&mut self) {
-        self.ring_bytes = self.units.values().map(|u| u.ring.bytes()).sum();
+        self.ring_bytes = self.units.values().map(|u| u.hub.ring.bytes()).sum();
     }
 
     /// Shrinks rings until everything, plus `incoming` bytes about to be
@@ -70,7 +70,7 @@ impl Router {
             .units
             .iter()
             .map(|(id, u)| {
-                let idle = u.viewers.is_empty() && !u.busy() && !u.restoring;
+                let idle = !u.hub.is_viewed() && !u.busy() && !u.restoring;
                 (Some(*id) == writing, !idle, u.updated_ms, *id)
             })
             .collect();
@@ -85,11 +85,11 @@ impl Router {
                 continue;
             };
             let keep = if busy_or_viewed {
-                u.ring.bytes().saturating_sub(total - target)
+                u.hub.ring.bytes().saturating_sub(total - target)
             } else {
                 0
             };
-            let f = u.ring.shrink_to(keep);
+            let f = u.hub.ring.shrink_to(keep);
             self.ring_bytes = self.ring_bytes.saturating_sub(f);
             freed += f;
         }
@@ -116,7 +116,7 @@ impl Router {
         let replay_of = |r: &Router| {
             r.units
                 .get(&unit)
-                .map(|u| u.ring.replay_since(last_seq))
+                .map(|u| u.hub.ring.replay_since(last_seq))
                 .unwrap_or_default()
         };
         let replay = replay_of(self);
@@ -145,100 +145,5 @@ impl Router {
         replay.frames.drain(..cut);
         replay.reset = true;
         replay
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn drain(r: &mut Router) {
-        while r.poll_output().is_some() {}
-    }
-
-    fn line(r: &mut Router, agent: u64, text: &str) {
-        r.handle(
-            5,
-            Input::AgentLine {
-                agent: AgentId(agent),
-                line: text.as_bytes(),
-            },
-        );
-        drain(r);
-    }
-
-    fn update(sid: &str, n: usize) -> String {
-        format!(
-            r#"{{"jsonrpc":"2.0","method":"session/update","params":{{"sessionId":"{sid}","update":{{"sessionUpdate":"agent_message_chunk","content":{{"type":"text","text":"{}"}}}}}}}}"#,
-            "x".repeat(n)
-        )
-    }
-
-    #[test]
-    fn idle_rings_shrink_first_and_the_total_stays_within_the_budget() {
-        let budget = 64 << 10;
-        let cfg = RouterConfig {
-            memory_budget: budget,
-            ..RouterConfig::default()
-        };
-        let mut r = Router::new(cfg, 1);
-        line(
-            &mut r,
-            1,
-            r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":1,"agentCapabilities":{}}}"#,
-        );
-        r.handle(
-            2,
-            Input::SocketOpen {
-                socket: SocketId(1),
-                client: ClientId("c".into()),
-                session: None,
-                last_seq: None,
-                plain: false,
-            },
-        );
-        let new = r#"{"jsonrpc":"2.0","id":"c:1","method":"session/new","params":{"cwd":"/","mcpServers":[]}}"#;
-        r.handle(
-            3,
-            Input::SocketText {
-                socket: SocketId(1),
-                text: new.as_bytes(),
-            },
-        );
-        line(
-            &mut r,
-            1,
-            r#"{"jsonrpc":"2.0","id":2,"result":{"sessionId":"idle"}}"#,
-        );
-        r.handle(
-            3,
-            Input::SocketText {
-                socket: SocketId(1),
-                text: new.as_bytes(),
-            },
-        );
-        line(
-            &mut r,
-            1,
-            r#"{"jsonrpc":"2.0","id":3,"result":{"sessionId":"viewed"}}"#,
-        );
-        // The socket views "viewed"; "idle" has no viewer and no turn.
-        for _ in 0..40 {
-            line(&mut r, 1, &update("idle", 1000));
-            line(&mut r, 1, &update("viewed", 1000));
-            assert!(
-                r.memory_bytes() <= budget,
-                "{} > {budget}",
-                r.memory_bytes()
-            );
-        }
-        let bytes = |r: &Router, s: &str| r.units[&r.by_session[s]].ring.bytes();
-        assert!(
-            bytes(&r, "idle") < bytes(&r, "viewed"),
-            "idle {} viewed {}",
-            bytes(&r, "idle"),
-            bytes(&r, "viewed")
-        );
-        assert_eq!(r.ring_bytes(), bytes(&r, "idle") + bytes(&r, "viewed"));
     }
 }

@@ -28,6 +28,7 @@
 //! and routers without a store (`durable: false`) send at once.
 
 use super::*;
+use crate::core::hub::Hub;
 
 /// Numbers reserved per request; the next request goes out when half are used.
 pub const RESERVE_BLOCK: u64 = 1 << 16;
@@ -92,27 +93,11 @@ impl Gate {
     }
 }
 
-/// Queues `frame` for every relay viewer and for the plain viewers `plain` admits.
-fn fan_out(
-    viewers: &BTreeSet<SocketId>,
-    sockets: &HashMap<SocketId, Sock>,
-    out: &mut VecDeque<Output>,
-    frame: &Frame,
-    plain: Plain,
-) {
-    let mut unstamped: Option<Frame> = None;
-    for &socket in viewers {
-        let bytes = match sockets.get(&socket) {
-            Some(s) if s.plain => {
-                if !plain.admits(socket) {
-                    continue;
-                }
-                unstamped.get_or_insert_with(|| unstamp(frame)).clone()
-            }
-            _ => frame.clone(),
-        };
-        out.push_back(Output::Send { socket, bytes });
-    }
+/// Queues `frame` for the hub's viewers (see [`Hub::fan_out`]).
+fn fan_out(hub: &Hub, out: &mut VecDeque<Output>, frame: &Frame, plain: Plain) {
+    hub.fan_out(frame, plain, |socket, bytes| {
+        out.push_back(Output::Send { socket, bytes })
+    });
 }
 
 impl Router {
@@ -130,12 +115,12 @@ impl Router {
             // Shutting down (agents ending, their last words): neither sent
             // nor stored. The exact end was recorded by `stop`; a number used
             // here named nothing anyone saw, so it may be used again.
-            return u.ring.push_held(line);
+            return u.hub.ring.push_held(line);
         }
-        let before = u.ring.bytes();
-        let frame = u.ring.push_held(line)?;
-        let after = u.ring.bytes();
-        let rseq = u.ring.stamped();
+        let before = u.hub.ring.bytes();
+        let frame = u.hub.ring.push_held(line)?;
+        let after = u.hub.ring.bytes();
+        let rseq = u.hub.ring.stamped();
         self.ring_changed(unit, before, after);
         let u = self.units.get_mut(&unit)?;
         u.updated_ms = self.now_ms;
@@ -156,8 +141,8 @@ impl Router {
         };
         if !(self.cfg.durable && u.persisted) {
             u.gate.hold_next = false;
-            u.ring.release(rseq);
-            fan_out(&u.viewers, &self.sockets, &mut self.out, &frame, plain);
+            u.hub.ring.release(rseq);
+            fan_out(&u.hub, &mut self.out, &frame, plain);
             return Some(frame);
         }
         let g = &mut u.gate;
@@ -189,8 +174,8 @@ impl Router {
         if g.overflowed {
             // Dropped from the gate: the viewers get it from the ring.
         } else if g.held.is_empty() && rseq <= g.limit() {
-            u.ring.release(rseq);
-            fan_out(&u.viewers, &self.sockets, &mut self.out, &frame, plain);
+            u.hub.ring.release(rseq);
+            fan_out(&u.hub, &mut self.out, &frame, plain);
         } else if g.held.len() >= MAX_HELD_FRAMES || g.held_bytes + frame.len() > MAX_HELD_BYTES {
             log::warn!(
                 "{unit}: {} frames wait for the session store; its viewers will be reset",
@@ -241,14 +226,14 @@ impl Router {
         }
         let limit = u.gate.limit();
         if u.gate.overflowed {
-            u.ring.release(limit);
-            if limit < u.ring.stamped() {
+            u.hub.ring.release(limit);
+            if limit < u.hub.ring.stamped() {
                 return;
             }
             u.gate.overflowed = false;
-            let viewers: Vec<SocketId> = u.viewers.iter().copied().collect();
-            for socket in viewers {
-                if self.sockets.get(&socket).is_some_and(|s| s.plain) {
+            let viewers: Vec<(SocketId, bool)> = u.hub.viewers().collect();
+            for (socket, plain) in viewers {
+                if plain {
                     self.out.push_back(Output::Close {
                         socket,
                         code: 1013,
@@ -266,8 +251,8 @@ impl Router {
                 break;
             }
             u.gate.held_bytes -= frame.len();
-            u.ring.release(rseq);
-            fan_out(&u.viewers, &self.sockets, &mut self.out, &frame, plain);
+            u.hub.ring.release(rseq);
+            fan_out(&u.hub, &mut self.out, &frame, plain);
         }
     }
 
@@ -286,7 +271,7 @@ impl Router {
         let (true, Some(session)) = (u.persisted, u.session_id.clone()) else {
             return;
         };
-        let upto = u.ring.stamped();
+        let upto = u.hub.ring.stamped();
         if !durable {
             self.out
                 .push_back(Output::Persist(Persist::Sync { session }));
@@ -307,7 +292,7 @@ impl Router {
             return;
         };
         if let (true, Some(session)) = (u.persisted, u.session_id.clone()) {
-            let head = u.ring.stamped();
+            let head = u.hub.ring.stamped();
             self.out
                 .push_back(Output::Persist(Persist::End { session, head }));
         }
@@ -328,214 +313,5 @@ impl Router {
     /// Whether [`Router::stop`] was called.
     pub fn stopping(&self) -> bool {
         self.stopping
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SID: &str = "s1";
-
-    fn drain(r: &mut Router) -> Vec<Output> {
-        std::iter::from_fn(|| r.poll_output()).collect()
-    }
-
-    /// Sends to socket 1 of frames whose rseq is set, in order.
-    fn sent_rseqs(outs: &[Output]) -> Vec<u64> {
-        outs.iter()
-            .filter_map(|o| match o {
-                Output::Send { socket, bytes } if *socket == SocketId(1) => {
-                    crate::core::frame::read_rseq(bytes)
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn reserves(outs: &[Output]) -> Vec<u64> {
-        outs.iter()
-            .filter_map(|o| match o {
-                Output::Persist(Persist::Reserve { upto, .. }) => Some(*upto),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn syncs(outs: &[Output]) -> Vec<u64> {
-        outs.iter()
-            .filter_map(|o| match o {
-                Output::Persist(Persist::Durable { upto, .. }) => Some(*upto),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn agent(r: &mut Router, line: &str) -> Vec<Output> {
-        r.handle(
-            5,
-            Input::AgentLine {
-                agent: AgentId(1),
-                line: line.as_bytes(),
-            },
-        );
-        drain(r)
-    }
-
-    fn device(r: &mut Router, line: &str) -> Vec<Output> {
-        r.handle(
-            5,
-            Input::SocketText {
-                socket: SocketId(1),
-                text: line.as_bytes(),
-            },
-        );
-        drain(r)
-    }
-
-    fn ack(r: &mut Router, reserved: u64, synced: u64) -> Vec<Output> {
-        r.handle(
-            6,
-            Input::Durable {
-                session: SID.into(),
-                reserved,
-                synced,
-            },
-        );
-        drain(r)
-    }
-
-    fn update(n: u32) -> String {
-        format!(
-            r#"{{"jsonrpc":"2.0","method":"session/update","params":{{"sessionId":"{SID}","update":{{"sessionUpdate":"agent_message_chunk","content":{{"type":"text","text":"{n}"}}}}}}}}"#
-        )
-    }
-
-    /// A durable router with one device viewing the open session `s1`.
-    fn opened() -> Router {
-        let cfg = RouterConfig {
-            durable: true,
-            ..RouterConfig::default()
-        };
-        let mut r = Router::new(cfg, 1);
-        agent(
-            &mut r,
-            r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":1,"agentCapabilities":{}}}"#,
-        );
-        r.handle(
-            2,
-            Input::SocketOpen {
-                socket: SocketId(1),
-                client: ClientId("c".into()),
-                session: None,
-                last_seq: None,
-                plain: false,
-            },
-        );
-        device(
-            &mut r,
-            r#"{"jsonrpc":"2.0","id":"c:1","method":"session/new","params":{"cwd":"/","mcpServers":[]}}"#,
-        );
-        agent(
-            &mut r,
-            r#"{"jsonrpc":"2.0","id":2,"result":{"sessionId":"s1"}}"#,
-        );
-        r
-    }
-
-    #[test]
-    fn no_number_is_sent_past_the_acknowledged_reservation() {
-        let mut r = opened();
-        let outs = agent(&mut r, &update(1));
-        assert_eq!(reserves(&outs), vec![1 + RESERVE_BLOCK]);
-        assert!(
-            sent_rseqs(&outs).is_empty(),
-            "held until the reservation is durable"
-        );
-        let outs = agent(&mut r, &update(2));
-        assert!(sent_rseqs(&outs).is_empty());
-        assert!(reserves(&outs).is_empty(), "one request in flight");
-        let outs = ack(&mut r, 1 + RESERVE_BLOCK, 0);
-        assert_eq!(sent_rseqs(&outs), vec![1, 2]);
-        // Within the reservation frames go at once; at half of it, the next
-        // block is asked for, long before it is needed.
-        let mut asked = Vec::new();
-        for n in 3..=(RESERVE_BLOCK as u32 / 2 + 2) {
-            let outs = agent(&mut r, &update(n));
-            assert_eq!(sent_rseqs(&outs), vec![u64::from(n)]);
-            asked.extend(reserves(&outs));
-        }
-        assert_eq!(asked, vec![RESERVE_BLOCK / 2 + 2 + RESERVE_BLOCK]);
-    }
-
-    #[test]
-    fn a_turn_end_is_sent_only_once_it_is_fsynced() {
-        let mut r = opened();
-        agent(&mut r, &update(1));
-        ack(&mut r, 1 + RESERVE_BLOCK, 0);
-        let outs = device(
-            &mut r,
-            r#"{"jsonrpc":"2.0","id":"c:2","method":"session/prompt","params":{"sessionId":"s1","prompt":[{"type":"text","text":"hi"}]}}"#,
-        );
-        assert_eq!(sent_rseqs(&outs), vec![2], "the prompt's echo");
-        let outs = agent(
-            &mut r,
-            r#"{"jsonrpc":"2.0","id":3,"result":{"stopReason":"end_turn"}}"#,
-        );
-        assert!(
-            sent_rseqs(&outs).is_empty(),
-            "the answer waits for its fsync"
-        );
-        assert_eq!(syncs(&outs), vec![3]);
-        let outs = agent(&mut r, &update(4));
-        assert!(sent_rseqs(&outs).is_empty(), "and so does what follows it");
-        let outs = ack(&mut r, 0, 2);
-        assert!(
-            sent_rseqs(&outs).is_empty(),
-            "a fsync short of it is not enough"
-        );
-        let outs = ack(&mut r, 0, 3);
-        assert_eq!(sent_rseqs(&outs), vec![3, 4]);
-    }
-
-    #[test]
-    fn a_clean_stop_records_the_exact_end_and_sends_nothing_more() {
-        let mut r = opened();
-        agent(&mut r, &update(1));
-        ack(&mut r, 1 + RESERVE_BLOCK, 0);
-        agent(&mut r, &update(2));
-        r.stop();
-        let outs = drain(&mut r);
-        assert!(outs.iter().any(|o| matches!(
-            o,
-            Output::Persist(Persist::End { session, head: 2 }) if session == SID
-        )));
-        let outs = agent(&mut r, &update(3));
-        assert!(sent_rseqs(&outs).is_empty());
-    }
-
-    #[test]
-    fn past_the_hold_bound_the_viewers_are_reset_once_the_store_catches_up() {
-        let mut r = opened();
-        let n = MAX_HELD_FRAMES as u32 + 10;
-        for i in 1..=n {
-            let outs = agent(&mut r, &update(i));
-            assert!(sent_rseqs(&outs).is_empty());
-        }
-        let outs = ack(&mut r, u64::from(n) + RESERVE_BLOCK, 0);
-        let welcome = outs.iter().find_map(|o| match o {
-            Output::Send { socket, bytes } if *socket == SocketId(1) => {
-                serde_json::from_slice::<Value>(bytes)
-                    .ok()
-                    .filter(|v| v["type"] == "relay_welcome")
-            }
-            _ => None,
-        });
-        let welcome = welcome.expect("a fresh welcome");
-        assert_eq!(welcome["reset"], true, "{welcome}");
-        assert_eq!(welcome["headSeq"], u64::from(n));
-        // Then frames flow again, one after another.
-        let outs = agent(&mut r, &update(0));
-        assert_eq!(sent_rseqs(&outs), vec![u64::from(n) + 1]);
     }
 }

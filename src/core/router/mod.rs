@@ -1,18 +1,23 @@
 //! The router: connection-level protocol state. It owns the sockets and the
-//! client each belongs to, the live units (sessions) and which socket views
-//! which, the agent connections and the ids in flight toward them, the lease,
-//! and the jobs handed to the shell. Inputs enter through [`Router::handle`];
-//! outputs leave through [`Router::poll_output`]. Time is passed in. Performs no
-//! I/O and never reads the clock.
+//! client each belongs to, the lease, the live units (each a
+//! [`crate::core::hub::Hub`] and a [`crate::core::driver::Driver`]) and which
+//! socket views which, the agent connections and the ids in flight toward
+//! them, and the jobs handed to the shell; it routes every inbound line to
+//! the unit or agent it is for and performs what the session level decides.
+//! Inputs enter through [`Router::handle`]; outputs leave through
+//! [`Router::poll_output`]. Time is passed in. Performs no I/O and never
+//! reads the clock.
 
+use crate::core::driver::{Ask, AskGone, Phase, Track, Turn, ask_session};
 use crate::core::frame::{self, LineLimits, Message, encode};
+use crate::core::hub::{Plain, unstamp};
 use crate::core::ids::{AgentId, ClientId, JobId, Place, ProjectId, SocketId, UnitId};
 use crate::core::job::{Job, JobKind};
 use crate::core::lease::{Grant, Lease};
 use crate::core::ring::{Frame, ReplayRing};
 use crate::core::rpc::{self, RpcError, code};
 use crate::core::terminals::{TermAction, TermLimits, TerminalId, TerminalTable};
-use crate::core::unit::{Ask, Phase, Turn, Unit, ask_session};
+use crate::core::unit::Unit;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -278,42 +283,6 @@ struct Sock {
     plain: bool,
 }
 
-/// Which plain (`/acp`) sockets get a ring frame; relay (`/ws`) sockets get every frame.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Plain {
-    /// Standard ACP traffic: every plain viewer.
-    All,
-    /// Relay extensions: no plain viewer.
-    None,
-    /// A response: only the plain socket that asked.
-    Only(SocketId),
-    /// The echo of a prompt: every plain viewer but its sender.
-    AllBut(SocketId),
-}
-
-impl Plain {
-    fn admits(self, socket: SocketId) -> bool {
-        match self {
-            Plain::All => true,
-            Plain::None => false,
-            Plain::Only(s) => s == socket,
-            Plain::AllBut(s) => s != socket,
-        }
-    }
-}
-
-/// A stamped frame without its `"rseq":N` key, for plain sockets.
-pub fn unstamp(frame: &Frame) -> Frame {
-    let Some((_, tail)) = frame::split_rseq(frame) else {
-        return frame.clone();
-    };
-    let tail = tail.strip_prefix(b",").unwrap_or(tail);
-    let mut out = Vec::with_capacity(tail.len() + 1);
-    out.push(b'{');
-    out.extend_from_slice(tail);
-    out.into()
-}
-
 #[derive(Debug, PartialEq)]
 enum LinkState {
     Initializing,
@@ -342,19 +311,6 @@ enum Pending {
         /// What its success changes in the session's cached open answer.
         track: Track,
     },
-}
-
-/// Session state a forwarded request changes when the agent accepts it, so
-/// a cached `session/load` answer stays current.
-#[derive(Debug, Clone, PartialEq)]
-enum Track {
-    None,
-    /// `session/set_mode`: `modes.currentModeId`.
-    Mode(Value),
-    /// `session/set_model`: `models.currentModelId`.
-    Model(Value),
-    /// `session/set_config_option`: its answer's `configOptions`.
-    Config,
 }
 
 /// A request the relay sent to an agent and is waiting on.
@@ -616,10 +572,10 @@ impl Router {
         let summary = |u: &Unit| crate::core::events::SessionSummary {
             session: u.session_id.clone(),
             title: u.title.clone(),
-            agent: u.agent,
+            agent: u.driver.agent,
             busy: u.busy(),
-            open_asks: u.asks.len(),
-            devices: u.viewers.len(),
+            open_asks: u.driver.open_asks(),
+            devices: u.hub.viewer_count(),
         };
         self.units.values().map(summary).collect()
     }
@@ -656,14 +612,7 @@ impl Router {
             .filter(|u| self.units.get(u).is_some_and(|u| u.restoring));
         if let Some(unit) = restoring {
             // Its transcript is still being read: attach once it is.
-            self.sockets.insert(
-                socket,
-                Sock {
-                    client,
-                    unit: self.default_unit,
-                    plain: false,
-                },
-            );
+            self.park(socket, client);
             let waiters = self.restoring.entry(unit).or_default();
             if waiters.len() < MAX_DEFERRED_LINES {
                 waiters.push(sessions::Waiter::Attach { socket, last_seq });
@@ -681,14 +630,7 @@ impl Router {
         {
             // A stored session: restore it first, then attach.
             let s = s.to_owned();
-            self.sockets.insert(
-                socket,
-                Sock {
-                    client,
-                    unit: self.default_unit,
-                    plain: false,
-                },
-            );
+            self.park(socket, client);
             let waiter = sessions::Waiter::Attach { socket, last_seq };
             if let Err(e) = self.resume_stored(&s, waiter) {
                 log::warn!("{socket}: cannot resume session {s}: {e}");
@@ -722,32 +664,36 @@ impl Router {
         }
         self.remember_client(&client, unit);
         let scrollback = self.terminals.snapshots_for(&client);
-        self.sockets.insert(
-            socket,
-            Sock {
-                client,
-                unit,
-                plain: false,
-            },
-        );
+        self.add_socket(socket, client, unit, false);
         self.attach_with(socket, unit, last_seq, reset);
         for bytes in scrollback {
             self.out.push_back(Output::Send { socket, bytes });
         }
     }
 
-    /// A plain ACP socket views nothing until `session/new` or `session/load`.
-    fn plain_open(&mut self, socket: SocketId, client: ClientId) {
-        let scrollback = self.terminals.snapshots_for(&client);
-        let unit = self.default_unit;
+    /// Registers a socket of `client`; `unit` is where a relay socket's
+    /// session methods go (it views nothing until it is attached).
+    fn add_socket(&mut self, socket: SocketId, client: ClientId, unit: UnitId, plain: bool) {
         self.sockets.insert(
             socket,
             Sock {
                 client,
                 unit,
-                plain: true,
+                plain,
             },
         );
+    }
+
+    /// Registers a relay socket that waits for a stored session to be read
+    /// before it attaches.
+    fn park(&mut self, socket: SocketId, client: ClientId) {
+        self.add_socket(socket, client, self.default_unit, false);
+    }
+
+    /// A plain ACP socket views nothing until `session/new` or `session/load`.
+    fn plain_open(&mut self, socket: SocketId, client: ClientId) {
+        let scrollback = self.terminals.snapshots_for(&client);
+        self.add_socket(socket, client, self.default_unit, true);
         for bytes in scrollback {
             self.out.push_back(Output::Send { socket, bytes });
         }
@@ -813,12 +759,12 @@ impl Router {
         };
         if plain {
             // History as ACP `session/update`s only, then the open asks.
-            u.viewers.insert(socket);
+            u.hub.add(socket, true);
             let frames: Vec<Frame> = replay
                 .frames
                 .iter()
                 .filter(|f| is_session_update(f))
-                .chain(u.asks.values().map(|a| &a.frame))
+                .chain(u.driver.ask_frames())
                 .map(unstamp)
                 .collect();
             for bytes in frames {
@@ -826,20 +772,9 @@ impl Router {
             }
             return;
         }
-        let welcome = json!({
-            "type": "relay_welcome",
-            "epoch": u.epoch,
-            "sessionId": u.session_id,
-            "headSeq": u.ring.head(),
-            "reset": replay.reset || force_reset,
-            "busy": u.busy(),
-            "pendingPermissionIds": u.asks.keys().collect::<Vec<_>>(),
-            "lease": self.lease.enabled(),
-            "holder": self.lease.holder().map(|c| c.0.clone()),
-            "controlEpoch": self.lease.epoch(),
-        });
-        u.viewers.insert(socket);
-        let asks: Vec<Frame> = u.asks.values().map(|a| a.frame.clone()).collect();
+        let welcome = u.welcome(replay.reset || force_reset, &self.lease);
+        u.hub.add(socket, false);
+        let asks: Vec<Frame> = u.driver.ask_frames().cloned().collect();
         let (replayed, reset) = (replay.frames.len(), replay.reset || force_reset);
         self.out
             .push_back(Output::Event(crate::core::events::RelayEvent::Attached {
@@ -852,21 +787,11 @@ impl Router {
         }
     }
 
-    /// Whether no relay (`/ws`) socket views `u`. A plain ACP socket keeps
-    /// every session it opened in view, so its sessions still count toward
-    /// `--max-sessions` and can be evicted (it hears "unknown session" and
-    /// may `session/load` it again).
-    fn only_plain_viewers(&self, u: &Unit) -> bool {
-        u.viewers
-            .iter()
-            .all(|s| self.sockets.get(s).is_some_and(|s| s.plain))
-    }
-
     fn detach(&mut self, socket: SocketId) {
         if let Some(s) = self.sockets.get(&socket)
             && let Some(u) = self.units.get_mut(&s.unit)
         {
-            u.viewers.remove(&socket);
+            u.hub.remove(socket);
         }
     }
 
@@ -885,14 +810,14 @@ impl Router {
         let client = s.client.clone();
         self.remember_client(&client, unit);
         self.clients.insert(client, unit);
-        let head = self.units.get(&unit).map(|u| u.ring.head());
+        let head = self.units.get(&unit).map(|u| u.hub.ring.head());
         self.attach(socket, unit, if replay { None } else { head });
     }
 
     fn socket_closed(&mut self, socket: SocketId) {
         if self.sockets.get(&socket).is_some_and(|s| s.plain) {
             for u in self.units.values_mut() {
-                u.viewers.remove(&socket);
+                u.hub.remove(socket);
             }
         }
         self.detach(socket);
@@ -1153,18 +1078,10 @@ impl Router {
             "_relay/agent_terminal/output",
             json!({ "sessionId": sid, "terminalId": terminal, "data": data, "end": end }),
         ));
-        let sockets: Vec<SocketId> = unit
-            .viewers
-            .iter()
-            .copied()
-            .filter(|s| self.sockets.get(s).is_some_and(|s| !s.plain))
-            .collect();
-        for socket in sockets {
-            self.out.push_back(Output::Send {
-                socket,
-                bytes: bytes.clone(),
-            });
-        }
+        let out = &mut self.out;
+        unit.hub.to_relay_viewers(&bytes, |socket, bytes| {
+            out.push_back(Output::Send { socket, bytes })
+        });
     }
 
     /// Performs a terminal table's actions: frames to owners, PTY work to the shell.
@@ -1297,7 +1214,7 @@ impl Router {
             _ => self.sockets.get(&socket)?.unit,
         };
         let u = self.units.get(&unit)?;
-        if u.restoring { None } else { u.agent }
+        if u.restoring { None } else { u.driver.agent }
     }
 
     /// Re-handles deferred lines after an agent or session became ready.

@@ -285,10 +285,10 @@ impl Router {
             return None;
         }
         let busy = self.units.iter().any(|(id, u)| {
-            u.agent == Some(agent)
+            u.driver.agent == Some(agent)
                 && (u.busy()
-                    || !u.asks.is_empty()
-                    || u.phase == Phase::Opening
+                    || u.driver.has_asks()
+                    || u.driver.phase == Phase::Opening
                     || u.restoring
                     || self.pending_new.iter().any(|(_, _, p)| p == id))
         });

@@ -30,7 +30,7 @@ impl Router {
         let Some(u) = self.units.get(&unit) else {
             return false;
         };
-        let ring = &u.ring;
+        let ring = &u.hub.ring;
         let Some(oldest) = ring.oldest() else {
             return false;
         };
@@ -97,7 +97,7 @@ impl Router {
         let usable = frames.filter(|f| {
             let first = f.first().and_then(|x| frame::read_rseq(x));
             let last = f.last().and_then(|x| frame::read_rseq(x));
-            let oldest = self.units.get(&unit).and_then(|u| u.ring.oldest());
+            let oldest = self.units.get(&unit).and_then(|u| u.hub.ring.oldest());
             first == Some(last_seq + 1)
                 && last.is_some_and(|l| oldest.is_some_and(|o| o <= l + 1))
                 && f.windows(2)

@@ -75,7 +75,7 @@ impl Router {
         let mut r = self
             .units
             .get(&unit)
-            .map(|u| u.opened.clone())
+            .map(|u| u.driver.opened.clone())
             .unwrap_or(Value::Null);
         if !r.is_object() {
             r = json!({});
@@ -119,10 +119,14 @@ impl Router {
             cwd: self.project_cwd(u.place.project).to_owned(),
             created_ms: u.created_ms,
             updated_ms: u.updated_ms,
-            agent_session: u.agent_session.clone().or_else(|| u.resume_from.clone()),
+            agent_session: u
+                .driver
+                .agent_session
+                .clone()
+                .or_else(|| u.driver.resume_from.clone()),
             project: Some(project),
             agent: Some(agent),
-            head_seq: u.ring.stamped(),
+            head_seq: u.hub.ring.stamped(),
         })
     }
 
@@ -144,7 +148,7 @@ impl Router {
         let session = info.session_id.clone();
         self.out.push_back(Output::Persist(Persist::Meta(info)));
         if first && let Some(u) = self.units.get(&unit) {
-            for frame in u.ring.range(0, u.ring.stamped()) {
+            for frame in u.hub.ring.range(0, u.hub.ring.stamped()) {
                 self.out.push_back(Output::Persist(Persist::Frame {
                     session: session.clone(),
                     frame: frame.clone(),
@@ -172,13 +176,17 @@ impl Router {
             .filter(|(id, u)| {
                 **id != self.default_unit
                     && !u.busy()
-                    && u.asks.is_empty()
-                    && self.only_plain_viewers(u)
+                    && !u.driver.has_asks()
+                    // A plain ACP socket keeps every session it opened in
+                    // view, so its sessions still count toward
+                    // `--max-sessions` and can be evicted (it hears "unknown
+                    // session" and may `session/load` it again).
+                    && u.hub.only_plain_viewers()
                     && !u.restoring
                     && !opening.contains(id)
             })
             // Unviewed sessions first, then those only /acp sockets hold open.
-            .min_by_key(|(_, u)| (!u.viewers.is_empty(), u.updated_ms))
+            .min_by_key(|(_, u)| (u.hub.is_viewed(), u.updated_ms))
             .map(|(id, _)| *id);
         match victim {
             Some(unit) => {
@@ -225,24 +233,24 @@ impl Router {
             Some(d)
                 if self.cfg.agent_per_session
                     && !d.claimed
-                    && d.phase == Phase::Idle
+                    && d.driver.phase == Phase::Idle
                     && d.place == place =>
             {
-                d.agent.take()
+                d.driver.agent.take()
             }
             _ => None,
         };
         if let Some(u) = self.units.get_mut(&unit) {
             u.place = place;
             if idle_agent.is_some() {
-                u.agent = idle_agent;
+                u.driver.agent = idle_agent;
             }
             u.session_id = Some(info.session_id.clone());
             u.claimed = true;
             u.title = info.title.clone();
             u.created_ms = info.created_ms;
             u.updated_ms = info.updated_ms;
-            u.resume_from = info.agent_session.clone();
+            u.driver.resume_from = info.agent_session.clone();
             u.restoring = true;
             u.persisted = true;
             u.stored_head = info.head_seq;
@@ -279,15 +287,16 @@ impl Router {
         // Numbering resumes after everything ever stamped, even when the
         // transcript could not be read: an rseq is never handed out twice.
         let head = head.max(u.stored_head);
-        u.ring.restore(frames, head);
-        u.gate = Gate::restored(u.ring.stamped());
+        u.hub.ring.restore(frames, head);
+        u.gate = Gate::restored(u.hub.ring.stamped());
         self.recount_rings();
         self.enforce_budget(Some(unit), 0);
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
         // Ask ids must not repeat ones in the history either.
-        u.next_ask = u.next_ask.max(u.ring.head());
+        let head = u.hub.ring.head();
+        u.driver.number_asks_after(head);
         for w in waiters {
             match w {
                 Waiter::Attach { socket, last_seq } => {
@@ -321,7 +330,7 @@ impl Router {
         let Some(u) = self.units.get(&unit) else {
             return;
         };
-        if u.agent.is_some_and(|a| {
+        if u.driver.agent.is_some_and(|a| {
             self.links
                 .get(&a)
                 .is_some_and(|l| l.state != LinkState::Dead)
@@ -330,7 +339,7 @@ impl Router {
         }
         let agent = self.agent_for_new_unit(unit);
         if let Some(u) = self.units.get_mut(&unit) {
-            u.agent = Some(agent);
+            u.driver.agent = Some(agent);
         }
     }
 
@@ -348,10 +357,10 @@ impl Router {
         let Some(u) = self.units.get(&unit) else {
             return;
         };
-        if u.phase != Phase::Idle {
+        if u.driver.phase != Phase::Idle {
             return;
         }
-        let agent = match u.agent.filter(|a| {
+        let agent = match u.driver.agent.filter(|a| {
             self.links
                 .get(a)
                 .is_some_and(|l| l.state != LinkState::Dead)
@@ -364,8 +373,8 @@ impl Router {
             .get(&agent)
             .is_some_and(|l| l.state == LinkState::Ready);
         if let Some(u) = self.units.get_mut(&unit) {
-            u.agent = Some(agent);
-            u.phase = Phase::Opening;
+            u.driver.agent = Some(agent);
+            u.driver.phase = Phase::Opening;
         }
         if ready {
             self.open_session(unit);
@@ -398,7 +407,7 @@ impl Router {
         match self
             .units
             .get(&unit)
-            .map(|u| (u.phase, u.session_id.clone()))
+            .map(|u| (u.driver.phase, u.session_id.clone()))
         {
             Some((Phase::Ready, Some(sid))) => {
                 let replay = !self.views(socket, unit);
@@ -422,9 +431,7 @@ impl Router {
 
     /// Whether a socket views a unit now.
     fn views(&self, socket: SocketId, unit: UnitId) -> bool {
-        self.units
-            .get(&unit)
-            .is_some_and(|u| u.viewers.contains(&socket))
+        self.units.get(&unit).is_some_and(|u| u.hub.views(socket))
     }
 
     pub(super) fn answer_pending_new(&mut self, unit: UnitId) {
@@ -512,7 +519,7 @@ impl Router {
                         "cwd": self.project_cwd(u.place.project),
                         "title": u.title,
                         "updatedAt": iso8601(u.updated_ms),
-                        "_meta": {"relay": {"busy": u.busy(), "live": true, "pendingAsks": u.asks.len(), "project": project, "agent": agent}}
+                        "_meta": {"relay": {"busy": u.busy(), "live": true, "pendingAsks": u.driver.open_asks(), "project": project, "agent": agent}}
                     }),
                 ))
             })
@@ -632,8 +639,8 @@ impl Router {
         if let Some(sid) = &u.session_id {
             self.by_session.remove(sid);
         }
-        if let Some(agent) = u.agent {
-            if let (Some(asid), Some(l)) = (&u.agent_session, self.links.get_mut(&agent)) {
+        if let Some(agent) = u.driver.agent {
+            if let (Some(asid), Some(l)) = (&u.driver.agent_session, self.links.get_mut(&agent)) {
                 l.sessions.remove(asid);
             }
             if self.cfg.agent_per_session {
@@ -641,11 +648,9 @@ impl Router {
             }
         }
         let default = self.default_unit;
-        for socket in u.viewers {
-            // A plain socket keeps its other sessions; a relay socket moves to the default.
-            if !self.sockets.get(&socket).is_some_and(|s| s.plain) {
-                self.switch_view(socket, default, true);
-            }
+        // A plain socket keeps its other sessions; a relay socket moves to the default.
+        for socket in u.hub.relay_viewers() {
+            self.switch_view(socket, default, true);
         }
     }
 

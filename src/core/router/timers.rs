@@ -91,7 +91,7 @@ impl Router {
         let base = match &f.what {
             Pending::Prompt { unit } => {
                 let u = self.units.get(unit)?;
-                if !u.asks.is_empty() {
+                if u.driver.has_asks() {
                     return None;
                 }
                 f.sent_ms.max(u.updated_ms)
@@ -171,8 +171,10 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        let Some(turn) = u.turn.take() else { return };
-        if let Some(asid) = u.agent_session.clone() {
+        let Some(turn) = u.driver.turn.take() else {
+            return;
+        };
+        if let Some(asid) = u.driver.agent_session.clone() {
             self.out.push_back(Output::WriteAgent {
                 agent,
                 line: rpc::notification("session/cancel", json!({ "sessionId": asid })),

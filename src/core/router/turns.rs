@@ -22,28 +22,22 @@ impl Router {
         let Some(u) = self.units.get(&unit) else {
             return Err(RpcError::other("the session ended"));
         };
-        if let Some(t) = &u.turn {
-            return Err(RpcError::new(
-                code::BUSY,
-                format!(
-                    "session is busy with a turn from device '{}'; wait for it to end or send session/cancel",
-                    t.client
-                ),
-            ));
-        }
+        u.driver.check_idle()?;
         if u.restoring {
             return self.defer(socket, line);
         }
-        if u.phase != Phase::Ready {
+        if u.driver.phase != Phase::Ready {
             self.ensure_session(unit);
             return self.defer(socket, line);
         }
         if self.replay_hold.contains_key(&unit) {
             return self.defer(socket, line);
         }
-        let (Some(agent), Some(asid), sid) =
-            (u.agent, u.agent_session.clone(), u.session_id.clone())
-        else {
+        let (Some(agent), Some(asid), sid) = (
+            u.driver.agent,
+            u.driver.agent_session.clone(),
+            u.session_id.clone(),
+        ) else {
             return Err(RpcError::other(
                 "the session has no agent; retry the prompt",
             ));
@@ -58,15 +52,8 @@ impl Router {
                 "the agent has too many requests in flight; retry shortly",
             ));
         };
-        let title: String = blocks
-            .iter()
-            .filter_map(|b| b["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
         if let Some(u) = self.units.get_mut(&unit) {
-            // The agent's history replay, if any, is over: what follows is this turn.
-            u.loading = false;
-            u.turn = Some(Turn {
+            u.driver.start_turn(Turn {
                 client: client.clone(),
                 socket,
                 device_id: id.clone(),
@@ -74,16 +61,10 @@ impl Router {
             });
             // A session someone prompted is nobody's fresh default any more.
             u.claimed = true;
-            if u.title.is_none() && !title.trim().is_empty() {
-                u.title = Some(
-                    title
-                        .split_whitespace()
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                        .chars()
-                        .take(80)
-                        .collect(),
-                );
+            if u.title.is_none()
+                && let Some(title) = crate::core::driver::prompt_title(&blocks)
+            {
+                u.title = Some(title);
                 self.persist_meta(unit);
             }
         }
@@ -109,8 +90,11 @@ impl Router {
         let Some(u) = self.units.get(&unit) else {
             return Ok(());
         };
-        if let (Some(agent), Some(asid), Phase::Ready) = (u.agent, u.agent_session.clone(), u.phase)
-        {
+        if let (Some(agent), Some(asid), Phase::Ready) = (
+            u.driver.agent,
+            u.driver.agent_session.clone(),
+            u.driver.phase,
+        ) {
             let mut p = params.clone();
             if !p.is_object() {
                 p = json!({});
@@ -165,7 +149,7 @@ impl Router {
         if unit.is_none() {
             // `authenticate` needs an initialized agent, not an open session:
             // an agent that wants a login refuses session/new until then.
-            let alive = u.agent.filter(|a| {
+            let alive = u.driver.agent.filter(|a| {
                 self.links
                     .get(a)
                     .is_some_and(|l| l.state != LinkState::Dead)
@@ -175,7 +159,7 @@ impl Router {
                 None => {
                     let a = self.agent_for_new_unit(target);
                     if let Some(u) = self.units.get_mut(&target) {
-                        u.agent = Some(a);
+                        u.driver.agent = Some(a);
                     }
                     a
                 }
@@ -192,15 +176,15 @@ impl Router {
         if u.restoring {
             return self.defer(socket, line);
         }
-        if u.phase != Phase::Ready {
+        if u.driver.phase != Phase::Ready {
             self.ensure_session(target);
             return self.defer(socket, line);
         }
-        let Some(agent) = u.agent else {
+        let Some(agent) = u.driver.agent else {
             return Err(RpcError::other("the session has no agent; retry"));
         };
         if unit.is_some() && params.get("sessionId").is_some() {
-            params["sessionId"] = json!(u.agent_session);
+            params["sessionId"] = json!(u.driver.agent_session);
         }
         self.send_to_agent(agent, socket, id, method, params, unit)
     }
@@ -217,11 +201,9 @@ impl Router {
     ) -> Result<(), RpcError> {
         match id {
             Some(id) => {
-                let track = match (unit, method) {
-                    (Some(_), "session/set_mode") => Track::Mode(params["modeId"].clone()),
-                    (Some(_), "session/set_model") => Track::Model(params["modelId"].clone()),
-                    (Some(_), "session/set_config_option") => Track::Config,
-                    _ => Track::None,
+                let track = match unit {
+                    Some(_) => Track::of(method, &params),
+                    None => Track::None,
                 };
                 let pending = Pending::Forward {
                     socket,
@@ -267,26 +249,24 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        let Some(ask) = u.asks.remove(&ask_id) else {
-            let by = u.settled_by(&ask_id).map(str::to_owned);
-            match by {
-                Some(by) => {
-                    log::info!(
+        let ask = match u.driver.take_ask(&ask_id) {
+            Ok(ask) => ask,
+            Err(gone) => {
+                match &gone {
+                    AskGone::Settled { by } => log::info!(
                         "{socket}: late answer to {ask_id}, already settled by {by}; ignored"
-                    );
-                    let err = RpcError::other(format!(
-                        "this ask was already answered by '{by}'; your answer was not sent"
-                    ));
+                    ),
+                    AskGone::Unknown => {
+                        log::info!("{socket}: answer to unknown ask {ask_id}; ignored")
+                    }
+                }
+                if let Some(err) = gone.error() {
                     self.send_error(socket, &id, &err);
                 }
-                None => log::info!("{socket}: answer to unknown ask {ask_id}; ignored"),
+                return;
             }
-            return;
         };
-        let summary = match &outcome {
-            Ok(r) => r.get("outcome").cloned().unwrap_or_else(|| r.clone()),
-            Err(e) => json!({"outcome": "error", "error": e}),
-        };
+        let summary = crate::core::driver::answer_summary(&outcome);
         let line = encode(&Message::Response {
             id: ask.agent_id.clone(),
             outcome,
@@ -301,7 +281,7 @@ impl Router {
     /// Records and fans the settlement of an ask.
     pub(super) fn resolved(&mut self, unit: UnitId, ask_id: &str, outcome: Value, by: &str) {
         if let Some(u) = self.units.get_mut(&unit) {
-            u.remember_settled(ask_id.to_owned(), by.to_owned());
+            u.driver.settled(ask_id.to_owned(), by.to_owned());
             let session = u.session_id.clone();
             let ask_id = ask_id.to_owned();
             self.out
@@ -328,7 +308,7 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        let asks: Vec<(String, Ask)> = std::mem::take(&mut u.asks).into_iter().collect();
+        let asks: Vec<(String, Ask)> = u.driver.take_asks();
         for (ask_id, ask) in asks {
             if answer_agent {
                 let line = rpc::response(&ask.agent_id, json!({"outcome": outcome}));

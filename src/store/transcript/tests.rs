@@ -1,24 +1,10 @@
 use super::format::{self, MetaRecord};
 use super::*;
+use crate::testing::TempDir;
 use std::fs;
-use std::sync::atomic::AtomicU32;
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
+/// The store's files in a test's directory.
 impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "acp-relay-transcript-{tag}-{}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
     fn sessions(&self) -> PathBuf {
         self.0.join("sessions")
     }
@@ -34,12 +20,6 @@ impl TempDir {
             .collect();
         v.sort();
         v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 

@@ -81,7 +81,7 @@ fn an_update_with_params_that_are_not_an_object_is_dropped() {
             json!({"agent": 1, "sessionId": "s1", "stream": "stdout", "text": "not json at all", "t": sim.now})
         )]
     );
-    assert_eq!(sim.r.units[&sim.r.default_unit].ring.head(), 0);
+    assert_eq!(sim.r.units[&sim.r.default_unit].hub.ring.head(), 0);
 }
 
 #[test]
@@ -252,7 +252,11 @@ fn an_agent_exit_mid_turn_ends_every_session_of_it() {
     assert!(sim.take_agent(A1).is_empty());
     let u = &sim.r.units[&sim.unit_of("s2")];
     assert_eq!(
-        (u.phase, u.agent, u.resume_from.as_deref()),
+        (
+            u.driver.phase,
+            u.driver.agent,
+            u.driver.resume_from.as_deref()
+        ),
         (Phase::Idle, None, Some("s2"))
     );
     assert!(!u.busy());
@@ -546,7 +550,7 @@ fn an_update_with_invalid_utf8_is_refused_before_it_is_numbered() {
         "only the log line: {out:?}"
     );
     assert_eq!(
-        sim.r.units[&sim.r.default_unit].ring.head(),
+        sim.r.units[&sim.r.default_unit].hub.ring.head(),
         0,
         "no rseq used"
     );

@@ -94,7 +94,7 @@ fn answers_to_ids_the_relay_never_issued_are_ignored() {
     }
     assert!(sim.take(a).is_empty());
     assert!(sim.take_agent(A1).is_empty());
-    assert_eq!(sim.r.units[&sim.unit_of("s1")].asks.len(), 1);
+    assert_eq!(sim.r.units[&sim.unit_of("s1")].driver.open_asks(), 1);
 }
 
 #[test]

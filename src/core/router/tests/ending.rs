@@ -96,7 +96,10 @@ fn an_agent_that_cannot_close_is_retired_after_its_bound() {
         "quiet: only the idle default was left on it"
     );
     let d = &sim.r.units[&sim.r.default_unit];
-    assert_eq!((d.agent, d.resume_from.as_deref()), (None, Some("s1")));
+    assert_eq!(
+        (d.driver.agent, d.driver.resume_from.as_deref()),
+        (None, Some("s1"))
+    );
     // The next session opens on a fresh agent.
     sim.send(a, req(json!("n"), "session/new", json!({})));
     let init = sim.pending(A2, "initialize");

@@ -140,5 +140,5 @@ fn an_ask_answer_needs_the_lease() {
     );
     assert_eq!(sim.take(b)[0]["error"]["code"], json!(code::NOT_CONTROLLER));
     assert!(sim.take_agent(A1).is_empty());
-    assert_eq!(sim.r.units[&sim.unit_of("s1")].asks.len(), 1);
+    assert_eq!(sim.r.units[&sim.unit_of("s1")].driver.open_asks(), 1);
 }

@@ -652,7 +652,7 @@ fn a_stored_head_of_u64_max_does_not_overflow() {
         to_agent.contains(&ok(json!(70), json!({"outcome": {"outcome": "cancelled"}}))),
         "the ask is not left hanging: {to_agent:?}"
     );
-    assert_eq!(sim.r.units[&sim.unit_of("max")].ring.head(), u64::MAX);
+    assert_eq!(sim.r.units[&sim.unit_of("max")].hub.ring.head(), u64::MAX);
 }
 
 /// One /acp connection opening sessions past --max-sessions: the oldest idle

@@ -179,9 +179,9 @@ impl Checker {
                 .ring_seen
                 .get(unit)
                 .copied()
-                .unwrap_or(u.ring.head().min(u.stored_head));
-            let seen = if u.restoring { u.ring.head() } else { seen };
-            for (expect, f) in (seen + 1..).zip(u.ring.replay_since(Some(seen)).frames) {
+                .unwrap_or(u.hub.ring.head().min(u.stored_head));
+            let seen = if u.restoring { u.hub.ring.head() } else { seen };
+            for (expect, f) in (seen + 1..).zip(u.hub.ring.replay_since(Some(seen)).frames) {
                 let v = parse(&f);
                 let n = v["rseq"].as_u64().unwrap_or(0);
                 if n != expect {
@@ -202,13 +202,13 @@ impl Checker {
                     }
                 }
             }
-            self.ring_seen.insert(*unit, u.ring.head());
+            self.ring_seen.insert(*unit, u.hub.ring.head());
         }
         let open: HashSet<(UnitId, String)> = sim
             .r
             .units
             .iter()
-            .flat_map(|(id, u)| u.asks.keys().map(|k| (*id, k.clone())))
+            .flat_map(|(id, u)| u.driver.ask_ids().map(|k| (*id, k.clone())))
             .collect();
         for ask in &self.asks_opened {
             let settled = self.asks_resolved.get(ask).copied().unwrap_or(0);
@@ -248,7 +248,8 @@ impl Checker {
                 .copied()
                 .unwrap_or(0);
             let open = sim.r.units.values().any(|u| {
-                u.asks
+                u.driver
+                    .asks()
                     .values()
                     .any(|a| a.agent == *agent && a.agent_id == json!(id))
             });
@@ -336,14 +337,14 @@ impl World {
                     .r
                     .units
                     .values()
-                    .flat_map(|u| u.asks.keys().cloned())
+                    .flat_map(|u| u.driver.ask_ids().cloned())
                     .collect();
                 let settled: Vec<String> = self
                     .sim
                     .r
                     .units
                     .values()
-                    .flat_map(|u| u.settled.iter().map(|(k, _)| k.clone()))
+                    .flat_map(|u| u.driver.settled_asks().map(|(k, _)| k.to_owned()))
                     .collect();
                 let ask = if rng.chance(80) {
                     rng.pick(&open)

@@ -7,7 +7,7 @@
 
 use super::super::timers;
 use super::super::*;
-use crate::core::unit::SETTLED_MEMORY;
+use crate::core::driver::SETTLED_MEMORY;
 
 /// What the fake store holds.
 #[derive(Debug, Default)]
@@ -295,6 +295,12 @@ impl Sim {
             };
             self.finish_restore(unit, &session, None);
         }
+    }
+
+    /// A clean stop ([`Router::stop`]), its outputs collected.
+    pub fn stop(&mut self) {
+        self.r.stop();
+        self.drain();
     }
 
     /// Answers a `Restore` from the fake store.
@@ -694,17 +700,17 @@ impl Sim {
         }
         for u in r.units.values() {
             check(
-                u.ring.len() <= r.cfg.ring_frames.max(1),
+                u.hub.ring.len() <= r.cfg.ring_frames.max(1),
                 "ring over ring_frames",
             )?;
-            check(u.asks.len() <= r.cfg.max_asks, "asks over max_asks")?;
+            check(u.driver.open_asks() <= r.cfg.max_asks, "asks over max_asks")?;
             check(
-                u.settled.len() <= SETTLED_MEMORY,
+                u.driver.settled_asks().count() <= SETTLED_MEMORY,
                 "settled over SETTLED_MEMORY",
             )?;
-            for v in &u.viewers {
+            for (v, _) in u.hub.viewers() {
                 check(
-                    r.sockets.contains_key(v),
+                    r.sockets.contains_key(&v),
                     "a closed socket still views a unit",
                 )?;
             }
