@@ -104,6 +104,8 @@ impl Ops {
                     "sessionId": s.session,
                     "title": s.title,
                     "agent": s.agent.map(|a| a.to_string()),
+                    "project": s.project,
+                    "agentName": s.agent_name,
                     "busy": s.busy,
                     "openAsks": s.open_asks,
                     "devices": s.devices,
@@ -390,9 +392,14 @@ pub fn render(v: &Value) -> String {
     for s in sessions {
         let _ = writeln!(
             out,
-            "  {:<24} {:<8} {:<5} asks {:<3} devices {:<3} {}",
+            "  {:<24} {:<8} {:<16} {:<5} asks {:<3} devices {:<3} {}",
             s["sessionId"].as_str().unwrap_or("(not open yet)"),
             s["agent"].as_str().unwrap_or("-"),
+            format!(
+                "{}/{}",
+                s["project"].as_str().unwrap_or("-"),
+                s["agentName"].as_str().unwrap_or("-")
+            ),
             if s["busy"].as_bool() == Some(true) {
                 "busy"
             } else {
@@ -418,6 +425,8 @@ mod tests {
             session: Some("s1".into()),
             title: Some("Fix it".into()),
             agent: Some(AgentId(2)),
+            project: "api".into(),
+            agent_name: "gemini".into(),
             busy: true,
             open_asks: 1,
             devices: 2,
@@ -428,6 +437,7 @@ mod tests {
         let text = render(&v);
         assert!(text.contains("up 0h01m00s"), "{text}");
         assert!(text.contains("s1") && text.contains("busy") && text.contains("Fix it"));
+        assert!(text.contains("api/gemini"), "{text}");
         let m = ops.metrics_text(&sessions, 0);
         assert!(m.contains("\nacp_relay_sessions_busy 1\n"));
         assert!(m.contains("\nacp_relay_asks_open 1\n"));

@@ -82,6 +82,9 @@ pub struct SessionSummary {
     pub session: Option<String>,
     pub title: Option<String>,
     pub agent: Option<AgentId>,
+    /// The project it runs in and its agent, by their configured names.
+    pub project: String,
+    pub agent_name: String,
     pub busy: bool,
     pub open_asks: usize,
     pub devices: usize,

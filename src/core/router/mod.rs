@@ -573,6 +573,8 @@ impl Router {
             session: u.session_id.clone(),
             title: u.title.clone(),
             agent: u.driver.agent,
+            project: self.project_name(u.place.project).to_owned(),
+            agent_name: self.agent_name(u.place.agent).to_owned(),
             busy: u.busy(),
             open_asks: u.driver.open_asks(),
             devices: u.hub.viewer_count(),

@@ -172,6 +172,7 @@ fn one_shared_agent_per_agent_and_project() {
     let params = json!({"cwd": "/p/api", "_meta": {"relay": {"agent": "two"}}});
     assert_eq!(new_with(&mut sim, a, 11, params), None);
     assert_eq!(sim.agents[&A3].place, place(1, 0));
+    sim.check_bounds().unwrap();
 }
 
 #[test]

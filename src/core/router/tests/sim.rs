@@ -675,6 +675,14 @@ impl Sim {
         )?;
         check(r.jobs.len() <= MAX_JOBS, "jobs over MAX_JOBS")?;
         check(
+            r.shared.len() <= MAX_AGENT_KINDS * MAX_PROJECTS,
+            "shared agents over MAX_AGENT_KINDS x MAX_PROJECTS",
+        )?;
+        check(
+            r.inits.len() <= MAX_AGENT_KINDS,
+            "cached inits over MAX_AGENT_KINDS",
+        )?;
+        check(
             r.stored.len() <= r.cfg.keep_sessions.max(1),
             "stored over keep_sessions",
         )?;
