@@ -364,3 +364,33 @@ fn a_stock_acp_client_sending_only_cwd_gets_that_project_and_the_default_agent()
         "{r}"
     );
 }
+
+#[test]
+fn an_idle_agent_that_ignores_sigterm_is_killed_after_the_grace() {
+    let s = Setup::new();
+    let state = s.state("stubborn");
+    // SIG_IGN survives exec; after the demo agent ends (its stdin closed) a
+    // `sleep` keeps the group, and its stdout, alive.
+    let agent = format!(
+        "stubborn=sh -c 'trap \"\" TERM; {} demo-agent --state-dir {}; exec sleep 61'",
+        bin(),
+        state.display()
+    );
+    let relay = Relay::start(&[
+        "--workspace",
+        &format!("api={}", s.api.display()),
+        "--agent",
+        &agent,
+        "--agent-idle",
+        "1",
+    ]);
+    let mut d = relay.device("d", "");
+    init(&mut d);
+    let sa = new_in(&mut d, &s.api, None);
+    turn(&mut d, &sa, "/chunks 1\nhello");
+    relay.wait_log("no busy session for --agent-idle 1s");
+    relay.wait_log("still running 5s after SIGTERM; killing its process group");
+    wait_until("the stubborn agents' groups to end", WAIT, || {
+        relay.descendants().is_empty()
+    });
+}

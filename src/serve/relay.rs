@@ -144,7 +144,13 @@ struct AgentHandle {
     pid: u32,
     /// Bytes queued toward its stdin.
     queued: Rc<Cell<usize>>,
+    /// Set once its process is reaped (its pid may then name another).
+    reaped: Rc<Cell<bool>>,
 }
+
+/// How long an agent the relay ends (idle, retired, its session closed) has
+/// after SIGTERM before its process group gets SIGKILL.
+pub const AGENT_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Bytes queued toward one agent's stdin before the agent counts as hung.
 pub const AGENT_QUEUE_BYTES: usize = 64 << 20;
@@ -447,10 +453,25 @@ impl Relay {
     }
 
     fn kill_agent(&self, agent: AgentId) {
-        if let Some(a) = self.agents.borrow_mut().remove(&agent) {
-            crate::proc::signal_group(a.pid, rustix::process::Signal::TERM);
-            a.tx.close();
-        }
+        let Some(a) = self.agents.borrow_mut().remove(&agent) else {
+            return;
+        };
+        crate::proc::signal_group(a.pid, rustix::process::Signal::TERM);
+        a.tx.close();
+        // An agent that ignores SIGTERM must not keep its memory.
+        let (pid, reaped) = (a.pid, a.reaped);
+        self.ex
+            .spawn(async move {
+                smol::Timer::after(AGENT_STOP_GRACE).await;
+                if !reaped.get() {
+                    log::warn!(
+                        "{agent}: still running {}s after SIGTERM; killing its process group",
+                        AGENT_STOP_GRACE.as_secs()
+                    );
+                    crate::proc::signal_group(pid, rustix::process::Signal::KILL);
+                }
+            })
+            .detach();
     }
 
     /// Ends every agent (TERM to its process group); their tasks reap them.
@@ -521,12 +542,14 @@ impl Relay {
         );
         let (tx, rx) = smol::channel::bounded::<Vec<u8>>(AGENT_QUEUE);
         let queued = Rc::new(Cell::new(0usize));
+        let reaped = Rc::new(Cell::new(false));
         self.agents.borrow_mut().insert(
             agent,
             AgentHandle {
                 tx,
                 pid,
                 queued: queued.clone(),
+                reaped: reaped.clone(),
             },
         );
         let agent::AgentProcess {
@@ -591,6 +614,7 @@ impl Relay {
                     Ok(s) => s.to_string(),
                     Err(e) => format!("unknown status: {e}"),
                 };
+                reaped.set(true);
                 drop(group);
                 let ended_by_relay = relay.agents.borrow_mut().remove(&agent).is_none();
                 if ended_by_relay {
