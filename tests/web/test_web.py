@@ -867,6 +867,11 @@ def new_session_in_another_project_with_another_agent(pw, browser):
         assert groups == ["api", "web"], groups
         shot(pg, "sessions-by-project")
         pg.keyboard.press("Escape")
+        # the agent sheet is this session's agent's
+        pg.click("#sessBtn")
+        pg.click("#agentBtn")
+        pg.wait_for_function("() => document.getElementById('agentName').innerText.startsWith('one')", timeout=T)
+        pg.click("#agentClose")
         # the choice is remembered: the page, loaded again, offers web and two
         pg2 = pg
         pg2.reload()

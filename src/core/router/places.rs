@@ -265,6 +265,48 @@ impl Router {
         )
     }
 
+    /// The agent an `authenticate` names in `_meta.relay.agent` (by name),
+    /// working in `project`: a device logs an agent in before any session
+    /// of it opens (an agent that wants a login refuses `session/new`).
+    /// `None` when it names none.
+    pub(super) fn auth_target(
+        &mut self,
+        params: &Value,
+        project: ProjectId,
+    ) -> Result<Option<AgentId>, RpcError> {
+        let agent = match &params["_meta"]["relay"]["agent"] {
+            Value::Null => return Ok(None),
+            Value::String(name) => self.agent_named(name).ok_or_else(|| {
+                RpcError::invalid_params(format!(
+                    "unknown agent '{name}' in _meta.relay.agent; this relay runs: {}",
+                    self.agent_choices()
+                ))
+            })?,
+            _ => {
+                return Err(RpcError::invalid_params(
+                    "_meta.relay.agent must be an agent's name (a string)",
+                ));
+            }
+        };
+        let place = Place { agent, project };
+        // Any live agent of that place will do (with --agent-per-session
+        // there is no shared one); else one is started for it.
+        let live = self.shared_agent(place).or_else(|| {
+            self.links
+                .iter()
+                .filter(|(_, l)| l.place == place && l.state != LinkState::Dead && !l.retired)
+                .map(|(a, _)| *a)
+                .min()
+        });
+        Ok(Some(live.unwrap_or_else(|| {
+            let a = self.spawn_agent(place);
+            if !self.cfg.agent_per_session {
+                self.shared.insert(place, a);
+            }
+            a
+        })))
+    }
+
     /// Records that an agent sent or was sent a line.
     pub(super) fn touch_agent(&mut self, agent: AgentId) {
         let now = self.now_ms;

@@ -149,6 +149,24 @@ impl Router {
         if unit.is_none() {
             // `authenticate` needs an initialized agent, not an open session:
             // an agent that wants a login refuses session/new until then.
+            let project = u.place.project;
+            if let Some(agent) = self.auth_target(&params, project)? {
+                if !self
+                    .links
+                    .get(&agent)
+                    .is_some_and(|l| l.state == LinkState::Ready)
+                {
+                    return self.defer(socket, line);
+                }
+                // The relay's own part of `_meta` is not the agent's.
+                if let Some(m) = params.get_mut("_meta").and_then(Value::as_object_mut) {
+                    m.remove("relay");
+                }
+                return self.send_to_agent(agent, socket, id, method, params, None);
+            }
+            let Some(u) = self.units.get(&target) else {
+                return Err(RpcError::other("the session ended"));
+            };
             let alive = u.driver.agent.filter(|a| {
                 self.links
                     .get(a)

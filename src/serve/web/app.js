@@ -468,7 +468,19 @@ $('devSave').addEventListener('click', () => {
   sessions.closeMenu();
   link.reconnectNow();
 });
-$('agentBtn').addEventListener('click', () => { sessions.closeMenu(); controls.openAgent(S.authMethods, S.agentName); });
+$('agentBtn').addEventListener('click', async () => {
+  sessions.closeMenu();
+  if (!several('agents')) { controls.openAgent(S.authMethods, S.agentName, null); return; }
+  // This session's agent (or the one New would start), by its relay name;
+  // initialize again for what each agent said once it started.
+  try { const r = await request('initialize', { protocolVersion: 1, clientCapabilities: {}, clientInfo: { name: 'acp-relay-web', version: '1' } }); S.meta = (r._meta && r._meta.relay) || S.meta; } catch (e) { /* keep what is known */ }
+  const name = place().agent || (choice().agent || {}).name;
+  const a = (S.meta.agents || []).find(x => x.name === name);
+  if (!a) { controls.openAgent(S.authMethods, S.agentName, null); return; }
+  const info = a.agentInfo || {};
+  const label = a.name + (info.title || info.name ? ' · ' + (info.title || info.name) : a.initialized ? '' : ' (not started yet)');
+  controls.openAgent(a.authMethods || [], label, a.name);
+});
 $('unpairBtn').addEventListener('click', () => {
   LS.del('token'); token = ''; link.setToken(''); sessions.closeMenu(); link.drop();
   showPair('Unpaired. Paste a token to connect again.');

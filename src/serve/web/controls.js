@@ -263,7 +263,8 @@ export class Controls {
   setupAgentSheet() {
     $('agentClose').addEventListener('click', () => { $('agentSheet').hidden = true; });
   }
-  async openAgent(authMethods, agentName) {
+  // `relayAgent`: the relay's name of the agent to log in (several agents), else null.
+  async openAgent(authMethods, agentName, relayAgent) {
     const sheet = $('agentSheet');
     sheet.hidden = false;
     $('agentName').textContent = agentName || 'Agent';
@@ -274,7 +275,9 @@ export class Controls {
       for (const m of authMethods) {
         const b = list.appendChild(button(m.name || m.id, 'ctl', async () => {
           b.disabled = true;
-          try { await this.app.request('authenticate', { methodId: m.id }); toast('Logged in with ' + (m.name || m.id)); }
+          const p = { methodId: m.id };
+          if (relayAgent) p._meta = { relay: { agent: relayAgent } };
+          try { await this.app.request('authenticate', p); toast('Logged in with ' + (m.name || m.id)); }
           catch (e) { toast(e.message || 'login failed', 6000); }
           b.disabled = !this.app.isController();
         }));

@@ -310,3 +310,45 @@ fn a_busy_agent_is_never_idle() {
     sim.wait(5_000);
     assert!(!sim.agents[&A1].killed, "a turn is running");
 }
+
+#[test]
+fn authenticate_reaches_the_agent_it_names_before_any_session_of_it() {
+    let (mut sim, a) = booted(two_by_two());
+    let params = json!({"methodId": "login", "_meta": {"relay": {"agent": "two"}}});
+    sim.send(a, req(json!(1), "authenticate", params));
+    assert_eq!(
+        sim.agents[&A2].place,
+        place(1, 0),
+        "two, in the socket's project"
+    );
+    sim.answer(A2, "initialize", init_result(json!({})));
+    let auth = sim.pending(A2, "authenticate");
+    assert_eq!(auth.params, json!({"methodId": "login", "_meta": {}}));
+    sim.agent_says(A2, ok(auth.id, json!({})));
+    assert_eq!(sim.take(a), vec![ok(json!(1), json!({}))]);
+    // Again: the same process.
+    sim.send(
+        a,
+        req(
+            json!(2),
+            "authenticate",
+            json!({"methodId": "login", "_meta": {"relay": {"agent": "two"}}}),
+        ),
+    );
+    assert!(sim.has_pending(A2, "authenticate"));
+    assert!(!sim.agents.contains_key(&A3));
+    sim.send(
+        a,
+        req(
+            json!(3),
+            "authenticate",
+            json!({"_meta": {"relay": {"agent": "nine"}}}),
+        ),
+    );
+    let answer = sim
+        .take(a)
+        .into_iter()
+        .find(|f| f["id"] == json!(3))
+        .unwrap();
+    assert_eq!(answer["error"]["code"], json!(code::INVALID_PARAMS));
+}
