@@ -115,25 +115,28 @@ impl Router {
         best.or_else(|| (self.cfg.projects.len() <= 1).then_some(ProjectId(0)))
     }
 
+    /// The agent `params._meta.relay.agent` names, `None` when it names none.
+    fn agent_in(&self, params: &Value) -> Result<Option<AgentKind>, RpcError> {
+        match &params["_meta"]["relay"]["agent"] {
+            Value::Null => Ok(None),
+            Value::String(name) => self.agent_named(name).map(Some).ok_or_else(|| {
+                RpcError::invalid_params(format!(
+                    "unknown agent '{name}' in _meta.relay.agent; this relay runs: {}",
+                    self.agent_choices()
+                ))
+            }),
+            _ => Err(RpcError::invalid_params(
+                "_meta.relay.agent must be an agent's name (a string); initialize lists them under _meta.relay.agents",
+            )),
+        }
+    }
+
     /// Where a `session/new` asks to run: `_meta.relay.project` by name,
     /// else the project holding its `cwd`; `_meta.relay.agent` by name, else
     /// the default agent.
     pub(super) fn place_for_new(&self, params: &Value) -> Result<Place, RpcError> {
         let meta = &params["_meta"]["relay"];
-        let agent = match &meta["agent"] {
-            Value::Null => AgentKind(0),
-            Value::String(name) => self.agent_named(name).ok_or_else(|| {
-                RpcError::invalid_params(format!(
-                    "unknown agent '{name}' in _meta.relay.agent; this relay runs: {}",
-                    self.agent_choices()
-                ))
-            })?,
-            _ => {
-                return Err(RpcError::invalid_params(
-                    "_meta.relay.agent must be an agent's name (a string); initialize lists them under _meta.relay.agents",
-                ));
-            }
-        };
+        let agent = self.agent_in(params)?.unwrap_or(AgentKind(0));
         let project = match (&meta["project"], &params["cwd"]) {
             (Value::String(name), _) => self.project_named(name).ok_or_else(|| {
                 RpcError::invalid_params(format!(
@@ -274,19 +277,8 @@ impl Router {
         params: &Value,
         project: ProjectId,
     ) -> Result<Option<AgentId>, RpcError> {
-        let agent = match &params["_meta"]["relay"]["agent"] {
-            Value::Null => return Ok(None),
-            Value::String(name) => self.agent_named(name).ok_or_else(|| {
-                RpcError::invalid_params(format!(
-                    "unknown agent '{name}' in _meta.relay.agent; this relay runs: {}",
-                    self.agent_choices()
-                ))
-            })?,
-            _ => {
-                return Err(RpcError::invalid_params(
-                    "_meta.relay.agent must be an agent's name (a string)",
-                ));
-            }
+        let Some(agent) = self.agent_in(params)? else {
+            return Ok(None);
         };
         let place = Place { agent, project };
         // Any live agent of that place will do (with --agent-per-session
