@@ -4,16 +4,9 @@
 mod common;
 use common::*;
 use serde_json::{Value, json};
-use tungstenite::client::IntoClientRequest;
 
 fn acp_client(relay: &Relay) -> (Device, String) {
-    let mut req = format!("ws://127.0.0.1:{}/acp", relay.port)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {}", relay.token).parse().unwrap(),
-    );
+    let req = relay.ws_request("/acp");
     let stream = std::net::TcpStream::connect(("127.0.0.1", relay.port)).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_millis(50)))

@@ -192,6 +192,19 @@ impl Relay {
         }
     }
 
+    /// A WebSocket upgrade request for `path` (with its query) on this
+    /// relay, the token as Bearer.
+    pub fn ws_request(&self, path: &str) -> http::Request<()> {
+        let mut req = format!("ws://127.0.0.1:{}{path}", self.port)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        req
+    }
+
     /// A device with `client_id` and extra query (`"last_seq=3"`), token as Bearer.
     pub fn device(&self, client: &str, query: &str) -> Device {
         let q = if query.is_empty() {
@@ -199,27 +212,13 @@ impl Relay {
         } else {
             format!("client_id={client}&{query}")
         };
-        let mut req = format!("ws://127.0.0.1:{}/ws?{q}", self.port)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut().insert(
-            "Authorization",
-            format!("Bearer {}", self.token).parse().unwrap(),
-        );
-        Device::connect(self.port, req, client)
+        Device::connect(self.port, self.ws_request(&format!("/ws?{q}")), client)
             .unwrap_or_else(|e| panic!("device {client} could not connect: {e}"))
     }
 
     /// A plain ACP connection (`/acp`) named `client`, token as Bearer.
     pub fn acp(&self, client: &str) -> Device {
-        let mut req = format!("ws://127.0.0.1:{}/acp", self.port)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut().insert(
-            "Authorization",
-            format!("Bearer {}", self.token).parse().unwrap(),
-        );
-        Device::connect(self.port, req, client)
+        Device::connect(self.port, self.ws_request("/acp"), client)
             .unwrap_or_else(|e| panic!("acp client {client} could not connect: {e}"))
     }
 
