@@ -444,6 +444,7 @@ pub struct Router {
 impl Router {
     /// Builds the router with its default unit, whose agent starts at once.
     pub fn new(cfg: RouterConfig, now_ms: u64) -> Self {
+        let cfg = places::bounded(cfg);
         let terminals = TerminalTable::new(cfg.terminals.unwrap_or_default());
         let lease = Lease::new(cfg.lease);
         let mut r = Router {

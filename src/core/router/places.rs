@@ -23,6 +23,22 @@ pub struct ProjectCfg {
     pub path: String,
 }
 
+/// The config within [`MAX_PROJECTS`] and [`MAX_AGENT_KINDS`] (the CLI
+/// refuses more; the rest are dropped here, so every map keyed by them is
+/// bounded whoever builds the router).
+pub(super) fn bounded(mut cfg: RouterConfig) -> RouterConfig {
+    if cfg.projects.len() > MAX_PROJECTS || cfg.agents.len() > MAX_AGENT_KINDS {
+        log::warn!(
+            "{} projects and {} agents configured; using the first {MAX_PROJECTS} and {MAX_AGENT_KINDS}",
+            cfg.projects.len(),
+            cfg.agents.len()
+        );
+        cfg.projects.truncate(MAX_PROJECTS);
+        cfg.agents.truncate(MAX_AGENT_KINDS);
+    }
+    cfg
+}
+
 /// Whether absolute `path` is `root` or lies beneath it, component-wise;
 /// a path with a `..` component is never inside (no I/O resolves it).
 fn within(path: &str, root: &str) -> bool {
