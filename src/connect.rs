@@ -69,6 +69,10 @@ pub struct ConnectOptions {
     pub url: String,
     /// The pairing token (`--token` or `ACP_RELAY_TOKEN`).
     pub token: Option<String>,
+    /// The relay's project and agent for the client's `session/new`s
+    /// (`--project`, `--agent`), unless the client names its own.
+    pub project: Option<String>,
+    pub agent: Option<String>,
 }
 
 /// Where to connect, checked once.
@@ -172,11 +176,16 @@ enum Failure {
 /// Bridges stdin/stdout to the relay until stdin closes.
 pub fn run(opts: ConnectOptions) -> Result<(), String> {
     let target = Target::parse(&opts)?;
+    let core = Bridge::with_place(opts.project, opts.agent);
     let ex = Rc::new(LocalExecutor::new());
-    smol::block_on(ex.run(bridge(ex.clone(), target)))
+    smol::block_on(ex.run(bridge(ex.clone(), target, core)))
 }
 
-async fn bridge(ex: Rc<LocalExecutor<'static>>, target: Target) -> Result<(), String> {
+async fn bridge(
+    ex: Rc<LocalExecutor<'static>>,
+    target: Target,
+    mut core: Bridge,
+) -> Result<(), String> {
     let (client_tx, client_rx) = bounded::<ClientEvent>(CLIENT_QUEUE);
     let (link_tx, link_rx) = bounded::<LinkEvent>(LINK_QUEUE);
     let (out_tx, out_rx) = bounded::<String>(STDOUT_QUEUE);
@@ -186,7 +195,6 @@ async fn bridge(ex: Rc<LocalExecutor<'static>>, target: Target) -> Result<(), St
         .map_err(|e| format!("could not start the stdin reader: {e}"))?;
     let stdout = ex.spawn(write_stdout(out_rx));
 
-    let mut core = Bridge::new();
     let mut link_no = 0u64;
     // Attempts in a row that did not end in a working link.
     let mut streak = 0u32;
@@ -579,6 +587,8 @@ mod tests {
             Target::parse(&ConnectOptions {
                 url: u.into(),
                 token: Some("t".into()),
+                project: None,
+                agent: None,
             })
         };
         let ok = t("ws://127.0.0.1:7447/acp").ok().unwrap();

@@ -51,6 +51,12 @@ struct Connect {
     /// the pairing token (default: $ACP_RELAY_TOKEN)
     #[argh(option)]
     token: Option<String>,
+    /// the relay's project for new sessions, by name (default: the one holding the client's cwd, else the relay's default)
+    #[argh(option)]
+    project: Option<String>,
+    /// the relay's agent for new sessions, by name (default: the relay's default agent)
+    #[argh(option)]
+    agent: Option<String>,
     /// log level (default warn)
     #[argh(option)]
     log: Option<String>,
@@ -369,7 +375,12 @@ fn run(args: Vec<String>) -> Result<(), String> {
         Cmd::Connect(c) => {
             logger::init(level(c.log.as_deref(), log::LevelFilter::Warn)?);
             let token = c.token.or_else(|| std::env::var("ACP_RELAY_TOKEN").ok());
-            acp_relay::connect::run(acp_relay::connect::ConnectOptions { url: c.url, token })
+            acp_relay::connect::run(acp_relay::connect::ConnectOptions {
+                url: c.url,
+                token,
+                project: c.project,
+                agent: c.agent,
+            })
         }
         Cmd::DemoAgent(d) => {
             logger::init(level(d.log.as_deref(), log::LevelFilter::Warn)?);

@@ -5,6 +5,8 @@
 //! idle agent is stopped and resumed on the next prompt.
 mod common;
 use common::*;
+#[path = "interop/bridge.rs"]
+mod bridge;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -393,4 +395,34 @@ fn an_idle_agent_that_ignores_sigterm_is_killed_after_the_grace() {
     wait_until("the stubborn agents' groups to end", WAIT, || {
         relay.descendants().is_empty()
     });
+}
+
+#[test]
+fn acp_relay_connect_picks_the_project_and_agent_it_is_told() {
+    let s = Setup::new();
+    let relay = s.start(&[]);
+    let mut b = bridge::Bridge::start_args(&[
+        format!("ws://127.0.0.1:{}/acp", relay.port),
+        "--token".into(),
+        relay.token.clone(),
+        "--project".into(),
+        "web".into(),
+        "--agent".into(),
+        "two".into(),
+    ]);
+    // bridge_session sends the client's own cwd ("/"), in no project.
+    let sid = bridge::bridge_session(&mut b);
+    let id = b.request("session/prompt", prompt_params(&sid, "/chunks 1\n/run pwd"));
+    assert_eq!(b.response(&id)["result"]["stopReason"], "end_turn");
+    let text = agent_text(&b.seen);
+    assert!(
+        text.contains(&format!("run exit 0: {}", s.web.display())),
+        "{text}"
+    );
+    let pids = agent_pids(&relay, &s.state("two"));
+    assert!(
+        pids.iter()
+            .any(|p| cwd_of(*p).as_deref() == Some(s.web.as_path()))
+    );
+    assert_eq!(b.finish(), Some(0));
 }

@@ -117,6 +117,9 @@ pub struct Bridge {
     next_own: u64,
     /// History updates dropped during resumes (for logs and tests).
     pub swallowed: u64,
+    /// `_meta.relay` added to the client's `session/new` (`--project`,
+    /// `--agent`) unless it names its own; `None`: nothing added.
+    place: Option<Value>,
 }
 
 impl Default for Bridge {
@@ -137,7 +140,50 @@ impl Bridge {
             open_asks: HashSet::new(),
             next_own: 0,
             swallowed: 0,
+            place: None,
         }
+    }
+
+    /// A bridge whose `session/new`s pick this project and agent (by the
+    /// relay's names) when the client's own say none: a stock client sends
+    /// its own machine's directory as `cwd`.
+    pub fn with_place(project: Option<String>, agent: Option<String>) -> Bridge {
+        let mut relay = serde_json::Map::new();
+        if let Some(p) = project {
+            relay.insert("project".into(), json!(p));
+        }
+        if let Some(a) = agent {
+            relay.insert("agent".into(), json!(a));
+        }
+        Bridge {
+            place: (!relay.is_empty()).then_some(Value::Object(relay)),
+            ..Bridge::new()
+        }
+    }
+
+    /// `line` (a `session/new`) with the bridge's `_meta.relay` added where
+    /// the client set none.
+    fn placed(&self, line: String) -> String {
+        let Some(place) = &self.place else {
+            return line;
+        };
+        let Ok(mut v) = serde_json::from_str::<Value>(&line) else {
+            return line;
+        };
+        let Some(params) = v.get_mut("params").and_then(Value::as_object_mut) else {
+            return line;
+        };
+        let meta = params.entry("_meta").or_insert_with(|| json!({}));
+        let Some(meta) = meta.as_object_mut() else {
+            return line;
+        };
+        let relay = meta.entry("relay").or_insert_with(|| json!({}));
+        if let (Some(relay), Some(place)) = (relay.as_object_mut(), place.as_object()) {
+            for (k, val) in place {
+                relay.entry(k.clone()).or_insert_with(|| val.clone());
+            }
+        }
+        serde_json::to_string(&v).unwrap_or(line)
     }
 
     /// Whether the link is up and resumed.
@@ -194,6 +240,11 @@ impl Bridge {
             // Not ours to judge: the relay answers it with a parse error.
             out.push(Out::Relay(line));
             return;
+        };
+        let line = if probe.method.as_deref() == Some("session/new") {
+            self.placed(line)
+        } else {
+            line
         };
         match (probe.id, probe.method) {
             (Some(id), Some(method)) => {
@@ -647,5 +698,48 @@ mod tests {
         let c = client_lines(&out);
         assert_eq!(c.len(), 1);
         assert_eq!(c[0]["error"]["message"], TOO_MANY);
+    }
+
+    #[test]
+    fn session_new_gets_the_bridges_project_and_agent_unless_it_names_its_own() {
+        let mut b = Bridge::with_place(Some("web".into()), Some("two".into()));
+        let mut out = Vec::new();
+        b.link_up(&mut out);
+        b.client_line(
+            req(
+                1,
+                "session/new",
+                json!({"cwd": "/laptop", "mcpServers": []}),
+            ),
+            &mut out,
+        );
+        b.client_line(
+            req(
+                2,
+                "session/new",
+                json!({"cwd": "/x", "_meta": {"relay": {"agent": "one"}}}),
+            ),
+            &mut out,
+        );
+        b.client_line(
+            req(3, "session/prompt", json!({"sessionId": "s"})),
+            &mut out,
+        );
+        let sent: Vec<Value> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Relay(l) => serde_json::from_str(l).ok(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sent[0]["params"]["_meta"]["relay"],
+            json!({"project": "web", "agent": "two"})
+        );
+        assert_eq!(
+            sent[1]["params"]["_meta"]["relay"],
+            json!({"project": "web", "agent": "one"})
+        );
+        assert!(sent[2]["params"].get("_meta").is_none());
     }
 }
