@@ -352,3 +352,45 @@ fn authenticate_reaches_the_agent_it_names_before_any_session_of_it() {
         .unwrap();
     assert_eq!(answer["error"]["code"], json!(code::INVALID_PARAMS));
 }
+
+#[test]
+fn keep_sessions_counts_every_project_and_agent_together() {
+    let cfg = RouterConfig {
+        keep_sessions: 2,
+        ..two_by_two()
+    };
+    let (mut sim, a) = booted(cfg);
+    let stored = |sid: &str, project: &str, agent: &str, updated_ms: u64| StoredInfo {
+        session_id: sid.into(),
+        title: None,
+        cwd: format!("/p/{project}"),
+        created_ms: 1,
+        updated_ms,
+        agent_session: None,
+        project: Some(project.into()),
+        agent: Some(agent.into()),
+        head_seq: 0,
+    };
+    sim.r.add_stored([
+        stored("old-api", "api", "one", 10),
+        stored("mid-web", "web", "two", 20),
+        stored("new-api", "api", "two", 30),
+    ]);
+    sim.send(a, req(json!(1), "session/list", json!({})));
+    let list = sim.take(a).remove(0);
+    let rows: Vec<(String, String, String)> = list["result"]["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let m = &r["_meta"]["relay"];
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (s(&r["sessionId"]), s(&m["project"]), s(&m["agent"]))
+        })
+        .collect();
+    let row = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
+    assert_eq!(
+        rows,
+        [row("new-api", "api", "two"), row("mid-web", "web", "two")]
+    );
+}
