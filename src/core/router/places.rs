@@ -242,10 +242,13 @@ impl Router {
     /// cached one (so a device's `initialize` never starts an agent that
     /// was stopped as idle).
     pub(super) fn ready_init(&self) -> Option<Value> {
+        // The oldest running one, so the answer does not depend on map order.
         self.links
-            .values()
-            .filter(|l| l.place.agent == AgentKind(0) && l.state == LinkState::Ready)
-            .find_map(|l| l.init.clone())
+            .iter()
+            .filter(|(_, l)| l.place.agent == AgentKind(0) && l.state == LinkState::Ready)
+            .filter(|(_, l)| l.init.is_some())
+            .min_by_key(|(a, _)| **a)
+            .and_then(|(_, l)| l.init.clone())
             .or_else(|| self.inits.get(&AgentKind(0)).cloned())
     }
 
