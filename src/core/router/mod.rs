@@ -33,7 +33,8 @@ mod tests;
 mod timers;
 mod turns;
 
-pub use durable::{Gate, MAX_HELD_BYTES, MAX_HELD_FRAMES, RESERVE_BLOCK};
+pub use crate::core::hub::{Gate, MAX_HELD_BYTES, MAX_HELD_FRAMES};
+pub use durable::RESERVE_BLOCK;
 pub use replay::MAX_STORE_REPLAYS;
 pub use sessions::{Persist, SessionMeta, StoredInfo};
 

@@ -271,8 +271,7 @@ impl Router {
         // Numbering resumes after everything ever stamped, even when the
         // transcript could not be read: an rseq is never handed out twice.
         let head = head.max(u.stored_head);
-        u.hub.ring.restore(frames, head);
-        u.gate = Gate::restored(u.hub.ring.stamped());
+        u.hub.restore(frames, head);
         self.recount_rings();
         self.enforce_budget(Some(unit), 0);
         let Some(u) = self.units.get_mut(&unit) else {
