@@ -26,6 +26,9 @@
 //! - [`config`], [`cli`], [`status`], [`pair`] — the config file,
 //!   `install-service`, `status` and `/status`, `pair` with its QR code.
 //! - [`connect`] — `acp-relay connect`: the stdio ↔ `/acp` bridge.
+//! - `client_tls` (feature `tls`) — the TLS client side: CA-checked for
+//!   https notification targets, pinned to the relay's own certificate for
+//!   `status`.
 //! - [`demo_agent`] — the built-in ACP agent (`acp-relay demo-agent`).
 //! - [`proc`], [`heap`], [`logger`] — process groups and `/proc`; the C
 //!   allocator's knobs; the `log` backend (escaped lines, text or JSON).
@@ -33,6 +36,8 @@
 
 pub mod agent;
 pub mod cli;
+#[cfg(feature = "tls")]
+pub mod client_tls;
 pub mod config;
 pub mod connect;
 pub mod core;

@@ -467,6 +467,12 @@ fn notify_config(s: &Serve) -> Result<NotifyConfig, String> {
         .iter()
         .map(|u| Target::parse(u, format).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
+    // The CA bundle is read here (startup, or the reload that adds the first
+    // https target), never on the delivery path.
+    #[cfg(feature = "tls")]
+    if targets.iter().any(|t| t.tls) {
+        acp_relay::client_tls::init().map_err(|e| format!("--notify: {e}"))?;
+    }
     Ok(NotifyConfig {
         targets,
         cmd: s.notify_cmd.clone().filter(|c| !c.trim().is_empty()),
@@ -514,12 +520,19 @@ fn read_token(dir: &std::path::Path) -> Result<token::Token, String> {
 }
 
 fn status_cmd(s: StatusCmd) -> Result<(), String> {
-    let (_, dir, listen) = relay_location(s.config, s.data_dir)?;
+    let (entries, dir, listen) = relay_location(s.config, s.data_dir)?;
+    let own_cert = config::value(&entries, "tls-cert").map(PathBuf::from);
     let url = s.url.unwrap_or(listen);
-    let hostport = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
+    // TLS when the URL says https, or when it names no scheme and the
+    // config serves TLS.
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        (own_cert.is_some(), url.as_str())
+    };
+    let hostport = rest.trim_end_matches('/').to_owned();
     let addr: SocketAddr = match hostport.parse::<SocketAddr>() {
         Ok(a) if a.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), a.port()),
         Ok(a) => a,
@@ -528,14 +541,53 @@ fn status_cmd(s: StatusCmd) -> Result<(), String> {
             .and_then(|mut a| a.next())
             .ok_or_else(|| format!("--url '{url}' is not an address like http://127.0.0.1:7447"))?,
     };
+    let how = status_transport(tls, &hostport, own_cert.as_deref())?;
     let tok = read_token(&dir)?;
-    let v = acp_relay::status::fetch(addr, "/status", tok.as_str()).map_err(|e| e.to_string())?;
+    let v =
+        acp_relay::status::fetch(addr, "/status", tok.as_str(), &how).map_err(|e| e.to_string())?;
     if s.json {
         println!("{v}");
     } else {
         print!("{}", acp_relay::status::render(&v));
     }
     Ok(())
+}
+
+/// How `status` reaches a relay: plain, or TLS trusting the relay's own
+/// certificate (`tls-cert` in its config: the status of this machine's relay,
+/// reached by any address) or else the system's CAs and the URL's host name.
+fn status_transport(
+    tls: bool,
+    hostport: &str,
+    own_cert: Option<&std::path::Path>,
+) -> Result<acp_relay::status::Transport, String> {
+    use acp_relay::status::Transport;
+    if !tls {
+        return Ok(Transport::Plain);
+    }
+    #[cfg(feature = "tls")]
+    {
+        let host = match hostport.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
+        };
+        let config = match own_cert {
+            Some(cert) => acp_relay::client_tls::pinned(cert)?,
+            None => acp_relay::client_tls::init()?,
+        };
+        let name = acp_relay::client_tls::server_name(host)
+            .ok_or_else(|| format!("--url: '{host}' is not a host name or an IP address"))?;
+        Ok(Transport::Tls { config, name })
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (hostport, own_cert);
+        Err(
+            "the relay serves TLS, and this acp-relay is built without it; rebuild with \
+             `cargo build --release --features tls`"
+                .into(),
+        )
+    }
 }
 
 fn pair_cmd(p: PairCmd) -> Result<(), String> {

@@ -254,6 +254,10 @@ pub enum StatusError {
         source: std::io::Error,
     },
     Io(std::io::Error),
+    /// The TLS handshake failed (the certificate is not the one trusted).
+    Tls(String),
+    /// A plain request reached a TLS port.
+    NeedsTls,
     Refused(u16),
     Malformed,
 }
@@ -266,6 +270,15 @@ impl std::fmt::Display for StatusError {
                 "no relay answers on {addr}: {source}; is it running? (pass --url http://HOST:PORT)"
             ),
             StatusError::Io(e) => write!(f, "reading the relay's answer: {e}"),
+            StatusError::Tls(e) => write!(
+                f,
+                "TLS: {e}; on the relay's machine pass its --config (its tls-cert is trusted), \
+                 elsewhere use the name its certificate covers, or set SSL_CERT_FILE"
+            ),
+            StatusError::NeedsTls => write!(
+                f,
+                "the relay speaks TLS on that port; pass --url https://HOST:PORT (or its --config)"
+            ),
             StatusError::Refused(401) => write!(
                 f,
                 "the relay refused the token; pass the relay's --data-dir (or --config) so the right token is used"
@@ -278,21 +291,69 @@ impl std::fmt::Display for StatusError {
 
 impl std::error::Error for StatusError {}
 
+/// How `acp-relay status` reaches the relay.
+pub enum Transport {
+    Plain,
+    /// TLS with this client config, expecting this server name.
+    #[cfg(feature = "tls")]
+    Tls {
+        config: std::sync::Arc<futures_rustls::rustls::ClientConfig>,
+        name: futures_rustls::rustls::pki_types::ServerName<'static>,
+    },
+}
+
 /// `GET path` with the token as Bearer; the JSON body.
-pub fn fetch(addr: SocketAddr, path: &str, token: &str) -> Result<Value, StatusError> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+pub fn fetch(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    how: &Transport,
+) -> Result<Value, StatusError> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|source| StatusError::Connect { addr, source })?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(StatusError::Io)?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))
+        .map_err(StatusError::Io)?;
+    match how {
+        Transport::Plain => get(s, addr, path, token),
+        #[cfg(feature = "tls")]
+        Transport::Tls { config, name } => {
+            let conn = futures_rustls::rustls::ClientConnection::new(config.clone(), name.clone())
+                .map_err(|e| StatusError::Tls(e.to_string()))?;
+            let tls = futures_rustls::rustls::StreamOwned::new(conn, s);
+            get(tls, addr, path, token).map_err(|e| match e {
+                // rustls reports a refused certificate as an I/O error.
+                StatusError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    StatusError::Tls(e.to_string())
+                }
+                e => e,
+            })
+        }
+    }
+}
+
+fn get(
+    mut s: impl Read + Write,
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+) -> Result<Value, StatusError> {
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     )
     .map_err(StatusError::Io)?;
+    s.flush().map_err(StatusError::Io)?;
     let mut buf = Vec::new();
-    s.take(MAX_STATUS_BYTES as u64)
-        .read_to_end(&mut buf)
-        .map_err(StatusError::Io)?;
+    let read = s.take(MAX_STATUS_BYTES as u64).read_to_end(&mut buf);
+    // A TLS peer that closes without close_notify after a whole answer is
+    // still an answer.
+    if let Err(e) = read
+        && (buf.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof)
+    {
+        return Err(StatusError::Io(e));
+    }
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n").ok_or(StatusError::Malformed)?;
     let code: u16 = head
@@ -300,6 +361,9 @@ pub fn fetch(addr: SocketAddr, path: &str, token: &str) -> Result<Value, StatusE
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or(StatusError::Malformed)?;
+    if code == 400 && body.contains("https://") {
+        return Err(StatusError::NeedsTls);
+    }
     if code != 200 {
         return Err(StatusError::Refused(code));
     }

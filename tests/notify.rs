@@ -2,7 +2,9 @@
 //! delay, naming the session and tool titles), an unwatched turn end and an
 //! agent crash reach a local HTTP server in ntfy's format and as JSON; a dead
 //! target does not slow a turn; `--notify-cmd` gets the event in variables;
-//! SIGHUP picks up a changed config and a rotated token.
+//! SIGHUP picks up a changed config and a rotated token; with the `tls`
+//! feature an `https://` target gets its note, checked against the CAs in
+//! `SSL_CERT_FILE`, and one whose certificate they do not vouch for gets none.
 mod common;
 use common::*;
 #[path = "interop/bridge.rs"]
@@ -47,26 +49,35 @@ impl Sink {
 
     /// A sink that answers 500 to its first `n` requests.
     fn failing_first(n: usize) -> Sink {
+        let mut seen = 0usize;
+        Sink::serve(move |mut s| {
+            let r = read_request(&mut s)?;
+            if seen < n {
+                seen += 1;
+                let _ = s.write_all(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n");
+                return None;
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            Some(r)
+        })
+    }
+
+    /// A sink whose thread hands each accepted connection to `answer`, which
+    /// returns the request to pass on (or None).
+    fn serve(mut answer: impl FnMut(TcpStream) -> Option<Received> + Send + 'static) -> Sink {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         std::thread::spawn(move || {
-            let mut seen = 0usize;
             for s in l.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     return;
                 }
-                let Ok(mut s) = s else { continue };
+                let Ok(s) = s else { continue };
                 let _ = s.set_read_timeout(Some(WAIT));
-                if let Some(r) = read_request(&mut s) {
-                    if seen < n {
-                        seen += 1;
-                        let _ = s.write_all(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n");
-                        continue;
-                    }
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                if let Some(r) = answer(s) {
                     let _ = tx.send(r);
                 }
             }
@@ -95,7 +106,7 @@ impl Drop for Sink {
     }
 }
 
-fn read_request(s: &mut TcpStream) -> Option<Received> {
+fn read_request(s: &mut impl Read) -> Option<Received> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -182,6 +193,19 @@ fn allow(d: &mut Device, ask: &Value) {
 
 const TOOL: &str = "Demo action that needs your permission";
 
+/// An ntfy POST to `path` announcing the demo agent's ask.
+fn assert_is_ntfy_ask(r: &Received, path: &str) {
+    assert!(
+        r.head.starts_with(&format!("POST {path} HTTP/1.1")),
+        "{}",
+        r.head
+    );
+    assert_eq!(
+        r.header("Title").as_deref(),
+        Some(format!("Permission needed: {TOOL}").as_str())
+    );
+}
+
 #[test]
 fn ntfy_gets_the_late_ask_the_unwatched_turn_end_and_the_crash() {
     let sink = Sink::start();
@@ -197,15 +221,7 @@ fn ntfy_gets_the_late_ask_the_unwatched_turn_end_and_the_crash() {
     );
     let ask = ask_frame(&mut a);
     let r = sink.recv("late ask", |r| r.body.contains("asks in"));
-    assert!(
-        r.head.starts_with("POST /relay-topic HTTP/1.1"),
-        "{}",
-        r.head
-    );
-    assert_eq!(
-        r.header("Title").as_deref(),
-        Some(format!("Permission needed: {TOOL}").as_str())
-    );
+    assert_is_ntfy_ask(&r, "/relay-topic");
     assert!(r.body.contains("\"Fix the build /ask\""), "{}", r.body);
     assert!(r.body.contains("demo-agent"), "agent named: {}", r.body);
     let click = r.header("Click").unwrap_or_default();
@@ -479,5 +495,107 @@ fn an_agent_waiting_for_login_is_notified() {
     assert!(
         !relay.log().contains("quirk_agent.py auth"),
         "agent arguments logged"
+    );
+}
+
+/// An https sink: answers 200 behind a rustls server with `cert`.
+#[cfg(feature = "tls")]
+fn tls_sink(cert: &std::path::Path, key: &std::path::Path) -> Sink {
+    use futures_rustls::rustls::crypto::ring;
+    use futures_rustls::rustls::pki_types::pem::PemObject;
+    use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use futures_rustls::rustls::{ServerConfig, ServerConnection, StreamOwned};
+    let certs = vec![CertificateDer::from_pem_file(cert).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = Arc::new(
+        ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    Sink::serve(move |s| {
+        let conn = ServerConnection::new(config.clone()).ok()?;
+        let mut tls = StreamOwned::new(conn, s);
+        let r = read_request(&mut tls)?;
+        let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let _ = tls.flush();
+        Some(r)
+    })
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn an_https_target_gets_its_note_and_an_unvouched_certificate_gets_none() {
+    let dir = TempDir::new("notify-tls");
+    let Some((cert, key)) = make_cert(dir.path()) else {
+        return;
+    };
+    let sink = tls_sink(&cert, &key);
+    // By name: the certificate covers `localhost`.
+    let url = format!("ntfy+https://localhost:{}/relay-topic", sink.port);
+    let ca = cert.to_str().unwrap();
+    let relay = Relay::start_env(
+        &["--notify", &url, "--notify-delay", "0"],
+        &[("SSL_CERT_FILE", ca)],
+    );
+    let mut a = relay.device("alice", "");
+    let session = open_session(&mut a);
+    let id = a.request("session/prompt", prompt_params(&session, "Ship it\n/ask"));
+    let ask = ask_frame(&mut a);
+    let got = sink.rx.recv_timeout(WAIT).expect("no note over https");
+    assert_is_ntfy_ask(&got, "/relay-topic");
+    allow(&mut a, &ask);
+    assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
+    drop(relay);
+
+    // The same target, but the relay trusts another CA: the handshake fails,
+    // nothing is sent, and the log says why once.
+    let other = TempDir::new("notify-tls-other");
+    let Some((other_ca, _)) = make_cert(other.path()) else {
+        return;
+    };
+    let relay = Relay::start_env(
+        &["--notify", &url, "--notify-delay", "0"],
+        &[("SSL_CERT_FILE", other_ca.to_str().unwrap())],
+    );
+    let mut a = relay.device("alice", "");
+    let session = open_session(&mut a);
+    a.request("session/prompt", prompt_params(&session, "/ask"));
+    ask_frame(&mut a);
+    relay.wait_log("TLS: invalid peer certificate");
+    assert!(
+        sink.rx.try_recv().is_err(),
+        "a note reached a server the CAs do not vouch for"
+    );
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn an_https_target_without_a_ca_bundle_stops_the_relay_with_what_to_do() {
+    let dir = TempDir::new("notify-tls-noca");
+    let missing = dir.path().join("no-such-bundle.pem");
+    let out = std::process::Command::new(bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--notify",
+            "https://ntfy.example/topic",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--workspace")
+        .arg(dir.path())
+        .env("SSL_CERT_FILE", &missing)
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-bundle.pem") && err.contains("SSL_CERT_FILE"),
+        "{err}"
     );
 }

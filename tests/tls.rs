@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Relay, TempDir, peer_missing};
+use common::{Relay, TempDir, make_cert};
 use futures_rustls::rustls::crypto::ring;
 use futures_rustls::rustls::pki_types::pem::PemObject;
 use futures_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -23,55 +23,6 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;
-
-/// A self-signed certificate for `localhost` and 127.0.0.1 in `dir`, or None
-/// (after saying why) when `openssl` is not installed.
-fn make_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    // `CA:FALSE`: openssl's default self-signed certificate is a CA, and
-    // webpki refuses a CA certificate as a server's own.
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-days",
-            "1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output();
-    match out {
-        Err(e) => {
-            peer_missing(
-                "tls",
-                &format!("cannot run openssl to make a test certificate ({e}): install openssl"),
-            );
-            None
-        }
-        Ok(o) => {
-            assert!(
-                o.status.success(),
-                "openssl req failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            Some((cert, key))
-        }
-    }
-}
 
 /// The relay with TLS on, its certificate's dir (kept alive) and the cert path.
 fn start() -> Option<(Relay, TempDir, PathBuf)> {
@@ -310,4 +261,74 @@ fn plain_tcp_to_the_tls_port_fails_cleanly_and_the_relay_keeps_serving() {
         "log: {}",
         relay.log()
     );
+}
+
+/// `acp-relay status ARGS` with `env`, in a clean environment.
+fn status(args: &[&str], env: &[(&str, &Path)]) -> (bool, String) {
+    let home = TempDir::new("tls-status-home");
+    let mut cmd = Command::new(common::bin());
+    cmd.arg("status").args(args);
+    common::clean_env(&mut cmd, home.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run acp-relay status");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn status_reaches_a_tls_relay_by_its_own_certificate_or_a_ca() {
+    let Some((relay, dir, cert)) = start() else {
+        return;
+    };
+    let dd = relay.data_dir.to_str().unwrap();
+    // On the relay's machine: its config's tls-cert is trusted, whatever
+    // address the relay is reached by.
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = 127.0.0.1:{}\ndata-dir = {dd}\ntls-cert = {}\n",
+            relay.port,
+            cert.display()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = status(&["--config", config.to_str().unwrap(), "--json"], &[]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"), "{v}");
+
+    // By URL: the certificate is checked against the CAs in SSL_CERT_FILE and
+    // the URL's host (the test certificate covers 127.0.0.1).
+    let url = format!("https://127.0.0.1:{}", relay.port);
+    let (ok, out) = status(
+        &["--url", &url, "--data-dir", dd],
+        &[("SSL_CERT_FILE", cert.as_path())],
+    );
+    assert!(ok && out.contains("sessions"), "{out}");
+
+    // A CA that does not vouch for it: refused, saying what to do.
+    let other = TempDir::new("tls-status-other");
+    let Some((other_ca, _)) = make_cert(other.path()) else {
+        return;
+    };
+    let (ok, out) = status(
+        &["--url", &url, "--data-dir", dd],
+        &[("SSL_CERT_FILE", other_ca.as_path())],
+    );
+    assert!(
+        !ok && out.contains("TLS") && out.contains("--config"),
+        "{out}"
+    );
+
+    // Plain http to the TLS port: told to use https.
+    let plain = format!("http://127.0.0.1:{}", relay.port);
+    let (ok, out) = status(&["--url", &plain, "--data-dir", dd], &[]);
+    assert!(!ok && out.contains("https://"), "{out}");
 }

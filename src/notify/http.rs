@@ -1,8 +1,8 @@
 //! Notification targets and a small HTTP/1.1 client for them: a target URL
 //! and its format (ntfy, Gotify, JSON webhook), the request each format
 //! documents, and [`post`], one POST over a smol `TcpStream` with a deadline.
-//! Plain `http://` only: https needs a TLS client the relay does not carry
-//! (point it at a local ntfy, or an http proxy).
+//! `https://` targets go through `crate::client_tls` in a relay built with the
+//! `tls` feature; without it they are refused at startup with what to do.
 
 use crate::notify::Note;
 use std::fmt;
@@ -36,7 +36,7 @@ impl NotifyFormat {
 /// Why a target URL was refused.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UrlError {
-    /// `https://`: the relay has no TLS client.
+    /// `https://` in a relay built without the `tls` feature.
     Https(String),
     Malformed(String),
 }
@@ -46,12 +46,12 @@ impl fmt::Display for UrlError {
         match self {
             UrlError::Https(u) => write!(
                 f,
-                "--notify {}: https is not built in; run a local ntfy (or an http proxy) and give its http:// URL",
+                "--notify {}: https needs a relay built with TLS (cargo build --release --features tls); or give a local http:// URL",
                 without_path(u)
             ),
             UrlError::Malformed(u) => write!(
                 f,
-                "--notify {}: not a URL like http://host:port/topic (a format may prefix it: ntfy+http://, gotify+http://, json+http://)",
+                "--notify {}: not a URL like https://host/topic or http://host:port/topic (a format may prefix it: ntfy+https://, gotify+http://, json+http://)",
                 without_path(u)
             ),
         }
@@ -78,10 +78,13 @@ pub struct Target {
     pub port: u16,
     /// Path and query, e.g. `/relay` or `/message?token=T`.
     pub path: String,
+    /// `https://`: TLS to the host, its certificate checked against the
+    /// system's CAs (feature `tls`).
+    pub tls: bool,
 }
 
 impl Target {
-    /// Parses `[ntfy+|gotify+|json+]http://host[:port][/path]`. Without a
+    /// Parses `[ntfy+|gotify+|json+]http[s]://host[:port][/path]`. Without a
     /// prefix the format is `default` when given, else guessed from the URL:
     /// a path ending in `/message` is Gotify, a host naming ntfy is ntfy,
     /// anything else a JSON webhook.
@@ -92,10 +95,14 @@ impl Target {
             }
             _ => (None, url),
         };
-        if rest.starts_with("https://") {
-            return Err(UrlError::Https(url.into()));
-        }
-        let Some(after) = rest.strip_prefix("http://") else {
+        let (tls, after) = if let Some(after) = rest.strip_prefix("https://") {
+            if !cfg!(feature = "tls") {
+                return Err(UrlError::Https(url.into()));
+            }
+            (true, after)
+        } else if let Some(after) = rest.strip_prefix("http://") {
+            (false, after)
+        } else {
             return Err(UrlError::Malformed(url.into()));
         };
         let (authority, path) = match after.find(['/', '?']) {
@@ -110,7 +117,7 @@ impl Target {
         if authority.is_empty() || authority.contains('@') || path.contains(char::is_whitespace) {
             return Err(UrlError::Malformed(url.into()));
         }
-        let (host, port) = match split_host_port(authority) {
+        let (host, port) = match split_host_port(authority, if tls { 443 } else { 80 }) {
             Some(hp) => hp,
             None => return Err(UrlError::Malformed(url.into())),
         };
@@ -132,12 +139,14 @@ impl Target {
             host,
             port,
             path,
+            tls,
         })
     }
 
     /// `host:port` for logs (never the path: it may hold a topic or a token).
     pub fn label(&self) -> String {
-        format!("{}:{} ({:?})", self.host, self.port, self.format)
+        let tls = if self.tls { ", https" } else { "" };
+        format!("{}:{} ({:?}{tls})", self.host, self.port, self.format)
     }
 
     /// The full request for one note.
@@ -217,8 +226,8 @@ impl Target {
     }
 }
 
-/// `host[:port]` or `[v6][:port]`; port 80 when absent.
-fn split_host_port(authority: &str) -> Option<(String, u16)> {
+/// `host[:port]` or `[v6][:port]`; `default` when the port is absent.
+fn split_host_port(authority: &str, default: u16) -> Option<(String, u16)> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (h, after) = rest.split_once(']')?;
         (h, after.strip_prefix(':'))
@@ -230,7 +239,7 @@ fn split_host_port(authority: &str) -> Option<(String, u16)> {
     };
     let port = match port {
         Some(p) => p.parse::<u16>().ok()?,
-        None => 80,
+        None => default,
     };
     Some((host.to_owned(), port))
 }
@@ -272,6 +281,9 @@ pub enum PostError {
     Connect(std::io::Error),
     Io(std::io::Error),
     Timeout(Duration),
+    /// The TLS handshake failed (a certificate the CAs do not vouch for, or
+    /// one for another name).
+    Tls(String),
     /// The server answered, but not with 2xx.
     Status(u16),
     BadResponse,
@@ -283,6 +295,7 @@ impl fmt::Display for PostError {
             PostError::Connect(e) => write!(f, "cannot connect: {e}"),
             PostError::Io(e) => write!(f, "{e}"),
             PostError::Timeout(d) => write!(f, "no answer within {}s", d.as_secs()),
+            PostError::Tls(e) => write!(f, "TLS: {e}"),
             PostError::Status(s) => write!(f, "answered HTTP {s}"),
             PostError::BadResponse => write!(f, "answered something that is not HTTP"),
         }
@@ -291,39 +304,18 @@ impl fmt::Display for PostError {
 
 impl std::error::Error for PostError {}
 
-/// Sends one request and reads the status line, all within `timeout`.
+/// Sends one request and reads the status line, all within `timeout`
+/// (connect, TLS handshake, request and answer together).
 pub async fn post(target: &Target, request: &[u8], timeout: Duration) -> Result<u16, PostError> {
-    use futures_lite::{AsyncReadExt, AsyncWriteExt};
     let work = async {
         // Name resolution runs on smol's blocking pool, never on the executor thread.
-        let mut stream = smol::net::TcpStream::connect((target.host.as_str(), target.port))
+        let stream = smol::net::TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(PostError::Connect)?;
-        stream.write_all(request).await.map_err(PostError::Io)?;
-        stream.flush().await.map_err(PostError::Io)?;
-        let mut buf = Vec::with_capacity(512);
-        let mut chunk = [0u8; 512];
-        loop {
-            let n = stream.read(&mut chunk).await.map_err(PostError::Io)?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if buf.windows(2).any(|w| w == b"\r\n") || buf.len() >= MAX_RESPONSE_BYTES {
-                break;
-            }
-        }
-        let line = buf.split(|b| *b == b'\r').next().unwrap_or(&[]);
-        let status = std::str::from_utf8(line)
-            .ok()
-            .filter(|l| l.starts_with("HTTP/1."))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or(PostError::BadResponse)?;
-        if (200..300).contains(&status) {
-            Ok(status)
+        if target.tls {
+            post_tls(target, stream, request).await
         } else {
-            Err(PostError::Status(status))
+            exchange(stream, request).await
         }
     };
     futures_lite::future::or(work, async {
@@ -331,6 +323,71 @@ pub async fn post(target: &Target, request: &[u8], timeout: Duration) -> Result<
         Err(PostError::Timeout(timeout))
     })
     .await
+}
+
+#[cfg(feature = "tls")]
+async fn post_tls(
+    target: &Target,
+    stream: smol::net::TcpStream,
+    request: &[u8],
+) -> Result<u16, PostError> {
+    let (Some(connector), Some(name)) = (
+        crate::client_tls::connector(),
+        crate::client_tls::server_name(&target.host),
+    ) else {
+        return Err(PostError::Tls(format!(
+            "cannot check a certificate for host {:?}",
+            target.host
+        )));
+    };
+    let stream = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| PostError::Tls(e.to_string()))?;
+    exchange(stream, request).await
+}
+
+#[cfg(not(feature = "tls"))]
+async fn post_tls(
+    _target: &Target,
+    _stream: smol::net::TcpStream,
+    _request: &[u8],
+) -> Result<u16, PostError> {
+    Err(PostError::Tls("this relay is built without TLS".into()))
+}
+
+/// Writes the request and reads the answer's status line.
+async fn exchange<S>(mut stream: S, request: &[u8]) -> Result<u16, PostError>
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await.map_err(PostError::Io)?;
+    stream.flush().await.map_err(PostError::Io)?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(PostError::Io)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(2).any(|w| w == b"\r\n") || buf.len() >= MAX_RESPONSE_BYTES {
+            break;
+        }
+    }
+    let line = buf.split(|b| *b == b'\r').next().unwrap_or(&[]);
+    let status = std::str::from_utf8(line)
+        .ok()
+        .filter(|l| l.starts_with("HTTP/1."))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or(PostError::BadResponse)?;
+    if (200..300).contains(&status) {
+        Ok(status)
+    } else {
+        Err(PostError::Status(status))
+    }
 }
 
 #[cfg(test)]
@@ -369,16 +426,30 @@ mod tests {
             (t.host.as_str(), t.port, t.format),
             ("::1", 9, NotifyFormat::Gotify)
         );
-        assert!(matches!(
-            Target::parse("https://ntfy.sh/x", None),
-            Err(UrlError::Https(_))
-        ));
+        let https = Target::parse("https://ntfy.sh/x", None);
+        if cfg!(feature = "tls") {
+            let t = https.unwrap();
+            assert_eq!(
+                (t.tls, t.port, t.format, t.host.as_str()),
+                (true, 443, NotifyFormat::Ntfy, "ntfy.sh")
+            );
+            assert!(t.label().contains("https"), "{}", t.label());
+            let t =
+                Target::parse("gotify+https://push.example:8443/message?token=x", None).unwrap();
+            assert_eq!(
+                (t.tls, t.port, t.format),
+                (true, 8443, NotifyFormat::Gotify)
+            );
+        } else {
+            assert!(matches!(https, Err(UrlError::Https(_))));
+        }
+        assert!(!Target::parse("http://ntfy.sh/x", None).unwrap().tls);
         for bad in ["ftp://x", "http://", "http://a:b/x", "http://u@h/x"] {
             assert!(Target::parse(bad, None).is_err(), "{bad}");
         }
-        let e = Target::parse("https://gotify/message?token=s3cret", None).unwrap_err();
+        let e = Target::parse("ftp://gotify/message?token=s3cret", None).unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "{e}");
-        assert!(e.to_string().contains("https://gotify/..."), "{e}");
+        assert!(e.to_string().contains("ftp://gotify/..."), "{e}");
     }
 
     #[test]
@@ -390,6 +461,7 @@ mod tests {
                 host: "h".into(),
                 port: 1,
                 path: "/t".into(),
+                tls: false,
             };
             String::from_utf8(t.request(&n, "gemini", Some("http://relay/#session=s1"))).unwrap()
         };

@@ -813,3 +813,52 @@ pub fn agent_text(frames: &[Value]) -> String {
         .filter_map(|v| v["params"]["update"]["content"]["text"].as_str())
         .collect()
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 in `dir`, or None
+/// (after saying why) when `openssl` is not installed.
+pub fn make_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    // `CA:FALSE`: openssl's default self-signed certificate is a CA, and
+    // webpki refuses a CA certificate as a server's own.
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-days",
+            "1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    match out {
+        Err(e) => {
+            peer_missing(
+                "tls",
+                &format!("cannot run openssl to make a test certificate ({e}): install openssl"),
+            );
+            None
+        }
+        Ok(o) => {
+            assert!(
+                o.status.success(),
+                "openssl req failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            Some((cert, key))
+        }
+    }
+}
