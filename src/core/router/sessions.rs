@@ -113,11 +113,7 @@ impl Router {
             cwd: self.cfg.cwd.clone(),
             created_ms: u.created_ms,
             updated_ms: u.updated_ms,
-            agent_session: u
-                .driver
-                .agent_session
-                .clone()
-                .or_else(|| u.driver.resume_from.clone()),
+            agent_session: u.driver.resumable(),
             head_seq: u.hub.ring.stamped(),
         })
     }
