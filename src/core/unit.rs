@@ -16,7 +16,7 @@ pub struct Unit {
     pub session_id: Option<String>,
     /// Claimed by a device's `session/new` (the eagerly opened default starts unclaimed).
     pub claimed: bool,
-    /// The ring and the sockets viewing it.
+    /// The ring, the sockets viewing it, and what its frames wait on.
     pub hub: Hub,
     /// The session level: agent session, turn, asks.
     pub driver: Driver,
@@ -34,8 +34,6 @@ pub struct Unit {
     pub persisted: bool,
     /// The head recorded in the store when the session was resumed.
     pub stored_head: u64,
-    /// What its frames wait on before they reach devices (durable numbering).
-    pub gate: crate::core::router::Gate,
 }
 
 impl Unit {
@@ -53,7 +51,6 @@ impl Unit {
             restoring: false,
             persisted: false,
             stored_head: 0,
-            gate: Default::default(),
         }
     }
 
