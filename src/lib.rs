@@ -8,11 +8,12 @@
 //! threads for blocking work).
 //!
 //! - [`core`] — protocol state: JSON-RPC vocabulary, frame parsing and `rseq`
-//!   stamping, the replay ring, the hub (a ring and its viewers), the driver
-//!   (one session's agent session, turn and asks), units (hub + driver +
-//!   metadata), the lease, the router (connection level: sockets, clients,
-//!   dispatch, lifecycle, durable numbering, the memory budget, deadlines,
-//!   the agent log), terminal screens, events and typed jobs for the shell.
+//!   stamping, the replay ring, the hub (a ring, its viewers, its gate), the
+//!   driver (one session's agent session, turn and asks), units (hub +
+//!   driver + metadata), the lease, the router (connection level: sockets,
+//!   clients, dispatch, lifecycle, durable numbering, the memory budget,
+//!   deadlines, the agent log), terminal screens, events and typed jobs for
+//!   the shell.
 //! - [`serve`] — the I/O shell: listener, HTTP head, admission, WebSocket
 //!   pumps, the [`serve::relay::Relay`] that feeds the router and performs its
 //!   outputs, ops endpoints, TLS, and the embedded web client.

@@ -201,6 +201,14 @@ impl Driver {
         turn
     }
 
+    /// The agent and its session id while the agent session is open.
+    pub fn live(&self) -> Option<(AgentId, &str)> {
+        match (self.agent, self.agent_session.as_deref(), self.phase) {
+            (Some(agent), Some(asid), Phase::Ready) => Some((agent, asid)),
+            _ => None,
+        }
+    }
+
     /// The agent session id to resume the session with (stored metadata).
     pub fn resumable(&self) -> Option<String> {
         self.agent_session
@@ -538,6 +546,19 @@ mod tests {
             (d.resume_from.as_deref(), d.resumable().as_deref()),
             (None, Some("a-2"))
         );
+    }
+
+    #[test]
+    fn only_an_open_agent_session_is_live() {
+        let mut d = Driver::new();
+        assert_eq!(d.live(), None);
+        d.agent = Some(AgentId(3));
+        d.phase = Phase::Opening;
+        assert_eq!(d.live(), None, "opening");
+        d.opened_as("a-1".into());
+        assert_eq!(d.live(), Some((AgentId(3), "a-1")));
+        d.release_agent();
+        assert_eq!(d.live(), None);
     }
 
     #[test]

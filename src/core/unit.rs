@@ -18,7 +18,7 @@ pub struct Unit {
     pub place: crate::core::ids::Place,
     /// Claimed by a device's `session/new` (the eagerly opened default starts unclaimed).
     pub claimed: bool,
-    /// The ring and the sockets viewing it.
+    /// The ring, the sockets viewing it, and what its frames wait on.
     pub hub: Hub,
     /// The session level: agent session, turn, asks.
     pub driver: Driver,
@@ -36,8 +36,6 @@ pub struct Unit {
     pub persisted: bool,
     /// The head recorded in the store when the session was resumed.
     pub stored_head: u64,
-    /// What its frames wait on before they reach devices (durable numbering).
-    pub gate: crate::core::router::Gate,
 }
 
 impl Unit {
@@ -56,7 +54,6 @@ impl Unit {
             restoring: false,
             persisted: false,
             stored_head: 0,
-            gate: Default::default(),
         }
     }
 

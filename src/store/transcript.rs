@@ -29,7 +29,9 @@
 //! `rseq` above the reservation the store has acknowledged as fsync'd
 //! ([`Store::reserve`]), and a restored session numbers on after the largest
 //! of its last frame, `headSeq` and `reserved`. So a number once sent never
-//! names other content after a crash. [`Store::end`] records the exact end of
+//! names other content after a crash. Reservations wait beside the queue,
+//! not in it: the writer takes them between any two operations, so a flood
+//! of frames queued ahead never holds back the numbers its next frames need. [`Store::end`] records the exact end of
 //! a session (a clean stop), so its devices resume without a reset.
 //!
 //! A line is told apart by its first key. Reading goes backwards from the end,
@@ -66,6 +68,9 @@ pub const MAX_QUEUED_BYTES: usize = 32 << 20;
 /// Extra room in the queue for metadata, sync and flush requests, so a flood of
 /// frames cannot crowd out a session's title or its turn-end fsync.
 pub const CONTROL_HEADROOM_OPS: usize = 1024;
+/// Sessions with a numbering reservation waiting for the writer; past it a
+/// reservation is acknowledged undurable (and logged) rather than queued.
+pub const MAX_PENDING_RESERVATIONS: usize = 1024;
 /// Bound on one transcript file. Past it the file is compacted to its newest
 /// frames (half the bound); a frame larger than a quarter of it is not stored.
 pub const MAX_TRANSCRIPT_BYTES: u64 = 64 << 20;
@@ -171,11 +176,9 @@ enum Op {
         session_id: String,
         upto: u64,
     },
-    /// Record and fsync a reservation, then acknowledge it.
-    Reserve {
-        session_id: String,
-        upto: u64,
-    },
+    /// Wakes an idle writer for the reservations waiting beside the queue
+    /// ([`WriterQueue::reservations`]); does nothing itself.
+    Wake,
     /// Record and fsync the exact end of a session's numbering.
     End {
         session_id: String,
@@ -227,6 +230,14 @@ struct WriterQueue {
     /// Wakes the executor task that takes the acks (capacity 1: a pending
     /// wake-up covers every ack queued after it).
     wake: smol::channel::Sender<()>,
+    /// Numbering reservations to record and fsync, coalesced per session
+    /// (at most [`MAX_PENDING_RESERVATIONS`]). They wait beside the queue,
+    /// not in it: a reservation names no frame, so the writer takes them
+    /// between any two operations and a flood's frames queued ahead never
+    /// delay the acknowledgement its next frames wait for.
+    reservations: Mutex<HashMap<String, u64>>,
+    /// Set when `reservations` holds any (read by the writer after each op).
+    reserving: AtomicBool,
 }
 
 impl WriterQueue {
@@ -322,6 +333,8 @@ impl Store {
             open_files: AtomicUsize::new(0),
             acks: Mutex::new(HashMap::new()),
             wake,
+            reservations: Mutex::new(HashMap::new()),
+            reserving: AtomicBool::new(false),
         });
         let w = writer::Writer::new(
             sessions_dir.clone(),
@@ -412,18 +425,32 @@ impl Store {
         }
     }
 
-    /// Queues: record and fsync the numbering reservation `upto`, then
-    /// acknowledge it. When the request cannot be queued it is acknowledged at
-    /// once (live service goes on; the log says the reservation is not durable).
+    /// Asks the writer to record and fsync the numbering reservation `upto`,
+    /// then acknowledge it; taken ahead of the frames queued (see
+    /// [`WriterQueue::reservations`]). When it cannot be taken it is
+    /// acknowledged at once (live service goes on; the log says the
+    /// reservation is not durable).
     pub fn reserve(&self, session_id: &str, upto: u64) {
-        let op = Op::Reserve {
-            session_id: session_id.to_owned(),
-            upto,
-        };
-        if !self.send_control(op) {
+        let taken = !self.closed.load(Ordering::Relaxed)
+            && self.shared.reservations.lock().is_ok_and(|mut r| {
+                if let Some(u) = r.get_mut(session_id) {
+                    *u = (*u).max(upto);
+                    true
+                } else if r.len() < MAX_PENDING_RESERVATIONS {
+                    r.insert(session_id.to_owned(), upto);
+                    true
+                } else {
+                    false
+                }
+            });
+        if taken {
+            self.shared.reserving.store(true, Ordering::Release);
+            // A busy writer takes it after its current op; an idle one needs this.
+            let _ = self.enqueue(Op::Wake);
+        } else {
             log::warn!(
-                "writer queue is full or closed; session {session_id:?}: numbering reservation \
-                 {upto} is not durable"
+                "store closed or {MAX_PENDING_RESERVATIONS} reservations waiting; session \
+                 {session_id:?}: numbering reservation {upto} is not durable"
             );
             self.shared.ack(session_id, upto, 0);
         }

@@ -734,7 +734,8 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        let turn = u.driver.turn.take();
+        let turn = u.driver.end_turn();
+        let live = u.driver.live().map(|(a, s)| (a, s.to_owned()));
         let (agent, asid) = (u.driver.agent, u.driver.agent_session.clone());
         let ready = u.driver.phase == Phase::Ready;
         if let Some(turn) = turn {
@@ -743,7 +744,7 @@ impl Router {
                 &turn.device_id,
                 json!({ "stopReason": "cancelled" }),
             );
-            if let (Some(agent), Some(asid), true) = (agent, &asid, ready) {
+            if let Some((agent, asid)) = live {
                 self.out.push_back(Output::WriteAgent {
                     agent,
                     line: rpc::notification("session/cancel", json!({ "sessionId": asid })),

@@ -27,7 +27,7 @@ impl Router {
     /// Everything counted against `--memory-budget`: rings, frames waiting
     /// on the store, socket queues (replays included) and store buffers.
     pub fn memory_bytes(&self) -> usize {
-        let held: usize = self.units.values().map(|u| u.gate.held_bytes()).sum();
+        let held: usize = self.units.values().map(|u| u.hub.gate.held_bytes()).sum();
         self.ring_bytes + held + self.meter.outside_rings()
     }
 
@@ -64,7 +64,7 @@ impl Router {
             return;
         }
         let target = budget - budget / 8;
-        let held: usize = self.units.values().map(|u| u.gate.held_bytes()).sum();
+        let held: usize = self.units.values().map(|u| u.hub.gate.held_bytes()).sum();
         let outside = self.meter.outside_rings() + held + incoming;
         let mut order: Vec<(bool, bool, u64, UnitId)> = self
             .units

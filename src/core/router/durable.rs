@@ -1,5 +1,6 @@
-//! Durable numbering and turn ends: the write and fan-out path of a unit's
-//! ring. Performs no I/O.
+//! Durable numbering and turn ends: the write path of a unit's ring — what
+//! is stamped, stored and asked of the store; the hub's [`Gate`] holds the
+//! frames until the store's acknowledgements let them out. Performs no I/O.
 //!
 //! # Why a reservation, not a fsync per frame
 //!
@@ -21,85 +22,16 @@
 //!
 //! A turn's end (the answer to `session/prompt`) is released only after the
 //! store acknowledges a fsync covering it, so a device that saw a turn end
-//! finds it after any crash. Frames waiting on the store stay in the unit's
+//! finds it after any crash. Frames waiting on the store stay in the hub's
 //! [`Gate`] (bounded: past [`MAX_HELD_FRAMES`] or [`MAX_HELD_BYTES`] they are
 //! dropped from it and the viewers are reset from the ring once the store
 //! catches up). Units that are not persisted (no session id yet, unclaimed)
 //! and routers without a store (`durable: false`) send at once.
 
 use super::*;
-use crate::core::hub::Hub;
 
 /// Numbers reserved per request; the next request goes out when half are used.
 pub const RESERVE_BLOCK: u64 = 1 << 16;
-/// Frames one unit may hold while the store catches up; past it the viewers
-/// are reset from the ring instead.
-pub const MAX_HELD_FRAMES: usize = 16384;
-/// Bytes one unit may hold while the store catches up.
-pub const MAX_HELD_BYTES: usize = 8 << 20;
-/// Turn ends waiting on a fsync per unit; past it two merge into the later one.
-pub const MAX_BARRIERS: usize = 16;
-
-/// What a unit's frames wait on before they reach devices.
-#[derive(Debug, Default)]
-pub struct Gate {
-    /// Numbers up to this are durably reserved (acknowledged by the store).
-    reserved: u64,
-    /// The reservation asked for (acknowledged or not).
-    asked: u64,
-    /// Frames up to this are fsync'd (acknowledged by the store).
-    synced: u64,
-    /// The fsync asked for (acknowledged or not).
-    sync_asked: u64,
-    /// Turn ends: a frame at or after one waits until it is fsync'd.
-    barriers: VecDeque<u64>,
-    /// The next frame stamped is a turn end.
-    hold_next: bool,
-    /// Frames stamped and not yet released, oldest first.
-    held: VecDeque<(u64, Frame, Plain)>,
-    held_bytes: usize,
-    /// Held frames passed the bound and were dropped from `held`: once the
-    /// store catches up, the viewers are reset from the ring.
-    overflowed: bool,
-}
-
-impl Gate {
-    /// The newest `rseq` that may be released now.
-    fn limit(&self) -> u64 {
-        let mut limit = self.reserved;
-        if let Some(&b) = self.barriers.front()
-            && self.synced < b
-        {
-            limit = limit.min(b - 1);
-        }
-        limit
-    }
-
-    /// A gate for a ring restored up to `head`: those numbers are the
-    /// store's already; new ones need a new reservation.
-    pub fn restored(head: u64) -> Gate {
-        Gate {
-            reserved: head,
-            asked: head,
-            synced: head,
-            sync_asked: head,
-            ..Gate::default()
-        }
-    }
-
-    /// Bytes held (they count against the memory budget).
-    pub fn held_bytes(&self) -> usize {
-        self.held_bytes
-    }
-}
-
-/// Queues `frame` for the hub's viewers (see [`Hub::fan_out`]).
-fn fan_out(hub: &Hub, out: &mut VecDeque<Output>, frame: &Frame, plain: Plain) {
-    hub.fan_out(frame, plain, |socket, bytes| {
-        out.push_back(Output::Send { socket, bytes })
-    });
-}
-
 impl Router {
     /// Stamps a line into a unit's ring, persists it and fans it out to every
     /// relay viewer and to the plain viewers `plain` admits (unstamped), at
@@ -139,54 +71,35 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return Some(frame);
         };
+        let out = &mut self.out;
+        let send = |socket, bytes| out.push_back(Output::Send { socket, bytes });
         if !(self.cfg.durable && u.persisted) {
-            u.gate.hold_next = false;
-            u.hub.ring.release(rseq);
-            fan_out(&u.hub, &mut self.out, &frame, plain);
+            u.hub.send_now(rseq, &frame, plain, send);
             return Some(frame);
         }
-        let g = &mut u.gate;
-        if std::mem::take(&mut g.hold_next) {
-            if g.barriers.len() >= MAX_BARRIERS {
-                g.barriers.pop_back();
-            }
-            g.barriers.push_back(rseq);
-            // Asked here so a turn end never waits on a fsync nobody asked
-            // for; `persist_sync` right after covers the frames that follow.
-            if let Some(session) = u.session_id.clone() {
-                g.sync_asked = g.sync_asked.max(rseq);
-                self.out.push_back(Output::Persist(Persist::Durable {
-                    session,
-                    upto: rseq,
-                }));
-            }
-        }
-        if rseq + RESERVE_BLOCK / 2 > g.asked.max(g.reserved)
+        // Asked here so a turn end never waits on a fsync nobody asked for;
+        // `persist_sync` right after covers the frames that follow.
+        if u.hub.gate.turn_end(rseq)
             && let Some(session) = u.session_id.clone()
         {
-            g.asked = rseq + RESERVE_BLOCK;
-            self.out.push_back(Output::Persist(Persist::Reserve {
+            u.hub.gate.sync_asked(rseq);
+            self.out.push_back(Output::Persist(Persist::Durable {
                 session,
-                upto: g.asked,
+                upto: rseq,
             }));
         }
-        let g = &mut u.gate;
-        if g.overflowed {
-            // Dropped from the gate: the viewers get it from the ring.
-        } else if g.held.is_empty() && rseq <= g.limit() {
-            u.hub.ring.release(rseq);
-            fan_out(&u.hub, &mut self.out, &frame, plain);
-        } else if g.held.len() >= MAX_HELD_FRAMES || g.held_bytes + frame.len() > MAX_HELD_BYTES {
+        if let Some(session) = u.session_id.clone()
+            && let Some(upto) = u.hub.gate.reserve_for(rseq, RESERVE_BLOCK)
+        {
+            self.out
+                .push_back(Output::Persist(Persist::Reserve { session, upto }));
+        }
+        let out = &mut self.out;
+        let send = |socket, bytes| out.push_back(Output::Send { socket, bytes });
+        if let Some(held) = u.hub.offer(rseq, &frame, plain, send) {
             log::warn!(
-                "{unit}: {} frames wait for the session store; its viewers will be reset",
-                g.held.len()
+                "{unit}: {held} frames wait for the session store; its viewers will be reset"
             );
-            g.held.clear();
-            g.held_bytes = 0;
-            g.overflowed = true;
-        } else {
-            g.held_bytes += frame.len();
-            g.held.push_back((rseq, frame.clone(), plain));
         }
         Some(frame)
     }
@@ -195,7 +108,7 @@ impl Router {
     /// wait until the store has fsync'd it (ask with [`Router::persist_sync`]).
     pub(super) fn hold_for_sync(&mut self, unit: UnitId) {
         if let Some(u) = self.units.get_mut(&unit) {
-            u.gate.hold_next = true;
+            u.hub.gate.end_turn_next();
         }
     }
 
@@ -207,12 +120,7 @@ impl Router {
         let Some(u) = self.units.get_mut(&unit) else {
             return;
         };
-        let g = &mut u.gate;
-        g.reserved = g.reserved.max(reserved);
-        g.synced = g.synced.max(synced);
-        while g.barriers.front().is_some_and(|b| *b <= g.synced) {
-            g.barriers.pop_front();
-        }
+        u.hub.gate.acked(reserved, synced);
         self.release(unit);
     }
 
@@ -224,15 +132,10 @@ impl Router {
         if self.stopping {
             return;
         }
-        let limit = u.gate.limit();
-        if u.gate.overflowed {
-            u.hub.ring.release(limit);
-            if limit < u.hub.ring.stamped() {
-                return;
-            }
-            u.gate.overflowed = false;
-            let viewers: Vec<(SocketId, bool)> = u.hub.viewers().collect();
-            for (socket, plain) in viewers {
+        let out = &mut self.out;
+        let send = |socket, bytes| out.push_back(Output::Send { socket, bytes });
+        if let Some(reset) = u.hub.release_held(send) {
+            for (socket, plain) in reset {
                 if plain {
                     self.out.push_back(Output::Close {
                         socket,
@@ -243,16 +146,6 @@ impl Router {
                     self.attach_with(socket, unit, None, true);
                 }
             }
-            return;
-        }
-        while let Some((rseq, frame, plain)) = u.gate.held.pop_front() {
-            if rseq > limit {
-                u.gate.held.push_front((rseq, frame, plain));
-                break;
-            }
-            u.gate.held_bytes -= frame.len();
-            u.hub.ring.release(rseq);
-            fan_out(&u.hub, &mut self.out, &frame, plain);
         }
     }
 
@@ -275,8 +168,7 @@ impl Router {
         if !durable {
             self.out
                 .push_back(Output::Persist(Persist::Sync { session }));
-        } else if upto > u.gate.sync_asked {
-            u.gate.sync_asked = upto;
+        } else if u.hub.gate.ask_sync(upto) {
             self.out
                 .push_back(Output::Persist(Persist::Durable { session, upto }));
         }

@@ -1,12 +1,12 @@
 //! The router: connection-level protocol state. It owns the sockets and the
 //! client each belongs to, the lease, the live units (each a
-//! [`crate::core::hub::Hub`] and a [`crate::core::driver::Driver`]) and which
-//! socket views which, the agent connections and the ids in flight toward
-//! them, and the jobs handed to the shell; it routes every inbound line to
-//! the unit or agent it is for and performs what the session level decides.
-//! Inputs enter through [`Router::handle`]; outputs leave through
-//! [`Router::poll_output`]. Time is passed in. Performs no I/O and never
-//! reads the clock.
+//! [`crate::core::hub::Hub`]: ring, viewers, gate; and a
+//! [`crate::core::driver::Driver`]: agent session, turn, asks), the agent
+//! connections and the ids in flight toward them, and the jobs handed to the
+//! shell. It routes every inbound line to the unit or agent it is for and
+//! performs what the session level decides. Inputs enter through
+//! [`Router::handle`]; outputs leave through [`Router::poll_output`]. Time
+//! is passed in. Performs no I/O and never reads the clock.
 
 use crate::core::driver::{Ask, AskGone, Phase, Track, Turn, ask_session};
 use crate::core::frame::{self, LineLimits, Message, encode};
@@ -34,7 +34,8 @@ mod tests;
 mod timers;
 mod turns;
 
-pub use durable::{Gate, MAX_HELD_BYTES, MAX_HELD_FRAMES, RESERVE_BLOCK};
+pub use crate::core::hub::{Gate, MAX_HELD_BYTES, MAX_HELD_FRAMES};
+pub use durable::RESERVE_BLOCK;
 pub use places::{DEFAULT_AGENT_IDLE_MS, MAX_AGENT_KINDS, MAX_PROJECTS, ProjectCfg};
 pub use replay::MAX_STORE_REPLAYS;
 pub use sessions::{Persist, SessionMeta, StoredInfo};

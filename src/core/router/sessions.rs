@@ -119,11 +119,7 @@ impl Router {
             cwd: self.project_cwd(u.place.project).to_owned(),
             created_ms: u.created_ms,
             updated_ms: u.updated_ms,
-            agent_session: u
-                .driver
-                .agent_session
-                .clone()
-                .or_else(|| u.driver.resume_from.clone()),
+            agent_session: u.driver.resumable(),
             project: Some(project),
             agent: Some(agent),
             head_seq: u.hub.ring.stamped(),
@@ -287,8 +283,7 @@ impl Router {
         // Numbering resumes after everything ever stamped, even when the
         // transcript could not be read: an rseq is never handed out twice.
         let head = head.max(u.stored_head);
-        u.hub.ring.restore(frames, head);
-        u.gate = Gate::restored(u.hub.ring.stamped());
+        u.hub.restore(frames, head);
         self.recount_rings();
         self.enforce_budget(Some(unit), 0);
         let Some(u) = self.units.get_mut(&unit) else {

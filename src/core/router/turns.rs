@@ -33,15 +33,12 @@ impl Router {
         if self.replay_hold.contains_key(&unit) {
             return self.defer(socket, line);
         }
-        let (Some(agent), Some(asid), sid) = (
-            u.driver.agent,
-            u.driver.agent_session.clone(),
-            u.session_id.clone(),
-        ) else {
+        let Some((agent, asid)) = u.driver.live().map(|(a, s)| (a, s.to_owned())) else {
             return Err(RpcError::other(
                 "the session has no agent; retry the prompt",
             ));
         };
+        let sid = u.session_id.clone();
         params["sessionId"] = json!(asid);
         let blocks: Vec<Value> = params["prompt"].as_array().cloned().unwrap_or_default();
         let Some(req) =
@@ -90,11 +87,7 @@ impl Router {
         let Some(u) = self.units.get(&unit) else {
             return Ok(());
         };
-        if let (Some(agent), Some(asid), Phase::Ready) = (
-            u.driver.agent,
-            u.driver.agent_session.clone(),
-            u.driver.phase,
-        ) {
+        if let Some((agent, asid)) = u.driver.live() {
             let mut p = params.clone();
             if !p.is_object() {
                 p = json!({});

@@ -619,3 +619,51 @@ fn reservations_are_durable_and_a_clean_end_is_exact() {
     let (_store, listed) = open(&dir, 10);
     assert!(listed.is_empty());
 }
+
+#[test]
+fn a_reservation_is_taken_ahead_of_the_frames_queued() {
+    let dir = TempDir::new("reserve-first");
+    let (store, _) = open(&dir, 10);
+    // ~25 MB of frames queued for one session, then its fsync barrier...
+    let pad = "x".repeat(400);
+    let n = 60_000u64;
+    for seq in 1..=n {
+        store.append("s", format!(r#"{{"rseq":{seq},"pad":"{pad}"}}"#).into());
+    }
+    store.sync_upto("s", n);
+    // ...then another session's reservation: it names no frame, so it is
+    // acknowledged before the barrier queued ahead of it.
+    store.reserve("t", 4096);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut barrier_first = false;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no ack for t");
+        let _ = smol::block_on(futures_lite::future::or(
+            async { store.acks_ready().await.is_ok() },
+            async {
+                smol::Timer::after(Duration::from_millis(100)).await;
+                false
+            },
+        ));
+        let acks = store.take_acks();
+        let reserved = acks.iter().any(|(s, a)| s == "t" && a.reserved >= 4096);
+        let synced = acks.iter().any(|(s, a)| s == "s" && a.synced >= n);
+        if reserved {
+            break;
+        }
+        barrier_first |= synced;
+    }
+    assert!(
+        !barrier_first,
+        "the reservation waited behind the frames queued before it"
+    );
+    assert_eq!(wait_ack(&store, "s", 0, n).synced, n);
+    assert_eq!(store.dropped(), 0);
+    store.close(Duration::from_secs(10));
+    let (_store, listed) = open(&dir, 10);
+    let t = listed
+        .iter()
+        .find(|m| m.session_id == "t")
+        .expect("t listed");
+    assert_eq!(t.head_seq, 4096, "the reservation is on disk");
+}

@@ -130,11 +130,13 @@ impl Writer {
             if let Some(op) = received {
                 self.shared.received(&op);
                 if let Op::Close(done) = op {
+                    self.reserve_pending();
                     self.finish();
                     let _ = done.try_send(());
                     return;
                 }
                 self.handle(op);
+                self.reserve_pending();
                 self.shared
                     .open_files
                     .store(self.open.len(), Ordering::Relaxed);
@@ -224,10 +226,7 @@ impl Writer {
                 // live service goes on rather than every device waiting.
                 self.shared.ack(&session_id, 0, upto);
             }
-            Op::Reserve { session_id, upto } => {
-                self.record(&session_id, |m| m.reserved = m.reserved.max(upto), true);
-                self.shared.ack(&session_id, upto, 0);
-            }
+            Op::Wake => {}
             Op::End { session_id, head } => {
                 // Not fsync'd here: a lost end only costs devices a reset (the
                 // reservation it lowers is durable). At a clean stop the
@@ -621,6 +620,22 @@ impl Writer {
             self.fail(&id, e);
         }
         self.dirty_since = None;
+    }
+
+    /// Records and fsyncs the numbering reservations waiting beside the
+    /// queue, then acknowledges them (one atomic load when there are none).
+    fn reserve_pending(&mut self) {
+        if !self.shared.reserving.swap(false, Ordering::Acquire) {
+            return;
+        }
+        let pending: Vec<(String, u64)> = match self.shared.reservations.lock() {
+            Ok(mut r) => r.drain().collect(),
+            Err(_) => return,
+        };
+        for (session_id, upto) in pending {
+            self.record(&session_id, |m| m.reserved = m.reserved.max(upto), true);
+            self.shared.ack(&session_id, upto, 0);
+        }
     }
 
     /// Writes out and fsyncs every open file.

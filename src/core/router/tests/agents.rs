@@ -203,22 +203,13 @@ fn an_agents_terminals_are_released_when_it_exits() {
 #[test]
 fn an_agent_exit_mid_turn_ends_every_session_of_it() {
     let mut sim = Sim::boot();
-    let a = sim.open("a");
-    sim.new_session(a, 1, A1, "unused");
-    sim.new_session(a, 2, A1, "s2");
+    let a = sim.two_sessions();
     let b = sim.open_at("b", Some("s1"), None);
     sim.send(
         a,
         req(json!("p"), "session/prompt", prompt_params("s2", "go")),
     );
-    sim.agent_says(
-        A1,
-        req(
-            json!(70),
-            "session/request_permission",
-            permission_params("s2"),
-        ),
-    );
+    sim.ask(A1, 70, "s2");
     sim.clear();
     sim.exit(A1, "signal 9");
     let why = "the agent exited (signal 9); send the prompt again to start a fresh agent";

@@ -248,14 +248,7 @@ fn asks_name_the_relay_session() {
     sim.answer(A1, "session/new", json!({"sessionId": "agent-1"}));
     let a = sim.open("a");
     sim.clear();
-    sim.agent_says(
-        A1,
-        req(
-            json!(8),
-            "session/request_permission",
-            permission_params("agent-1"),
-        ),
-    );
+    sim.ask(A1, 8, "agent-1");
     let out = sim.take(a);
     assert_eq!(out[0]["id"], json!("perm:agent-1:1"));
     assert_eq!(out[0]["params"]["sessionId"], json!("agent-1"));

@@ -20,9 +20,7 @@ fn closing_agent() -> Sim {
 #[test]
 fn a_closed_session_is_closed_at_an_agent_that_can() {
     let mut sim = closing_agent();
-    let a = sim.open("a");
-    sim.new_session(a, 1, A1, "unused");
-    sim.new_session(a, 2, A1, "s2");
+    let a = sim.two_sessions();
     sim.take_agent(A1);
     sim.send(
         a,
@@ -42,9 +40,7 @@ fn a_closed_session_is_closed_at_an_agent_that_can() {
 fn an_evicted_session_is_closed_at_the_agent_too() {
     let mut sim = closing_agent();
     sim.r.cfg.max_sessions = 2;
-    let a = sim.open("a");
-    sim.new_session(a, 1, A1, "unused");
-    sim.new_session(a, 2, A1, "s2");
+    let a = sim.two_sessions();
     sim.new_session(a, 3, A1, "s3");
     sim.take_agent(A1);
     sim.send(a, req(json!(4), "session/new", json!({})));
@@ -64,9 +60,7 @@ fn an_evicted_session_is_closed_at_the_agent_too() {
 #[test]
 fn an_agent_without_close_is_never_sent_one() {
     let mut sim = Sim::boot();
-    let a = sim.open("a");
-    sim.new_session(a, 1, A1, "unused");
-    sim.new_session(a, 2, A1, "s2");
+    let a = sim.two_sessions();
     sim.take_agent(A1);
     sim.send(
         a,

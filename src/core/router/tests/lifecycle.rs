@@ -118,9 +118,7 @@ fn crowded() -> (Sim, SocketId) {
         max_sessions: 3,
         ..RouterConfig::default()
     });
-    let a = sim.open("a");
-    sim.new_session(a, 1, A1, "unused");
-    sim.new_session(a, 2, A1, "s2");
+    let a = sim.two_sessions();
     sim.new_session(a, 3, A1, "s3");
     sim.clear();
     (sim, a)
@@ -183,9 +181,7 @@ fn eviction_spares_restoring_sessions() {
 #[test]
 fn session_close_moves_viewers_to_the_default() {
     let mut sim = Sim::boot();
-    let a = sim.open("a");
-    sim.new_session(a, 1, A1, "unused");
-    sim.new_session(a, 2, A1, "s2");
+    let a = sim.two_sessions();
     let b = sim.open_at("b", Some("s2"), None);
     sim.clear();
     sim.send(
@@ -517,21 +513,12 @@ fn a_closed_socket_drops_its_deferred_lines_and_waits() {
 #[test]
 fn closing_a_busy_session_settles_its_ask_and_answers_its_prompt() {
     let mut sim = Sim::boot();
-    let a = sim.open("a");
-    sim.new_session(a, 1, A1, "unused");
-    sim.new_session(a, 2, A1, "s2");
+    let a = sim.two_sessions();
     sim.send(
         a,
         req(json!("p"), "session/prompt", prompt_params("s2", "go")),
     );
-    sim.agent_says(
-        A1,
-        req(
-            json!(70),
-            "session/request_permission",
-            permission_params("s2"),
-        ),
-    );
+    sim.ask(A1, 70, "s2");
     sim.clear();
     sim.send(
         a,
@@ -568,14 +555,7 @@ fn closing_a_busy_session_settles_its_ask_and_answers_its_prompt() {
 #[test]
 fn eviction_spares_sessions_with_an_open_ask() {
     let (mut sim, a) = crowded();
-    sim.agent_says(
-        A1,
-        req(
-            json!(70),
-            "session/request_permission",
-            permission_params("s2"),
-        ),
-    );
+    sim.ask(A1, 70, "s2");
     sim.send(a, req(json!(4), "session/new", json!({})));
     assert!(
         sim.r.by_session.contains_key("s2"),
@@ -597,14 +577,7 @@ fn an_ask_for_a_session_that_ended_while_loading_is_answered_cancelled() {
         req(json!(3), "session/close", json!({"sessionId": "old"})),
     );
     sim.take_agent(A1);
-    sim.agent_says(
-        A1,
-        req(
-            json!(70),
-            "session/request_permission",
-            permission_params("agent-old"),
-        ),
-    );
+    sim.ask(A1, 70, "agent-old");
     assert_eq!(
         sim.take_agent(A1),
         vec![ok(json!(70), json!({"outcome": {"outcome": "cancelled"}}))]
@@ -637,14 +610,7 @@ fn a_stored_head_of_u64_max_does_not_overflow() {
     );
     sim.answer(A1, "session/load", json!({}));
     sim.quiet();
-    sim.agent_says(
-        A1,
-        req(
-            json!(70),
-            "session/request_permission",
-            permission_params("agent-max"),
-        ),
-    );
+    sim.ask(A1, 70, "agent-max");
     sim.answer(A1, "session/prompt", json!({"stopReason": "end_turn"}));
     assert!(sim.take(s).is_empty(), "no number is left to stamp with");
     let to_agent = sim.take_agent(A1);

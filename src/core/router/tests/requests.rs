@@ -570,9 +570,7 @@ fn an_id_that_would_not_come_back_as_sent_is_refused() {
 #[test]
 fn a_prompt_for_a_session_the_socket_does_not_view_is_answered_there() {
     let mut sim = Sim::boot();
-    let a = sim.open("a");
-    sim.new_session(a, 1, A1, "unused");
-    sim.new_session(a, 2, A1, "s2");
+    let a = sim.two_sessions();
     let b = sim.open_at("b", Some("s1"), None);
     sim.clear();
     sim.send(

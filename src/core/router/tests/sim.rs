@@ -650,6 +650,15 @@ impl Sim {
             .to_owned()
     }
 
+    /// A socket of client `a` that claimed the default `s1` (request 1) and
+    /// opened `s2` (request 2) on agent 1; it views `s2`.
+    pub fn two_sessions(&mut self) -> SocketId {
+        let a = self.open("a");
+        self.new_session(a, 1, A1, "unused");
+        self.new_session(a, 2, A1, "s2");
+        a
+    }
+
     /// The epoch of the `n`th unit minted (the default is 1).
     pub fn epoch(&self, n: u64) -> u64 {
         self.r.cfg.epoch_seed.wrapping_add(n)
