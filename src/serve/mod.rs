@@ -496,7 +496,14 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                     ops_serve::reload(&shared, &dispatcher, opts.reload.as_ref()).await;
                     continue;
                 }
-                log::info!("received {sig:?}; shutting down");
+                match sig {
+                    Some(Ok(s)) => log::info!(
+                        "received SIG{}; shutting down",
+                        format!("{s:?}").to_uppercase()
+                    ),
+                    Some(Err(e)) => log::warn!("reading signals failed ({e}); shutting down"),
+                    None => log::warn!("the signal stream ended; shutting down"),
+                }
                 break;
             }
         };
