@@ -77,7 +77,7 @@ impl Ops {
                 }
             }
             RelayEvent::AgentNeedsLogin { .. } => inc(&e.login_waits),
-            RelayEvent::AskSettled { .. } => {}
+            RelayEvent::AskSettled { .. } | RelayEvent::AgentStarted { .. } => {}
             RelayEvent::Attached { replayed, reset } => {
                 if *replayed > 0 {
                     inc(&e.replays);

@@ -223,7 +223,11 @@ fn ntfy_gets_the_late_ask_the_unwatched_turn_end_and_the_crash() {
     let r = sink.recv("late ask", |r| r.body.contains("asks in"));
     assert_is_ntfy_ask(&r, "/relay-topic");
     assert!(r.body.contains("\"Fix the build /ask\""), "{}", r.body);
-    assert!(r.body.contains("demo-agent"), "agent named: {}", r.body);
+    assert!(
+        r.body.starts_with("demo (agent#"),
+        "agent named: {}",
+        r.body
+    );
     let click = r.header("Click").unwrap_or_default();
     assert!(
         click.ends_with(&format!("/#session={session}")),
@@ -358,10 +362,8 @@ fn notify_cmd_runs_with_the_event_in_variables() {
                 && l.ends_with(&format!("/#session={session}"))),
         "{env}"
     );
-    assert!(
-        env.contains("ACP_RELAY_AGENT=acp-relay demo-agent"),
-        "{env}"
-    );
+    // The configured agent's name (the built-in demo agent is `demo`).
+    assert!(env.contains("ACP_RELAY_AGENT=demo (agent#"), "{env}");
 }
 
 /// Raw `GET path` with a Bearer token; the status line.
@@ -598,4 +600,38 @@ fn an_https_target_without_a_ca_bundle_stops_the_relay_with_what_to_do() {
         err.contains("no-such-bundle.pem") && err.contains("SSL_CERT_FILE"),
         "{err}"
     );
+}
+
+#[test]
+fn a_note_names_the_agent_that_runs_its_session() {
+    let sink = Sink::start();
+    let url = format!("json+http://127.0.0.1:{}/hook", sink.port);
+    let demo = format!("{} demo-agent", bin());
+    let one = format!("one={demo}");
+    let two = format!("two={demo}");
+    let relay = Relay::start(&[
+        "--agent",
+        &one,
+        "--agent",
+        &two,
+        "--notify",
+        &url,
+        "--notify-delay",
+        "0",
+    ]);
+    let mut a = relay.device("alice", "");
+    let id = a.request(
+        "session/new",
+        json!({"cwd": relay.workspace, "mcpServers": [], "_meta": {"relay": {"agent": "two"}}}),
+    );
+    let r = a.response(&id);
+    let session = r["result"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    a.request("session/prompt", prompt_params(&session, "/ask"));
+    ask_frame(&mut a);
+    let note = sink.recv("ask", |r| r.body.contains("\"event\":\"ask\""));
+    let agent = note.json()["agent"].as_str().unwrap_or_default().to_owned();
+    assert!(agent.starts_with("two (agent#"), "{agent}");
 }

@@ -50,6 +50,9 @@ pub enum RelayEvent {
         /// The sessions it served: (session id, title).
         sessions: Vec<(Option<String>, Option<String>)>,
     },
+    /// The shell started an agent process: the configured agent's name
+    /// (what notifications call it).
+    AgentStarted { agent: AgentId, name: String },
     /// A relay socket attached to a session: the history frames it was sent
     /// and whether its welcome said `reset` (its gap was no longer held).
     Attached { replayed: usize, reset: bool },

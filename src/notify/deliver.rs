@@ -12,11 +12,15 @@ use crate::serve::relay::now_ms;
 use smol::LocalExecutor;
 use smol::channel::{Receiver, Sender};
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 /// Notes queued per target (and for the command) before new ones are dropped.
 pub const TARGET_QUEUE: usize = 32;
+/// Live agent processes whose names are remembered (each is forgotten when
+/// it exits; past the bound the oldest goes first).
+pub const MAX_NAMED_AGENTS: usize = 256;
 /// One POST (connect, send, status line) must finish within this.
 pub const POST_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--notify-cmd` is killed when it runs longer than this.
@@ -65,8 +69,11 @@ pub struct Dispatcher {
     workers: RefCell<Vec<Sender<Job>>>,
     /// Wakes the timer task when a new deadline may be earlier.
     wake: Sender<()>,
-    /// The agent's program name, for messages.
+    /// The default agent's name, for messages about an agent not named yet.
     agent_name: String,
+    /// The configured name of each live agent process (at most
+    /// [`MAX_NAMED_AGENTS`]), so a note names the agent that runs its session.
+    agent_names: RefCell<BTreeMap<AgentId, String>>,
     /// The link base when the config names none (`http://LISTEN`).
     default_base: String,
     pub counters: Rc<NotifyCounters>,
@@ -89,6 +96,7 @@ impl Dispatcher {
             workers: RefCell::new(Vec::new()),
             wake,
             agent_name,
+            agent_names: RefCell::new(BTreeMap::new()),
             default_base,
             counters: Rc::new(NotifyCounters::default()),
             closed: Cell::new(false),
@@ -172,8 +180,20 @@ impl Dispatcher {
         if self.closed.get() {
             return;
         }
+        if let RelayEvent::AgentStarted { agent, name } = ev {
+            let mut names = self.agent_names.borrow_mut();
+            if names.len() >= MAX_NAMED_AGENTS {
+                names.pop_first();
+            }
+            names.insert(*agent, name.clone());
+            return;
+        }
         self.notifier.borrow_mut().event(now_ms(), ev);
         self.drain();
+        if let RelayEvent::AgentExited { agent, .. } = ev {
+            // Its crash note (if any) is built: forget the name.
+            self.agent_names.borrow_mut().remove(agent);
+        }
         // A new ask may be due before the timer's current deadline.
         let _ = self.wake.try_send(());
     }
@@ -223,7 +243,11 @@ impl Dispatcher {
             None => format!("{b}/"),
         });
         let agent = match note.agent {
-            Some(AgentId(n)) => format!("{} (agent#{n})", self.agent_name),
+            Some(a) => {
+                let names = self.agent_names.borrow();
+                let name = names.get(&a).unwrap_or(&self.agent_name);
+                format!("{name} ({a})")
+            }
             None => self.agent_name.clone(),
         };
         Job { note, agent, link }

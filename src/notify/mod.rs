@@ -185,7 +185,7 @@ impl Notifier {
             RelayEvent::AskSettled { ask_id, .. } => {
                 self.pending.remove(ask_id);
             }
-            RelayEvent::Attached { .. } => {}
+            RelayEvent::Attached { .. } | RelayEvent::AgentStarted { .. } => {}
             RelayEvent::TurnEnded {
                 session,
                 title,

@@ -394,12 +394,7 @@ impl Relay {
                 work,
                 deadline,
             } => self.run_job(job, work, deadline),
-            Output::Event(ev) => {
-                let sink = self.on_event.borrow().clone();
-                if let Some(sink) = sink {
-                    sink(&ev);
-                }
-            }
+            Output::Event(ev) => self.emit(&ev),
         }
     }
 
@@ -513,6 +508,14 @@ impl Relay {
         self.agent_cmds.get(k.0 as usize)
     }
 
+    /// Hands an event to the ops counters and the notifier.
+    fn emit(&self, ev: &crate::core::events::RelayEvent) {
+        let sink = self.on_event.borrow().clone();
+        if let Some(sink) = sink {
+            sink(ev);
+        }
+    }
+
     fn spawn_agent(self: &Rc<Self>, agent: AgentId, place: Place) {
         let Some((name, cmd)) = self.agent_cmd(place.agent).cloned() else {
             log::error!("{agent}: no agent is configured for {place}");
@@ -540,6 +543,10 @@ impl Relay {
             "{agent}: started `{cmd}` (pid {pid}): agent {name} in {}",
             cwd.display()
         );
+        self.emit(&crate::core::events::RelayEvent::AgentStarted {
+            agent,
+            name: name.clone(),
+        });
         let (tx, rx) = smol::channel::bounded::<Vec<u8>>(AGENT_QUEUE);
         let queued = Rc::new(Cell::new(0usize));
         let reaped = Rc::new(Cell::new(false));
