@@ -5,8 +5,10 @@
 //! a failing test leaves no process behind (the rig kills each terminal's
 //! session on drop).
 
+mod common;
 use acp_relay::core::terminals::TerminalId;
 use acp_relay::pty::{KILL_GRACE, PtyEvent, PtySet, SHUTDOWN_WAIT};
+use common::TempDir;
 use futures_lite::future;
 use smol::channel::{Receiver, Sender};
 use smol::{LocalExecutor, Timer};
@@ -15,7 +17,6 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -23,31 +24,6 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Tests that spawn children hold this for reading; the shutdown test holds
 /// it for writing, so no other test's children exist while it counts.
 static CHILDREN: RwLock<()> = RwLock::new(());
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A unique temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let p =
-            std::env::temp_dir().join(format!("acp-relay-pty-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p.canonicalize().unwrap())
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A `PtySet` on its own executor, with every event it reports. On drop
 /// every process of every terminal's session it started is killed.

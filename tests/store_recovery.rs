@@ -1,10 +1,12 @@
 //! A transcript writer killed with SIGKILL loses at most its unflushed tail:
 //! after a restart the store lists the session and loads every complete frame.
 
+mod common;
 use acp_relay::store::transcript::{SessionMeta, Store, file_name};
 use bytes::Bytes;
+use common::TempDir;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -15,25 +17,6 @@ const SESSION: &str = "sess/kill-9";
 /// Frames the child must report on disk before it is killed.
 const DURABLE_BEFORE_KILL: u64 = 3000;
 const WAIT: Duration = Duration::from_secs(30);
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "acp-relay-store-recovery-{tag}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Frame `seq`: a few hundred bytes, so buffer writes often end mid-line.
 fn frame(seq: u64) -> Bytes {

@@ -35,7 +35,8 @@ impl TempDir {
             std::process::id()
         ));
         std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
+        // Resolved, so paths a child reports (cwd, /proc) compare equal.
+        TempDir(p.canonicalize().unwrap_or(p))
     }
     pub fn path(&self) -> &Path {
         &self.0
