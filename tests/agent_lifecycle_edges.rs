@@ -161,3 +161,39 @@ fn an_agents_stderr_and_stray_stdout_are_read_by_a_device() {
     };
     assert!(lines.iter().all(|l| l["t"].is_u64()), "{lines:?}");
 }
+
+/// The relay's children running the demo agent (a git probe may come and go).
+fn demo_agents(relay: &Relay) -> usize {
+    children(relay.pid())
+        .iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.windows(10).any(|w| w == b"demo-agent"))
+        })
+        .count()
+}
+
+#[test]
+fn no_agent_runs_until_a_device_needs_one() {
+    let relay = Relay::start(&[]);
+    // Up and serving (a device got its welcome and a session list), and
+    // still no agent process: on a Pi that reboots at night, nothing starts.
+    let mut d = relay.device("d", "");
+    let id = d.request("session/list", json!({}));
+    assert!(d.response(&id).get("result").is_some());
+    assert_eq!(
+        demo_agents(&relay),
+        0,
+        "an agent started before anyone needed it"
+    );
+    assert!(!relay.log().contains("started `"), "{}", relay.log());
+    // The first initialize starts the default agent and answers with its
+    // capabilities.
+    let id = d.request(
+        "initialize",
+        json!({"protocolVersion": 1, "clientCapabilities": {}}),
+    );
+    let init = d.response(&id);
+    assert!(init["result"]["agentCapabilities"].is_object(), "{init}");
+    assert_eq!(demo_agents(&relay), 1);
+}

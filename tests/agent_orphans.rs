@@ -3,6 +3,7 @@
 //! death signal reaches) is ended by the next start on the same data dir.
 mod common;
 use common::*;
+use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,12 @@ fn an_agent_that_ignores_eof_dies_with_the_relay_and_its_child_is_swept() {
     .unwrap();
     let agent = format!("sh {}", script.display());
     let mut relay = Relay::start(&["--agent", &agent]);
+    // The default agent starts when first needed: an initialize (never answered).
+    let mut d = relay.device("d", "");
+    d.request(
+        "initialize",
+        json!({"protocolVersion": 1, "clientCapabilities": {}}),
+    );
     let agent_pid = read_pid(&dir.path().join("agent.pid"));
     let child_pid = read_pid(&dir.path().join("child.pid"));
     let _leftovers = Leftovers(vec![agent_pid, child_pid]);
@@ -96,6 +103,11 @@ fn an_agent_that_ignores_eof_dies_with_the_relay_and_its_child_is_swept() {
     relay.launch("127.0.0.1:0");
     wait_gone(child_pid, "the previous run's agent child after a restart");
     relay.wait_log("left behind");
+    let mut d = relay.device("d", "");
+    d.request(
+        "initialize",
+        json!({"protocolVersion": 1, "clientCapabilities": {}}),
+    );
     // The new run's agent is not touched by its own sweep.
     let new_agent = read_pid(&dir.path().join("agent.pid"));
     let new_child = read_pid(&dir.path().join("child.pid"));

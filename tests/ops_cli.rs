@@ -51,12 +51,12 @@ fn a_config_file_sets_flags_and_a_flag_overrides_it() {
     )
     .unwrap();
     let relay = Relay::start(&["--config", cfg.to_str().unwrap()]);
-    relay.wait_log("started `acp-relay demo-agent`");
+    relay.wait_log("notifications: 0 target(s)");
     let lines = json_lines(&relay.log());
     assert!(lines.iter().any(|v| v["level"] == "info"), "{lines:?}");
     drop(relay);
     let relay = Relay::start(&["--config", cfg.to_str().unwrap(), "--log-format", "text"]);
-    relay.wait_log("started `acp-relay demo-agent`");
+    relay.wait_log("notifications: 0 target(s)");
     assert!(relay.log().starts_with("INFO "), "{}", relay.log());
 }
 

@@ -13,6 +13,9 @@ fn primed() -> Router {
         ..RouterConfig::default()
     };
     let mut r = Router::new(cfg, 1);
+    // The default agent starts when first needed.
+    let unit = r.default_unit;
+    r.ensure_agent(unit);
     let agent = AgentId(1);
     r.handle(2, Input::AgentLine { agent, line: br#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":1,"agentCapabilities":{"loadSession":true}}}"# });
     let open = |socket, plain| Input::SocketOpen {

@@ -443,7 +443,7 @@ pub struct Router {
 }
 
 impl Router {
-    /// Builds the router with its default unit, whose agent starts at once.
+    /// Builds the router with its default unit; no agent starts until one is needed.
     pub fn new(cfg: RouterConfig, now_ms: u64) -> Self {
         let cfg = places::bounded(cfg);
         let terminals = TerminalTable::new(cfg.terminals.unwrap_or_default());
@@ -482,9 +482,9 @@ impl Router {
         };
         let unit = r.mint_unit();
         r.default_unit = unit;
-        // Its agent starts at once; its agent session only when a device
-        // claims it (an unclaimed session is never opened, stored or listed).
-        r.ensure_agent(unit);
+        // Its agent starts when first needed (an initialize, a claim);
+        // its agent session only when a device claims it (an unclaimed
+        // session is never opened, stored or listed).
         r
     }
 
