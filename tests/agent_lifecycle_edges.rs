@@ -11,21 +11,6 @@ mod bridge;
 use bridge::*;
 use serde_json::{Value, json};
 
-fn quirk_relay(test: &str, mode: &str, extra: &[&str]) -> Option<Relay> {
-    let Some(py) = python3() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: python3 (3.8+) is needed; install it"
-        );
-        skip(test, "python3 (3.8+) is not installed");
-        return None;
-    };
-    let cmd = agent_cmd(&py, "quirk_agent.py", mode);
-    let mut flags = vec!["--agent", cmd.as_str()];
-    flags.extend_from_slice(extra);
-    Some(Relay::start(&flags))
-}
-
 fn init(d: &mut Device) {
     d.recv_until("relay_welcome", |v| v["type"] == "relay_welcome");
     let id = d.request(
@@ -162,17 +147,6 @@ fn an_agents_stderr_and_stray_stdout_are_read_by_a_device() {
     assert!(lines.iter().all(|l| l["t"].is_u64()), "{lines:?}");
 }
 
-/// The relay's children running the demo agent (a git probe may come and go).
-fn demo_agents(relay: &Relay) -> usize {
-    children(relay.pid())
-        .iter()
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.windows(10).any(|w| w == b"demo-agent"))
-        })
-        .count()
-}
-
 #[test]
 fn no_agent_runs_until_a_device_needs_one() {
     let relay = Relay::start(&[]);
@@ -182,7 +156,7 @@ fn no_agent_runs_until_a_device_needs_one() {
     let id = d.request("session/list", json!({}));
     assert!(d.response(&id).get("result").is_some());
     assert_eq!(
-        demo_agents(&relay),
+        agent_children(relay.pid()).len(),
         0,
         "an agent started before anyone needed it"
     );
@@ -195,5 +169,5 @@ fn no_agent_runs_until_a_device_needs_one() {
     );
     let init = d.response(&id);
     assert!(init["result"]["agentCapabilities"].is_object(), "{init}");
-    assert_eq!(demo_agents(&relay), 1);
+    assert_eq!(agent_children(relay.pid()).len(), 1);
 }

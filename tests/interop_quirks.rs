@@ -8,18 +8,6 @@ mod bridge;
 use bridge::*;
 use serde_json::{Value, json};
 
-/// A relay running the quirk agent in `mode`, or None (skipped) without python3.
-fn quirk_relay(test: &str, mode: &str, extra: &[&str]) -> Option<Relay> {
-    let Some(py) = python3() else {
-        skip(test, "python3 (3.8+) is not installed");
-        return None;
-    };
-    let cmd = agent_cmd(&py, "quirk_agent.py", mode);
-    let mut flags = vec!["--agent", cmd.as_str()];
-    flags.extend_from_slice(extra);
-    Some(Relay::start(&flags))
-}
-
 fn initialize(d: &mut Device) -> Value {
     d.recv_until("relay_welcome", |v| v["type"] == "relay_welcome");
     let id = d.request(

@@ -313,10 +313,13 @@ pub async fn post(target: &Target, request: &[u8], timeout: Duration) -> Result<
             .await
             .map_err(PostError::Connect)?;
         if target.tls {
-            post_tls(target, stream, request).await
-        } else {
-            exchange(stream, request).await
+            #[cfg(feature = "tls")]
+            return post_tls(target, stream, request).await;
+            // Never parsed without the feature (see `Target::parse`).
+            #[cfg(not(feature = "tls"))]
+            return Err(PostError::Tls("this relay is built without TLS".into()));
         }
+        exchange(stream, request).await
     };
     futures_lite::future::or(work, async {
         smol::Timer::after(timeout).await;
@@ -345,15 +348,6 @@ async fn post_tls(
         .await
         .map_err(|e| PostError::Tls(e.to_string()))?;
     exchange(stream, request).await
-}
-
-#[cfg(not(feature = "tls"))]
-async fn post_tls(
-    _target: &Target,
-    _stream: smol::net::TcpStream,
-    _request: &[u8],
-) -> Result<u16, PostError> {
-    Err(PostError::Tls("this relay is built without TLS".into()))
 }
 
 /// Writes the request and reads the answer's status line.

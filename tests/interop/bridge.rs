@@ -263,6 +263,19 @@ pub fn skip(test: &str, why: &str) {
     peer_missing(test, why);
 }
 
+/// A relay running the quirk agent (tests/interop/quirk_agent.py) in `mode`,
+/// or None (skipped, a failure under CI=true) without python3.
+pub fn quirk_relay(test: &str, mode: &str, extra: &[&str]) -> Option<Relay> {
+    let Some(py) = python3() else {
+        skip(test, "python3 (3.8+) is not installed");
+        return None;
+    };
+    let cmd = agent_cmd(&py, "quirk_agent.py", mode);
+    let mut flags = vec!["--agent", cmd.as_str()];
+    flags.extend_from_slice(extra);
+    Some(Relay::start(&flags))
+}
+
 /// A relay command line fragment for `--agent` that runs `script` with `python`.
 pub fn agent_cmd(python: &str, script: &str, args: &str) -> String {
     let path = fixture(script);

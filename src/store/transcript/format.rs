@@ -431,6 +431,42 @@ fn mtime_ms(file: &File) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A session's transcript opened for reading.
+enum Opened {
+    /// Its lines after the header are `start..len`.
+    Ours { file: File, start: u64, len: u64 },
+    /// No file, or an empty one.
+    Missing,
+    /// Another session's transcript, or not a transcript.
+    Foreign,
+}
+
+/// Opens `path` and checks its header names `session_id`.
+fn open_session(path: &Path, session_id: &str) -> Result<Opened, StoreError> {
+    let io_err = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
+        Err(e) => return Err(io_err(e)),
+    };
+    let len = file.metadata().map_err(io_err)?.len();
+    Ok(match read_header(&file).map_err(io_err)? {
+        HeaderCheck::Ours {
+            session_id: id,
+            end,
+        } if id == session_id => Opened::Ours {
+            file,
+            start: end,
+            len,
+        },
+        HeaderCheck::Empty => Opened::Missing,
+        _ => Opened::Foreign,
+    })
+}
+
 /// Reads a session back for [`super::Store::load`].
 pub(super) fn read_session(
     path: &Path,
@@ -442,27 +478,14 @@ pub(super) fn read_session(
         path: path.to_owned(),
         source,
     };
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    let (file, start, len) = match open_session(path, session_id)? {
+        Opened::Ours { file, start, len } => (file, start, len),
+        Opened::Missing => {
             return Err(StoreError::NotFound {
                 session_id: session_id.to_owned(),
             });
         }
-        Err(e) => return Err(io_err(e)),
-    };
-    let len = file.metadata().map_err(io_err)?.len();
-    let start = match read_header(&file).map_err(io_err)? {
-        HeaderCheck::Ours {
-            session_id: id,
-            end,
-        } if id == session_id => end,
-        HeaderCheck::Empty => {
-            return Err(StoreError::NotFound {
-                session_id: session_id.to_owned(),
-            });
-        }
-        _ => {
+        Opened::Foreign => {
             return Err(StoreError::NotATranscript {
                 path: path.to_owned(),
             });
@@ -601,18 +624,8 @@ pub(super) fn read_range(
         path: path.to_owned(),
         source,
     };
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(e)),
-    };
-    let len = file.metadata().map_err(io_err)?.len();
-    let start = match read_header(&file).map_err(io_err)? {
-        HeaderCheck::Ours {
-            session_id: id,
-            end,
-        } if id == session_id => end,
-        _ => return Ok(None),
+    let Opened::Ours { file, start, len } = open_session(path, session_id)? else {
+        return Ok(None);
     };
     let mut frames = Vec::new();
     let mut bytes = 0usize;

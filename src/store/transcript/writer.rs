@@ -625,7 +625,10 @@ impl Writer {
     /// Records and fsyncs the numbering reservations waiting beside the
     /// queue, then acknowledges them (one atomic load when there are none).
     fn reserve_pending(&mut self) {
-        if !self.shared.reserving.swap(false, Ordering::Acquire) {
+        // A load first: the common case (none waiting) costs no write.
+        if !self.shared.reserving.load(Ordering::Relaxed)
+            || !self.shared.reserving.swap(false, Ordering::Acquire)
+        {
             return;
         }
         let pending: Vec<(String, u64)> = match self.shared.reservations.lock() {
