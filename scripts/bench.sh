@@ -598,7 +598,7 @@ r = "relay-rss"
 idle = g(r, "idle_kib")
 if idle is not None:
     wi = g("websocat-idle", "rss_kib")
-    out.append(f"| idle RSS (VmRSS 1 s after start) | {idle/1024:.2f} MiB | {fmt(wi/1024 if wi else None,' MiB',2)} | | < 4 MiB | {mark(idle < 4096)} |")
+    out.append(f"| idle RSS (VmRSS 1 s after start) | {idle/1024:.2f} MiB | {fmt(wi/1024 if wi else None,' MiB',2)} | | ≤ 3 MiB | {mark(idle <= 3072)} |")
     full = g(r, "full_kib")
     bound = 16 * 4 * 1024 + 2 * 1024
     delta = full - idle
