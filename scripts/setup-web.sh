@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the web client's browser-test peers: Debian's chromium (never a
-# downloaded browser build) and the Python playwright driver in a venv under
-# target/. Exit 0 when ready, 3 when they could not be installed.
+# downloaded browser build), htop (best effort) and the Python playwright
+# driver in a venv under target/. Exit 0 when ready, 3 when they could not be installed.
 set -u
 cd "$(dirname "$0")/.."
 VENV=target/web-venv
@@ -15,6 +15,14 @@ if ! command -v chromium >/dev/null 2>&1; then
         echo "setup-web: chromium is missing and apt-get is not available" >&2
         exit 3
     fi
+fi
+# htop for the terminal test's full-screen check (it skips that check, saying
+# so, without htop): best effort, never a reason to fail.
+if ! command -v htop >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    mkdir -p target
+    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq htop ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq htop; }) >target/setup-web-apt-htop.log 2>&1 ||
+        echo "setup-web: could not install htop with apt-get (see target/setup-web-apt-htop.log); the terminal test skips its htop check" >&2
 fi
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import playwright' 2>/dev/null; then
     mkdir -p target
