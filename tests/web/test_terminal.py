@@ -431,12 +431,29 @@ def prompt_back(tab, what):
     tab.wait_rows(f"the shell answered after {what}", lambda r: f"{what}-{1000 + n}" in r)
 
 
+def clear_screen(tab):
+    """Clears the screen and waits for the prompt alone on it (a line typed
+    sooner would be echoed before the clear and run unseen after it)."""
+    tab.type("printf '\\033[H\\033[2J'\n")
+    tab.wait_rows("the cleared screen", lambda r: r[0].strip() in ("#", "$") and not any(r[1:]))
+
+
+def ran(tab, out, prompt, n=1):
+    """Waits for `out` as an output row (the `n`th) with the shell's prompt
+    on the next row: bash's readline is reading keys again (keys sent
+    sooner would be echoed by the terminal, before the prompt)."""
+    def done(r):
+        at = [i for i, x in enumerate(r) if x == out]
+        return len(at) == n and at[-1] + 1 < len(r) and r[at[-1] + 1].strip() == prompt
+    return tab.wait_rows(f"{out!r} and the prompt after it", done)
+
+
 def key_bar(phone):
     """The touch key bar: the Ctrl latch, an arrow, Tab and Paste, asserted by
     what reaches the shell."""
     pg = phone.page
     bar = lambda title: pg.locator(f".term-key[title='{title}']")
-    phone.type("printf '\\033[H\\033[2J'\n")
+    clear_screen(phone)
     # Ctrl then c (typed) interrupts the foreground job: the prompt comes back.
     phone.type("sh -c 'echo sleeping-$((5*5)); exec sleep 100'\n")
     phone.wait_rows("the job runs", lambda r: "sleeping-25" in r)
@@ -450,18 +467,18 @@ def key_bar(phone):
         print("SKIPPED: the key bar's Up, Tab and Paste in a shell with line editing: bash is not installed")
         return
     phone.type("PS1='b$ ' bash --norc --noprofile\n")
-    phone.wait_rows("bash's prompt", lambda r: any(x.startswith("b$") for x in r))
+    phone.wait_rows("bash's prompt", lambda r: any(x.strip() == "b$" for x in r))
     phone.type("echo first-$((1+2))\n")
-    phone.wait_rows("the first command", lambda r: r.count("first-3") == 1)
+    ran(phone, "first-3", "b$")
     bar("Up").click()
     phone.wait_rows("Up recalls the command", lambda r: r.count("b$ echo first-$((1+2))") == 2)
     phone.press("Enter")
-    phone.wait_rows("the recalled command ran", lambda r: r.count("first-3") == 2)
+    ran(phone, "first-3", "b$", n=2)
     phone.type("echo note")
     bar("Tab").click()
     phone.wait_rows("Tab completed the file name", lambda r: any(x.startswith("b$ echo notes.txt") for x in r))
     phone.press("Enter")
-    phone.wait_rows("the completed command ran", lambda r: "notes.txt" in r)
+    ran(phone, "notes.txt", "b$")
     pg.evaluate("() => navigator.clipboard.writeText('echo pasted-$((2*3))')")
     bar("Paste").click()
     phone.wait_rows("the pasted text at the prompt", lambda r: any(x.startswith("b$ echo pasted-$((2*3))") for x in r))
