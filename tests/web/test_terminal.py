@@ -1,7 +1,12 @@
 """The terminal in a real browser (Debian chromium through playwright):
-`echo hi`, coloured output, a full-screen program asserted by the cells of
-the drawn grid, resize, and a second browser context attaching to the same
-screen. Screenshots at 1280x800 and 390x844 go to target/web-shots/.
+`echo hi`, coloured output, underline, inverse and wide characters at their
+cells, a full-screen program (vi, top, htop when installed) asserted by the
+cells of the drawn grid, resize, a second browser context attaching to the
+same screen, the touch key bar (Ctrl latch, Up, Tab, Paste: what reaches the
+shell), a reconnect redrawn from the relay's snapshot, two terminals switched
+by their tabs, and the keyboard (Tab goes to the shell; Ctrl+] leaves).
+Screenshots at 1280x800, 1000x700 and 390x844 go to target/web-shots/; a
+passing run of the full client writes docs/web-phone-terminal.png.
 
 Drives the real relay binary (`ACP_RELAY_BIN`, else target/debug/acp-relay)
 with `--terminal`, its shells `/bin/sh` with a test HOME. When the relay
@@ -150,6 +155,27 @@ TALL_ROWS_JS = """() => {
 }"""
 
 
+# The span drawn for the cell at (row, col) of the visible grid: its text,
+# classes, colours and where it starts, in cells (its data-col) and in pixels
+# from the row's left edge over the width of one cell.
+CELL_JS = """([row, col]) => {
+  const r = document.querySelector(`.term-screen:not([hidden]) .term-grid .term-row[data-row="${row}"]`);
+  const e = r && r.querySelector(`span[data-col="${col}"]`);
+  if (!e) return null;
+  const m = document.querySelector('.term-measure').getBoundingClientRect();
+  const cs = getComputedStyle(e);
+  return { text: e.textContent, cls: [...e.classList], color: cs.color, bg: cs.backgroundColor,
+           decoration: cs.textDecorationLine, cells: (e.getBoundingClientRect().left - r.getBoundingClientRect().left) / (m.width / 20) };
+}"""
+
+# Every row the visible terminal holds: its scrollback, then its grid.
+ALL_ROWS_JS = """() => {
+  const s = document.querySelector('.term-screen:not([hidden])');
+  const t = (q) => [...s.querySelectorAll(q)].map((r) => r.textContent.replace(/\\s+$/, ''));
+  return { history: t('.term-history .term-row'), grid: t('.term-grid .term-row') };
+}"""
+
+
 class Tab:
     """One browser context showing the terminal panel."""
 
@@ -195,6 +221,12 @@ class Tab:
     def cell_text(self, row, col, n):
         r = self.rows()
         return r[row][col:col + n] if row < len(r) else ""
+
+    def cell(self, row, col):
+        return self.page.evaluate(CELL_JS, [row, col])
+
+    def focused(self):
+        return self.page.evaluate("() => { const a = document.activeElement; return a ? a.className + '|' + (a.getAttribute('aria-label') || '') : ''; }")
 
     def type(self, text):
         self.page.keyboard.type(text)
@@ -315,7 +347,8 @@ def steps(browser, relay, harness, tabs):
     # A second device (a phone) attaches and sees the same screen; its
     # viewport resizes the terminal for both.
     phone = Tab(browser, relay, "phone", harness, viewport={"width": 390, "height": 844},
-                is_mobile=True, has_touch=True, device_scale_factor=2)
+                is_mobile=True, has_touch=True, device_scale_factor=2,
+                permissions=["clipboard-read", "clipboard-write"])
     tabs.append(phone)
     phone.wait_rows("the phone shows vi", lambda r: any(x.startswith("note line") for x in r))
     cols_js = "() => parseInt(document.querySelector('.term-screen:not([hidden]) .term-grid').style.width)"
@@ -333,6 +366,8 @@ def steps(browser, relay, harness, tabs):
     phone.page.click(".term-screen:not([hidden])")
     phone.type(":q!\n")
     wait_for("vi quit", lambda: desk.page.locator(".term-screen.alt").count() == 0, desk.page)
+    key_bar(phone)
+    docs = None if harness else docs_shot(phone)
 
     # Resize: the desk's viewport grows; stty sees the new size.
     desk.page.set_viewport_size({"width": 1000, "height": 700})
@@ -345,14 +380,9 @@ def steps(browser, relay, harness, tabs):
     desk.type("printf '\\033[H\\033[2J'; stty size\n")
     desk.wait_rows("stty size shows the new size", lambda r: f"{want[0]} {want[1]}" in r)
 
-    # Reconnect: the page gets a snapshot, no replay.
-    desk.type("echo after-$((20+22))\n")
-    desk.wait_rows("echo before the reconnect", lambda r: "after-42" in r)
-    if harness:
-        opens = desk.page.evaluate("() => window.__termOpens")
-        desk.page.evaluate("() => window.__termReconnect()")
-        wait_for("the page reconnected", lambda: desk.page.evaluate("() => window.__termOpens") > opens, desk.page)
-        desk.wait_rows("the screen after the reconnect", lambda r: "after-42" in r)
+    attributes_and_reconnect(desk, relay, harness)
+    several_terminals(desk)
+    leave_the_terminal(desk)
 
     # How top and git log look (screenshots to look at).
     if shutil.which("git"):
@@ -366,12 +396,18 @@ def steps(browser, relay, harness, tabs):
         tall = phone.page.evaluate(TALL_ROWS_JS)
         assert not tall, f"rows drawn taller than one line on the phone: {tall}"
     if shutil.which("top"):
-        desk.type("top -d 1\n")
+        # top draws on the main screen (no alternate screen to leave) and
+        # may drop a key sent while it starts: it stops by itself, its last
+        # frame left on the screen.
+        desk.type("top -d 1 -n 3; echo top-done-$((6*7))\n")
         desk.wait_rows("top", lambda r: any(x.startswith("Tasks:") for x in r))
         wait_for("top's reverse-video header", lambda: desk.page.locator(".term-screen:not([hidden]) .term-grid span.t-r").count() > 0, desk.page)
         desk.shot("terminal-top-1000x700.png")
-        desk.type("q")
-        wait_for("top quit", lambda: desk.page.locator(".term-screen.alt").count() == 0, desk.page)
+        desk.wait_rows("top ended", lambda r: any(x.endswith("top-done-42") for x in r))
+    if shutil.which("htop"):
+        htop(desk)
+    else:
+        print("SKIPPED: htop's header: htop is not installed (scripts/setup-web.sh installs it with apt)")
 
     # An agent's terminal (the demo agent's /run) drawn live with its colours.
     if harness:
@@ -381,8 +417,217 @@ def steps(browser, relay, harness, tabs):
 
     for t in (desk, phone):
         assert not t.errors, t.errors
+    if docs:
+        # The README's image, from a run that passed.
+        shutil.copyfile(docs, os.path.join(ROOT, "docs", "web-phone-terminal.png"))
     phone.close()
     desk.close()
+
+
+def prompt_back(tab, what):
+    """Runs `echo` of a fresh marker and waits for its output (only the
+    shell's arithmetic makes it): the shell is reading commands again. Typed
+    before the prompt shows, the line is echoed first and its output follows
+    the prompt on one row."""
+    prompt_back.n = getattr(prompt_back, "n", 0) + 1
+    n = prompt_back.n
+    tab.type(f"echo {what}-$((1000+{n}))\n")
+    tab.wait_rows(f"the shell answered after {what}", lambda r: any(x.endswith(f"{what}-{1000 + n}") for x in r))
+
+
+def clear_screen(tab):
+    """Clears the screen and waits for the prompt alone on it (a line typed
+    sooner would be echoed before the clear and run unseen after it)."""
+    tab.type("printf '\\033[H\\033[2J'\n")
+    tab.wait_rows("the cleared screen", lambda r: r[0].strip() in ("#", "$") and not any(r[1:]))
+
+
+def ran(tab, out, prompt, n=1):
+    """Waits for `out` as an output row (the `n`th) with the shell's prompt
+    on the next row: bash's readline is reading keys again (keys sent
+    sooner would be echoed by the terminal, before the prompt)."""
+    def done(r):
+        at = [i for i, x in enumerate(r) if x == out]
+        return len(at) == n and at[-1] + 1 < len(r) and r[at[-1] + 1].strip() == prompt
+    return tab.wait_rows(f"{out!r} and the prompt after it", done)
+
+
+def key_bar(phone):
+    """The touch key bar: the Ctrl latch, an arrow, Tab and Paste, asserted by
+    what reaches the shell."""
+    pg = phone.page
+    bar = lambda title: pg.locator(f".term-key[title='{title}']")
+    clear_screen(phone)
+    # Ctrl then c (typed) interrupts the foreground job: the prompt comes back.
+    phone.type("sh -c 'echo sleeping-$((5*5)); exec sleep 100'\n")
+    phone.wait_rows("the job runs", lambda r: "sleeping-25" in r)
+    bar("Control (next key)").click()
+    assert bar("Control (next key)").get_attribute("aria-pressed") == "true", "the Ctrl latch shows it is on"
+    phone.type("c")
+    assert bar("Control (next key)").get_attribute("aria-pressed") == "false", "the Ctrl latch lets go after one key"
+    prompt_back(phone, "interrupted")
+    # Up, Tab and Paste in bash (readline: history, completion, bracketed paste).
+    if not shutil.which("bash"):
+        print("SKIPPED: the key bar's Up, Tab and Paste in a shell with line editing: bash is not installed")
+        return
+    phone.type("PS1='b$ ' bash --norc --noprofile\n")
+    phone.wait_rows("bash's prompt", lambda r: any(x.strip() == "b$" for x in r))
+    phone.type("echo first-$((1+2))\n")
+    ran(phone, "first-3", "b$")
+    bar("Up").click()
+    phone.wait_rows("Up recalls the command", lambda r: r.count("b$ echo first-$((1+2))") == 2)
+    phone.press("Enter")
+    ran(phone, "first-3", "b$", n=2)
+    phone.type("echo note")
+    bar("Tab").click()
+    phone.wait_rows("Tab completed the file name", lambda r: any(x.startswith("b$ echo notes.txt") for x in r))
+    phone.press("Enter")
+    ran(phone, "notes.txt", "b$")
+    pg.evaluate("() => navigator.clipboard.writeText('echo pasted-$((2*3))')")
+    bar("Paste").click()
+    phone.wait_rows("the pasted text at the prompt", lambda r: any(x.startswith("b$ echo pasted-$((2*3))") for x in r))
+    phone.press("Enter")
+    phone.wait_rows("the pasted command ran", lambda r: "pasted-6" in r)
+    phone.type("exit\n")
+    prompt_back(phone, "left-bash")
+
+
+# Underline, inverse and wide characters, then a reconnect: the relay's
+# snapshot redraws the screen (and what changed while the page was away),
+# with its scrollback once.
+ATTRS_CMD = ("printf '\\033[H\\033[2J'; printf 'snap-top\\n\\033[4mund\\033[0m \\033[7minv\\033[0m\\n"
+             "\\346\\274\\242\\345\\255\\227ab\\n'; while [ ! -e go-term ]; do sleep 0.05; done; echo while-away-$((3*3))\n")
+
+
+def attributes_and_reconnect(desk, relay, harness):
+    desk.type(ATTRS_CMD)
+    desk.wait_rows("the attribute lines", lambda r: len(r) > 3 and r[0] == "snap-top" and r[2] == "漢字ab")
+
+    def attrs(when):
+        und, inv = desk.cell(1, 0), desk.cell(1, 4)
+        assert und and und["text"] == "und" and "t-u" in und["cls"] and "underline" in und["decoration"], (when, und)
+        assert inv and inv["text"] == "inv" and "t-r" in inv["cls"], (when, inv)
+        # Inverse: the terminal's foreground as the background and back.
+        assert inv["bg"] == "rgb(230, 230, 230)" and inv["color"] == "rgb(20, 23, 28)", (when, inv)
+        wide, ab = desk.cell(2, 0), desk.cell(2, 4)
+        assert wide and wide["text"] == "漢字" and "t-w" in wide["cls"], (when, wide)
+        assert desk.cell(2, 2) is None, (when, "a wide character takes two cells: nothing starts at column 2")
+        assert ab and ab["text"] == "ab" and abs(ab["cells"] - 4) < 0.1, (when, "ab starts at column 4", ab)
+    attrs("live")
+
+    before = desk.page.evaluate(ALL_ROWS_JS)
+    # What the page shows is wiped (a stale row in each place), so only a
+    # new snapshot can bring the screen back.
+    desk.page.evaluate("""() => {
+      const s = document.querySelector('.term-screen:not([hidden])');
+      for (const r of s.querySelectorAll('.term-grid .term-row')) r.textContent = 'stale';
+      const h = s.querySelector('.term-history'), d = document.createElement('div');
+      d.className = 'term-row'; d.textContent = 'stale'; h.prepend(d);
+    }""")
+    if harness:
+        opens = desk.page.evaluate("() => window.__termOpens")
+        desk.page.evaluate("() => window.__termReconnect()")
+        back = lambda: desk.page.evaluate("() => window.__termOpens") > opens
+    else:
+        desk.page.evaluate("() => { window.__oldWs = window.acpRelay.ws; window.__oldWs.close(); }")
+        back = lambda: desk.page.evaluate("() => { const w = window.acpRelay.ws; return !!(w && w !== window.__oldWs && w._welcomed); }")
+    # The shell prints while the page is away (or just back).
+    open(os.path.join(relay.workspace, "go-term"), "w").close()
+    wait_for("the page reconnected", back, desk.page)
+    after = desk.wait_rows("the screen after the reconnect", lambda r: "while-away-9" in r and "stale" not in r)
+    attrs("after the reconnect")
+    now = desk.page.evaluate(ALL_ROWS_JS)
+    assert "stale" not in now["history"], "the snapshot replaces the scrollback"
+    assert now["history"] == before["history"], ("the scrollback once, as before", before["history"][-5:], now["history"][-5:])
+    assert after[:3] == before["grid"][:3], (before["grid"][:4], after[:4])
+    assert after.count("while-away-9") == 1 and after.count("snap-top") == 1, after
+    prompt_back(desk, "reconnected")
+    desk.shot("terminal-attrs-1000x700.png")
+
+
+def several_terminals(desk):
+    """A second terminal: each tab shows its own rows and input goes to the
+    one shown."""
+    pg = desk.page
+    first = pg.get_attribute(".term-tab.on .term-tab-name", "data-terminal-id")
+    pg.click(".term-tools button[title='New terminal']")
+    wait_for("a second tab", lambda: pg.locator(".term-tab").count() == 2, pg)
+    second = wait_for("the new tab is shown", lambda: (lambda t: t if t and t != first else None)(
+        pg.get_attribute(".term-tab.on .term-tab-name", "data-terminal-id")), pg)
+    pg.click(".term-screen:not([hidden])")
+    desk.wait_rows("the second shell's prompt", lambda r: any(x.rstrip().endswith(("#", "$")) for x in r))
+    desk.type("echo in-two-$((2*2))\n")
+    desk.wait_rows("the second terminal's output", lambda r: "in-two-4" in r)
+    shown = lambda: pg.get_attribute(".term-screen:not([hidden])", "data-terminal-id")
+    pg.click(f".term-tab-name[data-terminal-id='{first}']")
+    wait_for("the first terminal shown", lambda: shown() == first, pg)
+    rows = desk.wait_rows("the first terminal's rows", lambda r: "while-away-9" in r)
+    assert not any("in-two" in x for x in rows), rows
+    assert desk.focused().startswith("term-input"), "switching tabs keeps the keys on the terminal"
+    desk.type("echo in-one-$((1+1))\n")
+    desk.wait_rows("input goes to the first terminal", lambda r: "in-one-2" in r)
+    desk.shot("terminal-two-tabs-1000x700.png")
+    pg.click(f".term-tab-name[data-terminal-id='{second}']")
+    wait_for("the second terminal shown", lambda: shown() == second, pg)
+    rows = desk.wait_rows("the second terminal's rows", lambda r: "in-two-4" in r)
+    assert not any("in-one" in x or "while-away" in x for x in rows), rows
+    # Closing its tab ends it and shows the other.
+    pg.click(f".term-tab:has(.term-tab-name[data-terminal-id='{second}']) .term-tab-close")
+    wait_for("the second tab gone", lambda: pg.locator(".term-tab").count() == 1 and shown() == first, pg)
+    desk.wait_rows("the first terminal again", lambda r: "in-one-2" in r)
+
+
+def leave_the_terminal(desk):
+    """Tab goes to the shell (the focus stays); Ctrl+] leaves to the tab."""
+    pg = desk.page
+    pg.click(".term-screen:not([hidden])")
+    assert desk.focused().startswith("term-input"), desk.focused()
+    assert pg.is_visible(".term-hint"), "the way out shows while the terminal has the keys"
+    assert "Ctrl+]" in pg.text_content(".term-hint")
+    desk.type("echo tab")
+    desk.press("Tab")
+    desk.type("x-$((3+4))\n")
+    desk.wait_rows("the Tab reached the shell", lambda r: any(x.endswith("tab x-7") for x in r))
+    assert desk.focused().startswith("term-input"), ("Tab stays in the terminal", desk.focused())
+    desk.press("Control+BracketRight")
+    wait_for("Ctrl+] left the terminal", lambda: desk.focused().startswith("term-tab-name"), pg)
+    assert pg.is_hidden(".term-hint")
+    desk.press("Tab")
+    assert not desk.focused().startswith("term-input"), ("Tab goes on through the page", desk.focused())
+    # Nothing of Ctrl+] reached the shell: the next line runs as typed.
+    pg.click(".term-screen:not([hidden])")
+    prompt_back(desk, "left")
+
+
+def htop(desk):
+    """htop's header: a CPU meter and the tasks line at their cells."""
+    desk.type("printf '\\033[H\\033[2J'; htop -d 10\n")
+    rows = desk.wait_rows("htop's header", lambda r: len(r) > 3 and any("Tasks:" in x for x in r[:6]) and r[-1].lstrip().startswith("F1"))
+    row = next(i for i, x in enumerate(rows[:6]) if "Tasks:" in x)
+    assert re.match(r"^\s*\d+\s*\[", rows[row]), ("a CPU meter left of the tasks line", rows[row])
+    assert any(x.lstrip().startswith("Mem[") for x in rows[row:row + 4]), ("the memory meter below", rows[:6])
+    meter = desk.page.evaluate("""([row]) => [...document.querySelectorAll(`.term-screen:not([hidden]) .term-grid .term-row[data-row="${row}"] span[data-col]`)]
+      .map((e) => [Number(e.dataset.col), e.textContent])""", [row])
+    tasks = next(((c, t) for c, t in meter if t.lstrip().startswith("Tasks:")), None)
+    assert tasks is not None, ("a span starts with Tasks:", meter)
+    cols = int(desk.page.evaluate("() => parseInt(document.querySelector('.term-screen:not([hidden]) .term-grid').style.width)"))
+    assert tasks[0] >= cols // 3, ("the tasks line is in the header's right half", tasks, cols)
+    assert desk.page.locator(".term-screen.alt").count() == 1
+    desk.shot("terminal-htop-1000x700.png")
+    desk.type("q")
+    wait_for("htop quit", lambda: desk.page.locator(".term-screen.alt").count() == 0, desk.page)
+
+
+def docs_shot(phone):
+    """The README's phone terminal image (docs/web-phone-terminal.png, copied
+    there when the run passes): the phone's shell with colours, at CSS pixels."""
+    phone.page.click(".term-screen:not([hidden])")
+    phone.type("printf '\\033[H\\033[2J'; ls -aF --color=always; git -c color.ui=always log --oneline --decorate --graph -3 | cat\n")
+    phone.wait_rows("the phone's ls and git log", lambda r: any("Change 5" in x for x in r) and "notes.txt" in " ".join(r))
+    path = os.path.join(SHOTS, "terminal-phone-docs-390x844.png")
+    os.makedirs(SHOTS, exist_ok=True)
+    phone.page.screenshot(path=path, scale="css")
+    return path
 
 
 AGENT_JS = r"""async () => {

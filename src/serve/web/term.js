@@ -13,6 +13,10 @@ const MIN_COLS = 10, MIN_ROWS = 4, MAX_COLS = 500, MAX_ROWS = 200;
 const RESIZE_DEBOUNCE_MS = 150;
 const FONT_KEY = 'acp-relay.term.font';
 const FONT_MIN = 9, FONT_MAX = 24, FONT_DEFAULT = 14;
+// Ctrl+] (telnet's escape key) moves the focus out of the terminal to its
+// tab; every other key, Tab included, goes to the shell.
+const LEAVE_HINT = 'Ctrl+] leaves the terminal';
+const isLeaveKey = (e) => e.ctrlKey && !e.altKey && !e.metaKey && !e.shiftKey && (e.key === ']' || e.code === 'BracketRight');
 
 // xterm's 256 colours: 16 themed by CSS (--t0..--t15), a 6x6x6 cube, a grey ramp.
 const PALETTE = (() => {
@@ -275,6 +279,11 @@ export function mountTerminals(container, api) {
   tools.appendChild(button('A−', 'Smaller text', () => setFont(font - 1)));
   tools.appendChild(button('A+', 'Larger text', () => setFont(font + 1)));
   tools.appendChild(button('↻', 'Refresh the list of terminals', () => refresh()));
+  // Tab goes to the shell, so the terminal says how to leave it (a desktop's
+  // keyboard; a touch screen's focus moves with a tap).
+  const hint = bar.insertBefore(h('span', 'term-hint', LEAVE_HINT), tools);
+  hint.hidden = true;
+  Object.assign(hint.style, { flex: '0 1 auto', minWidth: '0', overflow: 'hidden', textOverflow: 'ellipsis', whiteSpace: 'nowrap', fontSize: '13px', color: 'var(--mut,#555e6b)' });
   const note = root.appendChild(h('div', 'term-note'));
   note.hidden = true;
   const stage = root.appendChild(h('div', 'term-stage'));
@@ -287,6 +296,10 @@ export function mountTerminals(container, api) {
   // The phone's keyboard and IME go through this textarea.
   const input = root.appendChild(h('textarea', 'term-input'));
   input.setAttribute('aria-label', 'terminal input');
+  input.setAttribute('aria-description', LEAVE_HINT);
+  const fine = typeof matchMedia === 'function' && matchMedia('(pointer: fine)').matches;
+  input.addEventListener('focus', () => { hint.hidden = !fine; });
+  input.addEventListener('blur', () => { hint.hidden = true; });
   input.autocapitalize = 'off';
   input.setAttribute('autocomplete', 'off');
   input.setAttribute('autocorrect', 'off');
@@ -357,6 +370,12 @@ export function mountTerminals(container, api) {
     try { input.focus({ preventScroll: true }); } catch (e) { /* old browsers */ }
   }
 
+  // Out of the terminal: to its tab, where Tab and Shift+Tab go on through the page.
+  function leave() {
+    const to = tabs.querySelector('.term-tab.on .term-tab-name') || newBtn;
+    try { to.focus({ preventScroll: true }); } catch (e) { input.blur(); }
+  }
+
   function ensure(id) {
     let t = terms.get(id);
     if (!t) {
@@ -417,7 +436,16 @@ export function mountTerminals(container, api) {
 
   async function closeTerm(t) {
     if (t.exited) { forget(t); return; }
-    try { await api.request('_relay/terminal/close', { terminalId: t.id }); } catch (e) { forget(t); }
+    // Closed or already gone, its tab goes (a later exit notice finds no
+    // tab); with no link it stays, to be closed again.
+    try { await api.request('_relay/terminal/close', { terminalId: t.id }); } catch (e) {
+      if (e && (e.code === 'offline' || e.code === 'dropped')) {
+        note.hidden = false;
+        note.textContent = 'Could not close terminal ' + t.label() + ': ' + (e.message || e.code);
+        return;
+      }
+    }
+    forget(t);
   }
 
   function forget(t) {
@@ -488,6 +516,7 @@ export function mountTerminals(container, api) {
 
   input.addEventListener('keydown', (e) => {
     if (e.isComposing || e.keyCode === 229) return;
+    if (isLeaveKey(e)) { e.preventDefault(); leave(); return; }
     // Copy a selection; paste goes through the paste event.
     if ((e.ctrlKey || e.metaKey) && e.shiftKey && (e.key === 'C' || e.key === 'V' || e.key === 'c' || e.key === 'v')) return;
     if (e.metaKey) return;
