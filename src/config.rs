@@ -280,11 +280,68 @@ pub fn value<'a>(entries: &'a [Setting], key: &str) -> Option<&'a str> {
         .map(|e| e.value.as_str())
 }
 
+/// The `serve` keys SIGHUP re-applies; a change to any other key (listen,
+/// data-dir, agent, ...) waits for a restart.
+pub const RELOADABLE: &[&str] = &[
+    "notify",
+    "notify-format",
+    "notify-cmd",
+    "notify-delay",
+    "public-url",
+    "log",
+    "config",
+];
+
 /// What SIGHUP re-applies to a running relay.
 #[derive(Debug, Clone)]
 pub struct Reloaded {
     pub notify: crate::notify::deliver::NotifyConfig,
     pub log: log::LevelFilter,
+    /// Keys whose value changed but that only a restart applies.
+    pub restart: Vec<String>,
+}
+
+/// The keys (flag names without `--`) whose values differ between two
+/// merged `serve` command lines, `ignored` aside, sorted. `specs` says which
+/// flags take a value.
+pub fn changed_keys(
+    specs: &[FlagSpec],
+    before: &[String],
+    after: &[String],
+    ignored: &[&str],
+) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let group = |args: &[String]| {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let Some(flag) = a.strip_prefix("--") else {
+                continue;
+            };
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_owned())),
+                None => (flag, None),
+            };
+            let takes_value = specs.iter().any(|s| s.name == name && s.takes_value);
+            let value = match inline {
+                Some(v) => v,
+                None if takes_value => it.next().cloned().unwrap_or_default(),
+                None => String::new(),
+            };
+            m.entry(name.to_owned()).or_default().push(value);
+        }
+        m
+    };
+    let (b, a) = (group(before), group(after));
+    let mut keys: Vec<String> = b
+        .keys()
+        .chain(a.keys())
+        .filter(|k| !ignored.contains(&k.as_str()) && b.get(*k) != a.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// Re-reads the config file and re-applies the command line over it; runs
@@ -306,6 +363,40 @@ mod tests {
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn changed_keys_name_what_a_reload_cannot_apply() {
+        let specs = flag_specs(USAGE);
+        let before = args(&[
+            "--listen",
+            "127.0.0.1:1",
+            "--log",
+            "info",
+            "--allow-origin",
+            "a",
+        ]);
+        let same = args(&[
+            "--allow-origin",
+            "a",
+            "--listen=127.0.0.1:1",
+            "--log",
+            "debug",
+        ]);
+        assert!(changed_keys(&specs, &before, &same, RELOADABLE).is_empty());
+        let after = args(&[
+            "--listen",
+            "127.0.0.1:2",
+            "--auto-approve",
+            "--allow-origin",
+            "a",
+            "--allow-origin",
+            "b",
+        ]);
+        assert_eq!(
+            changed_keys(&specs, &before, &after, RELOADABLE),
+            ["allow-origin", "auto-approve", "listen"]
+        );
     }
 
     #[test]

@@ -2,12 +2,16 @@
 //! `--log` or `RUST_LOG` (a bare level such as `info` or `debug`).
 //!
 //! Every message is escaped as a whole before it is written: control
-//! characters (newline, NUL, escape, ...) become `\n`, `\0`, `\x1b`, so a
-//! peer-supplied string can never forge a line or put raw bytes in the log.
-//! Call sites bound peer strings with [`peer`]. Under systemd (stderr is the
-//! stream `JOURNAL_STREAM` names) each line carries a `<N>` syslog priority prefix so journald keeps the
-//! level; `--log-format json` writes one JSON object per line instead.
+//! characters (newline, NUL, escape, ...) become `\n`, `\0`, `\x1b` and a
+//! backslash becomes `\\`, so a peer-supplied string can never forge a line
+//! or put raw bytes in the log, and each line reads back as exactly one
+//! message. Call sites bound peer strings with [`peer`]. A text line is
+//! `LEVEL TIMESTAMP target: message` (RFC 3339 UTC, milliseconds); under
+//! systemd (stderr is the stream `JOURNAL_STREAM` names) it carries a `<N>`
+//! syslog priority prefix instead of the timestamp, which journald adds;
+//! `--log-format json` writes one JSON object per line with a `ts` field.
 
+use crate::core::router::iso8601;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::fmt::{self, Write as _};
 use std::io::Write;
@@ -21,9 +25,9 @@ pub const MAX_PEER_CHARS: usize = 96;
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// `LEVEL target: message`.
+    /// `LEVEL TIMESTAMP target: message` (no timestamp under journald).
     Text,
-    /// `{"level":"info","target":"...","msg":"..."}`.
+    /// `{"ts":"...","level":"info","target":"...","msg":"..."}`.
     Json,
 }
 
@@ -51,7 +55,11 @@ impl Log for StderrLog {
         if !self.enabled(record.metadata()) {
             return;
         }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let line = render(
+            now_ms,
             record.level(),
             record.target(),
             &record.args().to_string(),
@@ -68,8 +76,16 @@ impl Log for StderrLog {
     fn flush(&self) {}
 }
 
-/// One finished log line (with its newline).
-pub fn render(level: Level, target: &str, msg: &str, format: Format, journal: bool) -> String {
+/// One finished log line (with its newline) for a record logged at `now_ms`
+/// (unix milliseconds).
+pub fn render(
+    now_ms: u64,
+    level: Level,
+    target: &str,
+    msg: &str,
+    format: Format,
+    journal: bool,
+) -> String {
     let mut out = String::with_capacity(msg.len().min(MAX_MESSAGE_BYTES) + 48);
     if journal {
         // sd-daemon(3) priorities: err 3, warning 4, info 6, debug 7.
@@ -91,11 +107,16 @@ pub fn render(level: Level, target: &str, msg: &str, format: Format, journal: bo
                 Level::Debug => "DEBUG",
                 Level::Trace => "TRACE",
             };
-            let _ = write!(out, "{name} {}: ", escape(target));
+            if journal {
+                let _ = write!(out, "{name} {}: ", escape(target));
+            } else {
+                let _ = write!(out, "{name} {} {}: ", iso8601(now_ms), escape(target));
+            }
             escape_into(&mut out, &msg);
         }
         Format::Json => {
             let v = serde_json::json!({
+                "ts": iso8601(now_ms),
                 "level": level.as_str().to_ascii_lowercase(),
                 "target": target,
                 "msg": msg,
@@ -130,7 +151,9 @@ fn bounded(msg: &str) -> std::borrow::Cow<'_, str> {
     format!("{}... ({} bytes, cut)", &msg[..end], msg.len()).into()
 }
 
-/// `s` with control characters written as escapes (`\n`, `\0`, `\x1b`, `\u{2028}`).
+/// `s` with control characters written as escapes (`\n`, `\0`, `\x1b`,
+/// `\u{2028}`) and a backslash as `\\`: one-to-one, so an escaped string reads
+/// back as exactly one original.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     escape_into(&mut out, s);
@@ -144,7 +167,7 @@ fn escape_into(out: &mut String, s: &str) {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\0' => out.push_str("\\0"),
-            '\\' => out.push('\\'),
+            '\\' => out.push_str("\\\\"),
             c if (c as u32) < 0x20 || c == '\x7f' => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
@@ -233,9 +256,65 @@ fn stderr_is_journal() -> bool {
 mod tests {
     use super::*;
 
+    /// 2026-12-02T01:27:09.042Z in unix milliseconds.
+    const T0: u64 = 1_796_174_829_042;
+
+    #[test]
+    fn text_lines_carry_a_timestamp_unless_journald_adds_one() {
+        let line = render(T0, Level::Warn, "relay", "hi", Format::Text, false);
+        assert_eq!(line, "WARN  2026-12-02T01:27:09.042Z relay: hi\n");
+        let line = render(T0, Level::Warn, "relay", "hi", Format::Text, true);
+        assert_eq!(line, "<4>WARN  relay: hi\n");
+        let json = render(T0, Level::Info, "relay", "hi", Format::Json, false);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["ts"], "2026-12-02T01:27:09.042Z");
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        // A leap day.
+        assert_eq!(iso8601(951_782_400_999), "2000-02-29T00:00:00.999Z");
+    }
+
+    #[test]
+    fn a_backslash_is_escaped_so_escaping_is_one_to_one() {
+        // A literal backslash-n and a newline, in a peer string and bare.
+        for (a, b) in [("a\\nb", "a\nb"), ("x\\0", "x\0"), ("\\\\", "\\")] {
+            assert_ne!(escape(a), escape(b), "{a:?} and {b:?} read the same");
+            let (pa, pb) = (peer(a).to_string(), peer(b).to_string());
+            let la = render(
+                T0,
+                Level::Info,
+                "t",
+                &format!("id {pa}"),
+                Format::Text,
+                false,
+            );
+            let lb = render(
+                T0,
+                Level::Info,
+                "t",
+                &format!("id {pb}"),
+                Format::Text,
+                false,
+            );
+            assert_ne!(la, lb, "{a:?} and {b:?} log the same line");
+        }
+        assert_eq!(escape("C:\\dir"), "C:\\\\dir");
+        assert_eq!(escape("a\nb"), "a\\nb");
+        // The peer string's own backslash reaches the line escaped.
+        let line = render(
+            T0,
+            Level::Info,
+            "t",
+            &peer("a\\b").to_string(),
+            Format::Text,
+            false,
+        );
+        assert!(line.ends_with(": \"a\\\\\\\\b\"\n"), "{line}");
+    }
+
     #[test]
     fn control_characters_never_reach_the_line() {
         let line = render(
+            T0,
             Level::Info,
             "t",
             "client \"a\nINFO forged\0\x1b[31m\u{2028}\"",
@@ -249,7 +328,7 @@ mod tests {
             line.contains("a\\nINFO forged\\0\\x1b[31m\\u{2028}"),
             "{line}"
         );
-        let json = render(Level::Warn, "t", "a\nb\0", Format::Json, true);
+        let json = render(T0, Level::Warn, "t", "a\nb\0", Format::Json, true);
         assert!(json.starts_with("<4>{"), "{json}");
         assert_eq!(json.matches('\n').count(), 1);
         let v: serde_json::Value = serde_json::from_str(&json[3..]).unwrap();
@@ -271,7 +350,7 @@ mod tests {
                 .collect();
             let msg = String::from_utf8_lossy(&bytes);
             for format in [Format::Text, Format::Json] {
-                let line = render(Level::Info, "t", &msg, format, false);
+                let line = render(T0, Level::Info, "t", &msg, format, false);
                 let body = line.strip_suffix('\n').unwrap();
                 assert!(
                     !body
@@ -286,7 +365,7 @@ mod tests {
     #[test]
     fn long_messages_and_peer_strings_are_bounded() {
         let long = "é".repeat(MAX_MESSAGE_BYTES);
-        let line = render(Level::Info, "t", &long, Format::Text, false);
+        let line = render(T0, Level::Info, "t", &long, Format::Text, false);
         assert!(line.len() < MAX_MESSAGE_BYTES + 100);
         assert!(line.contains("bytes, cut"));
         let p = peer(&"x".repeat(500)).to_string();

@@ -21,10 +21,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(FromArgs)]
-/// Drive Agent Client Protocol agents at home from a phone or a browser (`acp-relay --version` prints the version).
+/// Drive Agent Client Protocol agents at home from a phone or a browser.
 struct Cli {
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    version: bool,
     #[argh(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(FromArgs)]
@@ -171,7 +174,7 @@ struct Serve {
     /// config file of `key = value` lines, keys are these flags without -- (default $XDG_CONFIG_HOME/acp-relay/config)
     #[argh(option)]
     config: Option<PathBuf>,
-    /// notify this URL (ntfy topic, Gotify /message?token=, or a JSON webhook; http only; repeatable)
+    /// notify this URL (ntfy topic, Gotify /message?token=, or a JSON webhook; http://, or https:// in a relay built with the tls feature; repeatable)
     #[argh(option)]
     notify: Vec<String>,
     /// format for --notify URLs: ntfy, gotify or json (default: guessed from each URL)
@@ -338,7 +341,7 @@ fn parse<T: FromArgs>(cmd: &[&str], args: &[&str]) -> Result<T, ExitCode> {
 
 fn run(args: Vec<String>) -> Result<(), String> {
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    if matches!(rest.as_slice(), ["--version"] | ["-V"] | ["version"]) {
+    if rest.as_slice() == ["version"] {
         println!("acp-relay {}", env!("CARGO_PKG_VERSION"));
         return Ok(());
     }
@@ -356,9 +359,18 @@ fn run(args: Vec<String>) -> Result<(), String> {
         Ok(c) => c,
         Err(code) => std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 }),
     };
-    match cli.cmd {
+    if cli.version {
+        println!("acp-relay {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let Some(cmd) = cli.cmd else {
+        return Err(
+            "name a command (serve, status, pair, ...); acp-relay --help lists them".into(),
+        );
+    };
+    match cmd {
         Cmd::Serve(s) => {
-            let reload = reloader(&args[2..]);
+            let reload = reloader(&args[2..], &rest[1..]);
             serve_cmd(s, Some(reload))
         }
         Cmd::Token(t) => {
@@ -454,16 +466,21 @@ fn serve_args(cli: &[String]) -> Result<Vec<String>, String> {
     Ok(merged)
 }
 
-/// SIGHUP: the config file and the command line again, as `serve` read them.
-fn reloader(cli: &[String]) -> config::Reload {
+/// SIGHUP: the config file and the command line again, as `serve` read them;
+/// `started` is what the running relay was started with (merged arguments).
+fn reloader(cli: &[String], started: &[&str]) -> config::Reload {
     let cli = cli.to_vec();
+    let started: Vec<String> = started.iter().map(|s| s.to_string()).collect();
     config::Reload(std::sync::Arc::new(move || {
         let merged = serve_args(&cli)?;
+        let specs = config::flag_specs(&serve_usage());
+        let restart = config::changed_keys(&specs, &started, &merged, config::RELOADABLE);
         let merged: Vec<&str> = merged.iter().map(String::as_str).collect();
         let s = Serve::from_args(&["acp-relay serve"], &merged).map_err(|e| e.output)?;
         Ok(config::Reloaded {
             notify: notify_config(&s)?,
             log: level(s.log.as_deref(), log::LevelFilter::Info)?,
+            restart,
         })
     }))
 }

@@ -28,7 +28,7 @@ fn hostile_ids_cannot_forge_lines_or_write_raw_bytes() {
     assert!(!log.contains('\0'), "raw NUL in the log");
     assert!(!log.contains('\x1b'), "raw escape in the log");
     assert!(log.contains("\\0"), "{log}");
-    // Every line names its level first.
+    // Every line names its level first, then when it was written.
     for l in log.lines() {
         assert!(
             ["ERROR", "WARN ", "INFO ", "DEBUG", "TRACE"]
@@ -36,6 +36,7 @@ fn hostile_ids_cannot_forge_lines_or_write_raw_bytes() {
                 .any(|p| l.starts_with(p)),
             "line without a level: {l:?}"
         );
+        assert!(starts_with_timestamp(&l[6..]), "line without a time: {l:?}");
     }
 }
 
@@ -75,10 +76,16 @@ fn json_log_lines_and_the_agent_by_its_program_name() {
             .iter()
             .all(|v| v["level"].is_string() && v["target"].is_string())
     );
+    // Each with its time, RFC 3339 UTC to the millisecond.
+    for v in &lines {
+        let ts = v["ts"].as_str().unwrap_or_else(|| panic!("no ts: {v}"));
+        assert!(starts_with_timestamp(&format!("{ts} x")), "{ts}");
+    }
 }
 
 /// Starts `serve` with stderr on a pipe and `JOURNAL_STREAM` naming that pipe
-/// (`journal` true) or something else; the first stderr lines up to the agent start.
+/// (`journal` true) or something else; its stderr lines up to the startup
+/// line about notifications and a warning (a `--socket-bytes` it raises).
 fn stderr_lines(journal: bool) -> Vec<String> {
     use std::io::{BufRead, BufReader};
     use std::os::unix::fs::MetadataExt;
@@ -93,65 +100,95 @@ fn stderr_lines(journal: bool) -> Vec<String> {
     } else {
         format!("{}:{}", st.dev(), st.ino() + 1)
     };
-    let mut child = std::process::Command::new(bin())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "info",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .arg("--workspace")
-        .arg(&ws)
-        .env("JOURNAL_STREAM", stream)
-        .env("HOME", dir.path())
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--log",
+        "info",
+        "--socket-bytes",
+        "1",
+        "--data-dir",
+    ])
+    .arg(dir.path().join("data"))
+    .arg("--workspace")
+    .arg(&ws);
+    clean_env(&mut cmd, dir.path());
+    cmd.env("JOURNAL_STREAM", stream)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(writer)
-        .spawn()
-        .unwrap();
+        .stderr(writer);
+    let child = GroupGuard::spawn(cmd).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for l in BufReader::new(reader).lines().map_while(Result::ok) {
             let _ = tx.send(l);
         }
     });
-    let mut lines = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
     let deadline = std::time::Instant::now() + WAIT;
-    while !lines
-        .iter()
-        .any(|l: &String| l.contains("started `acp-relay demo-agent`"))
-    {
+    let seen = |lines: &[String], what: &str| lines.iter().any(|l| l.contains(what));
+    while !(seen(&lines, "notifications: ") && seen(&lines, "is below one replay")) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left) {
             Ok(l) => lines.push(l),
-            Err(_) => break,
+            Err(_) => panic!("no startup and warning lines; got {lines:?}"),
         }
     }
-    // SIGTERM: the relay ends its agent too.
+    // SIGTERM: a clean stop; the guard ends whatever is left.
     unsafe_kill(child.id(), "TERM");
-    let _ = child.wait();
-    assert!(!lines.is_empty(), "no stderr lines");
+    drop(child);
     lines
+}
+
+/// Whether `s` starts with an RFC 3339 UTC timestamp with milliseconds
+/// (`2026-12-02T01:27:09.042Z `).
+fn starts_with_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() > 25
+        && b.iter().take(24).enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            23 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+        && b[24] == b' '
+}
+
+/// Whether a line starts with `prefix` and holds `needle`.
+fn has(lines: &[String], prefix: &str, needle: &str) -> bool {
+    lines
+        .iter()
+        .any(|l| l.starts_with(prefix) && l.contains(needle))
 }
 
 #[test]
 fn under_systemd_lines_carry_syslog_priorities() {
     let lines = stderr_lines(true);
+    assert!(has(&lines, "<6>INFO  ", "notifications: "), "{lines:?}");
     assert!(
-        lines.iter().all(|l| l.starts_with("<6>INFO ")
-            || l.starts_with("<4>WARN ")
-            || l.starts_with("<3>ERROR")),
-        "{lines:?}"
+        has(&lines, "<4>WARN  ", "is below one replay"),
+        "the warning's priority: {lines:?}"
     );
-    // A stderr that is not the journal's stream gets plain lines.
+    for l in &lines {
+        assert!(
+            l.starts_with("<6>INFO  ") || l.starts_with("<4>WARN  ") || l.starts_with("<3>ERROR "),
+            "{lines:?}"
+        );
+        // journald stamps each line itself: no timestamp of ours.
+        assert!(!starts_with_timestamp(&l[9..]), "{l}");
+    }
+    // A stderr that is not the journal's stream gets plain lines with a
+    // timestamp after the level.
     let lines = stderr_lines(false);
-    assert!(
-        lines
-            .iter()
-            .all(|l| l.starts_with("INFO ") || l.starts_with("WARN ")),
-        "{lines:?}"
-    );
+    assert!(has(&lines, "WARN  ", "is below one replay"), "{lines:?}");
+    for l in &lines {
+        assert!(
+            (l.starts_with("INFO  ") || l.starts_with("WARN  ")) && starts_with_timestamp(&l[6..]),
+            "{l}"
+        );
+    }
 }

@@ -1,11 +1,13 @@
 //! `/metrics` needs the token (or `--metrics-listen`), `/healthz` says `ok`
-//! and the version, and after a scripted run the counters equal what it did.
+//! and the version, and after a scripted run the counters and gauges equal
+//! what it did: sessions, a busy session and its open ask, a terminal, a
+//! failed notification, a socket dropped as too slow.
 mod common;
 use common::*;
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 
 fn get(port: u16, path: &str, auth: Option<&str>) -> (String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -33,9 +35,29 @@ fn parse(body: &str) -> HashMap<String, u64> {
         .collect()
 }
 
+/// The metrics a relay reports now.
+fn metrics(relay: &Relay) -> HashMap<String, u64> {
+    let (status, body) = get(relay.port, "/metrics", Some(&relay.token));
+    assert!(status.contains("200"), "{status}");
+    parse(&body)
+}
+
+/// A loopback port nothing listens on: connections to it are refused.
+fn refused_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[test]
 fn metrics_need_the_token_and_count_a_scripted_run() {
-    let relay = Relay::start(&[]);
+    // Notes go to a port that refuses them: each fails after its retries.
+    let dead = format!("http://127.0.0.1:{}/hook", refused_port());
+    let relay = Relay::start(&["--notify", &dead, "--notify-delay", "0"]);
+    // The default session made at startup is no session anyone opened.
+    assert_eq!(metrics(&relay).get("acp_relay_sessions_live"), Some(&0));
     let (status, body) = get(relay.port, "/healthz", None);
     assert!(status.contains("200"), "{status}");
     assert_eq!(body, format!("ok {}\n", env!("CARGO_PKG_VERSION")));
@@ -55,6 +77,15 @@ fn metrics_need_the_token_and_count_a_scripted_run() {
     assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
     let id = a.request("session/prompt", prompt_params(&session, "/ask"));
     let ask = a.recv_until("ask", |v| v["method"] == "session/request_permission");
+    // Mid-ask: one live session, busy, with one open ask.
+    let m = metrics(&relay);
+    for (k, v) in [
+        ("acp_relay_sessions_live", 1),
+        ("acp_relay_sessions_busy", 1),
+        ("acp_relay_asks_open", 1),
+    ] {
+        assert_eq!(m.get(k), Some(&v), "{k} mid-ask: {m:?}");
+    }
     a.send(&json!({"jsonrpc":"2.0","id":ask["id"],"result":{"outcome":{"outcome":"selected","optionId":"allow"}}}));
     assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
 
@@ -124,8 +155,66 @@ fn metrics_need_the_token_and_count_a_scripted_run() {
     assert_eq!(m.get("acp_relay_agents_spawned_total"), Some(&2));
     assert_eq!(m.get("acp_relay_agent_restarts_total"), Some(&1));
     assert_eq!(m.get("acp_relay_turns_total"), Some(&3));
+    assert_eq!(m.get("acp_relay_sessions_live"), Some(&1));
+    // The ask's note failed against the refusing port (after its retries).
+    wait_until("the failed note to be counted", WAIT, || {
+        metrics(&relay)
+            .get("acp_relay_notifications_failed_total")
+            .is_some_and(|n| *n >= 1)
+    });
+    assert_eq!(
+        metrics(&relay).get("acp_relay_notifications_sent_total"),
+        Some(&0)
+    );
     // The token never appears in what the relay logs.
     assert!(!relay.log().contains(&relay.token));
+}
+
+#[test]
+fn a_terminal_and_a_socket_dropped_as_too_slow_are_counted() {
+    let agent = format!(
+        "{} demo-agent --flood 6000 --frame-bytes 2000 --rate 5000",
+        bin()
+    );
+    let relay = Relay::start(&[
+        "--terminal",
+        "--agent",
+        &agent,
+        "--ring-bytes",
+        "1048576",
+        "--socket-bytes",
+        "2097152",
+    ]);
+    let m = metrics(&relay);
+    assert_eq!(m.get("acp_relay_terminals"), Some(&0));
+    assert_eq!(m.get("acp_relay_sockets_dropped_slow_total"), Some(&0));
+
+    // A PTY terminal.
+    let mut t = relay.device("term", "");
+    t.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    let id = t.request("_relay/terminal/open", json!({"command": "cat"}));
+    let r = t.response(&id);
+    assert!(r["result"]["terminalId"].is_string(), "{r}");
+    assert_eq!(metrics(&relay).get("acp_relay_terminals"), Some(&1));
+    // It leaves, so the flood below has one device to overrun.
+    t.close();
+    wait_until("the terminal's device to leave", WAIT, || {
+        metrics(&relay).get("acp_relay_sockets") == Some(&0)
+    });
+
+    // A device that opens a session, asks for a flood and stops reading.
+    let mut slow = relay.small_buffer_device("slow");
+    let session = open_session(&mut slow);
+    slow.request("session/prompt", prompt_params(&session, "go"));
+    relay.wait_log("outbound queue full");
+    relay.wait_log("closed (too slow)");
+    let m = metrics(&relay);
+    assert_eq!(
+        m.get("acp_relay_sockets_dropped_slow_total"),
+        Some(&1),
+        "{m:?}"
+    );
+    assert_eq!(m.get("acp_relay_sessions_live"), Some(&1));
 }
 
 #[test]

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 struct Received {
     head: String,
     body: String,
+    /// When the sink had read the whole request.
+    at: Instant,
 }
 
 impl Received {
@@ -139,13 +141,18 @@ fn read_request(s: &mut impl Read) -> Option<Received> {
     Some(Received {
         head,
         body: String::from_utf8_lossy(&body).into_owned(),
+        at: Instant::now(),
     })
 }
 
-/// A port that accepts connections and never answers.
+/// A port that accepts connections, reads what it is sent and never answers;
+/// it counts the connections it accepted, the requests it read in full and
+/// the connections the relay gave up on (closed).
 struct DeadPort {
     port: u16,
     accepted: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -154,23 +161,40 @@ impl DeadPort {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (a, st) = (accepted.clone(), stop.clone());
+        let (a, r, c, st) = (
+            accepted.clone(),
+            requests.clone(),
+            closed.clone(),
+            stop.clone(),
+        );
         std::thread::spawn(move || {
-            let mut held = Vec::new();
             for s in l.incoming() {
                 if st.load(Ordering::SeqCst) {
                     return;
                 }
-                if let Ok(s) = s {
-                    held.push(s);
-                    a.fetch_add(1, Ordering::SeqCst);
-                }
+                let Ok(mut s) = s else { continue };
+                a.fetch_add(1, Ordering::SeqCst);
+                let (r, c) = (r.clone(), c.clone());
+                // Each connection: read the request, then wait for the relay
+                // to close its end (EOF or an error), never writing a byte.
+                std::thread::spawn(move || {
+                    if read_request(&mut s).is_some() {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let mut sink = [0u8; 512];
+                    while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+                    c.fetch_add(1, Ordering::SeqCst);
+                });
             }
         });
         DeadPort {
             port,
             accepted,
+            requests,
+            closed,
             stop,
         }
     }
@@ -210,17 +234,25 @@ fn assert_is_ntfy_ask(r: &Received, path: &str) {
 fn ntfy_gets_the_late_ask_the_unwatched_turn_end_and_the_crash() {
     let sink = Sink::start();
     let url = format!("ntfy+http://127.0.0.1:{}/relay-topic", sink.port);
-    let relay = Relay::start(&["--notify", &url, "--notify-delay", "1"]);
+    let relay = Relay::start(&["--notify", &url, "--notify-delay", "3"]);
     let mut a = relay.device("alice", "");
     let session = open_session(&mut a);
 
-    // An ask a watching device leaves unanswered: notified after the delay.
+    // An ask a watching device leaves unanswered: notified after the delay,
+    // and not before (the relay saw the ask after `asked`; a little slack
+    // for the relay's millisecond clock).
+    let asked = Instant::now();
     let id = a.request(
         "session/prompt",
         prompt_params(&session, "Fix the build\n/ask"),
     );
     let ask = ask_frame(&mut a);
     let r = sink.recv("late ask", |r| r.body.contains("asks in"));
+    assert!(
+        r.at >= asked + Duration::from_millis(3000 - 50),
+        "the ask was notified {:?} after it was sent, before the 3 s delay",
+        r.at - asked
+    );
     assert_is_ntfy_ask(&r, "/relay-topic");
     assert!(r.body.contains("\"Fix the build /ask\""), "{}", r.body);
     assert!(
@@ -238,14 +270,7 @@ fn ntfy_gets_the_late_ask_the_unwatched_turn_end_and_the_crash() {
     assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
 
     // A turn that ends with nobody watching.
-    a.request(
-        "session/prompt",
-        prompt_params(&session, "Second\n/sleep 1500"),
-    );
-    a.recv_until("echo", |v| {
-        v["params"]["update"]["sessionUpdate"] == "agent_message_chunk"
-    });
-    a.close();
+    leave_during_a_turn(a, &session);
     let r = sink.recv("unwatched turn end", |r| {
         r.header("Tags").is_some_and(|t| t.contains("turn_ended"))
     });
@@ -253,9 +278,7 @@ fn ntfy_gets_the_late_ask_the_unwatched_turn_end_and_the_crash() {
     assert!(r.body.contains("end_turn"), "{}", r.body);
 
     // An agent crash.
-    let mut b = relay.device("bob", &format!("session_id={session}"));
-    b.recv_until("welcome", |v| v["type"] == "relay_welcome");
-    b.request("session/prompt", prompt_params(&session, "/exit"));
+    let _b = crash_the_agent(&relay, &session);
     let r = sink.recv("crash", |r| {
         r.header("Tags")
             .is_some_and(|t| t.contains("agent_crashed"))
@@ -298,6 +321,147 @@ fn json_webhook_gets_an_ask_that_arrived_with_nobody_connected() {
     assert_eq!(v["relay"], env!("CARGO_PKG_VERSION"));
 }
 
+/// Drives one session through an ask nobody answers in time, a turn that ends
+/// with nobody watching and an agent crash; returns the session id.
+fn ask_unwatched_turn_and_crash(relay: &Relay, title: &str) -> String {
+    let mut a = relay.device("alice", "");
+    let session = open_session(&mut a);
+    let id = a.request(
+        "session/prompt",
+        prompt_params(&session, &format!("{title}\n/ask")),
+    );
+    let ask = ask_frame(&mut a);
+    allow(&mut a, &ask);
+    assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
+    leave_during_a_turn(a, &session);
+    relay.wait_log("turn ended (\"end_turn\") on agent#1, 0 device(s) watching");
+    let _b = crash_the_agent(relay, &session);
+    relay.wait_log("agent exited (exit status: 3)");
+    session
+}
+
+/// Starts a 1.5 s turn and leaves while it runs: it ends with nobody watching.
+fn leave_during_a_turn(mut a: Device, session: &str) {
+    a.request(
+        "session/prompt",
+        prompt_params(session, "Second\n/sleep 1500"),
+    );
+    a.recv_until("echo", |v| {
+        v["params"]["update"]["sessionUpdate"] == "agent_message_chunk"
+    });
+    a.close();
+}
+
+/// A device attaches to `session` and makes its agent exit with status 3.
+fn crash_the_agent(relay: &Relay, session: &str) -> Device {
+    let mut b = relay.device("bob", &format!("session_id={session}"));
+    b.recv_until("welcome", |v| v["type"] == "relay_welcome");
+    b.request("session/prompt", prompt_params(session, "/exit"));
+    b
+}
+
+#[test]
+fn gotify_and_a_json_webhook_get_the_ask_the_unwatched_turn_end_and_the_crash() {
+    let gotify = Sink::start();
+    let hook = Sink::start();
+    // Gotify's documented API: POST /message, the app token in `?token=`.
+    let gotify_url = format!(
+        "gotify+http://127.0.0.1:{}/message?token=AppTok3n",
+        gotify.port
+    );
+    let hook_url = format!("json+http://127.0.0.1:{}/hook", hook.port);
+    let relay = Relay::start(&[
+        "--notify",
+        &gotify_url,
+        "--notify",
+        &hook_url,
+        "--notify-delay",
+        "0",
+    ]);
+    let session = ask_unwatched_turn_and_crash(&relay, "Release notes");
+    let link_ok = |l: &Value| {
+        l.as_str()
+            .is_some_and(|l| l.ends_with(&format!("/#session={session}")))
+    };
+
+    // Gotify: JSON {title, message, priority, extras.client::notification.click.url}.
+    let got: Vec<Value> = (0..3)
+        .map(|i| {
+            let r = gotify.recv(&format!("gotify note {i}"), |_| true);
+            assert!(
+                r.head.starts_with("POST /message?token=AppTok3n HTTP/1.1"),
+                "{}",
+                r.head
+            );
+            assert_eq!(
+                r.header("Content-Type").as_deref(),
+                Some("application/json")
+            );
+            r.json()
+        })
+        .collect();
+    let find = |title: &str| {
+        got.iter()
+            .find(|v| v["title"] == title)
+            .cloned()
+            .unwrap_or_else(|| panic!("no gotify note titled {title:?}: {got:?}"))
+    };
+    let ask = find(&format!("Permission needed: {TOOL}"));
+    assert_eq!(ask["priority"], 8, "{ask}");
+    let msg = ask["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("demo (agent#") && msg.contains("\"Release notes /ask\""),
+        "{ask}"
+    );
+    assert!(
+        link_ok(&ask["extras"]["client::notification"]["click"]["url"]),
+        "{ask}"
+    );
+    let turn = find("Turn finished");
+    assert_eq!(turn["priority"], 5, "{turn}");
+    assert!(
+        turn["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("end_turn"))
+    );
+    let crash = find("Agent crashed");
+    assert_eq!(crash["priority"], 8, "{crash}");
+    assert!(
+        crash["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("exit status: 3")),
+        "{crash}"
+    );
+    assert!(link_ok(
+        &crash["extras"]["client::notification"]["click"]["url"]
+    ));
+
+    // The JSON webhook: the turn end and the crash as events.
+    let turn = hook
+        .recv("turn end", |r| r.body.contains("\"event\":\"turn_ended\""))
+        .json();
+    assert_eq!(turn["session"], session.as_str());
+    assert_eq!(turn["detail"], "end_turn");
+    assert_eq!(turn["title"], "Turn finished");
+    assert!(link_ok(&turn["link"]), "{turn}");
+    let crash = hook
+        .recv("crash", |r| r.body.contains("\"event\":\"agent_crashed\""))
+        .json();
+    assert_eq!(crash["session"], session.as_str());
+    assert_eq!(crash["sessionTitle"], "Release notes /ask");
+    assert_eq!(crash["detail"], "exit status: 3");
+    assert!(
+        crash["agent"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("demo (agent#")),
+        "{crash}"
+    );
+    assert!(
+        !relay.log().contains("AppTok3n"),
+        "the Gotify token was logged"
+    );
+}
+
 #[test]
 fn a_dead_target_does_not_slow_a_turn() {
     let dead = DeadPort::start();
@@ -307,14 +471,14 @@ fn a_dead_target_does_not_slow_a_turn() {
     let session = open_session(&mut a);
     let id = a.request("session/prompt", prompt_params(&session, "/ask"));
     let ask = ask_frame(&mut a);
-    // The notification is on its way to a port that never answers...
-    let deadline = Instant::now() + WAIT;
-    while dead.accepted.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the dead port saw no connection");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // ...and the turn goes on: the answer reaches the agent, the turn ends,
-    // and the next turn runs too.
+    // The notification reached a port that never answers...
+    wait_until("the dead port to read the whole POST", WAIT, || {
+        dead.requests.load(Ordering::SeqCst) >= 1
+    });
+    // ...and the turn goes on while that POST still waits for its answer:
+    // the answer reaches the agent and the turn ends with the relay's
+    // connection to the dead port still open (a relay that waited for the
+    // POST would have given up on it after its 10 s timeout first).
     allow(&mut a, &ask);
     assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
     let id = a.request(
@@ -322,6 +486,12 @@ fn a_dead_target_does_not_slow_a_turn() {
         prompt_params(&session, "/chunks 2\nhello"),
     );
     assert_eq!(a.response(&id)["result"]["stopReason"], "end_turn");
+    assert_eq!(
+        dead.closed.load(Ordering::SeqCst),
+        0,
+        "the POST was given up on before the turns ended"
+    );
+    assert_eq!(dead.accepted.load(Ordering::SeqCst), 1, "one POST, pending");
 }
 
 #[test]
@@ -380,20 +550,40 @@ fn get_status_line(port: u16, path: &str, token: &str) -> String {
     out.lines().next().unwrap_or("").to_owned()
 }
 
+/// `token` with every hex digit moved one on: as long, and different everywhere.
+fn other_token(token: &str) -> String {
+    const HEX: &str = "0123456789abcdef";
+    token
+        .chars()
+        .map(|c| match HEX.find(c) {
+            Some(i) => HEX.as_bytes()[(i + 1) % 16] as char,
+            None => 'a',
+        })
+        .collect()
+}
+
+/// Lines of the relay's log that end with `tail`.
+fn lines_ending(relay: &Relay, tail: &str) -> usize {
+    relay.log().lines().filter(|l| l.ends_with(tail)).count()
+}
+
 #[test]
 fn sighup_picks_up_a_changed_config_and_a_rotated_token() {
+    use std::os::unix::fs::MetadataExt;
     let first = Sink::start();
     let second = Sink::start();
     let cfg_dir = TempDir::new("sighup");
     let cfg = cfg_dir.path().join("config");
-    let write_cfg = |port: u16| {
+    let write_cfg = |port: u16, max_asks: u32| {
         std::fs::write(
             &cfg,
-            format!("# test\nnotify = http://127.0.0.1:{port}/hook\nnotify-delay = 0\n"),
+            format!(
+                "# test\nnotify = http://127.0.0.1:{port}/hook\nnotify-delay = 0\nmax-asks = {max_asks}\n"
+            ),
         )
         .unwrap();
     };
-    write_cfg(first.port);
+    write_cfg(first.port, 7);
     let relay = Relay::start(&["--config", cfg.to_str().unwrap()]);
     let mut a = relay.device("alice", "");
     let session = open_session(&mut a);
@@ -409,20 +599,47 @@ fn sighup_picks_up_a_changed_config_and_a_rotated_token() {
     allow(&mut a, &ask);
     a.response(&id);
 
-    // Change the config and rotate the token, then SIGHUP.
-    write_cfg(second.port);
-    let rotated = std::process::Command::new(bin())
-        .args(["token", "--rotate", "--data-dir"])
-        .arg(&relay.data_dir)
-        .output()
-        .unwrap();
-    assert!(rotated.status.success());
-    let new_token = String::from_utf8(rotated.stdout).unwrap().trim().to_owned();
-    assert_ne!(new_token, relay.token);
+    // Change the config (a notify target SIGHUP applies, a max-asks only a
+    // restart does) and replace the token in its file in place, keeping the
+    // file's inode, size and mtime: the token file watch cannot see that
+    // change, so only SIGHUP's own read can make the new token work.
+    write_cfg(second.port, 9);
+    let tok_path = relay.data_dir.join("token");
+    let before = std::fs::metadata(&tok_path).unwrap();
+    let new_token = other_token(&relay.token);
+    assert_eq!(new_token.len(), relay.token.len());
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&tok_path)
+            .unwrap();
+        f.write_all(format!("{new_token}\n").as_bytes()).unwrap();
+        f.set_modified(before.modified().unwrap()).unwrap();
+    }
+    let after = std::fs::metadata(&tok_path).unwrap();
+    assert_eq!(
+        (after.ino(), after.size(), after.mtime(), after.mtime_nsec()),
+        (
+            before.ino(),
+            before.size(),
+            before.mtime(),
+            before.mtime_nsec()
+        ),
+        "the token file's stamp changed; the file watch could read it"
+    );
     unsafe_kill(relay.pid(), "HUP");
     relay.wait_log("received SIGHUP");
-    relay.wait_log("token changed");
-    relay.wait_log("reloaded");
+    relay.wait_log("token changed (read on SIGHUP)");
+    relay.wait_log("reload: max-asks changed; restart the relay to apply it");
+    wait_until("the first reload to finish", WAIT, || {
+        lines_ending(&relay, ": reloaded") == 1
+    });
+    assert!(
+        get_status_line(relay.port, "/status", &relay.token).contains("401"),
+        "the old token still works"
+    );
+    assert!(get_status_line(relay.port, "/status", &new_token).contains("200"));
 
     let (id, ask) = turn(&mut a);
     let r = second.recv("ask after SIGHUP", |r| r.body.contains("\"event\":\"ask\""));
@@ -430,9 +647,27 @@ fn sighup_picks_up_a_changed_config_and_a_rotated_token() {
     assert!(link.ends_with(&format!("/#session={session}")), "{link}");
     allow(&mut a, &ask);
     a.response(&id);
-    assert!(
-        get_status_line(relay.port, "/status", &relay.token).contains("401"),
-        "the old token still works"
+
+    // A config that no longer parses: the error, the running config kept,
+    // and no "reloaded". A good config after it reloads again; the signals
+    // are handled in order, so its "reloaded" comes after the failed one's end.
+    std::fs::write(&cfg, "notify-delay = 0\nbogus-key = 1\n").unwrap();
+    unsafe_kill(relay.pid(), "HUP");
+    relay.wait_log("unknown key 'bogus-key'");
+    relay.wait_log("keeping the running configuration");
+    write_cfg(second.port, 7);
+    unsafe_kill(relay.pid(), "HUP");
+    wait_until("the third SIGHUP", WAIT, || {
+        relay.log().matches("received SIGHUP").count() == 3
+    });
+    wait_until("the third reload to finish", WAIT, || {
+        lines_ending(&relay, ": reloaded") == 2
+    });
+    assert_eq!(
+        relay.log().matches("max-asks changed").count(),
+        1,
+        "max-asks is back to what the relay runs with:\n{}",
+        relay.log()
     );
     assert!(get_status_line(relay.port, "/status", &new_token).contains("200"));
 }
@@ -497,6 +732,66 @@ fn an_agent_waiting_for_login_is_notified() {
     assert!(
         !relay.log().contains("quirk_agent.py auth"),
         "agent arguments logged"
+    );
+}
+
+/// An ACP agent that opens sessions but refuses every prompt with ACP's
+/// `auth_required` error (-32000), as an agent whose login expired does.
+const LOGIN_EXPIRED_AGENT: &str = r#"
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if "id" not in m or "method" not in m:
+        continue
+    rid, method = m["id"], m["method"]
+    if method == "initialize":
+        out = {"result": {"protocolVersion": 1, "agentCapabilities": {},
+                          "authMethods": [{"id": "login", "name": "Log in"}]}}
+    elif method == "session/new":
+        out = {"result": {"sessionId": "expired-1"}}
+    elif method == "session/prompt":
+        out = {"error": {"code": -32000, "message": "Authentication required"}}
+    else:
+        out = {"error": {"code": -32601, "message": "method not found"}}
+    out.update({"jsonrpc": "2.0", "id": rid})
+    print(json.dumps(out), flush=True)
+"#;
+
+#[test]
+fn a_prompt_refused_for_a_login_is_notified() {
+    let Some(py) = bridge::python3() else {
+        bridge::skip(
+            "a_prompt_refused_for_a_login_is_notified",
+            "python3 (3.8+) is not installed",
+        );
+        return;
+    };
+    let dir = TempDir::new("login-expired");
+    let script = dir.path().join("login_expired_agent.py");
+    std::fs::write(&script, LOGIN_EXPIRED_AGENT).unwrap();
+    let sink = Sink::start();
+    let url = format!("http://127.0.0.1:{}/hook", sink.port);
+    let agent = format!("{py} {}", script.display());
+    let relay = Relay::start(&["--agent", &agent, "--notify", &url]);
+    let mut d = relay.device("phone", "");
+    let session = open_session(&mut d);
+    let id = d.request("session/prompt", prompt_params(&session, "Refactor"));
+    let r = d.response(&id);
+    assert_eq!(r["error"]["code"], -32000, "{r}");
+    let note = sink.recv("login wait on a prompt", |r| {
+        r.body.contains("\"event\":\"agent_needs_login\"")
+    });
+    let v = note.json();
+    assert_eq!(v["session"], session.as_str(), "{v}");
+    assert_eq!(v["title"], "Agent needs a login");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Authentication required") && m.contains("Refactor")),
+        "{v}"
     );
 }
 

@@ -31,6 +31,20 @@ fn version_is_printed() {
             format!("acp-relay {}\n", env!("CARGO_PKG_VERSION"))
         );
     }
+    // The top-level help lists it; `serve --help` says https needs the tls build.
+    let help = text(&run(&["--help"]).stdout);
+    assert!(
+        help.lines()
+            .any(|l| l.trim_start().starts_with("-V, --version")),
+        "{help}"
+    );
+    let help = text(&run(&["serve", "--help"]).stdout);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(!help.contains("http only"), "{help}");
+    assert!(
+        help.contains("https:// in a relay built with the tls feature"),
+        "{help}"
+    );
 }
 
 fn json_lines(log: &str) -> Vec<Value> {
@@ -113,7 +127,7 @@ fn verify_unit(path: &Path) {
         .is_ok_and(|o| o.status.success());
     if !have {
         assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
+            !in_ci(),
             "systemd-analyze is missing: install Debian's `systemd` package (scripts/setup-ops.sh does)"
         );
         println!(
@@ -278,6 +292,13 @@ fn status_prints_the_live_figures_of_a_running_relay() {
     for want in ["busy", "asks 1", "devices 1", "Status check /ask"] {
         assert!(line.contains(want), "{want} missing: {line}");
     }
+    // The agent column: the process serving it, then project/agent by name.
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols.get(1).copied(), Some("agent#1"), "{line}");
+    assert!(
+        cols.get(2).is_some_and(|c| c.ends_with("/demo")),
+        "project/agent column: {line}"
+    );
 
     let out = run(&["status", "--url", &url, "--data-dir", dd, "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -294,9 +315,17 @@ fn status_prints_the_live_figures_of_a_running_relay() {
         (
             s["busy"].clone(),
             s["openAsks"].clone(),
-            s["devices"].clone()
+            s["devices"].clone(),
+            s["agent"].clone(),
+            s["agentName"].clone(),
         ),
-        (json!(true), json!(1), json!(1))
+        (
+            json!(true),
+            json!(1),
+            json!(1),
+            json!("agent#1"),
+            json!("demo")
+        )
     );
 
     // Without the right token it is refused.
@@ -335,8 +364,44 @@ fn pair_prints_the_link_and_a_qr_code() {
         Some(format!("http://192.168.1.5:7447/#token={tok}").as_str())
     );
     let qr = &lines[..lines.len() - 1];
-    assert!(qr.len() > 10, "{s}");
-    let width = qr[0].chars().count();
-    assert!(qr.iter().all(|l| l.chars().count() == width));
-    assert!(qr.iter().any(|l| l.contains('▀') || l.contains('▄')));
+    assert_eq!(qr_modules(qr), expected_modules(lines[lines.len() - 1]));
+}
+
+/// The module matrix a half-block QR print shows (true: dark), two rows per
+/// line; light modules print as the block's lit half.
+fn qr_modules(lines: &[&str]) -> Vec<Vec<bool>> {
+    let mut rows = Vec::new();
+    for l in lines {
+        let (top, bottom): (Vec<bool>, Vec<bool>) = l
+            .chars()
+            .map(|c| match c {
+                '█' => (false, false),
+                '▀' => (false, true),
+                '▄' => (true, false),
+                ' ' => (true, true),
+                other => panic!("{other:?} in the QR code"),
+            })
+            .unzip();
+        rows.push(top);
+        rows.push(bottom);
+    }
+    rows
+}
+
+/// qrcodegen's encoding of `text` (low error correction, as `pair` prints it)
+/// with a four-module quiet zone, padded to an even number of rows.
+fn expected_modules(text: &str) -> Vec<Vec<bool>> {
+    let qr = qrcodegen::QrCode::encode_text(text, qrcodegen::QrCodeEcc::Low).unwrap();
+    let (size, quiet) = (qr.size(), 4);
+    let mut rows: Vec<Vec<bool>> = (-quiet..size + quiet)
+        .map(|y| {
+            (-quiet..size + quiet)
+                .map(|x| qr.get_module(x, y))
+                .collect()
+        })
+        .collect();
+    if rows.len() % 2 == 1 {
+        rows.push(vec![false; rows[0].len()]);
+    }
+    rows
 }

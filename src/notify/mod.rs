@@ -106,7 +106,7 @@ impl Note {
                 self.detail.as_deref().unwrap_or("unknown status")
             ),
             Kind::Login => format!(
-                "{agent} waits for a login before it opens \"{title}\": {}",
+                "{agent} waits for a login to go on with \"{title}\": {}",
                 self.detail.as_deref().unwrap_or("authentication required")
             ),
         }

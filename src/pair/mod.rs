@@ -6,6 +6,9 @@
 use qrcodegen::{QrCode, QrCodeEcc};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
+/// Light modules around the code: the quiet zone ISO/IEC 18004 asks for.
+pub const QUIET_MODULES: i32 = 4;
+
 /// The address a phone on the LAN can reach: `listen` itself, or for an
 /// unspecified address (0.0.0.0 / ::) this machine's outbound address.
 pub fn reachable(listen: SocketAddr) -> SocketAddr {
@@ -41,11 +44,11 @@ pub fn link(base: &str, token: &str) -> String {
 }
 
 /// `text` as a QR code in half-block characters (two modules per character
-/// cell), dark on light with a quiet zone, for a terminal.
+/// cell), dark on light with a [`QUIET_MODULES`] quiet zone, for a terminal.
 pub fn qr_text(text: &str) -> Option<String> {
     let qr = QrCode::encode_text(text, QrCodeEcc::Low).ok()?;
     let size = qr.size();
-    let quiet = 2;
+    let quiet = QUIET_MODULES;
     let dark = |x: i32, y: i32| qr.get_module(x, y);
     let mut out = String::new();
     let mut y = -quiet;
@@ -79,8 +82,15 @@ mod tests {
         let rows: Vec<&str> = q.lines().collect();
         let width = rows[0].chars().count();
         assert!(rows.iter().all(|r| r.chars().count() == width));
-        // Two modules per row.
+        // Two modules per row, a four-module quiet zone on each side.
         assert_eq!(rows.len(), width.div_ceil(2));
+        let size = QrCode::encode_text(&l, QrCodeEcc::Low).unwrap().size() as usize;
+        assert_eq!(width, size + 2 * QUIET_MODULES as usize);
+        assert!(rows[..2].iter().all(|r| r.chars().all(|c| c == '█')));
+        assert!(
+            rows.iter()
+                .all(|r| r.starts_with("████") && r.ends_with("████"))
+        );
         let listen: SocketAddr = "127.0.0.1:9".parse().unwrap();
         assert_eq!(base_url(None, listen, false), "http://127.0.0.1:9");
         assert_eq!(base_url(Some("https://x/"), listen, false), "https://x");

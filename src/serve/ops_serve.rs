@@ -21,31 +21,47 @@ pub const MAX_METRICS_CONNS: usize = 8;
 /// A metrics client must send its request head within this.
 pub const METRICS_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// SIGHUP: the config (notifications, log level) and the token, again.
+/// SIGHUP: the config (notifications, log level) and the token, again. A
+/// changed key only a restart applies is named in one line; a config that
+/// does not parse keeps the running one (the token is still re-read).
 pub async fn reload(shared: &Rc<Shared>, dispatcher: &Rc<Dispatcher>, hook: Option<&Reload>) {
     log::info!("received SIGHUP; reloading the config file and the token");
+    let mut ok = true;
     if let Some(hook) = hook {
         let f = hook.0.clone();
         match smol::unblock(move || f()).await {
             Ok(r) => {
                 log::set_max_level(r.log);
                 dispatcher.reconfigure(r.notify);
+                if !r.restart.is_empty() {
+                    log::warn!(
+                        "reload: {} changed; restart the relay to apply {} (it runs with the old value until then)",
+                        r.restart.join(", "),
+                        if r.restart.len() == 1 { "it" } else { "them" }
+                    );
+                }
             }
-            Err(e) => log::error!("reload: {e}; keeping the running configuration"),
+            Err(e) => {
+                log::error!("reload: {e}; keeping the running configuration");
+                ok = false;
+            }
         }
     }
-    reload_token(shared).await;
-    log::info!("reloaded");
+    reload_token(shared, "SIGHUP").await;
+    if ok {
+        log::info!("reloaded");
+    }
 }
 
-async fn reload_token(shared: &Rc<Shared>) {
+/// Re-reads the token file; `why` (SIGHUP, the file watch) goes in the log line.
+async fn reload_token(shared: &Rc<Shared>, why: &str) {
     let dir = shared.data_dir.clone();
     match smol::unblock(move || token::load(&dir)).await {
         Ok(t) => {
             let changed = *shared.token.borrow() != t;
             if changed {
                 *shared.token.borrow_mut() = t;
-                log::info!("token changed; new connections need the new one");
+                log::info!("token changed (read on {why}); new connections need the new one");
             }
         }
         Err(e) => log::warn!(
@@ -65,7 +81,7 @@ pub async fn watch_token(shared: Rc<Shared>) {
         if now != last {
             last = now;
             if now.is_some() {
-                reload_token(&shared).await;
+                reload_token(&shared, "file watch").await;
             }
         }
     }

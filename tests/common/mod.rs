@@ -217,6 +217,19 @@ impl Relay {
             .unwrap_or_else(|e| panic!("device {client} could not connect: {e}"))
     }
 
+    /// A `/ws` device whose socket has a 4 KiB receive buffer: once it stops
+    /// reading, the relay's queue for it fills, not the kernel's buffers.
+    pub fn small_buffer_device(&self, client: &str) -> Device {
+        use rustix::net::{AddressFamily, SocketType, connect, socket, sockopt};
+        let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        sockopt::set_socket_recv_buffer_size(&fd, 4096).unwrap();
+        let dst = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        connect(&fd, &dst).unwrap();
+        let req = self.ws_request(&format!("/ws?client_id={client}"));
+        Device::over(TcpStream::from(fd), req, client)
+            .unwrap_or_else(|e| panic!("device {client} could not connect: {e}"))
+    }
+
     /// A plain ACP connection (`/acp`) named `client`, token as Bearer.
     pub fn acp(&self, client: &str) -> Device {
         Device::connect(self.port, self.ws_request("/acp"), client)
@@ -620,7 +633,15 @@ impl Device {
         req: http::Request<()>,
         client: &str,
     ) -> Result<Device, tungstenite::Error> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        Device::over(TcpStream::connect(("127.0.0.1", port))?, req, client)
+    }
+
+    /// A device over an already connected (not yet upgraded) stream.
+    pub fn over(
+        stream: TcpStream,
+        req: http::Request<()>,
+        client: &str,
+    ) -> Result<Device, tungstenite::Error> {
         // The handshake waits as long as any other wait (a loaded machine may
         // take a while to answer); reads after it poll every 50 ms.
         stream.set_read_timeout(Some(WAIT))?;

@@ -434,6 +434,23 @@ impl Router {
                     agent: Some(agent),
                 };
                 self.out.push_back(Output::Event(event));
+                // A prompt the agent refused until someone logs in.
+                if let Err(e) = &outcome {
+                    let msg = e["message"].as_str().unwrap_or("");
+                    if crate::core::events::RelayEvent::needs_login(
+                        e["code"].as_i64().unwrap_or(0),
+                        msg,
+                    ) {
+                        self.out.push_back(Output::Event(
+                            crate::core::events::RelayEvent::AgentNeedsLogin {
+                                agent,
+                                session: u.session_id.clone(),
+                                title: u.title.clone(),
+                                message: msg.to_owned(),
+                            },
+                        ));
+                    }
+                }
                 let line = encode(&Message::Response {
                     id: turn.device_id.clone(),
                     outcome,

@@ -560,9 +560,14 @@ impl Router {
         }
     }
 
-    /// Live session count (for `/metrics`).
+    /// Live sessions (for `/metrics`): those a device opened or the store
+    /// resumed; the eagerly made default that no `session/new` has named yet
+    /// is not counted.
     pub fn live_sessions(&self) -> usize {
-        self.units.len()
+        self.units
+            .values()
+            .filter(|u| u.session_id.is_some())
+            .count()
     }
 
     pub fn socket_count(&self) -> usize {
