@@ -1,7 +1,11 @@
 // The sessions menu: title, time, busy and "needs you" badges, open and
 // delete; and this device's name (part of its client id, so it shows in
 // "answered by" on other devices).
-import { $, el, button, toast, short, when } from './dom.js';
+import { $, el, button, toast, short, when, openDialog, closeDialog } from './dom.js';
+
+// How often the list is asked for again while the page is shown: asks open
+// in other sessions reach this device only through session/list.
+const POLL_MS = 10000;
 
 export class Sessions {
   constructor(app) {
@@ -9,7 +13,7 @@ export class Sessions {
     this.list = [];
     $('sessBtn').addEventListener('click', () => ($('menu').hidden ? this.openMenu() : this.closeMenu()));
     $('refBtn').addEventListener('click', () => this.refresh());
-    document.addEventListener('keydown', e => { if (e.key === 'Escape' && !$('menu').hidden) { this.closeMenu(); $('sessBtn').focus(); } });
+    setInterval(() => { if (!document.hidden && this.app.connected && this.app.connected()) this.refresh(); }, POLL_MS);
     document.addEventListener('click', e => {
       const m = $('menu');
       if (!m.hidden && !m.contains(e.target) && !$('sessBtn').contains(e.target)) this.closeMenu();
@@ -25,6 +29,7 @@ export class Sessions {
   render() {
     const ul = $('slist');
     ul.textContent = '';
+    this.badge();
     if (!this.list.length) { ul.appendChild(el('li', 'mut', 'No sessions yet.')); return; }
     const ss = this.list.slice().sort((a, b) => String(b.updatedAt || '').localeCompare(String(a.updatedAt || '')));
     const ctl = this.app.isController();
@@ -62,6 +67,18 @@ export class Sessions {
     del.disabled = !ctl || !!meta.busy;
     if (meta.busy) del.title = 'Busy: stop its turn first';
   }
+  // The Sessions button counts the sessions waiting for an answer (the
+  // relay's pendingAsks; this session's own open cards too).
+  badge() {
+    const rel = s => (s._meta && s._meta.relay) || {};
+    let n = this.list.filter(s => this.app.needs(s.sessionId, rel(s))).length;
+    const sid = this.app.sid();
+    if (sid && !this.list.some(s => s.sessionId === sid) && this.app.needs(sid, null)) n++;
+    const b = $('needsBadge');
+    b.textContent = n ? String(n) : '';
+    b.hidden = !n;
+    $('sessBtn').setAttribute('aria-label', n ? 'Sessions, ' + n + ' need you' : 'Sessions');
+  }
   async remove(s) {
     try {
       await this.app.request('_relay/session/delete', { sessionId: s.sessionId });
@@ -71,6 +88,6 @@ export class Sessions {
       if (s.sessionId === this.app.sid() && this.app.onDeleted) this.app.onDeleted();
     } catch (e) { toast(e.message || 'could not delete', 6000); }
   }
-  openMenu() { $('menu').hidden = false; $('sessBtn').setAttribute('aria-expanded', 'true'); $('devName').value = this.app.deviceName(); this.refresh(); }
-  closeMenu() { $('menu').hidden = true; $('sessBtn').setAttribute('aria-expanded', 'false'); }
+  openMenu() { $('devName').value = this.app.deviceName(); openDialog($('menu'), () => this.closeMenu()); $('sessBtn').setAttribute('aria-expanded', 'true'); this.refresh(); }
+  closeMenu() { closeDialog($('menu')); $('sessBtn').setAttribute('aria-expanded', 'false'); }
 }
