@@ -664,10 +664,42 @@ def lease_viewer_disabled_take_control(pw, browser):
         assert "has control" in text(b, "#leaseTxt")
         assert b.is_disabled("#input") and b.is_disabled("#send")
         shots(b, "lease-viewer")
+        # an ask on the viewer: disabled, then enabled once it takes control
+        prompt(a, "/chunks 1\n/ask")
+        b.wait_for_selector(".ask:not(.done) button.pri", timeout=T)
+        assert b.is_disabled(".ask:not(.done) button.pri")
         b.click("#takeBtn")
         b.wait_for_function("() => !document.querySelector('#input').disabled", timeout=T)
         a.wait_for_function("() => document.querySelector('#input').disabled", timeout=T)
         assert "tablet" not in text(a, "#leaseTxt")
+        b.wait_for_function("() => !document.querySelector('.ask:not(.done) button.pri').disabled", timeout=T)
+        # an answer on its way: a lease change does not enable its buttons again
+        b.evaluate("""() => { const ws = window.acpRelay.ws, send = ws.send.bind(ws);
+            ws.send = d => { if (!/"result"/.test(d) || !/"id":"perm:/.test(d)) send(d); }; }""")  # the answer never leaves
+        b.click(".ask:not(.done) button.pri")
+        b.wait_for_function("() => document.querySelector('.ask:not(.done) .n').innerText.startsWith('Sending')", timeout=T)
+        a.click("#takeBtn")
+        b.wait_for_function("() => document.querySelector('#input').disabled", timeout=T)
+        b.click("#takeBtn")
+        b.wait_for_function("() => !document.querySelector('#input').disabled", timeout=T)
+        assert b.is_disabled(".ask:not(.done) button.pri"), "a lease change enabled an ask that is Sending…"
+        assert text(b, ".ask:not(.done) .n").startswith("Sending")
+        # the link drops: the ask comes again, open, and can be answered
+        b.evaluate("() => window.acpRelay.ws.close()")
+        connected(b)
+        b.wait_for_function("() => !document.querySelector('.ask:not(.done) button.pri').disabled", timeout=T)
+        b.click(".ask:not(.done) button.pri")
+        wait_done(a, 2)
+        a.click("#takeBtn")
+        a.wait_for_function("() => !document.querySelector('#input').disabled", timeout=T)
+        # renaming the device that has control keeps control (under the new name)
+        a.click("#sessBtn")
+        a.fill("#devName", "Desk")
+        a.click("#devSave")
+        connected(a)
+        a.wait_for_function("() => window.acpRelay.clientId.startsWith('desk-')", timeout=T)
+        b.wait_for_function("() => document.querySelector('#leaseTxt').innerText.startsWith('desk has control')", timeout=T)
+        a.wait_for_function("() => !document.querySelector('#input').disabled && document.querySelector('#leaseTxt').innerText === 'You have control.'", timeout=T)
     finally:
         env.close()
 
@@ -1249,6 +1281,27 @@ def cards_are_keyed_per_turn(pw, browser):
         assert cards[0][1] == "first tool" and cards[1][1] == "second tool", cards
         assert cards[0][0] != cards[1][0], cards
         assert cards[0][2] == "failed" and cards[1][2] == "completed", cards
+    finally:
+        env.close()
+
+
+@test
+def released_agent_terminal_says_so(pw, browser):
+    env = Env(pw, browser, workspace=False)
+    try:
+        pg = env.page()
+        # a card naming an agent terminal the relay no longer has (released
+        # before this device read it): the view says so, not "no output yet"
+        pg.evaluate("""() => {
+          const tr = window.acpRelay.transcript;
+          tr.onUpdate({ update: { sessionUpdate: 'user_message_chunk', content: { type: 'text', text: 'late device' } } }, false);
+          tr.onUpdate({ update: { sessionUpdate: 'tool_call', toolCallId: 'gone-1', title: 'Run gone', kind: 'execute', status: 'in_progress' } }, false);
+          tr.onUpdate({ update: { sessionUpdate: 'tool_call_update', toolCallId: 'gone-1', content: [{ type: 'terminal', terminalId: 'no-such-terminal' }] } }, false);
+        }""")
+        pg.wait_for_selector("#log .tool pre.term-agent.released", timeout=T)
+        before = pg.evaluate("() => getComputedStyle(document.querySelector('#log .tool pre.term-agent'), '::before').content")
+        assert "terminal released" in before, before
+        assert pg.locator("#log .tool pre.term-agent").count() == 1
     finally:
         env.close()
 

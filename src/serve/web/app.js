@@ -35,7 +35,7 @@ const firstHash = readHash();
 // ---- state ----
 const S = {
   busy: false, leaseOn: false, holder: null, info: null, agentName: '', relayVersion: '',
-  promptCaps: {}, authMethods: [], ever: false, title: '', wantLoad: null, meta: {}, shownProject: null,
+  promptCaps: {}, authMethods: [], ever: false, title: '', wantLoad: null, meta: {}, shownProject: null, retake: null,
 };
 const listeners = new Map(); // notification method -> Set(fn)
 const viewer = () => S.leaseOn && S.holder != null && S.holder !== clientId;
@@ -285,6 +285,13 @@ function onWelcome(w, how) {
   if (how.first && how.asked && w.sessionId !== how.asked) S.wantLoad = how.asked;
   setBusy(!!w.busy);
   setLease(w.lease, w.holder);
+  if (S.retake) {
+    const was = S.retake;
+    S.retake = null;
+    if (w.lease && (w.holder === was || w.holder == null)) {
+      request('_relay/take_control', {}).then(r => setLease(r.lease != null ? r.lease : S.leaseOn, r.holder)).catch(() => {});
+    }
+  }
   tr.settleAll(new Set((w.pendingPermissionIds || []).map(String)));
   // a later welcome on the same socket is a view switch (load, resume)
   if (how.first) afterWelcome();
@@ -478,6 +485,9 @@ $('devSave').addEventListener('click', () => {
   const name = slug($('devName').value);
   if (!name) { toast('Give this device a name: letters and digits.'); return; }
   const suffix = clientId.slice(-8);
+  // the relay knows devices by id: control held under the old name is taken
+  // again under the new one once the link is back
+  S.retake = S.leaseOn && S.holder === clientId ? clientId : null;
   clientId = name + '-' + suffix;
   LS.set('client', clientId);
   link.clientId = clientId;
