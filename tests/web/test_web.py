@@ -1262,7 +1262,7 @@ def new_activity_pill(pw, browser):
 
 
 @test
-def cards_are_keyed_per_turn(pw, browser):
+def cards_keyed_per_turn_and_a_released_terminal(pw, browser):
     env = Env(pw, browser, workspace=False)
     try:
         pg = env.page()
@@ -1281,20 +1281,11 @@ def cards_are_keyed_per_turn(pw, browser):
         assert cards[0][1] == "first tool" and cards[1][1] == "second tool", cards
         assert cards[0][0] != cards[1][0], cards
         assert cards[0][2] == "failed" and cards[1][2] == "completed", cards
-    finally:
-        env.close()
-
-
-@test
-def released_agent_terminal_says_so(pw, browser):
-    env = Env(pw, browser, workspace=False)
-    try:
-        pg = env.page()
         # a card naming an agent terminal the relay no longer has (released
         # before this device read it): the view says so, not "no output yet"
         pg.evaluate("""() => {
           const tr = window.acpRelay.transcript;
-          tr.onUpdate({ update: { sessionUpdate: 'user_message_chunk', content: { type: 'text', text: 'late device' } } }, false);
+          tr.onUpdate({ update: { sessionUpdate: 'user_message_chunk', content: { type: 'text', text: 'late device' } }, _meta: { relay: { promptId: 'p3' } } }, false);
           tr.onUpdate({ update: { sessionUpdate: 'tool_call', toolCallId: 'gone-1', title: 'Run gone', kind: 'execute', status: 'in_progress' } }, false);
           tr.onUpdate({ update: { sessionUpdate: 'tool_call_update', toolCallId: 'gone-1', content: [{ type: 'terminal', terminalId: 'no-such-terminal' }] } }, false);
         }""")
