@@ -1302,12 +1302,24 @@ def dialogs_by_keyboard(pw, browser):
     env = Env(pw, browser, workspace=False)
     try:
         pg = env.page(viewport=DESKTOP)
+        prompt(pg, "/chunks 1\na session to list")
+        wait_done(pg)
         # the sessions menu: Enter opens it with the focus inside, Escape closes it and the focus comes back
         pg.focus("#sessBtn")
         pg.keyboard.press("Enter")
         pg.wait_for_selector("#menu:not([hidden])", timeout=T)
         assert pg.evaluate("() => document.getElementById('menu').contains(document.activeElement)")
         assert pg.get_attribute("#sessBtn", "aria-expanded") == "true"
+        # a row with the focus keeps it when the list is drawn again (it is polled)
+        pg.wait_for_selector("#slist li .open", timeout=T)
+        pg.focus("#slist li .open")
+        redrawn = pg.evaluate("""() => new Promise(ok => {
+            const ul = document.getElementById('slist');
+            new MutationObserver((m, o) => { o.disconnect(); setTimeout(() => ok(document.activeElement.classList.contains('open') && ul.contains(document.activeElement)), 0); })
+              .observe(ul, { childList: true });
+            document.getElementById('refBtn').click();
+        })""")
+        assert redrawn, "the focus left the list when it was drawn again"
         pg.keyboard.press("Escape")
         pg.wait_for_selector("#menu", state="hidden", timeout=T)
         assert pg.evaluate("() => document.activeElement.id") == "sessBtn"

@@ -28,6 +28,8 @@ export class Sessions {
   }
   render() {
     const ul = $('slist');
+    // the list is drawn again (polled): a row button with the focus keeps it
+    const f = document.activeElement, had = f && ul.contains(f) && f.dataset.sid ? [f.dataset.sid, f.className] : null;
     ul.textContent = '';
     this.badge();
     if (!this.list.length) { ul.appendChild(el('li', 'mut', 'No sessions yet.')); return; }
@@ -48,12 +50,14 @@ export class Sessions {
       }
       for (const s of rows) this.row(ul, s, ctl, places.agents.length > 1);
     }
+    if (had) { const b = [...ul.querySelectorAll('button')].find(x => x.dataset.sid === had[0] && x.className === had[1]); if (b) b.focus(); }
   }
   // One session's row; `agents`: tag it with its agent's name.
   row(ul, s, ctl, agents) {
     const li = ul.appendChild(el('li'));
     const b = li.appendChild(button('', 'open', () => { this.closeMenu(); if (s.sessionId !== this.app.sid()) this.app.load(s.sessionId); }));
     const meta = (s._meta && s._meta.relay) || {};
+    b.dataset.sid = s.sessionId;
     b.appendChild(el('div', '', s.title || short(s.sessionId)));
     const tags = b.appendChild(el('div', 'tagrow'));
     const t = when(s.updatedAt);
@@ -64,6 +68,7 @@ export class Sessions {
     if (needs) tags.appendChild(el('span', 'tag needs', 'needs you'));
     if (s.sessionId === this.app.sid()) b.setAttribute('aria-current', 'true');
     const del = li.appendChild(button('Delete', 'dan ctl', () => this.remove(s), 'Delete session ' + (s.title || s.sessionId)));
+    del.dataset.sid = s.sessionId;
     del.disabled = !ctl || !!meta.busy;
     if (meta.busy) del.title = 'Busy: stop its turn first';
   }
