@@ -30,7 +30,11 @@ const HELP: [(&str, &str, Option<&str>); 10] = [
     ("chunks", "split the echo into N chunks", Some("N")),
     ("sleep", "pause for MS milliseconds", Some("MS")),
     ("ask", "ask for permission", None),
-    ("read", "read a file through the client", Some("path")),
+    (
+        "read",
+        "read a file through the client",
+        Some("path[:line]"),
+    ),
     (
         "write",
         "write a file through the client",
@@ -62,8 +66,9 @@ pub enum Step {
     Sleep { ms: u64 },
     /// `/ask`: a tool call that needs permission.
     Ask,
-    /// `/read PATH`: `fs/read_text_file`.
-    Read { path: String },
+    /// `/read PATH[:LINE]`: `fs/read_text_file`; the tool call's location
+    /// names LINE (else line 1).
+    Read { path: String, line: Option<u64> },
     /// `/write PATH TEXT`: `fs/write_text_file`.
     Write { path: String, text: String },
     /// `/run CMD`: `terminal/create` running `sh -c CMD`.
@@ -127,9 +132,19 @@ pub fn parse(text: &str) -> Script {
             },
             "/ask" => Step::Ask,
             "/read" if rest.is_empty() => invalid("/read needs a path"),
-            "/read" => Step::Read {
-                path: rest.to_string(),
-            },
+            "/read" => {
+                let (path, line) = match rest.rsplit_once(':') {
+                    Some((p, n)) if !p.is_empty() => match n.parse::<u64>() {
+                        Ok(n) if n >= 1 => (p, Some(n)),
+                        _ => (rest, None),
+                    },
+                    _ => (rest, None),
+                };
+                Step::Read {
+                    path: path.to_string(),
+                    line,
+                }
+            }
             "/write" => match rest.split_once(char::is_whitespace) {
                 Some((path, text)) => Step::Write {
                     path: path.to_string(),
@@ -211,7 +226,7 @@ mod tests {
     #[test]
     fn steps_keep_prompt_order() {
         let s = parse(
-            "intro\n/sleep 50\n/ask\n/read ../x y.txt\n/write out.txt hello  world\n/run echo hi | wc -c\n/context\n/fail\n/exit",
+            "intro\n/sleep 50\n/ask\n/read ../x y.txt\n/read src/a.rs:12\n/read odd:name\n/write out.txt hello  world\n/run echo hi | wc -c\n/context\n/fail\n/exit",
         );
         assert_eq!(
             s.steps,
@@ -219,7 +234,16 @@ mod tests {
                 Step::Sleep { ms: 50 },
                 Step::Ask,
                 Step::Read {
-                    path: "../x y.txt".into()
+                    path: "../x y.txt".into(),
+                    line: None
+                },
+                Step::Read {
+                    path: "src/a.rs".into(),
+                    line: Some(12)
+                },
+                Step::Read {
+                    path: "odd:name".into(),
+                    line: None
                 },
                 Step::Write {
                     path: "out.txt".into(),

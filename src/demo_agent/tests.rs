@@ -23,11 +23,22 @@ struct Turned {
 }
 
 impl Turned {
-    /// The message chunks, without the chunks that only separate messages.
+    /// The messages as a client shows them: every message chunk's text in
+    /// order, cut where a chunk that is only a newline separates two
+    /// messages. A separator that is not sent glues two messages into one
+    /// (and the tests that look at one of them fail).
     fn chunks(&self) -> Vec<String> {
-        let mut c = self.texts("agent_message_chunk");
-        c.retain(|t| t != "\n");
-        c
+        let mut out: Vec<String> = Vec::new();
+        let mut cur: Option<String> = None;
+        for t in self.texts("agent_message_chunk") {
+            if t == "\n" {
+                out.extend(cur.take());
+            } else {
+                cur.get_or_insert_with(String::new).push_str(&t);
+            }
+        }
+        out.extend(cur);
+        out
     }
 
     fn texts(&self, kind: &str) -> Vec<String> {
@@ -250,8 +261,8 @@ fn malformed_input_gets_errors_not_panics() {
 fn chunks_stream_the_echo() {
     let (mut c, sid) = ready(false, false);
     let t = c.prompt(&sid, "/chunks 2\nhi");
-    assert_eq!(t.chunks().len(), 2);
-    assert_eq!(t.chunks().concat(), "echo: /chunks 2\nhi");
+    assert_eq!(t.texts("agent_message_chunk").len(), 2);
+    assert_eq!(t.chunks(), ["echo: /chunks 2\nhi"]);
     assert_eq!(t.stop_reason(), "end_turn");
     assert!(t.updates.iter().all(|u| u["sessionId"] == sid.as_str()));
 }
@@ -270,7 +281,7 @@ fn ask_reports_each_answer() {
             assert_eq!(m["params"]["options"][1]["kind"], "reject_once");
             Some(json!({ "outcome": { "outcome": "selected", "optionId": option } }))
         });
-        assert_eq!(t.chunks().last().map(|c| c.trim_start()), Some(said));
+        assert_eq!(t.chunks().last().map(String::as_str), Some(said));
         assert_eq!(t.stop_reason(), "end_turn");
         let kinds: Vec<&str> = t
             .updates
@@ -506,7 +517,7 @@ fn fail_answers_with_an_error() {
     let t = c.prompt(&sid, "/chunks 1\n/fail");
     assert_eq!(t.answer["error"]["code"], -32000);
     assert_eq!(t.answer["error"]["message"], "demo failure");
-    assert_eq!(t.chunks().len(), 1);
+    assert_eq!(t.chunks(), ["echo: /chunks 1\n/fail"]);
 }
 
 #[test]
@@ -623,7 +634,7 @@ fn tour_without_commands() {
         _ => None,
     });
     let chunks = t.chunks();
-    assert_eq!(chunks[..3].concat(), "echo: show me around");
+    assert_eq!(chunks[0], "echo: show me around");
     assert!(
         chunks.contains(&"permission: allow".to_string()),
         "{chunks:?}"
@@ -655,4 +666,112 @@ fn flood_mode_streams_stamped_chunks() {
         assert_eq!(u["update"]["_meta"]["n"], i as u64);
     }
     assert_eq!(t.stop_reason(), "end_turn");
+}
+
+#[test]
+fn messages_are_separated_in_the_chunks_sent() {
+    let (mut c, sid) = ready(false, false);
+    let t = c.prompt(&sid, "/chunks 1\n/context\n/settings");
+    // What a client that appends every chunk shows: the newline between two
+    // messages is in the stream itself, not only in the agent's record.
+    let sent = t.texts("agent_message_chunk").concat();
+    assert_eq!(
+        sent,
+        "echo: /chunks 1\n/context\n/settings\ncontext: 0 earlier prompts; last: none\nsettings: mode ask; model demo-fast"
+    );
+    assert_eq!(t.chunks().len(), 3, "{:?}", t.chunks());
+    // and the record a load replays holds the same text
+    let r = c.call(
+        "session/load",
+        json!({ "sessionId": sid, "cwd": "/work/space", "mcpServers": [] }),
+    );
+    assert_eq!(r.texts("agent_message_chunk").concat(), sent);
+}
+
+#[test]
+fn tool_ids_differ_between_writes_and_reads_point_at_a_line() {
+    let tmp = TempDir::new("demo-locations");
+    let dir = tmp.0.clone();
+    std::fs::write(dir.join("notes.txt"), "one\ntwo\nthree\n").expect("notes");
+    let mut c = Client::start(DemoOptions::default());
+    c.initialize(true, false);
+    let sid = c.new_session(&dir.to_string_lossy());
+    let id = c.prompt_id(
+        &sid,
+        "/chunks 1\n/read notes.txt:2\n/read notes.txt\n/write notes.txt one",
+    );
+    let t = c.finish(id, |m| match m["method"].as_str() {
+        Some("fs/read_text_file") => Some(json!({ "content": "one\ntwo\nthree\n" })),
+        Some("fs/write_text_file") => Some(Value::Null),
+        _ => None,
+    });
+    let calls: Vec<&Value> = t
+        .updates
+        .iter()
+        .filter(|u| u["update"]["sessionUpdate"] == "tool_call")
+        .map(|u| &u["update"])
+        .collect();
+    let lines: Vec<&Value> = calls.iter().map(|u| &u["locations"][0]["line"]).collect();
+    assert_eq!(lines, [&json!(2), &json!(1), &json!(1)]);
+    // a write points at its first changed line
+    assert_eq!(turn::first_change("a\nb\nc\n", "a\nb\nC\n"), 3);
+    assert_eq!(turn::first_change("a\nb\n", "a\nb\nc\n"), 3);
+    assert_eq!(turn::first_change("", "new\n"), 1);
+    assert_eq!(turn::first_change("a\nb\nc\n", "a\n"), 1);
+    let ids: std::collections::HashSet<&str> = calls
+        .iter()
+        .filter_map(|u| u["toolCallId"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 3, "{calls:?}");
+}
+
+/// Set in the child process `tool_ids_are_unique_across_agent_processes` starts.
+const TOOL_ID_CHILD: &str = "ACP_RELAY_DEMO_TOOL_ID_CHILD";
+
+/// Run only as that child: prints the id of this process's first tool call.
+#[test]
+#[ignore = "run by tool_ids_are_unique_across_agent_processes in a child process"]
+fn print_first_tool_id() {
+    if std::env::var_os(TOOL_ID_CHILD).is_none() {
+        return;
+    }
+    let (mut c, sid) = ready(false, false);
+    let id = c.prompt_id(&sid, "/ask");
+    let t = c.finish(id, |_| {
+        Some(json!({ "outcome": { "outcome": "selected", "optionId": "allow" } }))
+    });
+    let first = t
+        .updates
+        .iter()
+        .find(|u| u["update"]["sessionUpdate"] == "tool_call")
+        .and_then(|u| u["update"]["toolCallId"].as_str())
+        .expect("a tool call");
+    println!("TOOL-ID={first}");
+}
+
+/// A restarted agent is a new process whose counter starts again: its tool
+/// ids must still differ from the last one's (a session keeps both).
+#[test]
+fn tool_ids_are_unique_across_agent_processes() {
+    let exe = std::env::current_exe().expect("the test binary");
+    let first_id = || {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "demo_agent::tests::print_first_tool_id",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(TOOL_ID_CHILD, "1")
+            .output()
+            .expect("run the child");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.split_once("TOOL-ID=").map(|(_, id)| id.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no tool id from the child: {text}"))
+    };
+    let (a, b) = (first_id(), first_id());
+    assert!(a.starts_with("tool-") && b.starts_with("tool-"), "{a} {b}");
+    assert_ne!(a, b, "two agent processes made the same tool id");
 }

@@ -217,6 +217,18 @@ struct Player {
     said: String,
 }
 
+/// The first line (from 1) where `new` differs from `old`: where a write's
+/// tool call points.
+pub(super) fn first_change(old: &str, new: &str) -> u64 {
+    let same = old
+        .lines()
+        .zip(new.lines())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let lines = new.lines().count().max(1);
+    same.min(lines - 1) as u64 + 1
+}
+
 static TOOL_CALLS: AtomicU64 = AtomicU64::new(1);
 
 /// Names this agent process in its tool call ids, so that ids stay unique in
@@ -418,7 +430,7 @@ impl Player {
         match step {
             Step::Sleep { ms } => self.sleep(ms),
             Step::Ask => self.ask(),
-            Step::Read { path } => self.read(&path),
+            Step::Read { path, line } => self.read(&path, line.unwrap_or(1)),
             Step::Write { path, text } => self.write(&path, &text),
             Step::Run { command } => self.run_command(&command),
             Step::Context => {
@@ -487,9 +499,10 @@ impl Player {
         }
     }
 
-    fn read(&mut self, path: &str) -> Result<(), Stop> {
+    fn read(&mut self, path: &str, line: u64) -> Result<(), Stop> {
         let abs = self.absolute(path);
-        let extra = json!({ "locations": [{ "path": abs }], "rawInput": { "path": abs } });
+        let extra =
+            json!({ "locations": [{ "path": abs, "line": line }], "rawInput": { "path": abs } });
         let tool = self.tool_call(&format!("Read {path}"), "read", "in_progress", extra);
         if !self.turn.caps.read_text_file {
             self.say("read skipped: the client did not advertise fs.readTextFile");
@@ -525,15 +538,18 @@ impl Player {
 
     fn write(&mut self, path: &str, text: &str) -> Result<(), Stop> {
         let abs = self.absolute(path);
-        let extra =
-            json!({ "locations": [{ "path": abs }], "rawInput": { "path": abs, "content": text } });
+        let old = self.old_text(path);
+        let line = first_change(old.as_deref().unwrap_or(""), text);
+        let extra = json!({
+            "locations": [{ "path": abs, "line": line }],
+            "rawInput": { "path": abs, "content": text },
+        });
         let tool = self.tool_call(&format!("Write {path}"), "edit", "in_progress", extra);
         if !self.turn.caps.write_text_file {
             self.say("write skipped: the client did not advertise fs.writeTextFile");
             self.tool_update(&tool, "failed", None);
             return Ok(());
         }
-        let old = self.old_text(path);
         let params = json!({ "sessionId": self.turn.session_id, "path": abs, "content": text });
         let reply = match self.request("fs/write_text_file", params, false) {
             Ok(r) => r,
@@ -698,7 +714,7 @@ impl Player {
         self.tool_update(&tool, "in_progress", None);
         self.check()?;
         if self.turn.cwd.join("README.md").is_file() {
-            self.read("README.md")?;
+            self.read("README.md", 1)?;
         } else {
             self.say(&format!(
                 "no README.md in {}; skipping the read",

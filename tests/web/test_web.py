@@ -4,7 +4,7 @@ Debian's chromium driven by playwright (never a downloaded browser).
 Run by scripts/test-web.sh: `python tests/web/test_web.py BINARY SHOTS_DIR [NAME...]`.
 Every wait is a condition with a deadline; no test asserts on timing.
 """
-import base64, gzip, json, os, signal, subprocess, sys, traceback, urllib.request
+import base64, gzip, json, os, shutil, signal, socket, subprocess, sys, threading, traceback, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from relay import Relay, wait_for  # noqa: E402
@@ -40,6 +40,8 @@ def make_workspace(ws):
     os.makedirs(os.path.join(ws, "src"), exist_ok=True)
     with open(os.path.join(ws, "src", "main.rs"), "w") as f:
         f.write("fn main() {\n    println!(\"hi\");\n}\n")
+    with open(os.path.join(ws, "long.txt"), "w") as f:
+        f.write("".join(f"long line {k}\n" for k in range(1, 301)))
     with open(os.path.join(ws, ".gitignore"), "w") as f:
         f.write("secret.log\n")
     with open(os.path.join(ws, "secret.log"), "w") as f:
@@ -63,14 +65,16 @@ class Env:
         self.contexts = []
         self.errors = []
 
-    def page(self, viewport=PHONE, token=True, scheme="light", perms=(), touch=False):
+    def page(self, viewport=PHONE, token=True, scheme="light", perms=(), touch=False, init=None, wait=True):
         ctx = self.browser.new_context(viewport=viewport, color_scheme=scheme, permissions=list(perms), has_touch=touch, is_mobile=touch)
         self.contexts.append(ctx)
+        if init:
+            ctx.add_init_script(init)
         pg = ctx.new_page()
         pg.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
         pg.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" and ("Content Security Policy" in m.text or "Refused" in m.text or "SyntaxError" in m.text) else None)
         pg.goto(self.relay.url if token else self.relay.base + "/")
-        if token:
+        if token and wait:
             connected(pg)
         return pg
 
@@ -102,6 +106,36 @@ def shot(pg, name):
     os.makedirs(SHOTS, exist_ok=True)
     vp = pg.viewport_size
     pg.screenshot(path=os.path.join(SHOTS, f"{name}-{vp['width']}x{vp['height']}.png"))
+
+
+def shots(pg, name):
+    """The screen at both sizes (phone and desktop), then the page's own size again."""
+    vp = dict(pg.viewport_size)
+    for size in (PHONE, DESKTOP):
+        pg.set_viewport_size(size)
+        pg.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        shot(pg, name)
+    pg.set_viewport_size(vp)
+
+
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs")
+
+# Counts the page's WebSocket attempts (window.__wsTries) and whether the
+# pairing form was ever shown (window.__pairShown), from the page's start.
+WATCH_LINK = """
+window.__wsTries = 0;
+window.__pairShown = false;
+{
+  const W = window.WebSocket;
+  window.WebSocket = class extends W { constructor(...a) { super(...a); window.__wsTries++; } };
+}
+document.addEventListener('DOMContentLoaded', () => {
+  const p = document.getElementById('pair');
+  const look = () => { if (!p.hidden) window.__pairShown = true; };
+  new MutationObserver(look).observe(p, { attributes: true });
+  look();
+});
+"""
 
 
 def text(pg, sel):
@@ -171,7 +205,7 @@ def pair_then_refused_token_stops(pw, browser):
     try:
         pg = env.page(token=False)
         pg.wait_for_selector("#pair:not([hidden])", timeout=T)
-        shot(pg, "pairing")
+        shots(pg, "pairing")
         pg.fill("#tok", env.relay.token)
         pg.click("#pair button[type=submit]")
         connected(pg)
@@ -211,7 +245,7 @@ def streamed_markdown_is_safe(pw, browser):
         assert pg.locator(a + " b, " + a + " img, " + a + " i").count() == 0
         body = text(pg, a)
         assert "<b>raw</b>" in body and "<img src=x" in body and "fenced <i>x</i>" in body
-        shot(pg, "chat-markdown")
+        shots(pg, "chat-markdown")
         # the renderer never makes other elements or attributes, whatever the input
         bad = pg.evaluate(r"""async () => {
           const { renderMarkdown } = await import('/markdown.js');
@@ -256,7 +290,7 @@ def thought_plan_usage_and_stop_reason(pw, browser):
         pg.wait_for_selector("#stop:not([hidden])", timeout=T)
         pg.click("#stop")
         pg.wait_for_function("() => document.querySelector('#log').innerText.includes('Stopped: cancelled')", timeout=T)
-        shot(pg, "chat-tour")
+        shots(pg, "chat-tour")
     finally:
         env.close()
 
@@ -295,6 +329,8 @@ def ask_on_two_devices_settles_on_both(pw, browser):
         b.wait_for_selector(".ask button.pri", timeout=T)
         shot(a, "chat-permission")
         shot(b, "chat-permission")
+        # the README's phone image is this screen, made by this run
+        shutil.copyfile(os.path.join(SHOTS, "chat-permission-390x844.png"), os.path.join(DOCS, "web-phone-chat.png"))
         b.click(".ask button.pri")
         a.wait_for_selector(".ask.done", timeout=T)
         b.wait_for_selector(".ask.done", timeout=T)
@@ -335,22 +371,28 @@ def long_transcript(pg, n=4):
 def restart_shows_banner_and_keeps_scroll(pw, browser):
     env = Env(pw, browser)
     try:
-        pg = env.page()
+        pg = env.page(init=WATCH_LINK)
         long_transcript(pg)
         top = pg.evaluate("() => { const l = document.querySelector('#log'); l.scrollTop = Math.floor((l.scrollHeight - l.clientHeight) / 2); l.dispatchEvent(new Event('scroll')); return l.scrollTop; }")
         pg.evaluate("() => { const l = document.querySelector('#log'); l.scrollTop -= 1; l.dispatchEvent(new Event('scroll')); }")
         top = pg.evaluate("() => document.querySelector('#log').scrollTop")
         assert pg.evaluate("() => window.acpRelay.stick") is False
+        tries = pg.evaluate("() => window.__wsTries")
         env.relay.stop()
         pg.wait_for_selector("#banner:not([hidden])", timeout=T)
-        assert pg.is_hidden("#pair"), "the pairing form must not cover the transcript during an outage"
-        shot(pg, "reconnecting")
+        # an outage of 5 s and more, with several failed tries: the banner
+        # only, the pairing form never (it was shown ~3.5 s into an outage once)
+        pg.evaluate("() => { window.__down = Date.now(); }")
+        pg.wait_for_function(f"() => Date.now() - window.__down >= 5000 && window.__wsTries >= {tries} + 3", timeout=T)
+        assert pg.evaluate("() => window.__pairShown") is False, "the pairing form must not cover the transcript during an outage"
+        assert pg.is_visible("#banner") and pg.evaluate("() => window.acpRelay.stopped") is False
+        shots(pg, "reconnecting")
         env.relay.start(env.relay.port)
         connected(pg)
         pg.wait_for_selector("#banner[hidden]", state="attached", timeout=T)
         pg.wait_for_function(f"() => Math.abs(document.querySelector('#log').scrollTop - {top}) <= 2", timeout=T)
         assert pg.locator("#log .msg.user").count() == 4
-        assert pg.is_hidden("#pair")
+        assert pg.evaluate("() => window.__pairShown") is False
     finally:
         env.close()
 
@@ -364,7 +406,8 @@ def silent_link_is_noticed(pw, browser):
         # notice the silence by itself (about 15 s), show the banner and retry
         os.killpg(env.relay.proc.pid, signal.SIGSTOP)
         try:
-            pg.wait_for_selector("#banner:not([hidden])", timeout=40000)
+            # ~15 s (10 s idle, a probe, 5 s for its answer) plus the 2.5 s check tick
+            pg.wait_for_selector("#banner:not([hidden])", timeout=25000)
             assert pg.is_hidden("#pair")
         finally:
             os.killpg(env.relay.proc.pid, signal.SIGCONT)
@@ -398,7 +441,7 @@ def tool_cards_diff_ansi_and_wrapping(pw, browser):
     try:
         pg = env.page(viewport={"width": 360, "height": 780})
         long = "x" * 160
-        prompt(pg, f"/chunks 1\n/write notes.txt new line\n/run printf '\\033[31mred\\033[0m plain {long}'\n/read README.md")
+        prompt(pg, f"/chunks 1\n/write notes.txt new line\n/run printf '\\033[31mred\\033[0m plain {long}'\n/read README.md\n/read long.txt:150")
         wait_done(pg)
         pg.wait_for_selector(".tool .diff .del", timeout=T)
         assert "old line" in text(pg, ".tool .diff .del")
@@ -412,10 +455,21 @@ def tool_cards_diff_ansi_and_wrapping(pw, browser):
         assert pg.locator(".tool .locs button").count() >= 1
         overflow = pg.evaluate("() => [document.documentElement.scrollWidth, document.querySelector('#log').scrollWidth, document.querySelector('#log').clientWidth]")
         assert overflow[0] <= 360 and overflow[1] <= overflow[2], overflow
-        shot(pg, "chat-tools")
+        shots(pg, "chat-tools")
         pg.locator(".tool .locs button", has_text="README.md").first.click()
         pg.wait_for_selector("#files:not([hidden]) .code .ln", timeout=T)
         assert "Demo readme" in text(pg, "#files .code")
+        # a location with a line: the viewer marks that line and scrolls to it
+        pg.click("#tab-chat")
+        loc = pg.locator(".tool .locs button", has_text="long.txt")
+        assert loc.count() == 1 and text(pg, ".tool .locs button:has-text('long.txt')").endswith("long.txt:150")
+        loc.click()
+        pg.wait_for_selector("#files:not([hidden]) .code .ln.hit", timeout=T)
+        assert pg.locator("#files .code .ln.hit").count() == 1
+        assert text(pg, "#files .code .ln.hit .n") == "150" and "long line 150" in text(pg, "#files .code .ln.hit")
+        pg.wait_for_function("""() => { const h = document.querySelector('#files .code .ln.hit').getBoundingClientRect(), b = document.querySelector('#files .body').getBoundingClientRect();
+            return h.top >= b.top && h.bottom <= b.bottom; }""", timeout=T)
+        shots(pg, "files-at-line")
     finally:
         env.close()
 
@@ -437,7 +491,7 @@ def modes_config_and_palette_reach_the_agent(pw, browser):
         pg.wait_for_selector("#palette:not([hidden]) li", timeout=T)
         items = text(pg, "#palette")
         assert "/ask" in items and "/settings" in items and "/run" in items, items
-        shot(pg, "chat-palette")
+        shots(pg, "chat-palette")
         pg.type("#input", "sett")
         pg.keyboard.press("Enter")
         assert pg.input_value("#input").startswith("/settings")
@@ -476,7 +530,7 @@ def image_attachment_and_agent_login(pw, browser):
         pg.wait_for_selector("#agentSheet:not([hidden]) #authList button", timeout=T)
         pg.click("#authList button")
         pg.wait_for_function("() => document.querySelector('#toast').innerText.includes('Logged in')", timeout=T)
-        shot(pg, "agent-login")
+        shots(pg, "agent-login")
     finally:
         env.close()
 
@@ -485,6 +539,8 @@ def image_attachment_and_agent_login(pw, browser):
 def workspace_tree_viewer_diff_edit_conflict(pw, browser):
     env = Env(pw, browser)
     ws = env.relay.workspace
+    with open(os.path.join(ws, "blob.bin"), "wb") as f:
+        f.write(bytes(range(256)) * 5)
     try:
         for vp in (PHONE, DESKTOP):
             pg = env.page(viewport=vp)
@@ -510,8 +566,14 @@ def workspace_tree_viewer_diff_edit_conflict(pw, browser):
             pg.context.close()
             env.contexts.remove(pg.context)
         pg = env.page()
-        # edit and save
         pg.click("#tab-files")
+        # a binary file: not shown, its size said
+        pg.wait_for_selector("#files ul.tree button[data-path='blob.bin']", timeout=T)
+        pg.click("#files ul.tree button[data-path='blob.bin']")
+        pg.wait_for_function("() => document.querySelector('#files').innerText.includes('Binary file, 1280 bytes')", timeout=T)
+        assert "undefined" not in text(pg, "#files")
+        pg.click("#files button.back")
+        # edit and save
         pg.click("#files ul.tree button[data-path='notes.txt']")
         pg.wait_for_selector("#files .code .ln", timeout=T)
         pg.click("#files button:has-text('Edit')")
@@ -528,7 +590,7 @@ def workspace_tree_viewer_diff_edit_conflict(pw, browser):
         pg.wait_for_selector("#files .conflict pre.theirs", timeout=T)
         assert "their version" in text(pg, "#files .conflict pre.theirs")
         assert "my version" in text(pg, "#files .conflict pre.mine")
-        shot(pg, "files-conflict")
+        shots(pg, "files-conflict")
         pg.click("#files .conflict button:has-text('Reload')")
         pg.wait_for_function("() => document.querySelector('#files .code') && document.querySelector('#files .code').innerText.includes('their version')", timeout=T)
         assert open(os.path.join(ws, "notes.txt")).read() == "their version\n"
@@ -542,23 +604,50 @@ def workspace_tree_viewer_diff_edit_conflict(pw, browser):
         env.close()
 
 
+# Records system notifications and vibrations as the browser is asked for them.
+WATCH_ATTENTION = """
+window.__shown = []; window.__vibrated = 0;
+{
+  const R = window.ServiceWorkerRegistration && ServiceWorkerRegistration.prototype;
+  if (R && R.showNotification) { const show = R.showNotification; R.showNotification = function (t, o) { window.__shown.push(t); return show.call(this, t, o); }; }
+  if (window.Notification) { const N = window.Notification; window.Notification = class extends N { constructor(t, o) { super(t, o); window.__shown.push(t); } }; }
+  const v = navigator.vibrate ? navigator.vibrate.bind(navigator) : null;
+  navigator.vibrate = (p) => { window.__vibrated++; try { return v ? v(p) : true; } catch (e) { return false; } };
+}
+"""
+
+
 @test
 def notification_while_hidden(pw, browser):
     env = Env(pw, browser)
     try:
-        a = env.page(perms=["notifications"])
+        a = env.page(perms=["notifications"], init=WATCH_ATTENTION)
         b = env.page()
+        # permission granted: the menu's switch says they are on
+        a.click("#sessBtn")
+        a.wait_for_function("() => document.getElementById('notifyBtn').getAttribute('aria-pressed') === 'true'", timeout=T)
+        a.keyboard.press("Escape")
         a.evaluate("""() => {
             Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
             Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
             document.dispatchEvent(new Event('visibilitychange'));
         }""")
         prompt(b, "/chunks 1\nfrom the other device\n/ask")
-        a.wait_for_function("() => window.acpRelay.notes.length >= 1", timeout=T)
-        assert a.evaluate("() => window.acpRelay.notes[0].title") == "The agent needs you"
+        # the system notification was shown (by the service worker or the page) and the phone vibrated
+        a.wait_for_function("() => window.__shown.length >= 1 && window.__vibrated >= 1", timeout=T)
+        assert a.evaluate("() => window.__shown[0]") == "The agent needs you"
         assert a.title().startswith("(1) ")
         b.click(".ask button.pri")
-        a.wait_for_function("() => window.acpRelay.notes.length >= 2", timeout=T)
+        a.wait_for_function("() => window.__shown.length >= 2 && window.__vibrated >= 2", timeout=T)
+        assert a.evaluate("() => window.__shown[1]") == "The agent is done"
+        assert a.title().startswith("(2) ")
+        # shown again: the count goes
+        a.evaluate("""() => {
+            Object.defineProperty(document, 'hidden', { configurable: true, get: () => false });
+            Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'visible' });
+            document.dispatchEvent(new Event('visibilitychange'));
+        }""")
+        a.wait_for_function("() => !document.title.startsWith('(')", timeout=T)
     finally:
         env.close()
 
@@ -574,11 +663,43 @@ def lease_viewer_disabled_take_control(pw, browser):
         b.wait_for_selector("#leasebar:not([hidden])", timeout=T)
         assert "has control" in text(b, "#leaseTxt")
         assert b.is_disabled("#input") and b.is_disabled("#send")
-        shot(b, "lease-viewer")
+        shots(b, "lease-viewer")
+        # an ask on the viewer: disabled, then enabled once it takes control
+        prompt(a, "/chunks 1\n/ask")
+        b.wait_for_selector(".ask:not(.done) button.pri", timeout=T)
+        assert b.is_disabled(".ask:not(.done) button.pri")
         b.click("#takeBtn")
         b.wait_for_function("() => !document.querySelector('#input').disabled", timeout=T)
         a.wait_for_function("() => document.querySelector('#input').disabled", timeout=T)
         assert "tablet" not in text(a, "#leaseTxt")
+        b.wait_for_function("() => !document.querySelector('.ask:not(.done) button.pri').disabled", timeout=T)
+        # an answer on its way: a lease change does not enable its buttons again
+        b.evaluate("""() => { const ws = window.acpRelay.ws, send = ws.send.bind(ws);
+            ws.send = d => { if (!/"result"/.test(d) || !/"id":"perm:/.test(d)) send(d); }; }""")  # the answer never leaves
+        b.click(".ask:not(.done) button.pri")
+        b.wait_for_function("() => document.querySelector('.ask:not(.done) .n').innerText.startsWith('Sending')", timeout=T)
+        a.click("#takeBtn")
+        b.wait_for_function("() => document.querySelector('#input').disabled", timeout=T)
+        b.click("#takeBtn")
+        b.wait_for_function("() => !document.querySelector('#input').disabled", timeout=T)
+        assert b.is_disabled(".ask:not(.done) button.pri"), "a lease change enabled an ask that is Sending…"
+        assert text(b, ".ask:not(.done) .n").startswith("Sending")
+        # the link drops: the ask comes again, open, and can be answered
+        b.evaluate("() => window.acpRelay.ws.close()")
+        connected(b)
+        b.wait_for_function("() => !document.querySelector('.ask:not(.done) button.pri').disabled", timeout=T)
+        b.click(".ask:not(.done) button.pri")
+        wait_done(a, 2)
+        a.click("#takeBtn")
+        a.wait_for_function("() => !document.querySelector('#input').disabled", timeout=T)
+        # renaming the device that has control keeps control (under the new name)
+        a.click("#sessBtn")
+        a.fill("#devName", "Desk")
+        a.click("#devSave")
+        connected(a)
+        a.wait_for_function("() => window.acpRelay.clientId.startsWith('desk-')", timeout=T)
+        b.wait_for_function("() => document.querySelector('#leaseTxt').innerText.startsWith('desk has control')", timeout=T)
+        a.wait_for_function("() => !document.querySelector('#input').disabled && document.querySelector('#leaseTxt').innerText === 'You have control.'", timeout=T)
     finally:
         env.close()
 
@@ -609,7 +730,7 @@ def sessions_menu_delete_and_terminal_tab(pw, browser):
         wait_done(pg, 2)
         pg.click("#sessBtn")
         pg.wait_for_function("() => document.querySelectorAll('#slist li .open').length === 2", timeout=T)
-        shot(pg, "sessions")
+        shots(pg, "sessions")
         pg.locator("#slist li", has_text="first session").locator("button:has-text('Delete')").click()
         pg.wait_for_function("() => document.querySelectorAll('#slist li .open').length === 1", timeout=T)
         assert "first session" not in text(pg, "#slist")
@@ -782,30 +903,86 @@ CONTRAST = """(sel) => {
 }"""
 
 
+# Buttons and selects shown under `root` smaller than 44 px either way.
+SMALL_TAPS = """(root) => [...document.querySelectorAll(root + ' button, ' + root + ' select')]
+  .filter(b => b.offsetParent && (b.getBoundingClientRect().height < 44 || b.getBoundingClientRect().width < 44))
+  .map(b => (b.id || b.innerText || b.className) + ' ' + Math.round(b.getBoundingClientRect().width) + 'x' + Math.round(b.getBoundingClientRect().height))"""
+
+
+def low_contrast(pg, sels):
+    results = []
+    for sel in sels:
+        results += pg.evaluate(CONTRAST, sel)
+    return results, [r for r in results if r[2] < 4.5]
+
+
 @test
 def contrast_overflow_and_tap_targets(pw, browser):
     env = Env(pw, browser)
     try:
         for scheme in ("light", "dark"):
-            pg = env.page(viewport={"width": 360, "height": 780}, scheme=scheme)
-            prompt(pg, "/chunks 1\nsome **text** with `code`\n/ask")
+            # a phone: touch, a coarse pointer
+            pg = env.page(viewport={"width": 360, "height": 780}, scheme=scheme, touch=True)
+            assert pg.evaluate("() => matchMedia('(pointer:coarse)').matches"), "the touch context has a coarse pointer"
+            prompt(pg, "/chunks 1\nsome **text** with `code`\n/write notes.txt new line\n/ask")
             pg.wait_for_selector(".ask:not(.done) button.pri", timeout=T)
-            results = []
-            for sel in ["body", "#log .msg.asst", "#log .msg.user", ".mut", "button", "button.pri", "button.dan", ".tag", "nav#tabs button", "#log code"]:
-                results += pg.evaluate(CONTRAST, sel)
-            bad = [r for r in results if r[2] < 4.5]
+            pg.wait_for_selector("#log .tool .diff .add", timeout=T)
+            results, bad = low_contrast(pg, ["body", "#log .msg.asst", "#log .msg.user", ".mut", "button", "button.pri", "button.dan", ".tag", "nav#tabs button",
+                                             "#log code", "#log .diff .add", "#log .diff .del", "#log .diff .dp"])
             assert results and not bad, f"{scheme}: {bad}"
-            small = pg.evaluate("() => [...document.querySelectorAll('button, select')].filter(b => b.offsetParent && (b.getBoundingClientRect().height < 44 || b.getBoundingClientRect().width < 44)).map(b => b.id || b.innerText)")
-            assert not small, f"tap targets under 44 px: {small}"
+            small = pg.evaluate(SMALL_TAPS, "body")
+            assert not small, f"{scheme} chat: tap targets under 44 px: {small}"
             pg.click(".ask:not(.done) button.pri")
             pg.wait_for_function("() => document.querySelectorAll('.ask:not(.done)').length === 0", timeout=T)
+            wait_done(pg)
+            # a warning line (a stopped turn) and the banner (shown here only to measure its colours)
+            prompt(pg, "/chunks 1\n/sleep 60000")
+            pg.wait_for_selector("#stop:not([hidden])", timeout=T)
+            pg.click("#stop")
+            pg.wait_for_selector("#log .line.warn", timeout=T)
+            pg.evaluate("() => { const b = document.getElementById('banner'); b.hidden = false; b.textContent = 'Reconnecting to the relay… your view is kept.'; }")
+            results, bad = low_contrast(pg, ["#log .line.warn", "#banner", "#log .line.stop"])
+            assert len(results) >= 2 and not bad, f"{scheme}: {bad}"
+            pg.evaluate("() => { document.getElementById('banner').hidden = true; }")
+            # the sessions menu
+            pg.click("#sessBtn")
+            pg.wait_for_selector("#slist li .open", timeout=T)
+            small = pg.evaluate(SMALL_TAPS, "#menu")
+            assert not small, f"{scheme} sessions: tap targets under 44 px: {small}"
+            results, bad = low_contrast(pg, ["#menu", "#menu .mut", "#menu button", "#menu .tag"])
+            assert results and not bad, f"{scheme} sessions: {bad}"
+            pg.keyboard.press("Escape")
+            # files: the tree, then the viewer's bar
+            pg.click("#tab-files")
+            pg.wait_for_selector("#files ul.tree button[data-path='README.md']", timeout=T)
+            small = pg.evaluate(SMALL_TAPS, "#files")
+            assert not small, f"{scheme} files: tap targets under 44 px: {small}"
+            pg.click("#files ul.tree button[data-path='README.md']")
+            pg.wait_for_selector("#files .code .ln", timeout=T)
+            small = pg.evaluate(SMALL_TAPS, "#files")
+            assert not small, f"{scheme} file viewer: tap targets under 44 px: {small}"
+            results, bad = low_contrast(pg, ["#files .code .c", "#files .code .n", "#files .bar .p"])
+            assert results and not bad, f"{scheme} files: {bad}"
+            # changes: the list, then a coloured diff
+            pg.click("#tab-changes")
+            pg.wait_for_selector("#changes .gst button[data-path='README.md']", timeout=T)
+            small = pg.evaluate(SMALL_TAPS, "#changes")
+            assert not small, f"{scheme} changes: tap targets under 44 px: {small}"
+            pg.click("#changes .gst button[data-path='README.md']")
+            pg.wait_for_selector("#changes .diff .add", timeout=T)
+            small = pg.evaluate(SMALL_TAPS, "#changes")
+            assert not small, f"{scheme} diff: tap targets under 44 px: {small}"
+            results, bad = low_contrast(pg, ["#changes .diff .add", "#changes .diff .del", "#changes .diff .hunk", "#changes .diff .meta", "#changes .gst .s", "#changes .gst .f"])
+            assert results and not bad, f"{scheme} changes: {bad}"
             for tab in ("chat", "files", "changes", "term"):
                 pg.click(f"#tab-{tab}")
                 w = pg.evaluate("() => document.documentElement.scrollWidth")
                 assert w <= 360, f"{scheme} {tab}: page is {w} px wide at 360"
             if scheme == "dark":
                 pg.click("#tab-chat")
-                shot(pg, "chat-dark")
+                shots(pg, "chat-dark")
+                pg.click("#tab-changes")
+                shots(pg, "changes-dark")
     finally:
         env.close()
 
@@ -827,6 +1004,14 @@ def new_session_in_another_project_with_another_agent(pw, browser):
     env = Env(pw, browser, extra=extra, workspace=False)
     try:
         pg = env.page()
+        # by keyboard: the sheet takes the focus, Escape gives it back to New
+        pg.focus("#newBtn")
+        pg.keyboard.press("Enter")
+        pg.wait_for_selector("#newSheet:not([hidden])", timeout=T)
+        assert pg.evaluate("() => document.activeElement.id") == "newProject"
+        pg.keyboard.press("Escape")
+        pg.wait_for_selector("#newSheet", state="hidden", timeout=T)
+        assert pg.evaluate("() => document.activeElement.id") == "newBtn"
         pg.click("#newBtn")
         pg.wait_for_selector("#newSheet:not([hidden])", timeout=T)
         assert pg.eval_on_selector_all("#newProject option", "os => os.map(o => o.value)") == ["ws", "api", "web"]
@@ -834,7 +1019,7 @@ def new_session_in_another_project_with_another_agent(pw, browser):
         pg.select_option("#newProject", "web")
         pg.select_option("#newAgent", "two")
         assert dirs["web"] in text(pg, "#newPath")
-        shot(pg, "new-session-sheet")
+        shots(pg, "new-session-sheet")
         pg.click("#newStart")
         pg.wait_for_selector("#newSheet", state="hidden", timeout=T)
         pg.wait_for_function("() => document.getElementById('sub').innerText.includes('web · two')", timeout=T)
@@ -865,7 +1050,7 @@ def new_session_in_another_project_with_another_agent(pw, browser):
         pg.wait_for_selector("#slist li .tag.agent:has-text('two')", timeout=T)
         groups = pg.eval_on_selector_all("#slist li.grp", "ls => ls.map(l => l.firstChild.textContent.trim())")
         assert groups == ["api", "web"], groups
-        shot(pg, "sessions-by-project")
+        shots(pg, "sessions-by-project")
         pg.keyboard.press("Escape")
         # the agent sheet is this session's agent's
         pg.click("#sessBtn")
@@ -886,6 +1071,308 @@ def new_session_in_another_project_with_another_agent(pw, browser):
         env.close()
         import shutil
         shutil.rmtree(root, ignore_errors=True)
+
+
+# After this resolves, every import('./term.js') the page started has run its
+# callback (module loads resolve in order), and a frame was drawn.
+TERM_SETTLED = "() => import('/term.js').then(() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))))"
+
+
+@test
+def tour_cards_keep_no_stale_terminal(pw, browser):
+    env = Env(pw, browser)
+    try:
+        pg = env.page()
+        # the tour's command finishes at once: its card gets the agent's final
+        # text, and no terminal view mounted after it (empty, its terminal released)
+        for i in range(3):
+            prompt(pg, "show me around")
+            pg.wait_for_selector(".ask:not(.done) button.pri", timeout=T)
+            pg.click(".ask:not(.done) button.pri")
+            wait_done(pg, i + 1)
+            pg.evaluate(TERM_SETTLED)
+            cards = pg.evaluate("""() => [...document.querySelectorAll('#log .tool')].filter(c => c.querySelector('.st-completed, .st-failed'))
+                .map(c => [c.innerText, c.querySelectorAll('pre.term-agent').length, [...c.querySelectorAll('pre.term-agent')].filter(p => !p.textContent.trim()).length])""")
+            run = [c for c in cards if c[0].startswith("Run echo hello from the terminal")]
+            assert len(run) == i + 1 and all("hello from the terminal" in c[0] for c in run), cards
+            stale = [c for c in cards if c[1]]
+            assert not stale, f"tour {i}: finished cards with a terminal view: {stale}"
+        shots(pg, "chat-tour-finished")
+    finally:
+        env.close()
+
+
+@test
+def needs_you_badge_from_another_session(pw, browser):
+    env = Env(pw, browser)
+    try:
+        a = env.page()
+        prompt(a, "/chunks 1\nsession of device a")
+        wait_done(a)
+        sid_a = a.evaluate("() => window.acpRelay.view.sid")
+        assert a.is_hidden("#needsBadge")
+        # device b starts its own session and the agent asks there
+        b = env.page(viewport=DESKTOP)
+        b.click("#newBtn")
+        b.wait_for_function(f"() => window.acpRelay.view.sid && window.acpRelay.view.sid !== {json.dumps(sid_a)}", timeout=T)
+        prompt(b, "/chunks 1\nsession of device b\n/ask")
+        b.wait_for_selector(".ask:not(.done) button.pri", timeout=T)
+        # a never saw that ask (another session): the relay's pendingAsks tell it
+        a.wait_for_selector("#needsBadge:not([hidden])", timeout=T)
+        assert text(a, "#needsBadge") == "1"
+        assert a.locator("#log .ask").count() == 0
+        assert a.evaluate("() => window.acpRelay.view.sid") == sid_a
+        a.click("#sessBtn")
+        a.wait_for_selector("#slist li:has-text('session of device b') .tag.needs", timeout=T)
+        # a busy session says so (b's turn waits for the answer)
+        a.wait_for_selector("#slist li:has-text('session of device b') .tag.busy", timeout=T)
+        assert a.locator("#slist li:has-text('session of device a') .tag.needs").count() == 0
+        shots(a, "sessions-needs-you")
+        a.keyboard.press("Escape")
+        b.click(".ask:not(.done) button.pri")
+        wait_done(b)
+        a.wait_for_selector("#needsBadge", state="hidden", timeout=T)
+    finally:
+        env.close()
+
+
+@test
+def busy_while_a_turn_runs(pw, browser):
+    env = Env(pw, browser, workspace=False)
+    try:
+        pg = env.page()
+        prompt(pg, "/chunks 1\nfirst\n/sleep 60000")
+        pg.wait_for_selector("#stop:not([hidden])", timeout=T)
+        pg.wait_for_function("() => document.getElementById('sub').innerText.includes('working')", timeout=T)
+        pg.click("#sessBtn")
+        pg.wait_for_selector("#slist li .open[aria-current=true] .tag.busy", timeout=T)
+        # a busy session cannot be deleted
+        assert pg.locator("#slist li:has(.open[aria-current=true]) button:has-text('Delete')").is_disabled()
+        pg.keyboard.press("Escape")
+        pg.click("#stop")
+        pg.wait_for_selector("#send:not([hidden])", timeout=T)
+        pg.wait_for_function("() => !document.getElementById('sub').innerText.includes('working')", timeout=T)
+        pg.click("#sessBtn")
+        pg.wait_for_selector("#slist li .open[aria-current=true]", timeout=T)
+        pg.wait_for_function("() => !document.querySelector('#slist li .open[aria-current=true] .tag.busy')", timeout=T)
+    finally:
+        env.close()
+
+
+class SlotHolder:
+    """An authenticated device socket that answers pings: one of the relay's connection slots."""
+
+    def __init__(self, relay):
+        self.sock = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
+        self.sock.sendall((f"GET /ws?client_id=holder&token={relay.token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(4096)
+            assert chunk, "the relay closed the holder's upgrade"
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101"), head[:200]
+        self.rest = head.split(b"\r\n\r\n", 1)[1]
+        self.sock.settimeout(None)
+        self.lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        buf = self.rest
+        try:
+            while True:
+                while len(buf) >= 2:
+                    op, n = buf[0] & 0x0F, buf[1] & 0x7F
+                    at = 2
+                    if n == 126:
+                        if len(buf) < 4:
+                            break
+                        n, at = int.from_bytes(buf[2:4], "big"), 4
+                    elif n == 127:
+                        if len(buf) < 10:
+                            break
+                        n, at = int.from_bytes(buf[2:10], "big"), 10
+                    if len(buf) < at + n:
+                        break
+                    payload, buf = buf[at:at + n], buf[at + n:]
+                    if op == 0x9:  # ping: a masked pong (zero mask)
+                        with self.lock:
+                            self.sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+        except OSError:
+            return
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+@test
+def full_relay_keeps_the_banner(pw, browser):
+    env = Env(pw, browser, extra=["--max-conns", "1"], workspace=False)
+    holder = SlotHolder(env.relay)
+    try:
+        pg = env.page(init=WATCH_LINK, wait=False)
+        # each upgrade is refused with 503 (the relay is full): an outage, not
+        # a refused token; the page keeps trying behind the banner
+        pg.wait_for_function("() => window.__wsTries >= 4", timeout=T)
+        assert pg.is_visible("#banner"), "the banner shows while the relay is full"
+        assert pg.evaluate("() => window.__pairShown") is False, "the pairing form must not show for a full relay"
+        assert pg.evaluate("() => window.acpRelay.stopped") is False
+        shots(pg, "connecting-full-relay")
+        holder.close()
+        connected(pg)
+        pg.wait_for_selector("#banner", state="hidden", timeout=T)
+        assert pg.evaluate("() => window.__pairShown") is False
+    finally:
+        holder.close()
+        env.close()
+
+
+@test
+def new_activity_pill(pw, browser):
+    env = Env(pw, browser)
+    try:
+        a = env.page()
+        long_transcript(a, 3)
+        a.evaluate("() => { const l = document.querySelector('#log'); l.scrollTop = Math.floor((l.scrollHeight - l.clientHeight) / 2); l.dispatchEvent(new Event('scroll')); }")
+        a.evaluate("() => { const l = document.querySelector('#log'); l.scrollTop -= 1; l.dispatchEvent(new Event('scroll')); }")
+        assert a.evaluate("() => window.acpRelay.stick") is False
+        assert a.is_hidden("#pill")
+        top = a.evaluate("() => document.querySelector('#log').scrollTop")
+        # another device streams into the session: a's place is kept, the pill shows
+        b = env.page(viewport=DESKTOP)
+        prompt(b, "/chunks 3\n" + "\n".join(f"streamed from b {k}" for k in range(20)))
+        wait_done(b, 4)
+        a.wait_for_function("() => document.querySelector('#log').innerText.includes('streamed from b 19')", timeout=T)
+        a.wait_for_selector("#pill:not([hidden])", timeout=T)
+        assert abs(a.evaluate("() => document.querySelector('#log').scrollTop") - top) <= 2
+        shots(a, "chat-new-activity")
+        a.click("#pill")
+        a.wait_for_function("() => { const l = document.querySelector('#log'); return l.scrollHeight - l.scrollTop - l.clientHeight < 2; }", timeout=T)
+        a.wait_for_selector("#pill", state="hidden", timeout=T)
+        assert a.evaluate("() => window.acpRelay.stick") is True
+    finally:
+        env.close()
+
+
+@test
+def cards_keyed_per_turn_and_a_released_terminal(pw, browser):
+    env = Env(pw, browser, workspace=False)
+    try:
+        pg = env.page()
+        # two turns whose tool calls share an id (an agent that restarted and
+        # counts from 1 again): two cards, the first one left as it was
+        pg.evaluate("""() => {
+          const tr = window.acpRelay.transcript;
+          const user = (pid, text) => tr.onUpdate({ update: { sessionUpdate: 'user_message_chunk', content: { type: 'text', text } }, _meta: { relay: { promptId: pid } } }, false);
+          const tool = (title, status) => tr.onUpdate({ update: { sessionUpdate: 'tool_call', toolCallId: 'tool-1', title, kind: 'read', status } }, false);
+          user('p1', 'first turn'); tool('first tool', 'failed');
+          user('p2', 'second turn'); tool('second tool', 'in_progress');
+          tr.onUpdate({ update: { sessionUpdate: 'tool_call_update', toolCallId: 'tool-1', status: 'completed' } }, false);
+        }""")
+        cards = pg.evaluate("() => [...document.querySelectorAll('#log .tool[data-tool=\"tool-1\"]')].map(c => [c.dataset.turn, c.querySelector('.t').textContent, c.querySelector('.tag[class*=st-]').textContent])")
+        assert len(cards) == 2, cards
+        assert cards[0][1] == "first tool" and cards[1][1] == "second tool", cards
+        assert cards[0][0] != cards[1][0], cards
+        assert cards[0][2] == "failed" and cards[1][2] == "completed", cards
+        # a card naming an agent terminal the relay no longer has (released
+        # before this device read it): the view says so, not "no output yet"
+        pg.evaluate("""() => {
+          const tr = window.acpRelay.transcript;
+          tr.onUpdate({ update: { sessionUpdate: 'user_message_chunk', content: { type: 'text', text: 'late device' } }, _meta: { relay: { promptId: 'p3' } } }, false);
+          tr.onUpdate({ update: { sessionUpdate: 'tool_call', toolCallId: 'gone-1', title: 'Run gone', kind: 'execute', status: 'in_progress' } }, false);
+          tr.onUpdate({ update: { sessionUpdate: 'tool_call_update', toolCallId: 'gone-1', content: [{ type: 'terminal', terminalId: 'no-such-terminal' }] } }, false);
+        }""")
+        pg.wait_for_selector("#log .tool pre.term-agent.released", timeout=T)
+        before = pg.evaluate("() => getComputedStyle(document.querySelector('#log .tool pre.term-agent'), '::before').content")
+        assert "terminal released" in before, before
+        assert pg.locator("#log .tool pre.term-agent").count() == 1
+    finally:
+        env.close()
+
+
+@test
+def dialogs_by_keyboard(pw, browser):
+    env = Env(pw, browser, workspace=False)
+    try:
+        pg = env.page(viewport=DESKTOP)
+        prompt(pg, "/chunks 1\na session to list")
+        wait_done(pg)
+        # the sessions menu: Enter opens it with the focus inside, Escape closes it and the focus comes back
+        pg.focus("#sessBtn")
+        pg.keyboard.press("Enter")
+        pg.wait_for_selector("#menu:not([hidden])", timeout=T)
+        assert pg.evaluate("() => document.getElementById('menu').contains(document.activeElement)")
+        assert pg.get_attribute("#sessBtn", "aria-expanded") == "true"
+        # a row with the focus keeps it when the list is drawn again (it is polled)
+        pg.wait_for_selector("#slist li .open", timeout=T)
+        pg.focus("#slist li .open")
+        redrawn = pg.evaluate("""() => new Promise(ok => {
+            const ul = document.getElementById('slist');
+            new MutationObserver((m, o) => { o.disconnect(); setTimeout(() => ok(document.activeElement.classList.contains('open') && ul.contains(document.activeElement)), 0); })
+              .observe(ul, { childList: true });
+            document.getElementById('refBtn').click();
+        })""")
+        assert redrawn, "the focus left the list when it was drawn again"
+        pg.keyboard.press("Escape")
+        pg.wait_for_selector("#menu", state="hidden", timeout=T)
+        assert pg.evaluate("() => document.activeElement.id") == "sessBtn"
+        assert pg.get_attribute("#sessBtn", "aria-expanded") == "false"
+        # the agent sheet, reached from the menu by keyboard
+        pg.keyboard.press("Enter")
+        pg.wait_for_selector("#menu:not([hidden])", timeout=T)
+        pg.focus("#agentBtn")
+        pg.keyboard.press("Enter")
+        pg.wait_for_selector("#agentSheet:not([hidden])", timeout=T)
+        assert pg.is_hidden("#menu")
+        assert pg.evaluate("() => document.getElementById('agentSheet').contains(document.activeElement)")
+        pg.keyboard.press("Escape")
+        pg.wait_for_selector("#agentSheet", state="hidden", timeout=T)
+        assert pg.evaluate("() => document.activeElement.id") == "sessBtn"
+        # the close button works by keyboard too
+        pg.keyboard.press("Enter")
+        pg.wait_for_selector("#menu:not([hidden])", timeout=T)
+        pg.focus("#agentBtn")
+        pg.keyboard.press("Enter")
+        pg.wait_for_selector("#agentSheet:not([hidden])", timeout=T)
+        assert pg.evaluate("() => document.activeElement.id") == "agentClose"
+        pg.keyboard.press("Enter")
+        pg.wait_for_selector("#agentSheet", state="hidden", timeout=T)
+        assert pg.evaluate("() => document.activeElement.id") == "sessBtn"
+    finally:
+        env.close()
+
+
+@test
+def png_icons_are_served(pw, browser):
+    env = Env(pw, browser, workspace=False)
+    try:
+        with urllib.request.urlopen(env.relay.base + "/manifest.webmanifest") as r:
+            icons = json.loads(r.read())["icons"]
+        pngs = {i["sizes"]: i["src"] for i in icons if i["type"] == "image/png"}
+        assert pngs.get("192x192") and pngs.get("512x512"), icons
+        pg = env.page()
+        touch = pg.evaluate("() => { const l = document.querySelector('link[rel=apple-touch-icon]'); return [l.getAttribute('href'), l.sizes.value]; }")
+        assert touch[1] == "180x180", touch
+        for src, size in ((touch[0], 180), (pngs["192x192"], 192), (pngs["512x512"], 512)):
+            with urllib.request.urlopen(env.relay.base + src) as r:
+                assert r.headers["Content-Type"] == "image/png", src
+                assert r.headers["ETag"], src
+                body = r.read()
+            assert body[:8] == b"\x89PNG\r\n\x1a\n", src
+            w, h = int.from_bytes(body[16:20], "big"), int.from_bytes(body[20:24], "big")
+            assert (w, h) == (size, size), (src, w, h)
+            # the browser decodes it
+            got = pg.evaluate("src => new Promise((ok, no) => { const i = new Image(); i.onload = () => ok([i.naturalWidth, i.naturalHeight]); i.onerror = () => no('bad image ' + src); i.src = src; })", src)
+            assert got == [size, size], (src, got)
+    finally:
+        env.close()
 
 
 def main():

@@ -1,6 +1,6 @@
 // The web client's entry point: pairing, the link, the screens (chat,
 // files, changes, terminal) and the lease. Each concern lives in its module.
-import { $, el, LS, hex, toast, deviceName } from './dom.js';
+import { $, el, LS, hex, toast, deviceName, openDialog, closeDialog } from './dom.js';
 import { Link } from './link.js';
 import { Transcript } from './transcript.js';
 import { Controls } from './controls.js';
@@ -35,7 +35,7 @@ const firstHash = readHash();
 // ---- state ----
 const S = {
   busy: false, leaseOn: false, holder: null, info: null, agentName: '', relayVersion: '',
-  promptCaps: {}, authMethods: [], ever: false, title: '', wantLoad: null, meta: {}, shownProject: null,
+  promptCaps: {}, authMethods: [], ever: false, title: '', wantLoad: null, meta: {}, shownProject: null, retake: null,
 };
 const listeners = new Map(); // notification method -> Set(fn)
 const viewer = () => S.leaseOn && S.holder != null && S.holder !== clientId;
@@ -64,21 +64,42 @@ const att = new Attention();
 function onNote(method, fn) { if (!listeners.has(method)) listeners.set(method, new Set()); listeners.get(method).add(fn); return () => listeners.get(method).delete(fn); }
 // Agent terminal views tracked for remounting; the oldest is let go first.
 const MAX_AGENT_VIEWS = 64;
-const agentViews = new Set(); // {into, terminalId, handle}
+const agentViews = new Set(); // {terminalId, mark, handle}
 // A view that grows with live output keeps a following transcript at the bottom.
 const agentGrow = typeof ResizeObserver === 'function' ? new ResizeObserver(() => { if (tr.stick) tr.later(); }) : null;
 function agentMounted(v, handle) { v.handle = handle; if (agentGrow && handle && handle.el) agentGrow.observe(handle.el); }
 function agentStop(handle) { handle.stop(); if (agentGrow) agentGrow.unobserve(handle.el); }
 function agentTerminal(into, terminalId) {
-  for (const v of agentViews) if (v.handle && !v.handle.el.isConnected) { agentStop(v.handle); agentViews.delete(v); }
+  for (const v of agentViews) if ((v.handle && !v.handle.el.isConnected) || (!v.handle && !v.mark.isConnected)) { if (v.handle) agentStop(v.handle); agentViews.delete(v); }
   while (agentViews.size >= MAX_AGENT_VIEWS) { const v = agentViews.values().next().value; if (v.handle) agentStop(v.handle); agentViews.delete(v); }
-  const v = { into, terminalId, handle: null };
+  // The view's place in the card, taken now: the module loads later, and by
+  // then the card's content may have been replaced (the tool finished).
+  const v = { terminalId, handle: null, mark: into.appendChild(document.createComment('agent terminal ' + terminalId)) };
   agentViews.add(v);
-  mountAgent(v);
+  mountAgent(v, v.mark);
 }
-function mountAgent(v) {
+// Mounts the view in place of `mark`; a mark no longer in its card (the card
+// re-rendered meanwhile) means the view is not wanted any more.
+function mountAgent(v, mark, old) {
   if (!document.querySelector('link[href="/term.css"]')) { const css = document.createElement('link'); css.rel = 'stylesheet'; css.href = '/term.css'; document.head.appendChild(css); }
-  import('./term.js').then((m) => agentMounted(v, m.mountAgentTerminal(v.into, { request, on: onNote }, { terminalId: v.terminalId }))).catch((e) => console.warn(e));
+  import('./term.js').then((m) => {
+    if (!mark.isConnected) { agentViews.delete(v); return; }
+    // A backlog read the relay refuses (the agent released the terminal)
+    // marks the view, which then says so instead of "no output yet".
+    let pre = null;
+    const api = {
+      on: onNote,
+      request: (method, params) => request(method, params).catch((e) => {
+        if (method === '_relay/agent_terminal/read' && pre && typeof e.code === 'number') pre.classList.add('released');
+        throw e;
+      }),
+    };
+    const box = document.createDocumentFragment();
+    const handle = m.mountAgentTerminal(box, api, { terminalId: v.terminalId });
+    pre = handle.el;
+    agentMounted(v, handle);
+    mark.replaceWith(box);
+  }).catch((e) => { console.warn(e); if (old && mark.isConnected) mark.replaceWith(old); });
 }
 function remountAgentTerminals() {
   for (const v of agentViews) {
@@ -88,14 +109,9 @@ function remountAgentTerminals() {
     if (!old.el.isConnected) { agentViews.delete(v); continue; }
     v.handle = null;
     // the new view takes the old one's place in the card
-    const mark = document.createComment('');
-    old.el.replaceWith(mark);
-    import('./term.js').then((m) => {
-      const box = document.createDocumentFragment();
-      const handle = m.mountAgentTerminal(box, { request, on: onNote }, { terminalId: v.terminalId });
-      mark.replaceWith(box);
-      agentMounted(v, handle);
-    }).catch((e) => { console.warn(e); mark.replaceWith(old.el); });
+    v.mark = document.createComment('agent terminal ' + v.terminalId);
+    old.el.replaceWith(v.mark);
+    mountAgent(v, v.mark, old.el);
   }
 }
 const tr = new Transcript($('log'), $('pill'), {
@@ -117,7 +133,9 @@ const files = new Files($('files'), api);
 const changes = new Changes($('changes'), api);
 const sessions = new Sessions(Object.assign({}, api, {
   load: sid => loadSession(sid),
-  needs: (sid, meta) => (sid === link.view.sid && tr.openAsks() > 0) || (meta && ((meta.pendingAsks | 0) > 0)),
+  connected: () => link.open,
+  // this session's cards are live; the others' counts come with the list
+  needs: (sid, meta) => (sid === link.view.sid ? tr.openAsks() > 0 : !!meta && (meta.pendingAsks | 0) > 0),
   deviceName: () => deviceName(clientId),
   onList: () => setHeader(),
   onDeleted: () => newSession(),
@@ -236,7 +254,8 @@ function setLease(l, h) {
   }
   const v = viewer();
   document.body.classList.toggle('viewer', v);
-  for (const e of document.querySelectorAll('.ctl')) e.disabled = v;
+  for (const e of document.querySelectorAll('.ctl')) if (!e.closest('.ask')) e.disabled = v;
+  tr.leaseAsks(v);
   $('input').placeholder = v ? 'Viewing only' : 'Message the agent';
   controls.render();
   files.buttons();
@@ -266,6 +285,13 @@ function onWelcome(w, how) {
   if (how.first && how.asked && w.sessionId !== how.asked) S.wantLoad = how.asked;
   setBusy(!!w.busy);
   setLease(w.lease, w.holder);
+  if (S.retake) {
+    const was = S.retake;
+    S.retake = null;
+    if (w.lease && (w.holder === was || w.holder == null)) {
+      request('_relay/take_control', {}).then(r => setLease(r.lease != null ? r.lease : S.leaseOn, r.holder)).catch(() => {});
+    }
+  }
   tr.settleAll(new Set((w.pendingPermissionIds || []).map(String)));
   // a later welcome on the same socket is a view switch (load, resume)
   if (how.first) afterWelcome();
@@ -392,10 +418,9 @@ function openNewSheet() {
   if (viewer()) { leaseHint(); return; }
   sessions.closeMenu();
   fillNewSheet();
-  $('newSheet').hidden = false;
-  $('newProject').focus();
+  openDialog($('newSheet'), closeNewSheet, $('newProject'));
 }
-function closeNewSheet() { $('newSheet').hidden = true; }
+function closeNewSheet() { closeDialog($('newSheet')); }
 $('newClose').addEventListener('click', closeNewSheet);
 $('newStart').addEventListener('click', () => {
   const c = { project: $('newProject').value, agent: $('newAgent').value };
@@ -403,7 +428,6 @@ $('newStart').addEventListener('click', () => {
   closeNewSheet();
   newSession(c);
 });
-document.addEventListener('keydown', e => { if (e.key === 'Escape' && !$('newSheet').hidden) { closeNewSheet(); $('newBtn').focus(); } });
 // `want`: {project, agent} by name; default: the remembered choice.
 async function newSession(want) {
   if (viewer()) { leaseHint(); return null; }
@@ -461,6 +485,9 @@ $('devSave').addEventListener('click', () => {
   const name = slug($('devName').value);
   if (!name) { toast('Give this device a name: letters and digits.'); return; }
   const suffix = clientId.slice(-8);
+  // the relay knows devices by id: control held under the old name is taken
+  // again under the new one once the link is back
+  S.retake = S.leaseOn && S.holder === clientId ? clientId : null;
   clientId = name + '-' + suffix;
   LS.set('client', clientId);
   link.clientId = clientId;

@@ -1,7 +1,7 @@
 // The agent's own controls: modes, config options and models, usage, the
 // slash-command palette, attachments (images, workspace files via @), and
 // the agent's login methods and log.
-import { $, el, button, toast } from './dom.js';
+import { $, el, button, toast, openDialog, closeDialog } from './dom.js';
 import { stripAnsi, safeUrl } from './markdown.js';
 
 // Most commands shown in the palette at once.
@@ -261,12 +261,12 @@ export class Controls {
 
   // ---- agent login and log ----
   setupAgentSheet() {
-    $('agentClose').addEventListener('click', () => { $('agentSheet').hidden = true; });
+    $('agentClose').addEventListener('click', () => closeDialog($('agentSheet')));
   }
   // `relayAgent`: the relay's name of the agent to log in (several agents), else null.
   async openAgent(authMethods, agentName, relayAgent) {
     const sheet = $('agentSheet');
-    sheet.hidden = false;
+    openDialog(sheet, () => closeDialog(sheet), $('agentClose'));
     $('agentName').textContent = agentName || 'Agent';
     const list = $('authList');
     list.textContent = '';

@@ -46,3 +46,34 @@ export function when(t) {
   if (s < 86400) return Math.floor(s / 3600) + ' h ago';
   return d.toLocaleDateString();
 }
+// Dialogs (the sessions menu, the sheets): opening one moves the focus into
+// it, closing it gives the focus back to what had it; Escape closes the one
+// opened last. `close` is the owner's close (it calls closeDialog).
+const dialogs = []; // {d, close, back}
+export function openDialog(d, close, first) {
+  const was = dialogs.findIndex(x => x.d === d);
+  const back = was >= 0 ? dialogs.splice(was, 1)[0].back : document.activeElement;
+  dialogs.push({ d, close, back });
+  d.hidden = false;
+  const f = first || d.querySelector('button:not([disabled]), input, select, textarea');
+  if (f) f.focus();
+}
+export function closeDialog(d) {
+  d.hidden = true;
+  const i = dialogs.findIndex(x => x.d === d);
+  if (i < 0) return;
+  const { back } = dialogs.splice(i, 1)[0];
+  const a = document.activeElement;
+  // only when the focus was in the dialog (a click elsewhere moved it on)
+  if (back && back.isConnected && back.focus && (!a || a === document.body || d.contains(a))) back.focus();
+}
+document.addEventListener('keydown', e => {
+  if (e.key !== 'Escape' || e.defaultPrevented) return;
+  for (let i = dialogs.length - 1; i >= 0; i--) {
+    const x = dialogs[i];
+    if (x.d.hidden) { dialogs.splice(i, 1); continue; }
+    e.preventDefault();
+    x.close();
+    return;
+  }
+});

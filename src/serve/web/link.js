@@ -1,7 +1,7 @@
 // The link to the relay: one WebSocket on /ws, JSON-RPC requests as
 // promises, rseq tracking for resume, reconnects with backoff, a silent-link
-// check, and telling a refused token (stop, show pairing) from an outage
-// (keep retrying, show a banner).
+// check, and telling a refused token (the relay answered 401: stop, show
+// pairing) from an outage or a full relay (keep retrying, show a banner).
 import { LS } from './dom.js';
 
 // A link that has said nothing for this long is probed; no answer to the
@@ -10,9 +10,6 @@ const IDLE_MS = 10000;
 const PROBE_MS = 5000;
 // Longest wait between reconnect attempts.
 const MAX_BACKOFF_MS = 10000;
-// Refusals in a row (socket closed before opening while /healthz answers)
-// taken as "this token is refused": then retrying stops.
-const REFUSALS_TO_STOP = 2;
 // Most requests waiting for an answer; older ones are failed first.
 const MAX_PENDING = 256;
 
@@ -24,7 +21,6 @@ export class Link {
     this.ws = null;
     this.timer = 0;
     this.backoff = 500;
-    this.refusals = 0;
     this.stopped = false;
     this.fresh = false;
     this.view = { sid: LS.get('session', null), epoch: null, seq: 0, head: 0 };
@@ -104,14 +100,19 @@ export class Link {
   async afterFail(beforeOpen) {
     if (this.stopped) return;
     if (beforeOpen) {
-      // The browser hides the HTTP status of a refused upgrade: if the relay
-      // itself answers, the refusal was about us (token, or rate limit).
-      let up = false;
-      try { const r = await fetch('/healthz', { cache: 'no-store' }); up = r.ok; } catch (e) { up = false; }
-      if (up) this.refusals++; else this.refusals = 0;
-      if (this.refusals >= REFUSALS_TO_STOP) {
+      // The browser hides the HTTP status of a refused upgrade: ask an
+      // endpoint that needs the token. Only its 401 means "this token is
+      // refused"; a full relay (503), a rate limit (429) or no answer is an
+      // outage: keep the banner and retry.
+      let status = 0;
+      try {
+        const r = await fetch('/status', { cache: 'no-store', headers: { Authorization: 'Bearer ' + this.token } });
+        status = r.status;
+      } catch (e) { status = 0; }
+      if (this.stopped) return;
+      if (status === 401) {
         this.stopped = true;
-        this.h.refused('The relay refused this pairing token (or too many tries from here). Paste a current token to connect.');
+        this.h.refused('The relay refused this pairing token. Paste a current token to connect.');
         return;
       }
     }
@@ -119,7 +120,7 @@ export class Link {
     this.timer = setTimeout(() => this.connect(), this.backoff);
     this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
   }
-  setToken(t) { this.token = t; this.stopped = false; this.refusals = 0; this.backoff = 500; }
+  setToken(t) { this.token = t; this.stopped = false; this.backoff = 500; }
   checkSilence() {
     if (!this.ws || this.ws.readyState !== 1 || !this.ws._welcomed) return;
     const idle = Date.now() - this.lastRx;
@@ -140,7 +141,7 @@ export class Link {
     if (o.type === 'relay_welcome') {
       const first = !s._welcomed;
       s._welcomed = true;
-      this.backoff = 500; this.refusals = 0;
+      this.backoff = 500;
       const changed = o.sessionId !== v.sid || (v.epoch != null && o.epoch !== v.epoch);
       if (first && s._sent > 0 && !o.reset && changed) {
         // our last_seq was for another ring: rebuild from a full replay

@@ -42,7 +42,7 @@ export class Attention {
     if (!this.enabled) return;
     this.record.push({ title, body, tag });
     if (this.record.length > MAX_RECORD) this.record.shift();
-    const opts = { body, tag: tag || 'acp-relay', icon: '/icon.svg', renotify: true };
+    const opts = { body, tag: tag || 'acp-relay', icon: '/icon-192.png', renotify: true };
     try {
       const reg = navigator.serviceWorker && await navigator.serviceWorker.getRegistration();
       if (reg && reg.showNotification) { await reg.showNotification(title, opts); return; }

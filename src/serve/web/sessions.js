@@ -1,7 +1,11 @@
 // The sessions menu: title, time, busy and "needs you" badges, open and
 // delete; and this device's name (part of its client id, so it shows in
 // "answered by" on other devices).
-import { $, el, button, toast, short, when } from './dom.js';
+import { $, el, button, toast, short, when, openDialog, closeDialog } from './dom.js';
+
+// How often the list is asked for again while the page is shown: asks open
+// in other sessions reach this device only through session/list.
+const POLL_MS = 10000;
 
 export class Sessions {
   constructor(app) {
@@ -9,7 +13,7 @@ export class Sessions {
     this.list = [];
     $('sessBtn').addEventListener('click', () => ($('menu').hidden ? this.openMenu() : this.closeMenu()));
     $('refBtn').addEventListener('click', () => this.refresh());
-    document.addEventListener('keydown', e => { if (e.key === 'Escape' && !$('menu').hidden) { this.closeMenu(); $('sessBtn').focus(); } });
+    setInterval(() => { if (!document.hidden && this.app.connected && this.app.connected()) this.refresh(); }, POLL_MS);
     document.addEventListener('click', e => {
       const m = $('menu');
       if (!m.hidden && !m.contains(e.target) && !$('sessBtn').contains(e.target)) this.closeMenu();
@@ -24,7 +28,10 @@ export class Sessions {
   }
   render() {
     const ul = $('slist');
+    // the list is drawn again (polled): a row button with the focus keeps it
+    const f = document.activeElement, had = f && ul.contains(f) && f.dataset.sid ? [f.dataset.sid, f.className] : null;
     ul.textContent = '';
+    this.badge();
     if (!this.list.length) { ul.appendChild(el('li', 'mut', 'No sessions yet.')); return; }
     const ss = this.list.slice().sort((a, b) => String(b.updatedAt || '').localeCompare(String(a.updatedAt || '')));
     const ctl = this.app.isController();
@@ -43,12 +50,14 @@ export class Sessions {
       }
       for (const s of rows) this.row(ul, s, ctl, places.agents.length > 1);
     }
+    if (had) { const b = [...ul.querySelectorAll('button')].find(x => x.dataset.sid === had[0] && x.className === had[1]); if (b) b.focus(); }
   }
   // One session's row; `agents`: tag it with its agent's name.
   row(ul, s, ctl, agents) {
     const li = ul.appendChild(el('li'));
     const b = li.appendChild(button('', 'open', () => { this.closeMenu(); if (s.sessionId !== this.app.sid()) this.app.load(s.sessionId); }));
     const meta = (s._meta && s._meta.relay) || {};
+    b.dataset.sid = s.sessionId;
     b.appendChild(el('div', '', s.title || short(s.sessionId)));
     const tags = b.appendChild(el('div', 'tagrow'));
     const t = when(s.updatedAt);
@@ -59,8 +68,21 @@ export class Sessions {
     if (needs) tags.appendChild(el('span', 'tag needs', 'needs you'));
     if (s.sessionId === this.app.sid()) b.setAttribute('aria-current', 'true');
     const del = li.appendChild(button('Delete', 'dan ctl', () => this.remove(s), 'Delete session ' + (s.title || s.sessionId)));
+    del.dataset.sid = s.sessionId;
     del.disabled = !ctl || !!meta.busy;
     if (meta.busy) del.title = 'Busy: stop its turn first';
+  }
+  // The Sessions button counts the sessions waiting for an answer (the
+  // relay's pendingAsks; this session's own open cards too).
+  badge() {
+    const rel = s => (s._meta && s._meta.relay) || {};
+    let n = this.list.filter(s => this.app.needs(s.sessionId, rel(s))).length;
+    const sid = this.app.sid();
+    if (sid && !this.list.some(s => s.sessionId === sid) && this.app.needs(sid, null)) n++;
+    const b = $('needsBadge');
+    b.textContent = n ? String(n) : '';
+    b.hidden = !n;
+    $('sessBtn').setAttribute('aria-label', n ? 'Sessions, ' + n + ' need you' : 'Sessions');
   }
   async remove(s) {
     try {
@@ -71,6 +93,6 @@ export class Sessions {
       if (s.sessionId === this.app.sid() && this.app.onDeleted) this.app.onDeleted();
     } catch (e) { toast(e.message || 'could not delete', 6000); }
   }
-  openMenu() { $('menu').hidden = false; $('sessBtn').setAttribute('aria-expanded', 'true'); $('devName').value = this.app.deviceName(); this.refresh(); }
-  closeMenu() { $('menu').hidden = true; $('sessBtn').setAttribute('aria-expanded', 'false'); }
+  openMenu() { $('devName').value = this.app.deviceName(); openDialog($('menu'), () => this.closeMenu()); $('sessBtn').setAttribute('aria-expanded', 'true'); this.refresh(); }
+  closeMenu() { closeDialog($('menu')); $('sessBtn').setAttribute('aria-expanded', 'false'); }
 }

@@ -262,6 +262,7 @@ export class Transcript {
       b.addEventListener('click', () => {
         if (this.h.sendAnswer(o.id, { outcome: { outcome: 'selected', optionId: op.optionId } })) {
           this.setAskButtons(a, false);
+          a._sending = true;
           a._n.textContent = 'Sending ' + (op.name || op.optionId) + '…';
         }
       });
@@ -271,7 +272,9 @@ export class Transcript {
     this.endBlocks();
     return true;
   }
-  setAskButtons(a, on) { for (const b of a._b.querySelectorAll('button')) b.disabled = !on; }
+  setAskButtons(a, on) { if (on) a._sending = false; for (const b of a._b.querySelectorAll('button')) b.disabled = !on; }
+  // The lease changed: open asks follow it, except one whose answer is on its way.
+  leaseAsks(viewer) { for (const a of this.asks.values()) if (!a._done && !a._sending) this.setAskButtons(a, !viewer); }
   firstUser() { const u = this.log.querySelector('.msg.user'); return u && u._text ? u._text.data.trim().split('\n')[0].slice(0, 60) : ''; }
   openAsks() { let n = 0; for (const a of this.asks.values()) if (!a._done) n++; return n; }
   resolveAsk(id, outcome, by) {

@@ -110,7 +110,7 @@ export class Files {
     let r;
     try { r = await this.app.request('_relay/fs/read', { path }); }
     catch (e) { this.body.textContent = ''; this.body.appendChild(el('div', 'err', e.message || 'cannot read')); this.open = null; this.buttons(); return; }
-    this.open = { path: r.path || path, content: r.content, sha256: r.sha256, line, binary: !!r.binary, truncated: !!r.truncated };
+    this.open = { path: r.path || path, content: r.content, sha256: r.sha256, line, binary: !!r.binary, size: r.size, truncated: !!r.truncated };
     for (const b of this.side.querySelectorAll('button[data-path]')) if (b.dataset.path === this.open.path) b.setAttribute('aria-current', 'true');
     this.draw();
   }
@@ -119,7 +119,7 @@ export class Files {
     this.body.textContent = '';
     this.buttons();
     if (!o) return;
-    if (o.binary) { this.body.appendChild(el('div', 'mut', 'Binary file, ' + o.size + ' bytes: not shown.')); return; }
+    if (o.binary) { this.body.appendChild(el('div', 'mut', 'Binary file, ' + (o.size != null ? o.size + ' bytes' : 'size unknown') + ': not shown.')); return; }
     const code = this.body.appendChild(el('div', 'code'));
     code.setAttribute('role', 'region');
     code.setAttribute('aria-label', 'Contents of ' + o.path);
