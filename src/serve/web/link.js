@@ -10,6 +10,8 @@ const IDLE_MS = 10000;
 const PROBE_MS = 5000;
 // Longest wait between reconnect attempts.
 const MAX_BACKOFF_MS = 10000;
+// The longest Retry-After the page honours (the relay's auth window is 60 s).
+const MAX_RETRY_AFTER_S = 120;
 // Most requests waiting for an answer; older ones are failed first.
 const MAX_PENDING = 256;
 
@@ -104,10 +106,11 @@ export class Link {
       // endpoint that needs the token. Only its 401 means "this token is
       // refused"; a full relay (503), a rate limit (429) or no answer is an
       // outage: keep the banner and retry.
-      let status = 0;
+      let status = 0, retryAfter = 0;
       try {
         const r = await fetch('/status', { cache: 'no-store', headers: { Authorization: 'Bearer ' + this.token } });
         status = r.status;
+        retryAfter = Number(r.headers.get('Retry-After')) || 0;
       } catch (e) { status = 0; }
       if (this.stopped) return;
       if (status === 401) {
@@ -115,6 +118,9 @@ export class Link {
         this.h.refused('The relay refused this pairing token. Paste a current token to connect.');
         return;
       }
+      // A rate limit or a full relay says when to come back: never sooner
+      // (a tab retrying inside the window would keep its address limited).
+      if (retryAfter > 0) this.backoff = Math.max(this.backoff, Math.min(retryAfter, MAX_RETRY_AFTER_S) * 1000);
     }
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), this.backoff);
