@@ -365,6 +365,9 @@ def long_transcript(pg, n=4):
     for i in range(n):
         prompt(pg, f"/chunks 2\nmessage {i}\n" + "\n".join(f"- line {k} of a long answer" for k in range(12)))
         wait_done(pg, i + 1)
+    # the page draws what arrived on its next animation frame: let that frame
+    # pass, so a scroll made next is the person's, after the last drawing
+    pg.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
 
 @test
