@@ -152,12 +152,12 @@ fn cap_evicts_the_oldest_idle_unviewed_session() {
     );
     a.response(&load);
     let s4 = new_session(&mut a);
-    relay.wait_log(&format!("evicting session {s2}"));
-    assert!(!relay.log().contains(&format!("evicting session {s3}")));
+    relay.wait_log(&format!("evicting session \"{s2}\""));
+    assert!(!relay.log().contains(&format!("evicting session \"{s3}\"")));
     assert!(
         !relay
             .log()
-            .contains(&format!("evicting session {s_default}"))
+            .contains(&format!("evicting session \"{s_default}\""))
     );
 
     let list = a.request("session/list", json!({}));
@@ -197,7 +197,7 @@ fn cap_evicts_the_oldest_idle_unviewed_session() {
         v["type"] == "relay_welcome" && v["sessionId"] == s2.as_str()
     });
     c.response(&load);
-    relay.wait_log(&format!("evicting session {s4}"));
+    relay.wait_log(&format!("evicting session \"{s4}\""));
     assert!(agent_text(&c.seen).contains("second"), "{:?}", c.seen);
     let id = c.request("session/prompt", prompt_params(&s2, "/context"));
     c.response(&id);

@@ -643,7 +643,10 @@ impl Router {
             if let Err(e) = self.resume_stored(&s, waiter) {
                 // The session cap logs its refusals itself, once a spell.
                 if e.code != code::LIMIT {
-                    log::warn!("{socket}: cannot resume session {s}: {e}");
+                    log::warn!(
+                        "{socket}: cannot resume session {}: {e}",
+                        crate::logger::peer(&s)
+                    );
                 }
                 self.attach(socket, self.default_unit, None);
             }

@@ -103,7 +103,8 @@ impl Router {
                 break;
             };
             log::info!(
-                "forgetting stored session {oldest}: more than --keep-sessions {}",
+                "forgetting stored session {}: more than --keep-sessions {}",
+                crate::logger::peer(&oldest),
                 self.cfg.keep_sessions
             );
             self.stored.remove(&oldest);
@@ -223,7 +224,8 @@ impl Router {
             .and_then(|u| u.session_id.clone())
             .unwrap_or_default();
         log::info!(
-            "evicting session {sid} ({unit}): {} sessions live, the --max-sessions cap; it stays in the store",
+            "evicting session {} ({unit}): {} sessions live, the --max-sessions cap; it stays in the store",
+            crate::logger::peer(&sid),
             self.units.len()
         );
         self.end_unit(unit, "evicted");
@@ -278,7 +280,10 @@ impl Router {
         }
         self.by_session.insert(info.session_id.clone(), unit);
         self.restoring.entry(unit).or_default().push(waiter);
-        log::info!("resuming stored session {sid} into {unit}");
+        log::info!(
+            "resuming stored session {} into {unit}",
+            crate::logger::peer(sid)
+        );
         self.out.push_back(Output::Restore {
             unit,
             session: info.session_id,
@@ -301,8 +306,8 @@ impl Router {
         u.restoring = false;
         if let Some(e) = error {
             log::warn!(
-                "{unit}: transcript of {:?} could not be read ({e}); continuing with an empty history",
-                u.session_id
+                "{unit}: transcript of {} could not be read ({e}); continuing with an empty history",
+                crate::logger::peer(u.session_id.as_deref().unwrap_or_default())
             );
         }
         // Numbering resumes after everything ever stamped, even when the
@@ -636,7 +641,7 @@ impl Router {
         self.out.push_back(Output::Persist(Persist::Delete {
             session: sid.to_owned(),
         }));
-        log::info!("{socket}: deleted session {sid}");
+        log::info!("{socket}: deleted session {}", crate::logger::peer(sid));
         self.send_result(socket, reply_id, json!({}));
         Ok(())
     }
@@ -655,7 +660,10 @@ impl Router {
             return;
         };
         self.recount_rings();
-        log::info!("{unit}: session {:?} ended ({why})", u.session_id);
+        log::info!(
+            "{unit}: session {} ended ({why})",
+            crate::logger::peer(u.session_id.as_deref().unwrap_or_default())
+        );
         if let Some(sid) = &u.session_id {
             self.by_session.remove(sid);
         }
