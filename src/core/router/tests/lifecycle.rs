@@ -158,9 +158,16 @@ fn eviction_spares_busy_sessions() {
 fn eviction_spares_viewed_sessions() {
     let (mut sim, _a) = crowded();
     let b = sim.open_at("b", Some("s2"), None);
+    sim.take(b);
     sim.send(b, req(json!(4), "session/new", json!({})));
-    // b moved to the new session: s2 is unviewed again but was viewed when the cap was checked.
+    // s2 is viewed by b, s3 by a: nothing may go, so b's open is refused.
     assert!(sim.r.by_session.contains_key("s2"));
+    let answer = sim.take(b).into_iter().find(|f| f["id"] == json!(4));
+    assert_eq!(
+        answer.map(|f| f["error"]["code"].clone()),
+        Some(json!(code::LIMIT))
+    );
+    assert_eq!(sim.r.units.len(), 3);
 }
 
 #[test]
