@@ -81,3 +81,61 @@ fn each_token_form_is_accepted() {
     let w = d.recv_until("welcome", |v| v["type"] == "relay_welcome");
     assert_eq!(w["reset"], false);
 }
+
+/// One plain HTTP GET of `path` with `extra` headers; the whole answer.
+fn get(port: u16, path: &str, extra: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Bad-token `/metrics` and `/status` requests spend the same per-address
+/// failure budget an upgrade does: past it they get 429 with `Retry-After`,
+/// and the log holds a few lines, not one per request.
+#[test]
+fn bad_token_ops_requests_are_rate_limited_and_logged_sparsely() {
+    const REQUESTS: usize = 400;
+    let relay = Relay::start(&[]);
+    let mut codes = Vec::new();
+    for i in 0..REQUESTS {
+        let path = if i % 2 == 0 { "/metrics" } else { "/status" };
+        let extra = if i % 3 == 0 {
+            ""
+        } else {
+            "Authorization: Bearer 0000\r\n"
+        };
+        let r = get(relay.port, path, extra);
+        codes.push(r.get(9..12).unwrap_or_default().to_owned());
+        if i == REQUESTS - 1 {
+            assert!(r.contains("\r\nRetry-After: "), "{r}");
+        }
+    }
+    let refused_401 = codes.iter().filter(|c| *c == "401").count();
+    let limited = codes.iter().filter(|c| *c == "429").count();
+    assert_eq!(refused_401, 10, "the failure budget, then 429: {codes:?}");
+    assert_eq!(limited, REQUESTS - 10, "{codes:?}");
+    // The token holder from the same address waits out the window too, as
+    // an upgrade would; /healthz still answers.
+    let r = get(
+        relay.port,
+        "/metrics",
+        &format!("Authorization: Bearer {}\r\n", relay.token),
+    );
+    assert!(r.starts_with("HTTP/1.1 429"), "{r}");
+    assert!(get(relay.port, "/healthz", "").starts_with("HTTP/1.1 200"));
+
+    let log = relay.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("refused /metrics") || l.contains("refused /status"))
+        .count();
+    assert!(
+        (1..=3).contains(&lines),
+        "{lines} log lines for {REQUESTS} refused requests; log:\n{log}"
+    );
+    assert!(!log.contains(&relay.token));
+}

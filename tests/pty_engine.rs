@@ -14,7 +14,8 @@ use smol::channel::{Receiver, Sender};
 use smol::{LocalExecutor, Timer};
 use std::cell::RefCell;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
@@ -97,7 +98,7 @@ impl Rig {
         id: TerminalId,
         cols: u16,
         rows: u16,
-        cwd: Option<PathBuf>,
+        cwd: Option<OwnedFd>,
         command: Option<String>,
     ) -> std::io::Result<()> {
         self.set.spawn(id, cols, rows, cwd, command)?;
@@ -105,6 +106,32 @@ impl Rig {
             self.sessions.borrow_mut().push(pid);
         }
         Ok(())
+    }
+
+    /// Opens terminal `id` through [`PtySet::open`] with `dir` run off the
+    /// executor, remembering its session if it is still running (a start
+    /// reports no event: its first output, exit or failure wakes the wait).
+    async fn open(
+        &self,
+        id: TerminalId,
+        dir: impl FnOnce() -> Result<OwnedFd, String> + Send + 'static,
+        command: Option<String>,
+    ) {
+        self.set.open(id, 80, 24, dir, command);
+        self.wait_until(&format!("{id} running or failed"), |r| {
+            r.set.pid(id).is_some() || r.failure_of(id).is_some() || r.exit_of(id).is_some()
+        })
+        .await;
+        if let Some(pid) = self.set.pid(id) {
+            self.sessions.borrow_mut().push(pid);
+        }
+    }
+
+    fn failure_of(&self, id: TerminalId) -> Option<String> {
+        self.events.borrow().iter().find_map(|ev| match ev {
+            PtyEvent::Failed { id: i, reason } if *i == id => Some(reason.clone()),
+            _ => None,
+        })
     }
 
     fn root(&self) -> &Path {
@@ -217,8 +244,14 @@ fn cwd_and_term_are_set() {
         Some("pwd; echo \"term=$TERM\"".into()),
     )
     .unwrap();
-    rig.spawn(TerminalId(2), 80, 24, Some(sub.clone()), Some("pwd".into()))
-        .unwrap();
+    rig.spawn(
+        TerminalId(2),
+        80,
+        24,
+        Some(dir_fd(&sub)),
+        Some("pwd".into()),
+    )
+    .unwrap();
     rig.run(async {
         assert_eq!(rig.wait_exit(TerminalId(1)).await, (Some(0), None));
         assert_eq!(rig.wait_exit(TerminalId(2)).await, (Some(0), None));
@@ -430,18 +463,18 @@ fn spawn_refuses_a_running_id_and_after_shutdown() {
         .unwrap();
     let err = rig.spawn(id, 80, 24, None, None).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
-    let err = rig
-        .set
-        .spawn(
-            TerminalId(8),
-            80,
-            24,
-            Some(rig.root().join("missing")),
-            None,
-        )
-        .unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
-    rig.run(rig.shutdown());
+    // Opened by a directory too: refused, as a failure report.
+    let root = rig.root().to_path_buf();
+    rig.set.open(id, 80, 24, move || Ok(dir_fd(&root)), None);
+    rig.run(async {
+        rig.wait_until("the refusal", |r| r.failure_of(id).is_some())
+            .await;
+        rig.shutdown().await;
+    });
+    assert_eq!(
+        rig.failure_of(id).as_deref(),
+        Some("terminal t7 is already running")
+    );
     assert!(rig.spawn(TerminalId(9), 80, 24, None, None).is_err());
     assert!(matches!(
         rig.exit_of(id),
@@ -652,4 +685,130 @@ fn a_dropped_rig_leaves_no_process_behind() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A directory opened by path, as a child's working directory.
+fn dir_fd(path: &Path) -> OwnedFd {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap()
+}
+
+/// The race a path-based `chdir` loses: the directory is resolved and
+/// opened beneath the root, then swapped for a symlink to a directory
+/// outside before the child starts. The child runs in the directory that
+/// was opened, never where the symlink points.
+#[test]
+fn a_directory_swapped_for_a_symlink_after_opening_is_never_followed() {
+    use acp_relay::workspace::jail::Jail;
+    use rustix::fs::{Mode, OFlags};
+    let _g = shared_lock();
+    let rig = Rig::new("swap");
+    let outside = TempDir::new("swap-outside");
+    std::fs::write(outside.path().join("outside-marker"), "").unwrap();
+    let root = rig.root().to_path_buf();
+    std::fs::create_dir(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/inside-marker"), "").unwrap();
+    let target = outside.path().to_path_buf();
+    let id = TerminalId(1);
+    let dir = move || {
+        let jail = Jail::new(&root).map_err(|e| e.to_string())?;
+        let resolved = jail.resolve("sub").map_err(|e| e.to_string())?;
+        let fd = jail
+            .open(
+                &resolved,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )
+            .map_err(|e| e.to_string())?;
+        // The swap, after the check and before the child exists.
+        std::fs::rename(root.join("sub"), root.join("sub-moved")).map_err(|e| e.to_string())?;
+        std::os::unix::fs::symlink(&target, root.join("sub")).map_err(|e| e.to_string())?;
+        Ok(fd)
+    };
+    rig.run(async {
+        rig.open(id, dir, Some("ls; pwd".into())).await;
+        assert_eq!(rig.failure_of(id), None);
+        assert_eq!(rig.wait_exit(id).await, (Some(0), None));
+        rig.shutdown().await;
+    });
+    let out = rig.output(id);
+    assert!(out.contains("inside-marker"), "{out:?}");
+    assert!(
+        !out.contains("outside-marker"),
+        "followed the symlink: {out:?}"
+    );
+    assert!(out.contains("sub-moved"), "{out:?}");
+}
+
+/// Input and a resize sent while the directory is still being opened are
+/// applied once the child runs; a directory that cannot be opened, or a
+/// kill before the start, is reported as a failure and starts nothing.
+#[test]
+fn what_is_asked_while_opening_is_kept_and_failures_are_reported() {
+    let _g = shared_lock();
+    let rig = Rig::new("opening");
+    let root = rig.root().to_path_buf();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let slow = move || {
+        // Held until the test has queued its input.
+        let _ = wait.recv_timeout(WAIT);
+        Ok(dir_fd(&root))
+    };
+    let (a, b, c) = (TerminalId(1), TerminalId(2), TerminalId(3));
+    rig.set.open(
+        a,
+        80,
+        24,
+        slow,
+        Some("stty size; read line; echo got=$line".into()),
+    );
+    rig.set.resize(a, 101, 33);
+    rig.set.write(a, b"hello\n".to_vec());
+    assert_eq!(rig.set.pid(a), None, "still opening");
+    go.send(()).unwrap();
+    rig.set
+        .open(b, 80, 24, || Err("cwd \"x\" does not exist".into()), None);
+    let (go_c, wait_c) = std::sync::mpsc::channel::<()>();
+    let root = rig.root().to_path_buf();
+    rig.set.open(
+        c,
+        80,
+        24,
+        move || {
+            let _ = wait_c.recv_timeout(WAIT);
+            Ok(dir_fd(&root))
+        },
+        None,
+    );
+    rig.set.kill(c);
+    go_c.send(()).unwrap();
+    rig.run(async {
+        rig.wait_until("a running", |r| {
+            r.set.pid(a).is_some() || r.exit_of(a).is_some()
+        })
+        .await;
+        if let Some(pid) = rig.set.pid(a) {
+            rig.sessions.borrow_mut().push(pid);
+        }
+        assert_eq!(rig.wait_exit(a).await, (Some(0), None));
+        rig.wait_until("b and c failed", |r| {
+            r.failure_of(b).is_some() && r.failure_of(c).is_some()
+        })
+        .await;
+        rig.shutdown().await;
+    });
+    let out = rig.output(a);
+    assert!(
+        out.contains("33 101") && out.contains("got=hello"),
+        "{out:?}"
+    );
+    assert_eq!(
+        rig.failure_of(b).as_deref(),
+        Some("cwd \"x\" does not exist")
+    );
+    assert_eq!(
+        rig.failure_of(c).as_deref(),
+        Some("killed before it started")
+    );
+    assert_eq!(rig.exit_of(c), None);
 }

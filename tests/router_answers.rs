@@ -68,16 +68,7 @@ fn acp_connections_are_held_to_max_sessions() {
         let r = c.response(&id);
         assert!(r["result"]["sessionId"].is_string(), "{r}");
     }
-    let id = c.request("session/list", json!({}));
-    let r = c.response(&id);
-    let live = r["result"]["sessions"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter(|s| s["_meta"]["relay"]["live"] == true)
-                .count()
-        })
-        .unwrap_or(0);
+    let (live, r) = live_sessions(&mut c);
     assert!(
         live <= 2,
         "{live} live sessions under --max-sessions 2: {r}"

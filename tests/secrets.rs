@@ -112,3 +112,130 @@ fn the_101_never_carries_the_token_and_a_deleted_token_stays_deleted() {
     assert!(r.starts_with("HTTP/1.1 101"), "{r}");
     assert!(!relay.data_dir.join("token").exists());
 }
+
+/// Collects a pipe's lines into a shared string.
+fn collect(pipe: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let o = out.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut o = o.lock().unwrap();
+            o.push_str(&l);
+            o.push('\n');
+        }
+    });
+    out
+}
+
+/// Inline keys in `--agent` (an environment assignment before the program,
+/// named or not) reach the agent's environment, and never the relay's stdout,
+/// log, status or the devices: only program names are shown.
+#[test]
+fn inline_agent_keys_reach_the_agent_and_nothing_else() {
+    let dir = TempDir::new("agent-keys");
+    let data = dir.path().join("data");
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    // Each agent writes the key it was given, then becomes the demo agent.
+    let agent = |var: &str, seen: &str| {
+        format!(
+            "sh -c 'printf %s \"${var}\" > {}; exec {} demo-agent --state-dir {}'",
+            dir.path().join(seen).display(),
+            bin(),
+            dir.path().join(format!("{seen}-state")).display()
+        )
+    };
+    let named = format!(
+        "claude=ANTHROPIC_API_KEY=sk-SECRET123 {}",
+        agent("ANTHROPIC_API_KEY", "seen-claude")
+    );
+    let bare = format!("DEMO_KEY=sk-SECRET456 {}", agent("DEMO_KEY", "seen-bare"));
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--log",
+        "debug",
+        "--data-dir",
+    ])
+    .arg(&data)
+    .arg("--workspace")
+    .arg(&ws)
+    .args(["--agent", &named, "--agent", &bare]);
+    clean_env(&mut cmd, &dir.path().join("home"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    own_group(&mut cmd);
+    let mut g = GroupGuard::spawn(cmd).unwrap();
+    let stdout = collect(g.stdout.take().unwrap());
+    let stderr = collect(g.stderr.take().unwrap());
+    let mut port = None;
+    wait_until("the relay's address on stdout", WAIT, || {
+        let out = stdout.lock().unwrap();
+        port = out
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.lines().next())
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.trim().parse::<u16>().ok());
+        port.is_some() && out.contains("devices:")
+    });
+    let port = port.unwrap();
+    let token = std::fs::read_to_string(data.join("token")).unwrap();
+    let token = token.trim();
+    use tungstenite::client::IntoClientRequest;
+    let req = format!("ws://127.0.0.1:{port}/ws?client_id=k&token={token}")
+        .into_client_request()
+        .unwrap();
+    let mut d = Device::connect(port, req, "k").unwrap();
+    let sid = open_session(&mut d);
+    let id = d.request("session/prompt", prompt_params(&sid, "/chunks 1\nhi"));
+    assert_eq!(d.response(&id)["result"]["stopReason"], "end_turn");
+    let id = d.request(
+        "session/new",
+        serde_json::json!({"cwd": "/", "mcpServers": [], "_meta": {"relay": {"agent": "sh"}}}),
+    );
+    let r = d.response(&id);
+    let sid2 = r["result"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    let id = d.request("session/prompt", prompt_params(&sid2, "/chunks 1\nhi"));
+    assert_eq!(d.response(&id)["result"]["stopReason"], "end_turn");
+    // The keys reached the agents.
+    let seen = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+    assert_eq!(seen("seen-claude"), "sk-SECRET123");
+    assert_eq!(seen("seen-bare"), "sk-SECRET456");
+
+    let id = d.request("session/list", serde_json::json!({}));
+    d.response(&id);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut status = String::new();
+    let _ = s.read_to_string(&mut status);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let out = stdout.lock().unwrap().clone();
+    let err = stderr.lock().unwrap().clone();
+    let devices = d.raw.join("\n");
+    for (what, text) in [
+        ("stdout", &out),
+        ("log", &err),
+        ("/status", &status),
+        ("device frames", &devices),
+    ] {
+        assert!(!text.contains("SECRET"), "a key in the {what}:\n{text}");
+        assert!(
+            !text.contains("ANTHROPIC_API_KEY") && !text.contains("DEMO_KEY="),
+            "an assignment in the {what}:\n{text}"
+        );
+    }
+    assert!(out.contains("agent:     claude = sh"), "{out}");
+    assert!(out.contains("agent:     sh = sh"), "{out}");
+    assert!(err.contains("started `sh`"), "{err}");
+}

@@ -152,12 +152,12 @@ fn cap_evicts_the_oldest_idle_unviewed_session() {
     );
     a.response(&load);
     let s4 = new_session(&mut a);
-    relay.wait_log(&format!("evicting session {s2}"));
-    assert!(!relay.log().contains(&format!("evicting session {s3}")));
+    relay.wait_log(&format!("evicting session \"{s2}\""));
+    assert!(!relay.log().contains(&format!("evicting session \"{s3}\"")));
     assert!(
         !relay
             .log()
-            .contains(&format!("evicting session {s_default}"))
+            .contains(&format!("evicting session \"{s_default}\""))
     );
 
     let list = a.request("session/list", json!({}));
@@ -179,7 +179,14 @@ fn cap_evicts_the_oldest_idle_unviewed_session() {
     assert_eq!(live(&s4), Some(json!(true)));
     assert_eq!(live(&s3), Some(json!(true)));
 
-    // The evicted session loads again from the store, transcript and all.
+    // The evicted session loads again from the store, transcript and all,
+    // once a slot can be freed: a leaves s4 for the default (every session
+    // in view would refuse the load).
+    let load = a.request(
+        "session/load",
+        json!({"sessionId": s_default, "cwd": "/", "mcpServers": []}),
+    );
+    a.response(&load);
     let mut c = relay.device("c", "");
     c.recv_until("welcome", |v| v["type"] == "relay_welcome");
     let load = c.request(
@@ -190,6 +197,7 @@ fn cap_evicts_the_oldest_idle_unviewed_session() {
         v["type"] == "relay_welcome" && v["sessionId"] == s2.as_str()
     });
     c.response(&load);
+    relay.wait_log(&format!("evicting session \"{s4}\""));
     assert!(agent_text(&c.seen).contains("second"), "{:?}", c.seen);
     let id = c.request("session/prompt", prompt_params(&s2, "/context"));
     c.response(&id);
@@ -307,4 +315,56 @@ fn delete_removes_a_stored_session_and_refuses_a_busy_one() {
     let after = listed(&mut c);
     assert!(!after.contains(&s1), "deleted stays deleted: {after:?}");
     assert!(after.contains(&s2) && after.contains(&s3), "{after:?}");
+}
+
+/// `/ws` devices each view the session they opened, so none may be evicted:
+/// past `--max-sessions` a `session/new` is refused with a message that says
+/// what to do, no agent starts for it, and the refusal is logged once.
+#[test]
+fn ws_devices_are_held_to_max_sessions() {
+    let relay = Relay::start(&["--max-sessions", "2", "--agent-per-session"]);
+    let mut devices: Vec<Device> = (0..6).map(|i| relay.device(&format!("d{i}"), "")).collect();
+    let mut opened = Vec::new();
+    let mut refused = Vec::new();
+    for d in devices.iter_mut() {
+        d.recv_until("welcome", |v| v["type"] == "relay_welcome");
+        let id = d.request(
+            "initialize",
+            json!({"protocolVersion": 1, "clientCapabilities": {}}),
+        );
+        d.response(&id);
+        let id = d.request("session/new", json!({"cwd": "/", "mcpServers": []}));
+        let r = d.response(&id);
+        match r["result"]["sessionId"].as_str() {
+            Some(sid) => opened.push(sid.to_owned()),
+            None => refused.push(r["error"].clone()),
+        }
+    }
+    assert_eq!(opened.len(), 2, "opened {opened:?}, refused {refused:?}");
+    for e in &refused {
+        assert_eq!(e["code"], -32012, "{e}");
+        let msg = e["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("--max-sessions 2") && msg.contains("close a session"),
+            "{msg}"
+        );
+    }
+    let (live, r) = live_sessions(&mut devices[0]);
+    assert_eq!(live, 2, "{r}");
+    // Both opened sessions answer a prompt: they each have their agent.
+    for (d, sid) in devices.iter_mut().zip(&opened) {
+        let id = d.request("session/prompt", prompt_params(sid, "/chunks 1\nhi"));
+        assert_eq!(d.response(&id)["result"]["stopReason"], "end_turn");
+    }
+    let agents = agent_children(relay.pid()).len();
+    assert_eq!(agents, 2, "{agents} agent processes for 2 sessions");
+    let warned = relay.log().matches("refusing new ones").count();
+    assert_eq!(warned, 1, "one warning for the spell:\n{}", relay.log());
+    // Closing one frees its slot.
+    let id = devices[1].request("session/close", json!({"sessionId": opened[1]}));
+    assert_eq!(devices[1].response(&id)["result"], json!({}));
+    let id = devices[5].request("session/new", json!({"cwd": "/", "mcpServers": []}));
+    let r = devices[5].response(&id);
+    assert!(r["result"]["sessionId"].is_string(), "{r}");
+    relay.wait_log("4 session opens were refused");
 }

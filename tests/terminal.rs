@@ -523,7 +523,8 @@ fn ninth_terminal_closes_the_first_and_sigterm_leaves_no_child() {
     assert_eq!(d.response(&input_first)["error"]["code"], -32602);
 
     let pid = relay.pid();
-    assert!(children(pid).len() >= 8, "8 shells");
+    // Each starts once its directory is open, off the relay's thread.
+    wait_until("8 shells", WAIT, || children(pid).len() >= 8);
     assert_eq!(relay.terminate(), Some(0));
     let orphans: Vec<String> = std::fs::read_dir("/proc")
         .unwrap()
@@ -592,4 +593,44 @@ fn scrollback_is_bounded_by_the_flag() {
     let history = snap["params"]["history"].as_array().unwrap();
     assert_eq!(history.len(), 5, "{snap}");
     assert_eq!(row_text(&history[4]), "n-37");
+}
+
+/// A terminal's `cwd` stays in the workspace: a symlink in it that points
+/// outside is refused (an exit frame with the reason, no process), a real
+/// directory in it is where the command runs, and input typed right after
+/// the open (while the directory is still being opened) reaches it.
+#[test]
+fn a_cwd_symlinked_out_of_the_workspace_is_refused() {
+    let relay = start(&[]);
+    let outside = TempDir::new("term-outside");
+    std::fs::write(outside.path().join("outside-marker"), "").unwrap();
+    std::os::unix::fs::symlink(outside.path(), relay.workspace.join("link")).unwrap();
+    std::fs::create_dir(relay.workspace.join("sub")).unwrap();
+    std::fs::write(relay.workspace.join("sub/inside-marker"), "").unwrap();
+    let mut d = relay.device("owner", "");
+    welcome(&mut d);
+
+    let (t, _) = open(&mut d, json!({"cwd": "link", "command": "ls"}));
+    let exit = d.recv_until("the refused terminal's exit", |v| {
+        v["method"] == "_relay/terminal/exit" && v["params"]["terminalId"] == t.as_str()
+    });
+    let reason = exit["params"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("outside the workspace"), "{exit}");
+    assert_eq!(exit["params"]["exitCode"], Value::Null);
+    assert!(
+        !d.seen
+            .iter()
+            .any(|v| is_screen(v, &t) && v.to_string().contains("outside-marker")),
+        "ran outside: {:?}",
+        d.seen
+    );
+    relay.wait_log("could not start");
+
+    let (t, mut g) = open(
+        &mut d,
+        json!({"cwd": "sub", "command": "read x; ls; echo got=$x"}),
+    );
+    input(&mut d, &t, "typed\n");
+    until_text(&mut d, &t, &mut g, "got=typed");
+    assert!(g.all_text().contains("inside-marker"), "{}", g.all_text());
 }

@@ -14,8 +14,10 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-/// How to start an agent: a shell command line, run as `sh -c 'exec CMD'`.
-#[derive(Debug, Clone)]
+/// How to start an agent: a shell command line, run as `sh -c 'exec CMD'`
+/// (`exec env CMD` when it starts with environment assignments, so
+/// `KEY=value cmd` runs `cmd` with `KEY` set).
+#[derive(Clone)]
 pub enum AgentCommand {
     /// `--agent 'CMD ARGS'`.
     Shell(String),
@@ -26,22 +28,39 @@ pub enum AgentCommand {
     },
 }
 
-/// The program's name only: its arguments may hold a key, so logs never show them.
+/// Longest program name shown.
+const MAX_SHOWN_NAME: usize = 64;
+
+/// The program's name only: its environment and arguments may hold a key,
+/// so nothing shows them (the banner, logs, status).
 impl fmt::Display for AgentCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (program, first) = match self {
-            AgentCommand::Shell(s) => (s.split_whitespace().next().unwrap_or(""), None),
+            AgentCommand::Shell(s) => (crate::places::program_word(s).unwrap_or_default(), None),
             AgentCommand::Program { program, args } => (
-                program.to_str().unwrap_or("agent"),
+                program.to_str().unwrap_or("agent").to_owned(),
                 args.first().filter(|a| !a.starts_with('-')),
             ),
         };
-        let name = program.rsplit('/').next().unwrap_or(program);
+        let base = program.rsplit('/').next().unwrap_or(&program);
+        let name: String = base
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '@'))
+            .take(MAX_SHOWN_NAME)
+            .collect();
+        let name = if name.is_empty() { "agent" } else { &name };
         match first {
             // `acp-relay demo-agent`: a subcommand name, not a secret.
             Some(sub) if name == "acp-relay" => write!(f, "{name} {sub}"),
             _ => f.write_str(name),
         }
+    }
+}
+
+/// As [`Display`](fmt::Display): never the command line.
+impl fmt::Debug for AgentCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AgentCommand({self})")
     }
 }
 
@@ -83,7 +102,13 @@ pub fn spawn(cmd: &AgentCommand, cwd: &Path) -> io::Result<AgentProcess> {
     let mut std_cmd = match cmd {
         AgentCommand::Shell(line) => {
             let mut c = std::process::Command::new("sh");
-            c.arg("-c").arg(format!("exec {line}"));
+            // `exec KEY=v cmd` would look for a program named `KEY=v`.
+            let env = if crate::places::starts_with_assignment(line) {
+                "env "
+            } else {
+                ""
+            };
+            c.arg("-c").arg(format!("exec {env}{line}"));
             c
         }
         AgentCommand::Program { program, args } => {
@@ -163,6 +188,23 @@ pub fn signal_name(raw: i32) -> String {
 mod tests {
     use super::*;
     use rustix::process::Signal;
+
+    #[test]
+    fn shown_as_the_program_name_only() {
+        let shown = |line: &str| AgentCommand::Shell(line.into()).to_string();
+        assert_eq!(
+            shown("ANTHROPIC_API_KEY=sk-SECRET claude-code-acp --x"),
+            "claude-code-acp"
+        );
+        assert_eq!(
+            shown("env -u HOME K=sk-SECRET /opt/goose acp --key sk-S"),
+            "goose"
+        );
+        assert_eq!(shown("K=sk-SECRET"), "agent");
+        assert_eq!(shown("'/my dir/a$b' --key sk-S"), "ab");
+        let debug = format!("{:?}", AgentCommand::Shell("K=sk-SECRET npx".into()));
+        assert!(!debug.contains("SECRET"), "{debug}");
+    }
 
     #[test]
     fn signal_names() {

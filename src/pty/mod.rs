@@ -1,9 +1,11 @@
 //! PTY children for device terminals: spawns each in its own session with the
 //! PTY as controlling terminal, pumps its output (coalesced into bounded
 //! frames of whole UTF-8 characters) and queued input without blocking on the
-//! one executor thread, reaps it, and reports through a callback. Owns every
-//! child it starts; [`PtySet::shutdown`] ends and reaps them all. It never
-//! logs a terminal's input or output.
+//! one executor thread, reaps it, and reports through a callback. A child
+//! starts in a directory opened beforehand (off the executor thread), by
+//! descriptor, never by path. Owns every child it starts;
+//! [`PtySet::shutdown`] ends and reaps them all. It never logs a terminal's
+//! input or output.
 
 mod session;
 mod utf8;
@@ -22,7 +24,7 @@ use smol::{Async, LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::pin::pin;
@@ -48,6 +50,9 @@ pub const DRAIN_GRACE: Duration = Duration::from_millis(250);
 pub const SWEEP_WAIT: Duration = Duration::from_secs(2);
 /// Longest wait in [`PtySet::shutdown`] for every child to be reaped.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(6);
+/// Terminals whose directory is still being opened ([`PtySet::open`]) at
+/// once; past it an open fails at once.
+pub const MAX_OPENING: usize = 64;
 /// `TERM` in every terminal's environment.
 pub const TERM: &str = "xterm-256color";
 /// Interactive shell when `$SHELL` is unset or not an absolute path; also
@@ -71,6 +76,9 @@ pub enum PtyEvent {
         exit_code: Option<i32>,
         signal: Option<String>,
     },
+    /// A terminal [`PtySet::open`] asked for never started: its directory
+    /// could not be opened, or the child could not be spawned.
+    Failed { id: TerminalId, reason: String },
 }
 
 /// The running PTY children, by terminal id. Used on one `LocalExecutor`;
@@ -80,10 +88,23 @@ pub struct PtySet {
     workspace_root: PathBuf,
     on_event: Rc<dyn Fn(PtyEvent)>,
     terms: RefCell<HashMap<TerminalId, Rc<Term>>>,
+    /// Terminals whose directory is being opened, with what was asked of
+    /// them meanwhile (at most [`MAX_OPENING`]).
+    opening: RefCell<HashMap<TerminalId, Opening>>,
     /// Set by shutdown: no more spawns.
     closed: Cell<bool>,
     /// Environment changes for every child (`None`: remove the variable).
     child_env: RefCell<Vec<(String, Option<String>)>>,
+}
+
+/// What a terminal that is still opening was asked to do, applied once it
+/// runs: input (at most [`MAX_PENDING_INPUT`] bytes), the last size, a kill.
+#[derive(Default)]
+struct Opening {
+    input: Vec<Vec<u8>>,
+    input_bytes: usize,
+    size: Option<(u16, u16)>,
+    killed: bool,
 }
 
 /// One running terminal, shared by the table and its supervisor task.
@@ -133,6 +154,7 @@ impl PtySet {
             workspace_root,
             on_event,
             terms: RefCell::new(HashMap::new()),
+            opening: RefCell::new(HashMap::new()),
             closed: Cell::new(false),
             child_env: RefCell::new(Vec::new()),
         })
@@ -145,16 +167,91 @@ impl PtySet {
         *self.child_env.borrow_mut() = vars;
     }
 
+    /// Starts terminal `id` as [`PtySet::spawn`] does, in the directory
+    /// `dir` opens: it runs off the executor thread (it may block on the
+    /// filesystem) and hands back a descriptor the child `fchdir`s to, so a
+    /// path swapped for a symlink after `dir` checked it cannot move the
+    /// child. Input, resizes and a kill for `id` meanwhile are kept and
+    /// applied once it runs. A failure is reported as [`PtyEvent::Failed`],
+    /// never from inside this call.
+    pub fn open(
+        self: &Rc<Self>,
+        id: TerminalId,
+        cols: u16,
+        rows: u16,
+        dir: impl FnOnce() -> Result<OwnedFd, String> + Send + 'static,
+        command: Option<String>,
+    ) {
+        let refused = if self.closed.get() {
+            Some("the relay is shutting down".to_owned())
+        } else if self.terms.borrow().contains_key(&id) || self.opening.borrow().contains_key(&id) {
+            Some(format!("terminal {id} is already running"))
+        } else if self.opening.borrow().len() >= MAX_OPENING {
+            Some(format!(
+                "{MAX_OPENING} terminals are starting already; retry in a moment"
+            ))
+        } else {
+            None
+        };
+        if refused.is_none() {
+            self.opening.borrow_mut().insert(id, Opening::default());
+        }
+        let set = Rc::downgrade(self);
+        let on_event = self.on_event.clone();
+        self.ex
+            .spawn(async move {
+                let started = match refused {
+                    Some(reason) => Err(reason),
+                    None => {
+                        let dir = smol::unblock(dir).await;
+                        match set.upgrade() {
+                            Some(set) => set.opened(id, cols, rows, dir, command),
+                            None => Err("the relay is shutting down".to_owned()),
+                        }
+                    }
+                };
+                if let Err(reason) = started {
+                    on_event(PtyEvent::Failed { id, reason });
+                }
+            })
+            .detach();
+    }
+
+    /// The directory of an [`PtySet::open`] is open (or could not be):
+    /// starts the child there and applies what was asked meanwhile.
+    fn opened(
+        self: &Rc<Self>,
+        id: TerminalId,
+        cols: u16,
+        rows: u16,
+        dir: Result<OwnedFd, String>,
+        command: Option<String>,
+    ) -> Result<(), String> {
+        let asked = self.opening.borrow_mut().remove(&id).unwrap_or_default();
+        let dir = dir?;
+        if asked.killed {
+            return Err("killed before it started".to_owned());
+        }
+        let (cols, rows) = asked.size.unwrap_or((cols, rows));
+        self.spawn(id, cols, rows, Some(dir), command)
+            .map_err(|e| e.to_string())?;
+        for data in asked.input {
+            self.write(id, data);
+        }
+        Ok(())
+    }
+
     /// Starts `command` (through `sh -c`) or the user's `$SHELL` in a new
-    /// PTY of `cols`×`rows` with `TERM=xterm-256color`, in `cwd` (already
-    /// jailed and absolute) or the workspace root. Output and the exit are
-    /// reported through the callback, never from inside this call.
+    /// PTY of `cols`×`rows` with `TERM=xterm-256color`, in the directory
+    /// `cwd` is open on (the child `fchdir`s to it) or the workspace root.
+    /// Output and the exit are reported through the callback, never from
+    /// inside this call.
     pub fn spawn(
         self: &Rc<Self>,
         id: TerminalId,
         cols: u16,
         rows: u16,
-        cwd: Option<PathBuf>,
+        cwd: Option<OwnedFd>,
         command: Option<String>,
     ) -> io::Result<()> {
         if self.closed.get() {
@@ -178,8 +275,10 @@ impl PtySet {
             }
             None => std::process::Command::new(self.shell()),
         };
+        if cwd.is_none() {
+            std_cmd.current_dir(&self.workspace_root);
+        }
         std_cmd
-            .current_dir(cwd.unwrap_or_else(|| self.workspace_root.clone()))
             .env("TERM", TERM)
             .env_remove("COLUMNS")
             .env_remove("LINES");
@@ -190,14 +289,19 @@ impl PtySet {
             };
         }
         let pts_fd = pts.as_raw_fd();
+        let dir_fd = cwd.as_ref().map(|d| d.as_raw_fd());
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes two syscalls (setsid, ioctl), both async-signal-safe; it
-        // allocates nothing and takes no lock. `pts_fd` stays open in the
-        // child until exec, because `pts` is alive until `spawn` returns.
+        // makes three syscalls (setsid, ioctl, fchdir), all async-signal-safe;
+        // it allocates nothing and takes no lock. `pts_fd` and `dir_fd` stay
+        // open in the child until exec, because `pts` and `cwd` are alive
+        // until `spawn` returns.
         unsafe {
             std_cmd.pre_exec(move || {
                 rustix::process::setsid()?;
                 rustix::process::ioctl_tiocsctty(BorrowedFd::borrow_raw(pts_fd))?;
+                if let Some(dir) = dir_fd {
+                    rustix::process::fchdir(BorrowedFd::borrow_raw(dir))?;
+                }
                 Ok(())
             });
         }
@@ -212,6 +316,7 @@ impl PtySet {
         // the master would never fail with EIO after the child is gone.
         drop(cmd);
         drop(pts);
+        drop(cwd);
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0))
             .ok_or_else(|| io::Error::other("spawned child has no pid"))?;
         // On failure from here `child` drops and async-process reaps it;
@@ -249,6 +354,19 @@ impl PtySet {
     /// Queues `data` to be written to `id`'s PTY. Past [`MAX_PENDING_INPUT`]
     /// queued bytes the data is dropped (and logged, without its content).
     pub fn write(&self, id: TerminalId, data: Vec<u8>) {
+        if let Some(o) = self.opening.borrow_mut().get_mut(&id) {
+            if o.input_bytes.saturating_add(data.len()) > MAX_PENDING_INPUT {
+                log::warn!(
+                    "terminal {id}: input queue full while it starts ({} bytes pending, limit {MAX_PENDING_INPUT}); dropped {} bytes",
+                    o.input_bytes,
+                    data.len()
+                );
+            } else {
+                o.input_bytes += data.len();
+                o.input.push(data);
+            }
+            return;
+        }
         let Some(term) = self.get(id) else {
             log::debug!("terminal {id}: input for a terminal that is gone");
             return;
@@ -272,6 +390,10 @@ impl PtySet {
 
     /// Sets `id`'s PTY size; the kernel tells its foreground job (SIGWINCH).
     pub fn resize(&self, id: TerminalId, cols: u16, rows: u16) {
+        if let Some(o) = self.opening.borrow_mut().get_mut(&id) {
+            o.size = Some((cols, rows));
+            return;
+        }
         let Some(term) = self.get(id) else {
             return;
         };
@@ -286,6 +408,10 @@ impl PtySet {
     /// SIGKILL to anything left in its session once it is reaped. The exit
     /// is reported as usual.
     pub fn kill(&self, id: TerminalId) {
+        if let Some(o) = self.opening.borrow_mut().get_mut(&id) {
+            o.killed = true;
+            return;
+        }
         let Some(term) = self.get(id) else {
             return;
         };

@@ -205,19 +205,74 @@ pub fn text(status: u16, reason: &str, extra: &[(&str, String)], body: &str) -> 
 
 /// Answers `/healthz` (`ok` and the version, no token), `/metrics` and
 /// `/status` (the token as Bearer, unless `open`: the `--metrics-listen`
-/// port, which serves `/metrics` without one).
+/// port, which serves `/metrics` without one). Logs nothing: on the main
+/// port [`ops_request`] rate-limits and logs failures.
 pub fn ops_endpoint(shared: &crate::serve::Shared, head: &Head, open: bool) -> Vec<u8> {
     if head.path == "/healthz" {
         return text(200, "OK", &[], &format!("ok {}", env!("CARGO_PKG_VERSION")));
     }
-    let authorized = (open && head.path == "/metrics")
-        || head
-            .bearer()
-            .is_some_and(|t| shared.token.borrow().matches(&t));
+    let authorized = (open && head.path == "/metrics") || bearer_matches(shared, head);
+    ops_answer(shared, head, authorized)
+}
+
+/// Answers an ops request from `peer` on the main port. `/metrics` and
+/// `/status` go through the failed-authentication limit an upgrade does: an
+/// address over its budget gets 429 with `Retry-After`, a wrong or missing
+/// token counts against it, and a refusal is logged once per address per
+/// interval with a count.
+pub fn ops_request(
+    shared: &crate::serve::Shared,
+    head: &Head,
+    peer: std::net::SocketAddr,
+) -> Vec<u8> {
+    use crate::serve::admission::Refusal;
+    use crate::serve::socket::warn_refusal;
+    if head.path == "/healthz" {
+        return ops_endpoint(shared, head, false);
+    }
+    let now = std::time::Instant::now();
+    let rate = shared.admission.borrow_mut().check_rate(peer.ip(), now);
+    if let Err(Refusal::RateLimited { retry_after }) = rate {
+        warn_refusal(
+            shared,
+            peer,
+            &format!("refused {}: too many failed authentications", head.path),
+        );
+        return text(
+            429,
+            "Too Many Requests",
+            &[("Retry-After", retry_after.to_string())],
+            &format!("too many failed authentications from your address; retry in {retry_after}s"),
+        );
+    }
+    let authorized = bearer_matches(shared, head);
+    if !authorized {
+        shared.admission.borrow_mut().failed(peer.ip(), now);
+        let what = if head.bearer().is_some() {
+            "a wrong token"
+        } else {
+            "the token"
+        };
+        warn_refusal(
+            shared,
+            peer,
+            &format!("refused {} without {what}", head.path),
+        );
+    }
+    ops_answer(shared, head, authorized)
+}
+
+/// Whether the request carries the pairing token as `Authorization: Bearer`.
+fn bearer_matches(shared: &crate::serve::Shared, head: &Head) -> bool {
+    head.bearer()
+        .is_some_and(|t| shared.token.borrow().matches(&t))
+}
+
+/// The answer of `/metrics` or `/status`, or 401 when not `authorized`.
+fn ops_answer(shared: &crate::serve::Shared, head: &Head, authorized: bool) -> Vec<u8> {
     if !authorized {
         let m = &shared.relay.metrics;
         m.auth_failures.set(m.auth_failures.get() + 1);
-        log::info!("refused {} without the token", head.path);
         return text(
             401,
             "Unauthorized",

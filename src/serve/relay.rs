@@ -679,6 +679,13 @@ impl Relay {
                     exit_code,
                     signal,
                 }),
+                PtyEvent::Failed { id, reason } => {
+                    log::warn!(
+                        "terminal {id}: could not start: {}",
+                        crate::logger::peer(&reason)
+                    );
+                    relay.feed(Input::TerminalFailed { id, reason });
+                }
             }
         });
         let set = PtySet::new(self.ex.clone(), self.cwd.clone(), on_event);
@@ -706,21 +713,17 @@ impl Relay {
                 command,
                 project,
             } => {
-                // Always inside the session's project: its root when no cwd is named.
-                let ws = self.project(project);
-                let cwd = match cwd.as_deref().map(|c| ws.jail().resolve(c)) {
-                    None => Ok(Some(ws.root().to_path_buf())),
-                    Some(Ok(p)) => Ok(Some(p)),
-                    Some(Err(e)) => Err(e.to_string()),
+                // Always inside the session's project (its root when no cwd
+                // is named), resolved and opened beneath it off this thread;
+                // the child changes into the opened directory, not the path.
+                let jail = self.project(project).jail().clone();
+                let cwd = cwd.unwrap_or_else(|| ".".to_owned());
+                let dir = move || {
+                    crate::workspace::agent_terminal::resolve_dir(&jail, &cwd)
+                        .map(|(_, fd)| fd)
+                        .map_err(|e| e.message)
                 };
-                let started = cwd.and_then(|cwd| {
-                    set.spawn(id, cols, rows, cwd, command)
-                        .map_err(|e| e.to_string())
-                });
-                if let Err(reason) = started {
-                    log::warn!("terminal {id}: could not start: {reason}");
-                    self.feed(Input::TerminalFailed { id, reason });
-                }
+                set.open(id, cols, rows, dir, command);
             }
             TermAction::Write { id, data } => set.write(id, data),
             TermAction::Resize { id, cols, rows } => set.resize(id, cols, rows),

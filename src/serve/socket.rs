@@ -297,7 +297,7 @@ pub async fn connection(
             .await;
         }
         ("GET", "/healthz" | "/metrics" | "/status") => {
-            send(&mut stream, &http::ops_endpoint(&shared, &head, false)).await;
+            send(&mut stream, &http::ops_request(&shared, &head, peer)).await;
         }
         ("GET", _) if web::find(&path).is_some() => {
             if let Some(bytes) = web::respond(&head) {

@@ -369,7 +369,7 @@ async fn kill_and_wait(terms: &[Rc<Terminal>]) {
 
 /// The working directory for a command: jailed, and a directory.
 /// The directory `cwd` names, resolved and opened beneath the root.
-fn resolve_dir(jail: &Jail, cwd: &str) -> Result<(PathBuf, OwnedFd), RpcError> {
+pub(crate) fn resolve_dir(jail: &Jail, cwd: &str) -> Result<(PathBuf, OwnedFd), RpcError> {
     let dir = jail.resolve(cwd).map_err(jail_error)?;
     let opened = jail.open(
         &dir,

@@ -896,3 +896,18 @@ pub fn make_cert(dir: &Path) -> Option<(PathBuf, PathBuf)> {
         }
     }
 }
+
+/// `session/list` on `d`: how many sessions are live, and the answer.
+pub fn live_sessions(d: &mut Device) -> (usize, Value) {
+    let id = d.request("session/list", json!({}));
+    let r = d.response(&id);
+    let live = r["result"]["sessions"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter(|s| s["_meta"]["relay"]["live"] == true)
+                .count()
+        })
+        .unwrap_or(0);
+    (live, r)
+}

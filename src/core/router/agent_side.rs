@@ -154,6 +154,7 @@ impl Router {
         if std::str::from_utf8(line).is_err() {
             // Refused before it is numbered: a frame no device could be sent
             // would be a silent rseq gap on every device.
+            let asid = crate::logger::peer(asid);
             log::warn!("{agent}: session/update for {asid} is not valid UTF-8; dropped");
             let note = format!("(a session/update for {asid} was not valid UTF-8 and was dropped)");
             self.agent_said(agent, agent_log::Stream::Stdout, note.as_bytes());
@@ -165,7 +166,8 @@ impl Router {
         let Some(unit) = link.sessions.get(asid).copied() else {
             if link.early.len() >= MAX_EARLY_UPDATES {
                 log::warn!(
-                    "{agent}: {MAX_EARLY_UPDATES} updates for unknown sessions held; dropping one for {asid}"
+                    "{agent}: {MAX_EARLY_UPDATES} updates for unknown sessions held; dropping one for {}",
+                    crate::logger::peer(asid)
                 );
                 link.early.pop_front();
             }
@@ -276,7 +278,8 @@ impl Router {
             }
             m => {
                 log::info!(
-                    "{agent}: agent request {m} is not handled by the relay; answered -32601"
+                    "{agent}: agent request {} is not handled by the relay; answered -32601",
+                    crate::logger::peer(m)
                 );
                 self.out.push_back(Output::WriteAgent {
                     agent,
@@ -372,7 +375,11 @@ impl Router {
         outcome: Result<Value, Value>,
     ) {
         let Some(n) = id.as_u64() else {
-            log::info!("{agent}: response to id {id} the relay never issued; ignored");
+            let shown = id.as_str().map_or_else(|| id.to_string(), str::to_owned);
+            log::info!(
+                "{agent}: response to id {} the relay never issued; ignored",
+                crate::logger::peer(&shown)
+            );
             return;
         };
         let Some(pending) = self
@@ -406,14 +413,20 @@ impl Router {
                     self.run_deferred();
                 }
                 Err(e) => {
-                    log::error!("{agent}: initialize failed: {e}");
+                    log::error!(
+                        "{agent}: initialize failed: {}",
+                        crate::logger::peer(&e.to_string())
+                    );
                     self.out.push_back(Output::KillAgent { agent });
                 }
             },
             Pending::OpenSession { unit, load } => self.session_opened(agent, unit, load, outcome),
             Pending::Release => {
                 if let Err(e) = outcome {
-                    log::info!("{agent}: session/close refused ({e}); the session is ended anyway");
+                    log::info!(
+                        "{agent}: session/close refused ({}); the session is ended anyway",
+                        crate::logger::peer(&e.to_string())
+                    );
                 }
             }
             Pending::Prompt { unit } => {
@@ -526,7 +539,8 @@ impl Router {
             Err(e) => {
                 if load {
                     log::info!(
-                        "{unit}: agent refused session/load ({e}); starting a fresh agent session"
+                        "{unit}: agent refused session/load ({}); starting a fresh agent session",
+                        crate::logger::peer(&e.to_string())
                     );
                     let old = u.driver.resume_from.take();
                     if let (Some(old), Some(l)) = (old, self.links.get_mut(&agent)) {
@@ -535,7 +549,10 @@ impl Router {
                     self.open_session(unit);
                     return;
                 }
-                log::error!("{unit}: agent refused session/new: {e}");
+                log::error!(
+                    "{unit}: agent refused session/new: {}",
+                    crate::logger::peer(&e.to_string())
+                );
                 u.driver.phase = Phase::Idle;
                 let (ecode, msg) = (
                     e["code"].as_i64().unwrap_or(0),

@@ -440,6 +440,9 @@ pub struct Router {
     /// Sockets waiting for a transcript replay: the unit and their `last_seq`
     /// (at most [`MAX_STORE_REPLAYS`]).
     disk_replays: HashMap<SocketId, (UnitId, u64)>,
+    /// Session opens refused at `--max-sessions` since the cap last had
+    /// room: the first is logged, the count when room returns.
+    cap_refused: u64,
 }
 
 impl Router {
@@ -479,6 +482,7 @@ impl Router {
             ring_bytes: 0,
             budget_floor: 0,
             disk_replays: HashMap::new(),
+            cap_refused: 0,
         };
         let unit = r.mint_unit();
         r.default_unit = unit;
@@ -642,7 +646,13 @@ impl Router {
             self.park(socket, client);
             let waiter = sessions::Waiter::Attach { socket, last_seq };
             if let Err(e) = self.resume_stored(&s, waiter) {
-                log::warn!("{socket}: cannot resume session {s}: {e}");
+                // The session cap logs its refusals itself, once a spell.
+                if e.code != code::LIMIT {
+                    log::warn!(
+                        "{socket}: cannot resume session {}: {e}",
+                        crate::logger::peer(&s)
+                    );
+                }
                 self.attach(socket, self.default_unit, None);
             }
             return;

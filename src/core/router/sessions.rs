@@ -103,7 +103,8 @@ impl Router {
                 break;
             };
             log::info!(
-                "forgetting stored session {oldest}: more than --keep-sessions {}",
+                "forgetting stored session {}: more than --keep-sessions {}",
+                crate::logger::peer(&oldest),
                 self.cfg.keep_sessions
             );
             self.stored.remove(&oldest);
@@ -153,17 +154,47 @@ impl Router {
         }
     }
 
-    /// Mints a unit, first evicting one when `--max-sessions` are live.
-    pub(super) fn mint_unit_capped(&mut self) -> UnitId {
-        if self.units.len() >= self.cfg.max_sessions {
-            self.evict_one();
+    /// Mints a unit, first evicting one when `--max-sessions` are live
+    /// (the default session counts). When every live session is busy,
+    /// viewed, opening or the default, the open is refused: the cap holds
+    /// for every kind of socket.
+    pub(super) fn mint_unit_capped(&mut self) -> Result<UnitId, RpcError> {
+        self.make_room()?;
+        Ok(self.mint_unit())
+    }
+
+    /// Frees a slot under `--max-sessions` for one more live session, by
+    /// eviction if it must; refuses when no session may be ended.
+    fn make_room(&mut self) -> Result<(), RpcError> {
+        if self.units.len() >= self.cfg.max_sessions && !self.evict_one() {
+            self.cap_refused += 1;
+            if self.cap_refused == 1 {
+                log::warn!(
+                    "{} sessions live, every one busy, viewed or the default: refusing new ones (--max-sessions {}) until a session is closed or left",
+                    self.units.len(),
+                    self.cfg.max_sessions
+                );
+            }
+            return Err(RpcError::new(
+                code::LIMIT,
+                format!(
+                    "this relay runs its most sessions (--max-sessions {}) and every one is in use; close a session (session/close) or leave one idle, or restart the relay with a larger --max-sessions",
+                    self.cfg.max_sessions
+                ),
+            ));
         }
-        self.mint_unit()
+        if self.cap_refused > 0 {
+            log::info!(
+                "a session slot is free again; {} session opens were refused at --max-sessions {}",
+                std::mem::take(&mut self.cap_refused),
+                self.cfg.max_sessions
+            );
+        }
+        Ok(())
     }
 
     /// Ends the oldest unit that is not the default, not busy, not viewed and
-    /// not opening. When every unit is protected none is ended: a bounded
-    /// overshoot beats killing a live session.
+    /// not opening; `false` when every unit is protected.
     fn evict_one(&mut self) -> bool {
         let opening: Vec<UnitId> = self.pending_new.iter().map(|(_, _, u)| *u).collect();
         let victim = self
@@ -184,44 +215,40 @@ impl Router {
             // Unviewed sessions first, then those only /acp sockets hold open.
             .min_by_key(|(_, u)| (u.hub.is_viewed(), u.updated_ms))
             .map(|(id, _)| *id);
-        match victim {
-            Some(unit) => {
-                let sid = self
-                    .units
-                    .get(&unit)
-                    .and_then(|u| u.session_id.clone())
-                    .unwrap_or_default();
-                log::info!(
-                    "evicting session {sid} ({unit}): {} sessions live, the --max-sessions cap; it stays in the store",
-                    self.units.len()
-                );
-                self.end_unit(unit, "evicted");
-                true
-            }
-            None => {
-                log::warn!(
-                    "{} sessions live, every one busy, viewed or the default; keeping them all (over --max-sessions {})",
-                    self.units.len(),
-                    self.cfg.max_sessions
-                );
-                false
-            }
-        }
+        let Some(unit) = victim else {
+            return false;
+        };
+        let sid = self
+            .units
+            .get(&unit)
+            .and_then(|u| u.session_id.clone())
+            .unwrap_or_default();
+        log::info!(
+            "evicting session {} ({unit}): {} sessions live, the --max-sessions cap; it stays in the store",
+            crate::logger::peer(&sid),
+            self.units.len()
+        );
+        self.end_unit(unit, "evicted");
+        true
     }
 
     /// Brings a stored session back as a live unit: its transcript is read by
     /// the shell, its agent session resumes on the next prompt.
     pub(super) fn resume_stored(&mut self, sid: &str, waiter: Waiter) -> Result<(), RpcError> {
-        if let Some(info) = self.stored.get(sid) {
-            self.place_of_stored(info)?;
-        }
-        let info = self.stored.remove(sid).ok_or_else(|| {
-            RpcError::invalid_params(format!(
+        let Some(info) = self.stored.get(sid) else {
+            return Err(RpcError::invalid_params(format!(
                 "unknown session '{sid}'; call session/list for the sessions this relay knows"
+            )));
+        };
+        let place = self.place_of_stored(info)?;
+        self.make_room()?;
+        // Eviction may have pruned the store.
+        let info = self.stored.remove(sid).ok_or_else(|| {
+            RpcError::other(format!(
+                "session '{sid}' left the store (--keep-sessions) while making room; call session/list"
             ))
         })?;
-        let place = self.place_of_stored(&info)?;
-        let unit = self.mint_unit_capped();
+        let unit = self.mint_unit();
         // With an agent per session, an unclaimed default hands its idle agent
         // to the session loaded instead of costing a process of its own.
         let default = self.default_unit;
@@ -253,7 +280,10 @@ impl Router {
         }
         self.by_session.insert(info.session_id.clone(), unit);
         self.restoring.entry(unit).or_default().push(waiter);
-        log::info!("resuming stored session {sid} into {unit}");
+        log::info!(
+            "resuming stored session {} into {unit}",
+            crate::logger::peer(sid)
+        );
         self.out.push_back(Output::Restore {
             unit,
             session: info.session_id,
@@ -276,8 +306,8 @@ impl Router {
         u.restoring = false;
         if let Some(e) = error {
             log::warn!(
-                "{unit}: transcript of {:?} could not be read ({e}); continuing with an empty history",
-                u.session_id
+                "{unit}: transcript of {} could not be read ({e}); continuing with an empty history",
+                crate::logger::peer(u.session_id.as_deref().unwrap_or_default())
             );
         }
         // Numbering resumes after everything ever stamped, even when the
@@ -387,7 +417,7 @@ impl Router {
         let unit = match self.units.get(&default) {
             Some(u) if !u.claimed && u.place == place => default,
             _ => {
-                let unit = self.mint_unit_capped();
+                let unit = self.mint_unit_capped()?;
                 if let Some(u) = self.units.get_mut(&unit) {
                     u.claimed = true;
                     u.place = place;
@@ -611,7 +641,7 @@ impl Router {
         self.out.push_back(Output::Persist(Persist::Delete {
             session: sid.to_owned(),
         }));
-        log::info!("{socket}: deleted session {sid}");
+        log::info!("{socket}: deleted session {}", crate::logger::peer(sid));
         self.send_result(socket, reply_id, json!({}));
         Ok(())
     }
@@ -630,7 +660,10 @@ impl Router {
             return;
         };
         self.recount_rings();
-        log::info!("{unit}: session {:?} ended ({why})", u.session_id);
+        log::info!(
+            "{unit}: session {} ended ({why})",
+            crate::logger::peer(u.session_id.as_deref().unwrap_or_default())
+        );
         if let Some(sid) = &u.session_id {
             self.by_session.remove(sid);
         }

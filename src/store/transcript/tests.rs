@@ -560,33 +560,109 @@ fn wait_ack(store: &Store, session: &str, reserved: u64, synced: u64) -> Durable
     got
 }
 
+/// Log lines of this test process (a logger installed once), to count them.
+mod logs {
+    use std::sync::{Mutex, Once};
+
+    /// Lines kept at most: enough for any test here.
+    const MAX_LINES: usize = 10_000;
+    static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if let Ok(mut lines) = LINES.lock()
+                && lines.len() < MAX_LINES
+            {
+                lines.push(format!("{} {}", record.level(), record.args()));
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    /// Starts capturing (once per process).
+    pub fn capture() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            log::set_logger(&Capture).expect("no other logger in unit tests");
+            log::set_max_level(log::LevelFilter::Info);
+        });
+    }
+
+    /// The captured lines that contain `needle`.
+    pub fn with(needle: &str) -> Vec<String> {
+        LINES
+            .lock()
+            .map(|l| l.iter().filter(|l| l.contains(needle)).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn a_spell_logs_its_first_failure_and_its_end_with_the_count() {
+    let mut spell = writer::Spell::default();
+    assert_eq!(spell.succeeded(), None, "no spell, nothing to end");
+    assert!(spell.failed(), "the first failure is logged");
+    for _ in 0..115 {
+        assert!(!spell.failed(), "the rest are counted");
+    }
+    assert!(spell.failing());
+    assert_eq!(spell.succeeded(), Some(116));
+    assert_eq!(spell.succeeded(), None);
+    assert!(spell.failed(), "a later spell is logged anew");
+}
+
 #[test]
 fn a_full_disk_is_one_failing_spell_however_many_flushes() {
+    logs::capture();
     let dir = TempDir::new("full-disk");
     let (store, _) = open(&dir, 10);
     // Every write to this transcript fails with ENOSPC, as on a full disk.
-    std::os::unix::fs::symlink("/dev/full", dir.file("s")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.file("full-disk")).unwrap();
     let mut n = 0;
     for turn in 1..=7 {
         for _ in 0..20 {
             n += 1;
-            store.append("s", frame(n));
+            store.append("full-disk", frame(n));
         }
         // Turn ends are still acknowledged: live service goes on.
-        store.sync_upto("s", n);
-        wait_ack(&store, "s", 0, n);
+        store.sync_upto("full-disk", n);
+        wait_ack(&store, "full-disk", 0, n);
         assert_eq!(store.failing_spells(), 1, "turn {turn}");
     }
     // The disk has room again: the spell ends, and a later one is counted anew.
-    fs::remove_file(dir.file("s")).unwrap();
+    fs::remove_file(dir.file("full-disk")).unwrap();
     n += 1;
-    store.append("s", frame(n));
-    store.sync_upto("s", n);
-    wait_ack(&store, "s", 0, n);
-    let got = load(&store, "s", ALL, ALL).unwrap();
+    store.append("full-disk", frame(n));
+    store.sync_upto("full-disk", n);
+    wait_ack(&store, "full-disk", 0, n);
+    let got = load(&store, "full-disk", ALL, ALL).unwrap();
     assert_eq!(seqs(&got.frames), vec![n]);
     assert_eq!(store.failing_spells(), 1);
     store.close(Duration::from_secs(5));
+    // One warning, and one line that ends the spell with its count: every
+    // turn's flush failed.
+    let lines = logs::with("\"full-disk\"");
+    let warned = lines
+        .iter()
+        .filter(|l| l.contains("writing its transcript failed"))
+        .count();
+    assert_eq!(warned, 1, "{lines:#?}");
+    let ended: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l.split("writing its transcript again after ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(ended.len(), 1, "{lines:#?}");
+    assert!(
+        ended[0] >= 7,
+        "{} failed writes counted for 7 failing turns: {lines:#?}",
+        ended[0]
+    );
 }
 
 #[test]

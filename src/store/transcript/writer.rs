@@ -25,17 +25,39 @@ pub(super) const BUF_BYTES: usize = 64 << 10;
 /// Least time between two logs of failures to create a transcript.
 const QUIET_FOR: Duration = Duration::from_secs(10);
 
+/// A run of failures of one kind of write: the first is logged, the rest
+/// only counted, and the success that ends the run logs how many there were.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(super) struct Spell {
+    failures: u64,
+}
+
+impl Spell {
+    /// One more failure; `true` when it starts the spell (log it).
+    pub(super) fn failed(&mut self) -> bool {
+        self.failures += 1;
+        self.failures == 1
+    }
+
+    /// A success; `Some(n)` when it ends a spell of `n` failures (log that).
+    pub(super) fn succeeded(&mut self) -> Option<u64> {
+        (self.failures > 0).then(|| std::mem::take(&mut self.failures))
+    }
+
+    pub(super) fn failing(&self) -> bool {
+        self.failures > 0
+    }
+}
+
 /// What the writer knows of one transcript on disk.
 struct Entry {
     /// The last metadata written, if any.
     meta: Option<MetaRecord>,
     /// Pruning order: `updated_ms`, else when the file was first seen.
     rank: u64,
-    /// Writing failed and has been logged; cleared when bytes next reach the
-    /// file (a flush succeeds), not when they only reach the buffer.
-    failing: bool,
-    /// Failed writes in the current failing spell.
-    failures: u64,
+    /// Failed writes since bytes last reached the file: ended when a flush
+    /// succeeds, not when bytes only reach the buffer.
+    spell: Spell,
     /// The file is full and could not be compacted: frames are not stored.
     full: bool,
     /// Frame bytes written since the last metadata line.
@@ -62,6 +84,9 @@ pub(super) struct Writer {
     shared: Arc<WriterQueue>,
     /// When a failure to create a transcript was last logged.
     unlisted_warned: Option<Instant>,
+    /// Failed fsyncs of the directory (which make new and removed names
+    /// durable) since the last one that worked.
+    dir_spell: Spell,
 }
 
 fn now_ms() -> u64 {
@@ -90,8 +115,7 @@ impl Writer {
                 let entry = Entry {
                     meta: f.record,
                     rank: f.rank,
-                    failing: false,
-                    failures: 0,
+                    spell: Spell::default(),
                     full: false,
                     since_meta: 0,
                 };
@@ -108,6 +132,7 @@ impl Writer {
             rx,
             shared,
             unlisted_warned: None,
+            dir_spell: Spell::default(),
         }
     }
 
@@ -290,23 +315,45 @@ impl Writer {
         match fs::remove_file(&path) {
             Ok(()) => {
                 log::info!("removed stored session {session_id:?} (deleted by a device)");
-                if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
-                    log::warn!("syncing {}: {e}", self.dir.display());
-                }
+                self.sync_dir();
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => log::warn!("removing {}: {e}", path.display()),
         }
     }
 
+    /// Fsyncs the directory, so names created or removed in it are durable.
+    /// A failure is logged once per spell; the fsync that works again logs
+    /// how many failed.
+    fn sync_dir(&mut self) {
+        match File::open(&self.dir).and_then(|d| d.sync_all()) {
+            Ok(()) => {
+                if let Some(n) = self.dir_spell.succeeded() {
+                    log::info!(
+                        "syncing {} works again after {n} failed fsync(s)",
+                        self.dir.display()
+                    );
+                }
+            }
+            Err(e) => {
+                if self.dir_spell.failed() {
+                    log::warn!(
+                        "syncing {}: {e}; new and removed transcripts may not survive a power cut until it works (logged once until then)",
+                        self.dir.display()
+                    );
+                }
+            }
+        }
+    }
+
     /// Bytes reached a session's file: ends its failing spell, if any, with
     /// one line that counts the failures.
     fn flushed(&mut self, session_id: &str) {
-        if let Some(e) = self.index.get_mut(session_id)
-            && e.failing
+        if let Some(n) = self
+            .index
+            .get_mut(session_id)
+            .and_then(|e| e.spell.succeeded())
         {
-            e.failing = false;
-            let n = std::mem::take(&mut e.failures);
             log::info!(
                 "session {session_id:?}: writing its transcript again after {n} failed write(s)"
             );
@@ -372,10 +419,7 @@ impl Writer {
             discard(of);
         }
         let quiet = match self.index.get_mut(session_id) {
-            Some(entry) => {
-                entry.failures += 1;
-                std::mem::replace(&mut entry.failing, true)
-            }
+            Some(entry) => !entry.spell.failed(),
             // A transcript that could not even be created: log at most every
             // QUIET_FOR.
             None => self
@@ -415,8 +459,7 @@ impl Writer {
             let entry = Entry {
                 meta: None,
                 rank: now_ms(),
-                failing: false,
-                failures: 0,
+                spell: Spell::default(),
                 full: false,
                 since_meta: 0,
             };
@@ -437,7 +480,7 @@ impl Writer {
 
     /// Opens a transcript for appending: writes the header of a new file, ends
     /// a torn last line of an old one, moves aside a foreign file in the way.
-    fn open_file(&self, session_id: &str, known: bool) -> io::Result<(BufWriter<File>, u64)> {
+    fn open_file(&mut self, session_id: &str, known: bool) -> io::Result<(BufWriter<File>, u64)> {
         let path = self.dir.join(format::file_name(session_id));
         let open = || {
             OpenOptions::new()
@@ -464,9 +507,7 @@ impl Writer {
         let mut w = BufWriter::with_capacity(BUF_BYTES, file);
         if len == 0 {
             // Make the new name itself durable; the contents follow on sync.
-            if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
-                log::warn!("syncing {}: {e}", self.dir.display());
-            }
+            self.sync_dir();
             let header = format::header_line(session_id);
             w.write_all(&header)?;
             len = header.len() as u64;
@@ -607,7 +648,11 @@ impl Writer {
             match of.w.flush() {
                 Err(e) => failed.push((of.session_id.clone(), e)),
                 Ok(()) => {
-                    if self.index.get(&of.session_id).is_some_and(|e| e.failing) {
+                    if self
+                        .index
+                        .get(&of.session_id)
+                        .is_some_and(|e| e.spell.failing())
+                    {
                         recovered.push(of.session_id.clone());
                     }
                 }

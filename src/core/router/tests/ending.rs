@@ -39,7 +39,7 @@ fn a_closed_session_is_closed_at_an_agent_that_can() {
 #[test]
 fn an_evicted_session_is_closed_at_the_agent_too() {
     let mut sim = closing_agent();
-    sim.r.cfg.max_sessions = 2;
+    sim.r.cfg.max_sessions = 3;
     let a = sim.two_sessions();
     sim.new_session(a, 3, A1, "s3");
     sim.take_agent(A1);

@@ -142,22 +142,32 @@ fn eviction_spares_busy_sessions() {
         a,
         req(json!("p"), "session/prompt", prompt_params("s2", "x")),
     );
+    sim.take(a);
     sim.send(a, req(json!(4), "session/new", json!({})));
     assert!(sim.r.by_session.contains_key("s2"), "busy s2 kept");
+    let answer = sim.take(a).into_iter().find(|f| f["id"] == json!(4));
     assert_eq!(
-        sim.r.units.len(),
-        4,
-        "a bounded overshoot beats killing a live session"
+        answer.map(|f| f["error"]["code"].clone()),
+        Some(json!(code::LIMIT)),
+        "refused rather than over the cap"
     );
+    assert_eq!(sim.r.units.len(), 3);
 }
 
 #[test]
 fn eviction_spares_viewed_sessions() {
     let (mut sim, _a) = crowded();
     let b = sim.open_at("b", Some("s2"), None);
+    sim.take(b);
     sim.send(b, req(json!(4), "session/new", json!({})));
-    // b moved to the new session: s2 is unviewed again but was viewed when the cap was checked.
+    // s2 is viewed by b, s3 by a: nothing may go, so b's open is refused.
     assert!(sim.r.by_session.contains_key("s2"));
+    let answer = sim.take(b).into_iter().find(|f| f["id"] == json!(4));
+    assert_eq!(
+        answer.map(|f| f["error"]["code"].clone()),
+        Some(json!(code::LIMIT))
+    );
+    assert_eq!(sim.r.units.len(), 3);
 }
 
 #[test]
@@ -642,4 +652,95 @@ fn plain_sockets_are_held_to_the_session_cap() {
         req(json!(9), "session/prompt", prompt_params("x2", "hi")),
     );
     assert_eq!(sim.take(p)[0]["error"]["code"], json!(code::INVALID_PARAMS));
+}
+
+/// Six `/ws` devices under `--max-sessions 2`: the first claims the default,
+/// the second opens one more, the rest are refused (each views its own, so
+/// none may be evicted) with a message that says what to do. A closed
+/// session frees its slot.
+#[test]
+fn relay_sockets_are_held_to_the_session_cap() {
+    let mut sim = Sim::boot_with(RouterConfig {
+        max_sessions: 2,
+        agent_per_session: true,
+        ..RouterConfig::default()
+    });
+    let devices: Vec<SocketId> = (0..6).map(|i| sim.open(&format!("d{i}"))).collect();
+    let s0 = sim.new_session(devices[0], 1, A1, "unused");
+    assert_eq!(s0, "s1", "the first claims the default");
+    sim.send(
+        devices[1],
+        req(
+            json!(1),
+            "session/new",
+            json!({"cwd": "/", "mcpServers": []}),
+        ),
+    );
+    let a2 = *sim
+        .agents
+        .keys()
+        .last()
+        .expect("an agent for the second session");
+    assert_ne!(a2, A1, "an agent per session");
+    sim.answer(a2, "initialize", init_result(json!({"loadSession": true})));
+    sim.answer(a2, "session/new", json!({"sessionId": "x2"}));
+    let answer = sim
+        .take(devices[1])
+        .into_iter()
+        .find(|f| f["id"] == json!(1));
+    assert!(answer.is_some_and(|f| f["result"]["sessionId"].is_string()));
+    for (i, d) in devices[2..].iter().enumerate() {
+        sim.send(
+            *d,
+            req(
+                json!(10 + i),
+                "session/new",
+                json!({"cwd": "/", "mcpServers": []}),
+            ),
+        );
+        let answer = sim.take(*d).into_iter().find(|f| f["id"] == json!(10 + i));
+        let e = answer.map(|f| f["error"].clone()).unwrap_or_default();
+        assert_eq!(e["code"], json!(code::LIMIT), "{e}");
+        let msg = e["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("--max-sessions 2") && msg.contains("close a session"),
+            "{msg}"
+        );
+    }
+    assert_eq!(sim.r.units.len(), 2);
+    let alive = sim.agents.values().filter(|a| a.alive && !a.killed).count();
+    assert_eq!(alive, 2, "one agent per live session, no more");
+    sim.check_bounds().expect("within the cap");
+    // A stored session cannot be loaded past the cap either, and stays stored.
+    sim.r.add_stored([stored_info("old", 0)]);
+    sim.send(
+        devices[2],
+        req(json!(20), "session/load", json!({"sessionId": "old"})),
+    );
+    let answer = sim
+        .take(devices[2])
+        .into_iter()
+        .find(|f| f["id"] == json!(20));
+    assert_eq!(
+        answer.map(|f| f["error"]["code"].clone()),
+        Some(json!(code::LIMIT))
+    );
+    assert!(sim.r.stored.contains_key("old"));
+    // Closing the second session frees its slot for the next device.
+    sim.send(
+        devices[1],
+        req(json!(2), "session/close", json!({"sessionId": "x2"})),
+    );
+    sim.send(
+        devices[3],
+        req(json!(30), "session/load", json!({"sessionId": "old"})),
+    );
+    let frames = sim.take(devices[3]);
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "relay_welcome" && f["sessionId"] == "old"),
+        "{frames:?}"
+    );
+    assert_eq!(sim.r.units.len(), 2);
 }

@@ -684,6 +684,10 @@ impl Sim {
         )?;
         check(r.jobs.len() <= MAX_JOBS, "jobs over MAX_JOBS")?;
         check(
+            r.units.len() <= r.cfg.max_sessions.max(1),
+            "live sessions over --max-sessions",
+        )?;
+        check(
             r.shared.len() <= MAX_AGENT_KINDS * MAX_PROJECTS,
             "shared agents over MAX_AGENT_KINDS x MAX_PROJECTS",
         )?;
