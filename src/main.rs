@@ -72,7 +72,7 @@ struct Serve {
     /// address to listen on (default 127.0.0.1:7447; port 0 picks a free one)
     #[argh(option, default = "String::from(\"127.0.0.1:7447\")")]
     listen: String,
-    /// agent command line, e.g. 'gemini --acp', or NAME='CMD ARGS' (repeatable, the first is the default; default: the built-in demo agent)
+    /// agent command line, e.g. 'gemini --acp', or NAME='CMD ARGS'; leading VAR=value words set its environment, and only the program's name is shown (repeatable, the first is the default; default: the built-in demo agent)
     #[argh(option)]
     agent: Vec<String>,
     /// directory the agents work in, or NAME=DIR (repeatable: one project each, the first is the default; default: the current directory)
@@ -102,7 +102,7 @@ struct Serve {
     /// seconds an agent with no busy session runs before it is stopped (default 600; its sessions resume on their next prompt; 0: never)
     #[argh(option, default = "600")]
     agent_idle: u64,
-    /// most live sessions (default 16); past it the oldest idle unviewed one is evicted
+    /// most live sessions, the default one included (default 16); past it the oldest idle unviewed one is evicted, and when none may be, new opens are refused
     #[argh(option, default = "16")]
     max_sessions: usize,
     /// seconds an agent may take to answer a request the relay forwards before the device gets an error (default 300, fits an interactive login; 0: no deadline)
