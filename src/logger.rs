@@ -181,7 +181,10 @@ fn escape_into(out: &mut String, s: &str) {
 }
 
 /// A peer-supplied string, bounded for a log line: at most [`MAX_PEER_CHARS`]
-/// characters, quoted, the rest counted. Escaping happens for the whole line.
+/// characters, quoted, the rest counted. Inside the quotes only `"` and `\`
+/// are escaped (`\"`, `\\`), so the value cannot pass for the end of its
+/// quotes; control characters are left to the line's own escaping (one pass,
+/// so a newline in a client id reads `\n`, not `\\n`).
 pub fn peer(s: &str) -> PeerText<'_> {
     PeerText(s)
 }
@@ -191,12 +194,25 @@ pub struct PeerText<'a>(&'a str);
 
 impl fmt::Display for PeerText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let total = self.0.chars().count();
-        if total <= MAX_PEER_CHARS {
-            return write!(f, "{:?}", self.0);
+        use fmt::Write as _;
+        f.write_char('"')?;
+        let mut total = 0;
+        for c in self.0.chars() {
+            total += 1;
+            if total > MAX_PEER_CHARS {
+                continue;
+            }
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                c => f.write_char(c)?,
+            }
         }
-        let head: String = self.0.chars().take(MAX_PEER_CHARS).collect();
-        write!(f, "{head:?}... ({total} chars)")
+        f.write_char('"')?;
+        if total > MAX_PEER_CHARS {
+            write!(f, "... ({total} chars)")?;
+        }
+        Ok(())
     }
 }
 

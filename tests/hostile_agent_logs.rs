@@ -47,9 +47,11 @@ exec cat >/dev/null
         assert!(!line.starts_with("FORGED"), "a forged line:\n{log}");
         assert!(!line.contains(&long), "an unbounded id:\n{line}");
     }
-    assert!(log.contains("FORGED-ID"), "{log}");
-    assert!(log.contains("FORGED-METHOD"), "{log}");
-    assert!(log.contains("FORGED-SID"), "{log}");
+    // Quoted as peer strings, the newline escaped once by the line: an
+    // unquoted value or a raw newline fails these.
+    assert!(log.contains("\"x\\nFORGED-ID line\""), "{log}");
+    assert!(log.contains("\"evil\\nFORGED-METHOD line\""), "{log}");
+    assert!(log.contains("\"s\\nFORGED-SID line\""), "{log}");
     assert!(
         log.contains(&format!("({LONG_ID} chars)")),
         "cut with its length:\n{log}"

@@ -21,13 +21,15 @@ fn hostile_ids_cannot_forge_lines_or_write_raw_bytes() {
         !log.lines().any(|l| l.starts_with("forged")),
         "a forged line:\n{log}"
     );
+    // The exact forms: quoted as a peer string, each control character
+    // escaped once by the line (a raw one, or an unquoted value, fails).
     assert!(
-        log.contains("\\nforged line"),
+        log.contains("connected as \"\\nforged line\""),
         "escaped form missing:\n{log}"
     );
     assert!(!log.contains('\0'), "raw NUL in the log");
     assert!(!log.contains('\x1b'), "raw escape in the log");
-    assert!(log.contains("\\0"), "{log}");
+    assert!(log.contains("\"\\0\u{fffd}\\x1b[31m\""), "{log}");
     // Every line names its level first, then when it was written.
     for l in log.lines() {
         assert!(
@@ -68,7 +70,9 @@ fn json_log_lines_and_the_agent_by_its_program_name() {
     assert!(
         lines.iter().any(|v| v["msg"]
             .as_str()
-            .is_some_and(|m| m.contains("line\\nbreak"))),
+            // JSON escapes the newline on the line; the message it decodes
+            // to holds the peer's string as it was, quoted.
+            .is_some_and(|m| m.contains("connected as \"line\nbreak\""))),
         "{log}"
     );
     assert!(

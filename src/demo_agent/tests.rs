@@ -718,6 +718,10 @@ fn tool_ids_differ_between_writes_and_reads_point_at_a_line() {
     assert_eq!(turn::first_change("a\nb\n", "a\nb\nc\n"), 3);
     assert_eq!(turn::first_change("", "new\n"), 1);
     assert_eq!(turn::first_change("a\nb\nc\n", "a\n"), 1);
+    // past the first 4,096 characters too (the old text is whole, not a preview)
+    let long: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    let changed = long.replace("line 1500\n", "LINE 1500\n");
+    assert_eq!(turn::first_change(&long, &changed), 1501);
     let ids: std::collections::HashSet<&str> = calls
         .iter()
         .filter_map(|u| u["toolCallId"].as_str())

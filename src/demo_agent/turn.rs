@@ -26,6 +26,8 @@ const OUTPUT_BYTE_LIMIT: u64 = 65_536;
 
 /// Longest text put into a tool call's content.
 const PREVIEW_CHARS: usize = 4096;
+/// The largest file a write's diff shows the old text of (the whole of it).
+const MAX_DIFF_OLD_BYTES: u64 = 64 * 1024;
 
 /// The context window the demo agent pretends to have, in tokens.
 const DEMO_CONTEXT_TOKENS: u64 = 200_000;
@@ -583,8 +585,13 @@ impl Player {
         if !inside {
             return None;
         }
-        let text = std::fs::read_to_string(self.turn.cwd.join(p)).ok()?;
-        Some(preview(&text).to_string())
+        let full = self.turn.cwd.join(p);
+        // A file larger than a diff should carry shows no old side: a cut
+        // one would point the location and the diff at lines that did not change.
+        if std::fs::metadata(&full).ok()?.len() > MAX_DIFF_OLD_BYTES {
+            return None;
+        }
+        std::fs::read_to_string(full).ok()
     }
 
     fn run_command(&mut self, command: &str) -> Result<(), Stop> {

@@ -212,6 +212,10 @@ pub fn ops_endpoint(shared: &crate::serve::Shared, head: &Head, open: bool) -> V
         return text(200, "OK", &[], &format!("ok {}", env!("CARGO_PKG_VERSION")));
     }
     let authorized = (open && head.path == "/metrics") || bearer_matches(shared, head);
+    if !authorized {
+        let m = &shared.relay.metrics;
+        m.auth_failures.set(m.auth_failures.get() + 1);
+    }
     ops_answer(shared, head, authorized)
 }
 
@@ -225,41 +229,21 @@ pub fn ops_request(
     head: &Head,
     peer: std::net::SocketAddr,
 ) -> Vec<u8> {
-    use crate::serve::admission::Refusal;
-    use crate::serve::socket::warn_refusal;
+    use crate::serve::socket::{AuthRefusal, authenticate};
     if head.path == "/healthz" {
         return ops_endpoint(shared, head, false);
     }
-    let now = std::time::Instant::now();
-    let rate = shared.admission.borrow_mut().check_rate(peer.ip(), now);
-    if let Err(Refusal::RateLimited { retry_after }) = rate {
-        warn_refusal(
-            shared,
-            peer,
-            &format!("refused {}: too many failed authentications", head.path),
-        );
-        return text(
+    let presented = head.bearer();
+    match authenticate(shared, peer, &head.path, presented.as_deref()) {
+        Ok(()) => ops_answer(shared, head, true),
+        Err(AuthRefusal::RateLimited { retry_after }) => text(
             429,
             "Too Many Requests",
             &[("Retry-After", retry_after.to_string())],
             &format!("too many failed authentications from your address; retry in {retry_after}s"),
-        );
+        ),
+        Err(AuthRefusal::Refused { .. }) => ops_answer(shared, head, false),
     }
-    let authorized = bearer_matches(shared, head);
-    if !authorized {
-        shared.admission.borrow_mut().failed(peer.ip(), now);
-        let what = if head.bearer().is_some() {
-            "a wrong token"
-        } else {
-            "the token"
-        };
-        warn_refusal(
-            shared,
-            peer,
-            &format!("refused {} without {what}", head.path),
-        );
-    }
-    ops_answer(shared, head, authorized)
 }
 
 /// Whether the request carries the pairing token as `Authorization: Bearer`.
@@ -268,11 +252,10 @@ fn bearer_matches(shared: &crate::serve::Shared, head: &Head) -> bool {
         .is_some_and(|t| shared.token.borrow().matches(&t))
 }
 
-/// The answer of `/metrics` or `/status`, or 401 when not `authorized`.
+/// The answer of `/metrics` or `/status`, or 401 when not `authorized` (the
+/// caller counted the failure).
 fn ops_answer(shared: &crate::serve::Shared, head: &Head, authorized: bool) -> Vec<u8> {
     if !authorized {
-        let m = &shared.relay.metrics;
-        m.auth_failures.set(m.auth_failures.get() + 1);
         return text(
             401,
             "Unauthorized",

@@ -82,6 +82,54 @@ pub fn warn_refusal(shared: &Shared, peer: SocketAddr, what: &str) {
     }
 }
 
+/// Why [`authenticate`] turned a request away.
+pub enum AuthRefusal {
+    /// Too many failed authentications from the address: 429.
+    RateLimited { retry_after: u64 },
+    /// No token, or a wrong one (`presented`): 401.
+    Refused { presented: bool },
+}
+
+/// The one gate every token-holding request passes (`/ws`, `/acp`,
+/// `/metrics`, `/status`): the address's failed-authentication budget, the
+/// constant-time token check, the failure counted (budget and
+/// `auth_failures`) and logged once per address per interval. `what` names
+/// the request in the log line ("upgrade", "/metrics").
+pub fn authenticate(
+    shared: &Shared,
+    peer: SocketAddr,
+    what: &str,
+    presented: Option<&str>,
+) -> Result<(), AuthRefusal> {
+    let now = std::time::Instant::now();
+    let rate = shared.admission.borrow_mut().check_rate(peer.ip(), now);
+    if let Err(Refusal::RateLimited { retry_after }) = rate {
+        warn_refusal(
+            shared,
+            peer,
+            &format!("refused {what}: too many failed authentications"),
+        );
+        return Err(AuthRefusal::RateLimited { retry_after });
+    }
+    // The token is read at start, on SIGHUP and when its file changes (serve), never here:
+    // an unauthenticated attempt must not re-create a deleted token file.
+    if presented.is_some_and(|t| shared.token.borrow().matches(t)) {
+        return Ok(());
+    }
+    shared.admission.borrow_mut().failed(peer.ip(), now);
+    let m = &shared.relay.metrics;
+    m.auth_failures.set(m.auth_failures.get() + 1);
+    let why = if presented.is_some() {
+        "wrong token"
+    } else {
+        "missing token"
+    };
+    warn_refusal(shared, peer, &format!("refused {what}: {why}"));
+    Err(AuthRefusal::Refused {
+        presented: presented.is_some(),
+    })
+}
+
 /// The answer to a connection refused at accept, before its head is read.
 const ACCEPT_REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 5\r\nContent-Length: 58\r\nConnection: close\r\n\r\ntoo many connections waiting to authenticate; retry later\n";
 
@@ -377,52 +425,27 @@ async fn upgrade(
         let body = "forbidden: this origin may not open relay sockets; add it with --allow-origin";
         return refuse(&mut stream, 403, "Forbidden", &[], body).await;
     }
-    let rate = shared
-        .admission
-        .borrow_mut()
-        .check_rate(ip, std::time::Instant::now());
-    if let Err(Refusal::RateLimited { retry_after }) = rate {
-        warn_refusal(
-            &shared,
-            peer,
-            "refused upgrade: too many failed authentications",
-        );
-        let body =
-            format!("too many failed authentications from your address; retry in {retry_after}s");
-        return refuse(
-            &mut stream,
-            429,
-            "Too Many Requests",
-            &[("Retry-After", retry_after.to_string())],
-            &body,
-        )
-        .await;
-    }
-    // The token is read at start, on SIGHUP and when its file changes (serve), never here:
-    // an unauthenticated attempt must not re-create a deleted token file.
     let (presented, proto) = head.presented_token();
-    let ok = presented
-        .as_deref()
-        .is_some_and(|t| shared.token.borrow().matches(t));
-    if !ok {
-        shared
-            .admission
-            .borrow_mut()
-            .failed(ip, std::time::Instant::now());
-        shared
-            .relay
-            .metrics
-            .auth_failures
-            .set(shared.relay.metrics.auth_failures.get() + 1);
-        let what = if presented.is_some() {
-            "refused upgrade: wrong token"
-        } else {
-            "refused upgrade: missing token"
-        };
-        warn_refusal(&shared, peer, what);
-        let body = "unauthorized: present the pairing token (acp-relay token) as Authorization: Bearer, subprotocol acp-relay.token.T, or ?token=";
-        let extra = [("WWW-Authenticate", "Bearer".into())];
-        return refuse(&mut stream, 401, "Unauthorized", &extra, body).await;
+    match authenticate(&shared, peer, "upgrade", presented.as_deref()) {
+        Ok(()) => {}
+        Err(AuthRefusal::RateLimited { retry_after }) => {
+            let body = format!(
+                "too many failed authentications from your address; retry in {retry_after}s"
+            );
+            return refuse(
+                &mut stream,
+                429,
+                "Too Many Requests",
+                &[("Retry-After", retry_after.to_string())],
+                &body,
+            )
+            .await;
+        }
+        Err(AuthRefusal::Refused { .. }) => {
+            let body = "unauthorized: present the pairing token (acp-relay token) as Authorization: Bearer, subprotocol acp-relay.token.T, or ?token=";
+            let extra = [("WWW-Authenticate", "Bearer".into())];
+            return refuse(&mut stream, 401, "Unauthorized", &extra, body).await;
+        }
     }
     let opened = shared.admission.borrow_mut().open(ip);
     if let Err(refusal) = opened {
