@@ -411,6 +411,9 @@ impl Router {
                         self.open_session(unit);
                     }
                     self.run_deferred();
+                    // Started for the placeholder while the cap is full
+                    // (a device's `initialize`): its answer is cached now.
+                    self.fit_placeholder();
                 }
                 Err(e) => {
                     log::error!(
@@ -448,21 +451,17 @@ impl Router {
                 };
                 self.out.push_back(Output::Event(event));
                 // A prompt the agent refused until someone logs in.
-                if let Err(e) = &outcome {
-                    let msg = e["message"].as_str().unwrap_or("");
-                    if crate::core::events::RelayEvent::needs_login(
-                        e["code"].as_i64().unwrap_or(0),
-                        msg,
-                    ) {
-                        self.out.push_back(Output::Event(
-                            crate::core::events::RelayEvent::AgentNeedsLogin {
-                                agent,
-                                session: u.session_id.clone(),
-                                title: u.title.clone(),
-                                message: msg.to_owned(),
-                            },
-                        ));
-                    }
+                if let Err(e) = &outcome
+                    && auth_required(e)
+                {
+                    self.out.push_back(Output::Event(
+                        crate::core::events::RelayEvent::AgentNeedsLogin {
+                            agent,
+                            session: u.session_id.clone(),
+                            title: u.title.clone(),
+                            message: e["message"].as_str().unwrap_or("").to_owned(),
+                        },
+                    ));
                 }
                 let line = encode(&Message::Response {
                     id: turn.device_id.clone(),
@@ -554,13 +553,9 @@ impl Router {
                     crate::logger::peer(&e.to_string())
                 );
                 u.driver.phase = Phase::Idle;
-                let (ecode, msg) = (
-                    e["code"].as_i64().unwrap_or(0),
-                    e["message"].as_str().unwrap_or(""),
-                );
-                if crate::core::events::RelayEvent::needs_login(ecode, msg) {
+                if auth_required(&e) {
                     let (session, title) = (u.session_id.clone(), u.title.clone());
-                    let message = msg.to_owned();
+                    let message = e["message"].as_str().unwrap_or("").to_owned();
                     self.out.push_back(Output::Event(
                         crate::core::events::RelayEvent::AgentNeedsLogin {
                             agent,
@@ -878,6 +873,23 @@ fn strip_rseq(line: &[u8]) -> Option<Vec<u8>> {
     v.as_object_mut()?.remove("rseq")?;
     log::debug!("an agent line carried its own \"rseq\"; removed");
     serde_json::to_vec(&v).ok()
+}
+
+/// ACP's `auth_required` error code. It is JSON-RPC's generic server error
+/// too, so the code alone does not say an agent wants a login.
+const AUTH_REQUIRED: i64 = -32000;
+
+/// Whether an agent's error object is ACP's `auth_required` ("log in
+/// first"): code -32000 with a message or data that speaks of auth (the ACP
+/// SDKs send "Authentication required"), case-insensitively. One predicate
+/// for a refused `session/new` and a refused prompt.
+pub(super) fn auth_required(e: &Value) -> bool {
+    let says_auth = |v: &Value| match v {
+        Value::Null => false,
+        Value::String(s) => s.to_ascii_lowercase().contains("auth"),
+        v => v.to_string().to_ascii_lowercase().contains("auth"),
+    };
+    e["code"].as_i64() == Some(AUTH_REQUIRED) && (says_auth(&e["message"]) || says_auth(&e["data"]))
 }
 
 /// Whether an agent's `initialize` answer advertises ACP `session/close`

@@ -564,14 +564,11 @@ impl Router {
         }
     }
 
-    /// Live sessions (for `/metrics`): those a device opened or the store
-    /// resumed; the eagerly made default that no `session/new` has named yet
-    /// is not counted.
+    /// Live sessions (for `/metrics`), counted as `--max-sessions` counts
+    /// them: those a device opened (or is opening) or the store resumed;
+    /// the default that no device has opened yet is not counted.
     pub fn live_sessions(&self) -> usize {
-        self.units
-            .values()
-            .filter(|u| u.session_id.is_some())
-            .count()
+        self.live_count()
     }
 
     pub fn socket_count(&self) -> usize {

@@ -154,48 +154,82 @@ impl Router {
         }
     }
 
-    /// Mints a unit, first evicting one when `--max-sessions` are live
-    /// (the default session counts). When every live session is busy,
-    /// viewed, opening or the default, the open is refused: the cap holds
-    /// for every kind of socket.
-    pub(super) fn mint_unit_capped(&mut self) -> Result<UnitId, RpcError> {
-        self.make_room()?;
+    /// Whether `unit` is the placeholder: the default before any device
+    /// opened it (unclaimed, no session, no agent session opening). It
+    /// holds no session, so it does not count toward `--max-sessions` or
+    /// `/metrics`' live sessions; it may hold an idle agent process, which
+    /// [`Router::fit_placeholder`] keeps within the cap.
+    pub(super) fn is_placeholder(&self, unit: UnitId) -> bool {
+        unit == self.default_unit
+            && self.units.get(&unit).is_some_and(|u| {
+                !u.claimed && u.session_id.is_none() && u.driver.phase == Phase::Idle
+            })
+    }
+
+    /// The live sessions `--max-sessions` bounds: every unit but the
+    /// placeholder (sessions still opening or being restored count).
+    pub(super) fn live_count(&self) -> usize {
+        self.units
+            .keys()
+            .filter(|id| !self.is_placeholder(**id))
+            .count()
+    }
+
+    /// Mints a unit for `requester`, first evicting one when
+    /// `--max-sessions` are live. When every live session is busy, viewed
+    /// by another device, opening, restoring or the default, the open is
+    /// refused: the cap holds for every kind of socket.
+    pub(super) fn mint_unit_capped(&mut self, requester: SocketId) -> Result<UnitId, RpcError> {
+        self.make_room(requester)?;
         Ok(self.mint_unit())
+    }
+
+    /// Lets `unit` become a live session for `requester`: the placeholder
+    /// needs a slot under `--max-sessions` before a device claims it or
+    /// opens its agent session; any other unit is live already.
+    pub(super) fn admit(&mut self, unit: UnitId, requester: SocketId) -> Result<(), RpcError> {
+        if self.is_placeholder(unit) {
+            self.make_room(requester)?;
+        }
+        Ok(())
     }
 
     /// Frees a slot under `--max-sessions` for one more live session, by
     /// eviction if it must; refuses when no session may be ended.
-    fn make_room(&mut self) -> Result<(), RpcError> {
-        if self.units.len() >= self.cfg.max_sessions && !self.evict_one() {
+    fn make_room(&mut self, requester: SocketId) -> Result<(), RpcError> {
+        let max = self.cfg.max_sessions.max(1);
+        if self.live_count() >= max && !self.evict_one(requester) {
             self.cap_refused += 1;
             if self.cap_refused == 1 {
                 log::warn!(
-                    "{} sessions live, every one busy, viewed or the default: refusing new ones (--max-sessions {}) until a session is closed or left",
-                    self.units.len(),
-                    self.cfg.max_sessions
+                    "{} sessions live, every one busy, viewed by another device or the default: refusing new ones (--max-sessions {max}) until a session is closed or left",
+                    self.live_count(),
                 );
             }
             return Err(RpcError::new(
                 code::LIMIT,
                 format!(
-                    "this relay runs its most sessions (--max-sessions {}) and every one is in use; close a session (session/close) or leave one idle, or restart the relay with a larger --max-sessions",
-                    self.cfg.max_sessions
+                    "this relay runs its most sessions (--max-sessions {max}) and every one is in use; close a session (session/close) or leave one idle, or restart the relay with a larger --max-sessions"
                 ),
             ));
         }
         if self.cap_refused > 0 {
             log::info!(
-                "a session slot is free again; {} session opens were refused at --max-sessions {}",
+                "a session slot is free again; {} session opens were refused at --max-sessions {max}",
                 std::mem::take(&mut self.cap_refused),
-                self.cfg.max_sessions
             );
         }
         Ok(())
     }
 
-    /// Ends the oldest unit that is not the default, not busy, not viewed and
-    /// not opening; `false` when every unit is protected.
-    fn evict_one(&mut self) -> bool {
+    /// Ends the oldest live unit that is not the default, not busy, not
+    /// restoring, not opening and viewed by no `/ws` socket but
+    /// `requester`; `false` when every unit is protected. The requester's
+    /// own view does not protect: a `/ws` socket leaves it when its open
+    /// succeeds. A plain `/acp` socket keeps every session it opened in
+    /// view, so those count toward `--max-sessions` and may be evicted (it
+    /// hears "unknown session" and may `session/load` it again).
+    fn evict_one(&mut self, requester: SocketId) -> bool {
         let opening: Vec<UnitId> = self.pending_new.iter().map(|(_, _, u)| *u).collect();
         let victim = self
             .units
@@ -204,15 +238,12 @@ impl Router {
                 **id != self.default_unit
                     && !u.busy()
                     && !u.driver.has_asks()
-                    // A plain ACP socket keeps every session it opened in
-                    // view, so its sessions still count toward
-                    // `--max-sessions` and can be evicted (it hears "unknown
-                    // session" and may `session/load` it again).
-                    && u.hub.only_plain_viewers()
+                    && u.hub.relay_viewers().all(|s| s == requester)
                     && !u.restoring
                     && !opening.contains(id)
             })
-            // Unviewed sessions first, then those only /acp sockets hold open.
+            // Unviewed sessions first, then those only the requester or
+            // /acp sockets view.
             .min_by_key(|(_, u)| (u.hub.is_viewed(), u.updated_ms))
             .map(|(id, _)| *id);
         let Some(unit) = victim else {
@@ -226,10 +257,43 @@ impl Router {
         log::info!(
             "evicting session {} ({unit}): {} sessions live, the --max-sessions cap; it stays in the store",
             crate::logger::peer(&sid),
-            self.units.len()
+            self.live_count()
         );
         self.end_unit(unit, "evicted");
         true
+    }
+
+    /// With an agent per session, the placeholder's idle agent is a process
+    /// beyond the live sessions: once they fill `--max-sessions` it is
+    /// stopped, so there are never more agent processes than the cap (the
+    /// default starts another when a device claims it). An agent still
+    /// initializing or answering a request is left to finish; this runs
+    /// again when its `initialize` is answered.
+    pub(super) fn fit_placeholder(&mut self) {
+        let default = self.default_unit;
+        if !self.cfg.agent_per_session
+            || !self.is_placeholder(default)
+            || self.live_count() < self.cfg.max_sessions.max(1)
+        {
+            return;
+        }
+        let Some(agent) = self.units.get(&default).and_then(|u| u.driver.agent) else {
+            return;
+        };
+        let idle = self
+            .links
+            .get(&agent)
+            .is_some_and(|l| l.state == LinkState::Ready && l.pending.is_empty());
+        let waited_on = self.deferred.iter().any(|d| d.agent == Some(agent));
+        if !idle || waited_on {
+            return;
+        }
+        log::info!(
+            "{agent}: the idle agent of the unopened default session; stopping it, {} sessions fill --max-sessions {}",
+            self.live_count(),
+            self.cfg.max_sessions
+        );
+        self.park_and_end(agent);
     }
 
     /// Brings a stored session back as a live unit: its transcript is read by
@@ -241,7 +305,10 @@ impl Router {
             )));
         };
         let place = self.place_of_stored(info)?;
-        self.make_room()?;
+        let requester = match &waiter {
+            Waiter::Attach { socket, .. } | Waiter::Load { socket, .. } => *socket,
+        };
+        self.make_room(requester)?;
         // Eviction may have pruned the store.
         let info = self.stored.remove(sid).ok_or_else(|| {
             RpcError::other(format!(
@@ -279,6 +346,7 @@ impl Router {
             u.stored_head = info.head_seq;
         }
         self.by_session.insert(info.session_id.clone(), unit);
+        self.fit_placeholder();
         self.restoring.entry(unit).or_default().push(waiter);
         log::info!(
             "resuming stored session {} into {unit}",
@@ -415,13 +483,19 @@ impl Router {
         let place = self.place_for_new(params)?;
         let default = self.default_unit;
         let unit = match self.units.get(&default) {
-            Some(u) if !u.claimed && u.place == place => default,
+            Some(u) if !u.claimed && u.place == place => {
+                self.admit(default, socket)?;
+                default
+            }
             _ => {
-                let unit = self.mint_unit_capped()?;
+                let unit = self.mint_unit_capped(socket)?;
                 if let Some(u) = self.units.get_mut(&unit) {
                     u.claimed = true;
                     u.place = place;
                 }
+                // The placeholder stays for another place: its idle agent
+                // must not make one process more than the cap.
+                self.fit_placeholder();
                 unit
             }
         };

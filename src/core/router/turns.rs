@@ -27,6 +27,7 @@ impl Router {
             return self.defer(socket, line);
         }
         if u.driver.phase != Phase::Ready {
+            self.admit(unit, socket)?;
             self.ensure_session(unit);
             return self.defer(socket, line);
         }
@@ -188,6 +189,7 @@ impl Router {
             return self.defer(socket, line);
         }
         if u.driver.phase != Phase::Ready {
+            self.admit(target, socket)?;
             self.ensure_session(target);
             return self.defer(socket, line);
         }

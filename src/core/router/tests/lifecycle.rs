@@ -143,9 +143,11 @@ fn eviction_spares_busy_sessions() {
         req(json!("p"), "session/prompt", prompt_params("s2", "x")),
     );
     sim.take(a);
-    sim.send(a, req(json!(4), "session/new", json!({})));
+    // Another device opens one: s3 is a's view, s2 is busy.
+    let b = sim.open("b");
+    sim.send(b, req(json!(4), "session/new", json!({})));
     assert!(sim.r.by_session.contains_key("s2"), "busy s2 kept");
-    let answer = sim.take(a).into_iter().find(|f| f["id"] == json!(4));
+    let answer = sim.take(b).into_iter().find(|f| f["id"] == json!(4));
     assert_eq!(
         answer.map(|f| f["error"]["code"].clone()),
         Some(json!(code::LIMIT)),
@@ -155,18 +157,27 @@ fn eviction_spares_busy_sessions() {
 }
 
 #[test]
-fn eviction_spares_viewed_sessions() {
+fn eviction_spares_sessions_other_devices_view() {
     let (mut sim, _a) = crowded();
     let b = sim.open_at("b", Some("s2"), None);
+    let c = sim.open_at("c", Some("s2"), None);
     sim.take(b);
     sim.send(b, req(json!(4), "session/new", json!({})));
-    // s2 is viewed by b, s3 by a: nothing may go, so b's open is refused.
+    // s2 is viewed by c as well as b, s3 by a: nothing may go.
     assert!(sim.r.by_session.contains_key("s2"));
     let answer = sim.take(b).into_iter().find(|f| f["id"] == json!(4));
     assert_eq!(
         answer.map(|f| f["error"]["code"].clone()),
         Some(json!(code::LIMIT))
     );
+    assert_eq!(sim.r.units.len(), 3);
+    // Once only b views s2, b's own view does not protect it: b leaves it
+    // for the session it opens.
+    sim.close(c);
+    assert_eq!(sim.new_session(b, 5, A1, "s4"), "s4");
+    assert!(!sim.r.by_session.contains_key("s2"), "s2 was evicted");
+    assert!(sim.r.by_session.contains_key("s3"), "a still views s3");
+    assert!(sim.r.units[&sim.unit_of("s4")].hub.views(b));
     assert_eq!(sim.r.units.len(), 3);
 }
 

@@ -8,6 +8,7 @@ mod agents;
 mod asks;
 mod attach;
 mod budget;
+mod cap;
 mod deadlines;
 mod durable;
 mod ending;

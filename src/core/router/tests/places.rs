@@ -10,7 +10,7 @@ use serde_json::json;
 
 const A3: AgentId = AgentId(3);
 
-fn two_by_two() -> RouterConfig {
+pub(super) fn two_by_two() -> RouterConfig {
     RouterConfig {
         projects: vec![
             ProjectCfg {
@@ -28,7 +28,7 @@ fn two_by_two() -> RouterConfig {
     }
 }
 
-fn place(agent: u64, project: u64) -> Place {
+pub(super) fn place(agent: u64, project: u64) -> Place {
     Place {
         agent: AgentKind(agent),
         project: ProjectId(project),

@@ -211,7 +211,18 @@ pub const A2: AgentId = AgentId(2);
 impl Sim {
     /// A router with `cfg`; its first agent is spawned and asked to initialize.
     pub fn new(cfg: RouterConfig) -> Sim {
-        let mut sim = Sim {
+        let mut sim = Sim::lazy(cfg);
+        // The relay opens its default session lazily (when a device claims
+        // it); these tests start from a default already opening.
+        sim.r.open_default();
+        sim.drain();
+        sim
+    }
+
+    /// A router with `cfg` as the relay starts it: the default is an
+    /// unopened placeholder and no agent runs yet.
+    pub fn lazy(cfg: RouterConfig) -> Sim {
+        Sim {
             r: Router::new(cfg, 1000),
             now: 1000,
             sockets: BTreeMap::new(),
@@ -224,12 +235,15 @@ impl Sim {
             auto_restore: true,
             violations: Vec::new(),
             next_socket: 0,
-        };
-        // The relay opens its default session lazily (when a device claims
-        // it); these tests start from a default already opening.
-        sim.r.open_default();
-        sim.drain();
-        sim
+        }
+    }
+
+    /// Agent processes spawned and neither exited nor told to stop.
+    pub fn running_agents(&self) -> usize {
+        self.agents
+            .values()
+            .filter(|a| a.alive && !a.killed)
+            .count()
     }
 
     /// Default config, agent 1 initialized (`loadSession`), default session `s1` open.
@@ -684,8 +698,16 @@ impl Sim {
         )?;
         check(r.jobs.len() <= MAX_JOBS, "jobs over MAX_JOBS")?;
         check(
-            r.units.len() <= r.cfg.max_sessions.max(1),
+            r.live_count() <= r.cfg.max_sessions.max(1),
             "live sessions over --max-sessions",
+        )?;
+        check(
+            r.units.len() <= r.cfg.max_sessions.max(1) + 1,
+            "units over --max-sessions and the placeholder",
+        )?;
+        check(
+            !r.cfg.agent_per_session || self.running_agents() <= r.cfg.max_sessions.max(1),
+            "agent processes over --max-sessions (--agent-per-session)",
         )?;
         check(
             r.shared.len() <= MAX_AGENT_KINDS * MAX_PROJECTS,
