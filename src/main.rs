@@ -102,7 +102,7 @@ struct Serve {
     /// seconds an agent with no busy session runs before it is stopped (default 600; its sessions resume on their next prompt; 0: never)
     #[argh(option, default = "600")]
     agent_idle: u64,
-    /// most live sessions, the default one included (default 16); past it the oldest idle unviewed one is evicted, and when none may be, new opens are refused
+    /// most live sessions (default 16): those devices opened or loaded, the default one once opened; past it the oldest idle one no other device views is evicted, and when none may be, new opens are refused
     #[argh(option, default = "16")]
     max_sessions: usize,
     /// seconds an agent may take to answer a request the relay forwards before the device gets an error (default 300, fits an interactive login; 0: no deadline)

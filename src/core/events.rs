@@ -71,12 +71,6 @@ impl RelayEvent {
         status != "exit status: 0" && !status.ends_with(STOPPED_BY_RELAY)
     }
 
-    /// Whether an agent's `session/new` refusal means "log in first" (ACP's
-    /// `auth_required`, -32000, or a message that says so).
-    pub fn needs_login(code: i64, message: &str) -> bool {
-        let m = message.to_ascii_lowercase();
-        code == -32000 || m.contains("auth_required") || m.contains("authentication required")
-    }
 }
 
 /// One live session as `acp-relay status` shows it.
@@ -98,14 +92,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crash_and_login_classification() {
+    fn crash_classification() {
         assert!(!RelayEvent::crashed("exit status: 0"));
         assert!(RelayEvent::crashed("exit status: 3"));
         assert!(RelayEvent::crashed("signal: 9 (SIGKILL)"));
         assert!(!RelayEvent::crashed(&format!(
             "signal: 15 (SIGTERM), {STOPPED_BY_RELAY}"
         )));
-        assert!(RelayEvent::needs_login(-32000, "Authentication required"));
-        assert!(!RelayEvent::needs_login(-32603, "internal"));
     }
 }
