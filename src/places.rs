@@ -674,6 +674,37 @@ mod tests {
         assert_eq!(shell_words(r#""a\"b" c\ d"#), ["a\"b", "c d"]);
     }
 
+    /// Any line, however it is quoted or cut: no panic, and the spans lie
+    /// in order within the line, on character boundaries.
+    #[test]
+    fn any_line_reads_without_panicking() {
+        const PIECES: &[&str] = &[
+            " ", "a", "K=", "=", "'", "\"", "\\", "$", "(", ")", "{", "}", "`", "é", "–", "\n",
+            "env", "-S", "--", "-u",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..5000 {
+            let mut line = String::new();
+            for _ in 0..(seed % 12) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                line.push_str(PIECES[(seed % PIECES.len() as u64) as usize]);
+                line.push_str(if seed & 64 == 0 { "" } else { " " });
+            }
+            let mut end = 0;
+            for w in shell_word_spans(&line) {
+                assert!(w.span.start >= end && w.span.end <= line.len(), "{line:?}");
+                assert!(line.is_char_boundary(w.span.start) && line.is_char_boundary(w.span.end));
+                end = w.span.end;
+            }
+            let _ = program_word(&line);
+            if let Some(at) = program_start(&line) {
+                assert!(line.is_char_boundary(at), "{line:?}");
+            }
+        }
+    }
+
     #[test]
     fn names() {
         assert!(valid_name("api") && valid_name("my-app_2.0"));

@@ -38,8 +38,13 @@ impl fmt::Display for AgentCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (program, first) = match self {
             AgentCommand::Shell(s) => (crate::places::program_word(s).unwrap_or_default(), None),
+            // This binary: only its file name is judged, not its directory.
             AgentCommand::Program { program, args } => (
-                program.to_str().unwrap_or("agent").to_owned(),
+                program
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("agent")
+                    .to_owned(),
                 args.first().filter(|a| !a.starts_with('-')),
             ),
         };
@@ -218,6 +223,11 @@ mod tests {
         );
         assert_eq!(shown("env -S 'goose --key sk-X'"), "goose");
         assert_eq!(shown("env --split-string='sk-X --key sk-Y'"), "sk-X");
+        let demo = AgentCommand::Program {
+            program: "/home/me/my dir@x/acp-relay".into(),
+            args: vec!["demo-agent".into(), "--state-dir".into()],
+        };
+        assert_eq!(demo.to_string(), "acp-relay demo-agent");
         let debug = format!("{:?}", AgentCommand::Shell("K=sk-SECRET npx".into()));
         assert!(!debug.contains("SECRET"), "{debug}");
     }
