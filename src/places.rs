@@ -2,8 +2,10 @@
 //! `--workspace NAME=DIR` (or a bare `DIR`, named after its last component)
 //! and `--agent NAME='CMD ARGS'` (or a bare command line, named after its
 //! program). A command line may start with environment assignments
-//! (`KEY=value cmd`); a capitalised `VAR=` is such an assignment, never an
-//! agent's name. Pure parsing and checks; the directories are opened by `serve`.
+//! (`KEY=value cmd`); a capitalised `VAR=` (or a lowercase proxy variable's,
+//! `http_proxy=`) is such an assignment, never an agent's name. Pure parsing
+//! and checks, with the shell-word reading they need; the directories are
+//! opened by `serve`.
 
 use std::path::PathBuf;
 
@@ -22,13 +24,24 @@ fn split_named(spec: &str, is_name: fn(&str) -> bool) -> Option<(&str, &str)> {
     is_name(name).then_some((name, rest))
 }
 
-/// Whether `s` reads as an environment variable's name: `[A-Z_][A-Z0-9_]*`.
-/// `ANTHROPIC_API_KEY=x cmd` is an assignment before a command, not an
-/// agent named `ANTHROPIC_API_KEY`.
+/// Variables conventionally named in lowercase: `http_proxy=… cmd` sets
+/// one, it does not name an agent `http_proxy`.
+const LOWERCASE_ENV: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "ftp_proxy",
+    "no_proxy",
+    "all_proxy",
+];
+
+/// Whether `s` reads as an environment variable's name: `[A-Z_][A-Z0-9_]*`,
+/// or one of [`LOWERCASE_ENV`] in any case. `ANTHROPIC_API_KEY=x cmd` is an
+/// assignment before a command, not an agent named `ANTHROPIC_API_KEY`.
 pub fn env_name(s: &str) -> bool {
-    s.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+    let upper = s.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
         && s.bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    upper || LOWERCASE_ENV.iter().any(|v| v.eq_ignore_ascii_case(s))
 }
 
 /// Whether `s` can name an agent: a [`valid_name`] that is not an
@@ -37,48 +50,149 @@ fn agent_name(s: &str) -> bool {
     valid_name(s) && !env_name(s)
 }
 
-/// The words of a shell command line, quotes (`'…'`, `"…"`) and backslashes
-/// taken off as `sh` would. Expansions are left as written.
-pub fn shell_words(line: &str) -> Vec<String> {
+/// One word of a shell command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Word {
+    /// As `sh` reads it: quotes (`'…'`, `"…"`) and backslashes taken off;
+    /// expansions (`$x`, `${…}`, `$(…)`, `` `…` ``, `~`) left as written.
+    pub text: String,
+    /// Where it lies in the line, as written.
+    pub span: std::ops::Range<usize>,
+}
+
+/// The words of a shell command line ([`Word`]). A `$(…)`, `${…}` or
+/// `` `…` `` is part of the word it is in, spaces and all. Operators
+/// (`;`, `|`, `>` …) are not told apart from other characters.
+pub fn shell_word_spans(line: &str) -> Vec<Word> {
+    let bytes = line.as_bytes();
     let mut words = Vec::new();
-    let mut word: Option<String> = None;
-    let mut quote: Option<char> = None;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
+    let mut word: Option<(String, usize)> = None;
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while let Some(c) = line[i..].chars().next() {
+        let next = i + c.len_utf8();
         match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some('"'), '\\') => {
-                let w = word.get_or_insert_with(String::new);
-                match chars.next() {
-                    Some(n @ ('"' | '\\' | '$' | '`')) => w.push(n),
-                    Some(n) => {
-                        w.push('\\');
+            (Some(q), c) if c as u32 == u32::from(q) => quote = None,
+            (Some(b'"') | None, '$') if matches!(bytes.get(next), Some(b'(' | b'{')) => {
+                let end = expansion_end(line, next);
+                word_at(&mut word, i).push_str(&line[i..end]);
+                i = end;
+                continue;
+            }
+            (Some(b'"') | None, '`') => {
+                let end = backquote_end(line, next);
+                word_at(&mut word, i).push_str(&line[i..end]);
+                i = end;
+                continue;
+            }
+            (Some(b'"'), '\\') => {
+                let w = word_at(&mut word, i);
+                match line[next..].chars().next() {
+                    Some(n @ ('"' | '\\' | '$' | '`')) => {
                         w.push(n);
+                        i = next + 1;
+                        continue;
                     }
-                    None => w.push('\\'),
+                    _ => w.push('\\'),
                 }
             }
-            (Some(_), c) => word.get_or_insert_with(String::new).push(c),
+            (Some(_), c) => word_at(&mut word, i).push(c),
             (None, '\'' | '"') => {
-                quote = Some(c);
-                word.get_or_insert_with(String::new);
+                quote = Some(c as u8);
+                word_at(&mut word, i);
             }
             (None, '\\') => {
-                let w = word.get_or_insert_with(String::new);
-                if let Some(n) = chars.next() {
+                let w = word_at(&mut word, i);
+                if let Some(n) = line[next..].chars().next() {
                     w.push(n);
+                    i = next + n.len_utf8();
+                    continue;
                 }
             }
-            (None, c) if c.is_whitespace() => words.extend(word.take()),
-            (None, c) => word.get_or_insert_with(String::new).push(c),
+            (None, c) if c.is_whitespace() => {
+                if let Some((text, start)) = word.take() {
+                    words.push(Word {
+                        text,
+                        span: start..i,
+                    });
+                }
+            }
+            (None, c) => word_at(&mut word, i).push(c),
         }
+        i = next;
     }
-    words.extend(word);
+    if let Some((text, start)) = word {
+        words.push(Word {
+            text,
+            span: start..line.len(),
+        });
+    }
     words
 }
 
-/// Whether a shell word is an environment assignment (`NAME=value`, any
-/// identifier: that is how `sh` reads it).
+/// The word being read, started at `at` if none is.
+fn word_at(word: &mut Option<(String, usize)>, at: usize) -> &mut String {
+    &mut word.get_or_insert_with(|| (String::new(), at)).0
+}
+
+/// Where the `$(…)` or `${…}` whose bracket is at `open` ends (past its
+/// closing bracket, or the line's end): brackets nest, and quotes and
+/// backslashes inside are skipped over.
+fn expansion_end(line: &str, open: usize) -> usize {
+    let bytes = line.as_bytes();
+    let (up, down) = if bytes[open] == b'(' {
+        (b'(', b')')
+    } else {
+        (b'{', b'}')
+    };
+    let mut depth = 0usize;
+    let mut quote: Option<u8> = None;
+    let mut i = open;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(b'"') if b == b'\\' => i += 1,
+            Some(_) => {}
+            None if b == b'\\' => i += 1,
+            None if b == b'\'' || b == b'"' => quote = Some(b),
+            None if b == up => depth += 1,
+            None if b == down => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    line.len()
+}
+
+/// Where the `` `…` `` whose first character is at `from` ends (past its
+/// closing backquote, or the line's end).
+fn backquote_end(line: &str, from: usize) -> usize {
+    let bytes = line.as_bytes();
+    let mut i = from;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'`' => return i + 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    line.len()
+}
+
+/// The words of a shell command line as `sh` reads them ([`shell_word_spans`]).
+pub fn shell_words(line: &str) -> Vec<String> {
+    shell_word_spans(line).into_iter().map(|w| w.text).collect()
+}
+
+/// Whether a word (as a program sees it) is an environment assignment
+/// (`NAME=value`, any identifier: that is how `env` reads it).
 fn assignment(word: &str) -> bool {
     word.split_once('=').is_some_and(|(n, _)| {
         n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
@@ -86,36 +200,112 @@ fn assignment(word: &str) -> bool {
     })
 }
 
+/// The line's leading environment assignments, then its other words. An
+/// assignment is judged as written, as `sh` does: `'K=v' cmd` runs `K=v`.
+fn split_assignments(line: &str) -> (Vec<Word>, Vec<Word>) {
+    let mut words = shell_word_spans(line);
+    let n = words
+        .iter()
+        .take_while(|w| assignment(&line[w.span.clone()]))
+        .count();
+    let rest = words.split_off(n);
+    (words, rest)
+}
+
+/// Where the program word of a command line starts: its first word that is
+/// not an environment assignment. `None` when there is none.
+pub fn program_start(line: &str) -> Option<usize> {
+    split_assignments(line).1.first().map(|w| w.span.start)
+}
+
 /// Whether a command line starts with an environment assignment.
 pub fn starts_with_assignment(line: &str) -> bool {
-    shell_words(line).first().is_some_and(|w| assignment(w))
+    !split_assignments(line).0.is_empty()
 }
 
 /// The program a command line runs: the first word after its environment
-/// assignments, and after `env` with its options and assignments. `None`
-/// when there is none.
+/// assignments, and after `env` with its options and assignments (the
+/// first word of `env -S`'s string). `None` when there is none.
 pub fn program_word(line: &str) -> Option<String> {
-    let mut words = shell_words(line).into_iter().skip_while(|w| assignment(w));
-    let mut word = words.next()?;
+    let mut words: std::collections::VecDeque<String> = split_assignments(line)
+        .1
+        .into_iter()
+        .map(|w| w.text)
+        .collect();
+    let word = words.pop_front()?;
     if word == "env" || word.ends_with("/env") {
-        loop {
-            word = words.next()?;
-            match word.as_str() {
-                // Options of env(1) that take the next word.
-                "-u" | "--unset" | "-C" | "--chdir" => {
-                    words.next()?;
+        after_env(words)
+    } else {
+        Some(word)
+    }
+}
+
+/// The program `env` runs given these arguments: past its options (those
+/// that take a value: `-u`/`--unset`, `-C`/`--chdir`, `-S`/`--split-string`,
+/// whose string is read as more arguments) and its assignments.
+fn after_env(mut words: std::collections::VecDeque<String>) -> Option<String> {
+    // Long options may be abbreviated, as getopt allows.
+    let long = |opt: &str, name: &str| !opt.is_empty() && name.starts_with(opt);
+    // Each -S replaces one word by shorter ones, so this ends.
+    loop {
+        let word = words.pop_front()?;
+        let split = if word == "--" {
+            return words.into_iter().find(|w| !assignment(w));
+        } else if let Some(opt) = word.strip_prefix("--") {
+            let (opt, value) = match opt.split_once('=') {
+                Some((o, v)) => (o, Some(v.to_owned())),
+                None => (opt, None),
+            };
+            if long(opt, "split-string") {
+                Some(value.or_else(|| words.pop_front())?)
+            } else {
+                if (long(opt, "unset") || long(opt, "chdir")) && value.is_none() {
+                    words.pop_front()?;
                 }
-                "--" => {
-                    word = words.find(|w| !assignment(w))?;
+                None
+            }
+        } else if let Some(cluster) = word.strip_prefix('-') {
+            let mut split = None;
+            for (i, c) in cluster.char_indices() {
+                if matches!(c, 'u' | 'C' | 'S') {
+                    let rest = &cluster[i + 1..];
+                    let value = if rest.is_empty() {
+                        words.pop_front()?
+                    } else {
+                        rest.to_owned()
+                    };
+                    split = (c == 'S').then_some(value);
                     break;
                 }
-                w if w.starts_with('-') || assignment(w) => {}
-                _ => break,
+            }
+            split
+        } else if assignment(&word) {
+            None
+        } else {
+            return Some(word);
+        };
+        if let Some(s) = split {
+            for w in shell_words(&s).into_iter().rev() {
+                words.push_front(w);
             }
         }
     }
-    Some(word)
 }
+
+/// The name of program `word` as it may be shown: its last component, when
+/// every character of it is in `[A-Za-z0-9._+/-]`; else `None` (a word such
+/// as `http://user:pass@host` may hold a key).
+pub fn shown_program(word: &str) -> Option<&str> {
+    let plain = word
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'+'));
+    let base = word.rsplit('/').next().unwrap_or(word);
+    (plain && !base.is_empty()).then_some(base)
+}
+
+/// Characters whose presence in the program word of a named `--agent`
+/// suggests the "name" was a variable and the "program" its value.
+const NOT_IN_PROGRAM: &[char] = &[':', '@', '='];
 
 /// `~/x` → `$HOME/x` (a config file line is not expanded by a shell).
 fn expand_home(dir: &str) -> PathBuf {
@@ -222,8 +412,10 @@ pub fn parse_workspaces(specs: &[String], max: usize) -> Result<Vec<(String, Pat
 /// unique. `NAME=CMD` names the agent when `NAME` is a plain name that is
 /// not an environment variable's ([`env_name`]); else the whole value is the
 /// command line, named after its program ([`program_word`]): leading
-/// `VAR=value` words are its environment. Messages never quote a value: it
-/// may hold a key.
+/// `VAR=value` words are its environment. A named value whose program word
+/// holds `:`, `@` or `=` is refused: its "name" is more likely a variable
+/// (`proxy=http://u:p@h cmd`). Messages never quote a value: it may hold a
+/// key.
 pub fn parse_agents(specs: &[String], max: usize) -> Result<Vec<(String, String)>, String> {
     let what = Named {
         flag: "--agent",
@@ -233,14 +425,30 @@ pub fn parse_agents(specs: &[String], max: usize) -> Result<Vec<(String, String)
         is_name: agent_name,
         quote: false,
     };
-    let named = parse_named(specs, max, &what, |s| program_word(s).unwrap_or_default())?;
+    let named = parse_named(specs, max, &what, |s| {
+        program_word(s)
+            .as_deref()
+            .and_then(shown_program)
+            .unwrap_or_default()
+            .to_owned()
+    })?;
     named
         .into_iter()
-        .map(|(name, cmd)| match program_word(cmd) {
-            Some(_) => Ok((name, cmd.to_owned())),
-            None => Err(format!(
-                "--agent {name} names no program after its environment assignments; give one such as ANTHROPIC_API_KEY=... claude-code-acp"
-            )),
+        .zip(specs)
+        .enumerate()
+        .map(|(i, ((name, cmd), spec))| {
+            let Some(program) = program_word(cmd) else {
+                return Err(format!(
+                    "--agent {name} names no program after its environment assignments; give one such as ANTHROPIC_API_KEY=... claude-code-acp"
+                ));
+            };
+            if split_named(spec, agent_name).is_some() && program.contains(NOT_IN_PROGRAM) {
+                return Err(format!(
+                    "--agent value {n} reads as an agent named '{name}' whose program holds ':', '@' or '=' (not shown: it may hold a key). If '{name}' is a variable for the agent, name the agent first, in lowercase, such as --agent 'myagent={name}=VALUE cmd'; if it names the agent, start what follows with the program (quote a path that holds such characters differently, or put the program on PATH)",
+                    n = i + 1
+                ));
+            }
+            Ok((name, cmd.to_owned()))
         })
         .collect()
 }
@@ -348,6 +556,153 @@ mod tests {
         assert_eq!(program_word("K=v"), None);
         assert_eq!(program_word("env K=v"), None);
         assert!(starts_with_assignment("K=v cmd") && !starts_with_assignment("cmd K=v"));
+    }
+
+    #[test]
+    fn lowercase_proxy_variables_are_assignments() {
+        for var in [
+            "http_proxy",
+            "https_proxy",
+            "ftp_proxy",
+            "no_proxy",
+            "all_proxy",
+            "HTTPS_PROXY",
+        ] {
+            let spec = format!("{var}=http://u:pass@h:3128 claude-code-acp --x");
+            let got = parse_agents(&v(&[&spec]), 8).unwrap();
+            assert_eq!(got[0], ("claude-code-acp".into(), spec.clone()), "{var}");
+        }
+        // Named, with a proxy in its environment.
+        let got = parse_agents(
+            &v(&["claude=http_proxy=http://u:pass@h claude-code-acp"]),
+            8,
+        )
+        .unwrap();
+        assert_eq!(got[0].0, "claude");
+        assert_eq!(program_word(&got[0].1).as_deref(), Some("claude-code-acp"));
+    }
+
+    #[test]
+    fn a_name_whose_program_looks_like_a_value_is_refused_without_the_value() {
+        for spec in [
+            "proxy=http://u:pass@h:3128 claude-code-acp",
+            "token=me@pass claude-code-acp",
+            "key=a-b=pass cmd",
+            "claude=/opt/node@20/bin/node pass.js",
+        ] {
+            let e = parse_agents(&v(&["gemini --acp", spec]), 8).unwrap_err();
+            assert!(!e.contains("pass") && !e.contains("http"), "{e}");
+            assert!(
+                e.contains("value 2") && e.contains("name the agent first"),
+                "{e}"
+            );
+        }
+        // The advice works: the name first, then the variable.
+        let got = parse_agents(
+            &v(&["myagent=proxy=http://u:pass@h:3128 claude-code-acp"]),
+            8,
+        )
+        .unwrap();
+        assert_eq!(got[0].0, "myagent");
+        assert_eq!(program_word(&got[0].1).as_deref(), Some("claude-code-acp"));
+        // Unnamed, such a program is named "agent", never a filtered value.
+        let got = parse_agents(&v(&["u:pass@h cmd"]), 8).unwrap();
+        assert_eq!(got[0].0, "agent");
+        assert_eq!(
+            parse_agents(&v(&["/opt/node@20/bin/node x.js"]), 8).unwrap()[0].0,
+            "agent"
+        );
+    }
+
+    #[test]
+    fn env_options_that_take_a_value_and_split_strings() {
+        for (line, want) in [
+            ("env -S 'goose acp --key sk-X'", Some("goose")),
+            ("env -S'goose acp'", Some("goose")),
+            ("env --split-string='K=v goose acp'", Some("goose")),
+            ("env --split-string 'goose acp'", Some("goose")),
+            ("env -iS 'goose acp'", Some("goose")),
+            ("/usr/bin/env -S '-u HOME goose'", Some("goose")),
+            (
+                "env -u HOME -uPATH --unset=X --unset Y goose",
+                Some("goose"),
+            ),
+            (
+                "env -C /tmp -C/x --chdir=/y --chdir /z --ch /w goose",
+                Some("goose"),
+            ),
+            ("env -i - K=v goose", Some("goose")),
+            ("env -S", None),
+            ("env -S 'K=v'", None),
+        ] {
+            assert_eq!(program_word(line).as_deref(), want, "{line}");
+        }
+        // A named agent running env -S: the name is kept, the key not shown.
+        let got = parse_agents(&v(&["g=env -S 'goose --key sk-X'"]), 8).unwrap();
+        assert_eq!(got[0].0, "g");
+        let got = parse_agents(&v(&["env -S 'goose --key sk-X'"]), 8).unwrap();
+        assert_eq!(got[0].0, "goose");
+    }
+
+    #[test]
+    fn word_spans_and_expansions() {
+        let line = r#"PATH=~/b:$PATH L=$(echo "a  b" $(x y)) M=${X:-a b} N=`a b` cmd 'x y'"#;
+        let words = shell_word_spans(line);
+        let raw: Vec<&str> = words.iter().map(|w| &line[w.span.clone()]).collect();
+        assert_eq!(
+            raw,
+            [
+                "PATH=~/b:$PATH",
+                r#"L=$(echo "a  b" $(x y))"#,
+                "M=${X:-a b}",
+                "N=`a b`",
+                "cmd",
+                "'x y'"
+            ]
+        );
+        assert_eq!(words[5].text, "x y");
+        assert_eq!(program_start(line), line.find("cmd"));
+        assert_eq!(program_word(line).as_deref(), Some("cmd"));
+        // A quoted assignment is a command to sh, as written.
+        assert_eq!(program_start("'K=v' cmd"), Some(0));
+        assert!(!starts_with_assignment("\"K=v\" cmd"));
+        assert_eq!(program_start("K=v"), None);
+        // Unclosed: up to the end, never past it.
+        assert_eq!(shell_words("K=$(a b"), ["K=$(a b"]);
+        assert_eq!(shell_words("K=`a b"), ["K=`a b"]);
+        assert_eq!(shell_words("'é b"), ["é b"]);
+        assert_eq!(shell_words(r#""a\"b" c\ d"#), ["a\"b", "c d"]);
+    }
+
+    /// Any line, however it is quoted or cut: no panic, and the spans lie
+    /// in order within the line, on character boundaries.
+    #[test]
+    fn any_line_reads_without_panicking() {
+        const PIECES: &[&str] = &[
+            " ", "a", "K=", "=", "'", "\"", "\\", "$", "(", ")", "{", "}", "`", "é", "–", "\n",
+            "env", "-S", "--", "-u",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..5000 {
+            let mut line = String::new();
+            for _ in 0..(seed % 12) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                line.push_str(PIECES[(seed % PIECES.len() as u64) as usize]);
+                line.push_str(if seed & 64 == 0 { "" } else { " " });
+            }
+            let mut end = 0;
+            for w in shell_word_spans(&line) {
+                assert!(w.span.start >= end && w.span.end <= line.len(), "{line:?}");
+                assert!(line.is_char_boundary(w.span.start) && line.is_char_boundary(w.span.end));
+                end = w.span.end;
+            }
+            let _ = program_word(&line);
+            if let Some(at) = program_start(&line) {
+                assert!(line.is_char_boundary(at), "{line:?}");
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use smol::{LocalExecutor, Timer};
 use std::cell::RefCell;
 use std::future::Future;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
@@ -138,6 +138,13 @@ impl Rig {
         self._root.path()
     }
 
+    /// A new directory `name` under the root.
+    fn subdir(&self, name: &str) -> PathBuf {
+        let sub = self.root().join(name);
+        std::fs::create_dir(&sub).unwrap();
+        sub
+    }
+
     /// Runs `fut` on the executor (with the PTY tasks) to completion.
     fn run<T>(&self, fut: impl Future<Output = T>) -> T {
         future::block_on(self.ex.run(fut))
@@ -234,8 +241,7 @@ fn shell_evaluates_input() {
 fn cwd_and_term_are_set() {
     let _g = shared_lock();
     let rig = Rig::new("cwd");
-    let sub = rig.root().join("sub dir");
-    std::fs::create_dir(&sub).unwrap();
+    let sub = rig.subdir("sub dir");
     rig.spawn(
         TerminalId(1),
         80,
@@ -463,23 +469,66 @@ fn spawn_refuses_a_running_id_and_after_shutdown() {
         .unwrap();
     let err = rig.spawn(id, 80, 24, None, None).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
-    // Opened by a directory too: refused, as a failure report.
-    let root = rig.root().to_path_buf();
-    rig.set.open(id, 80, 24, move || Ok(dir_fd(&root)), None);
-    rig.run(async {
-        rig.wait_until("the refusal", |r| r.failure_of(id).is_some())
-            .await;
-        rig.shutdown().await;
-    });
-    assert_eq!(
-        rig.failure_of(id).as_deref(),
-        Some("terminal t7 is already running")
-    );
+    rig.run(rig.shutdown());
     assert!(rig.spawn(TerminalId(9), 80, 24, None, None).is_err());
     assert!(matches!(
         rig.exit_of(id),
         Some((None, Some(ref s))) if s == "SIGHUP"
     ));
+}
+
+/// The core never reuses a terminal id: `open` with one that is still
+/// opening is a bug, caught in debug builds (a `Failed` for it would read as
+/// the failure of the terminal holding it).
+#[test]
+#[should_panic(expected = "reused while it is open")]
+fn opening_an_id_that_is_opening_is_a_bug() {
+    let rig = Rig::new("reuse");
+    let root = rig.root().to_path_buf();
+    let again = root.clone();
+    rig.set
+        .open(TerminalId(1), 80, 24, move || Ok(dir_fd(&root)), None);
+    rig.set
+        .open(TerminalId(1), 80, 24, move || Ok(dir_fd(&again)), None);
+}
+
+/// A child `fchdir`s to its directory's descriptor and closes it: a shell
+/// holds no descriptor of it, even when the caller did not set
+/// close-on-exec (`dir_fd` does not).
+#[test]
+fn a_child_holds_no_descriptor_of_its_directory() {
+    let _g = shared_lock();
+    let rig = Rig::new("dirfd");
+    let sub = rig.subdir("held-dir");
+    let list = "ls -l /proc/$$/fd/; pwd; echo listed";
+    let (spawned, opened) = (TerminalId(1), TerminalId(2));
+    rig.spawn(spawned, 80, 24, Some(dir_fd(&sub)), Some(list.into()))
+        .unwrap();
+    let dir = sub.clone();
+    rig.run(async {
+        rig.open(opened, move || Ok(dir_fd(&dir)), Some(list.into()))
+            .await;
+        for id in [spawned, opened] {
+            assert_eq!(rig.wait_exit(id).await, (Some(0), None), "{id}");
+        }
+        rig.shutdown().await;
+    });
+    for id in [spawned, opened] {
+        let out = rig.output(id);
+        let (fds, cwd) = out.split_once("\r\n/").unwrap_or_else(|| panic!("{out:?}"));
+        assert!(
+            fds.contains("/dev/pts/") && out.contains("listed"),
+            "{out:?}"
+        );
+        assert!(
+            !fds.contains("held-dir"),
+            "{id} holds its directory: {out:?}"
+        );
+        assert!(
+            cwd.contains("held-dir"),
+            "{id} is not in its directory: {out:?}"
+        );
+    }
 }
 
 /// The processes visible in `/proc`: (pid, ppid, state, comm).
@@ -765,6 +814,12 @@ fn what_is_asked_while_opening_is_kept_and_failures_are_reported() {
     rig.set.resize(a, 101, 33);
     rig.set.write(a, b"hello\n".to_vec());
     assert_eq!(rig.set.pid(a), None, "still opening");
+    let err = rig.set.spawn(a, 80, 24, None, None).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::AlreadyExists,
+        "spawned while opening"
+    );
     go.send(()).unwrap();
     rig.set
         .open(b, 80, 24, || Err("cwd \"x\" does not exist".into()), None);

@@ -128,8 +128,11 @@ fn collect(pipe: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<
 }
 
 /// Inline keys in `--agent` (an environment assignment before the program,
-/// named or not) reach the agent's environment, and never the relay's stdout,
-/// log, status or the devices: only program names are shown.
+/// named or not, a lowercase `http_proxy` among them) reach the agent's
+/// environment, and never the relay's stdout, log, status or the devices:
+/// only program names are shown. The assignments are expanded as at a
+/// prompt: `PATH=~/bin:$PATH` finds a program in `$HOME/bin`, `K=~/k` is
+/// given `$HOME/k`.
 #[test]
 fn inline_agent_keys_reach_the_agent_and_nothing_else() {
     let dir = TempDir::new("agent-keys");
@@ -150,6 +153,23 @@ fn inline_agent_keys_reach_the_agent_and_nothing_else() {
         agent("ANTHROPIC_API_KEY", "seen-claude")
     );
     let bare = format!("DEMO_KEY=sk-SECRET456 {}", agent("DEMO_KEY", "seen-bare"));
+    // A program found only through the PATH its assignments set.
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("bin")).unwrap();
+    let script = home.join("bin/home-agent");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s|%s' \"$HOME_KEY\" \"$http_proxy\" > {}\nexec {} demo-agent --state-dir {}\n",
+            dir.path().join("seen-home").display(),
+            bin(),
+            dir.path().join("seen-home-state").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let proxy = "http://u:SECRET789pass@proxy.example:3128";
+    let from_home = format!("http_proxy={proxy} HOME_KEY=~/k PATH=~/bin:$PATH home-agent --x");
     let mut cmd = Command::new(bin());
     cmd.args([
         "serve",
@@ -162,8 +182,8 @@ fn inline_agent_keys_reach_the_agent_and_nothing_else() {
     .arg(&data)
     .arg("--workspace")
     .arg(&ws)
-    .args(["--agent", &named, "--agent", &bare]);
-    clean_env(&mut cmd, &dir.path().join("home"));
+    .args(["--agent", &named, "--agent", &bare, "--agent", &from_home]);
+    clean_env(&mut cmd, &home);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -193,21 +213,28 @@ fn inline_agent_keys_reach_the_agent_and_nothing_else() {
     let sid = open_session(&mut d);
     let id = d.request("session/prompt", prompt_params(&sid, "/chunks 1\nhi"));
     assert_eq!(d.response(&id)["result"]["stopReason"], "end_turn");
-    let id = d.request(
-        "session/new",
-        serde_json::json!({"cwd": "/", "mcpServers": [], "_meta": {"relay": {"agent": "sh"}}}),
-    );
-    let r = d.response(&id);
-    let sid2 = r["result"]["sessionId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{r}"))
-        .to_owned();
-    let id = d.request("session/prompt", prompt_params(&sid2, "/chunks 1\nhi"));
-    assert_eq!(d.response(&id)["result"]["stopReason"], "end_turn");
+    for agent in ["sh", "home-agent"] {
+        let id = d.request(
+            "session/new",
+            serde_json::json!({"cwd": "/", "mcpServers": [], "_meta": {"relay": {"agent": agent}}}),
+        );
+        let r = d.response(&id);
+        let sid = r["result"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"))
+            .to_owned();
+        let id = d.request("session/prompt", prompt_params(&sid, "/chunks 1\nhi"));
+        assert_eq!(
+            d.response(&id)["result"]["stopReason"],
+            "end_turn",
+            "{agent}"
+        );
+    }
     // The keys reached the agents.
     let seen = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
     assert_eq!(seen("seen-claude"), "sk-SECRET123");
     assert_eq!(seen("seen-bare"), "sk-SECRET456");
+    assert_eq!(seen("seen-home"), format!("{}/k|{proxy}", home.display()));
 
     let id = d.request("session/list", serde_json::json!({}));
     d.response(&id);
@@ -231,11 +258,60 @@ fn inline_agent_keys_reach_the_agent_and_nothing_else() {
     ] {
         assert!(!text.contains("SECRET"), "a key in the {what}:\n{text}");
         assert!(
-            !text.contains("ANTHROPIC_API_KEY") && !text.contains("DEMO_KEY="),
+            !text.contains("pass@") && !text.contains("proxy.example"),
+            "the proxy's password in the {what}:\n{text}"
+        );
+        assert!(
+            !text.contains("ANTHROPIC_API_KEY")
+                && !text.contains("DEMO_KEY=")
+                && !text.contains("http_proxy="),
             "an assignment in the {what}:\n{text}"
         );
     }
     assert!(out.contains("agent:     claude = sh"), "{out}");
     assert!(out.contains("agent:     sh = sh"), "{out}");
+    assert!(out.contains("agent:     home-agent = home-agent"), "{out}");
     assert!(err.contains("started `sh`"), "{err}");
+    assert!(err.contains("started `home-agent`"), "{err}");
+}
+
+/// A named `--agent` whose "program" looks like a value (`proxy=http://u:p@h
+/// cmd`: a lowercase variable read as a name) is refused at startup, and the
+/// refusal never quotes it.
+#[test]
+fn an_agent_name_that_may_be_a_variable_is_refused_without_its_value() {
+    let dir = TempDir::new("agent-ambiguous");
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--workspace")
+        .arg(&ws)
+        .args([
+            "--agent",
+            "proxy=http://u:SECRETpass@proxy.example:3128 claude-code-acp",
+        ]);
+    clean_env(&mut cmd, &dir.path().join("home"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut g = GroupGuard::spawn(cmd).unwrap();
+    let stdout = collect(g.stdout.take().unwrap());
+    let stderr = collect(g.stderr.take().unwrap());
+    let mut status = None;
+    wait_until("the relay to refuse its --agent", WAIT, || {
+        status = g.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(!status.unwrap().success());
+    wait_until("the refusal on stderr", WAIT, || {
+        stderr.lock().unwrap().contains("name the agent first")
+    });
+    let out = format!("{}{}", stdout.lock().unwrap(), stderr.lock().unwrap());
+    assert!(out.contains("'proxy'"), "{out}");
+    assert!(
+        !out.contains("SECRET") && !out.contains("proxy.example") && !out.contains("http:"),
+        "the value in the refusal:\n{out}"
+    );
 }

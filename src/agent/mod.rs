@@ -14,9 +14,10 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-/// How to start an agent: a shell command line, run as `sh -c 'exec CMD'`
-/// (`exec env CMD` when it starts with environment assignments, so
-/// `KEY=value cmd` runs `cmd` with `KEY` set).
+/// How to start an agent: a shell command line, run as `sh -c 'exec CMD'`;
+/// leading environment assignments stay before the `exec`
+/// (`KEY=~/v exec cmd`), where `sh` expands them as it would at a prompt and
+/// exports them to `cmd`.
 #[derive(Clone)]
 pub enum AgentCommand {
     /// `--agent 'CMD ARGS'`.
@@ -37,18 +38,22 @@ impl fmt::Display for AgentCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (program, first) = match self {
             AgentCommand::Shell(s) => (crate::places::program_word(s).unwrap_or_default(), None),
+            // This binary: only its file name is judged, not its directory.
             AgentCommand::Program { program, args } => (
-                program.to_str().unwrap_or("agent").to_owned(),
+                program
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("agent")
+                    .to_owned(),
                 args.first().filter(|a| !a.starts_with('-')),
             ),
         };
-        let base = program.rsplit('/').next().unwrap_or(&program);
-        let name: String = base
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '@'))
-            .take(MAX_SHOWN_NAME)
-            .collect();
-        let name = if name.is_empty() { "agent" } else { &name };
+        // A word with other characters (`http://u:pass@h`) is not shown at
+        // all: a filtered one could still spell the key.
+        let name = match crate::places::shown_program(&program) {
+            Some(base) if base.len() <= MAX_SHOWN_NAME => base,
+            _ => "agent",
+        };
         match first {
             // `acp-relay demo-agent`: a subcommand name, not a secret.
             Some(sub) if name == "acp-relay" => write!(f, "{name} {sub}"),
@@ -102,13 +107,7 @@ pub fn spawn(cmd: &AgentCommand, cwd: &Path) -> io::Result<AgentProcess> {
     let mut std_cmd = match cmd {
         AgentCommand::Shell(line) => {
             let mut c = std::process::Command::new("sh");
-            // `exec KEY=v cmd` would look for a program named `KEY=v`.
-            let env = if crate::places::starts_with_assignment(line) {
-                "env "
-            } else {
-                ""
-            };
-            c.arg("-c").arg(format!("exec {env}{line}"));
+            c.arg("-c").arg(shell_line(line)?);
             c
         }
         AgentCommand::Program { program, args } => {
@@ -153,6 +152,16 @@ pub fn spawn(cmd: &AgentCommand, cwd: &Path) -> io::Result<AgentProcess> {
         stderr: BufReader::with_capacity(4 * 1024, stderr),
         group: GroupEntry { pgid, groups },
     })
+}
+
+/// What `sh -c` runs for `--agent` line `line`: `exec` before its program
+/// word, after its leading environment assignments, the rest as written
+/// (`exec KEY=v cmd` would look for a program named `KEY=v`).
+fn shell_line(line: &str) -> io::Result<String> {
+    let at = crate::places::program_start(line)
+        .ok_or_else(|| io::Error::other("the agent's command line names no program"))?;
+    let (assignments, program) = line.split_at(at);
+    Ok(format!("{assignments}exec {program}"))
 }
 
 /// The conventional name of signal number `raw` (`"SIGKILL"`), or `"SIG<n>"`.
@@ -201,9 +210,72 @@ mod tests {
             "goose"
         );
         assert_eq!(shown("K=sk-SECRET"), "agent");
-        assert_eq!(shown("'/my dir/a$b' --key sk-S"), "ab");
+        // Any character outside [A-Za-z0-9._+/-]: not shown, not filtered.
+        assert_eq!(shown("'/my dir/a$b' --key sk-S"), "agent");
+        assert_eq!(shown("http://u:pass@h:3128 cmd"), "agent");
+        assert_eq!(shown("/opt/node@20/bin/node x.js"), "agent");
+        assert_eq!(shown("/usr/bin/g++-acp"), "g++-acp");
+        assert_eq!(shown(&format!("{} acp", "a".repeat(65))), "agent");
+        // Proxy variables are assignments; env -S's string holds the program.
+        assert_eq!(
+            shown("http_proxy=http://u:pass@h:3128 claude-code-acp"),
+            "claude-code-acp"
+        );
+        assert_eq!(shown("env -S 'goose --key sk-X'"), "goose");
+        assert_eq!(shown("env --split-string='sk-X --key sk-Y'"), "sk-X");
+        let demo = AgentCommand::Program {
+            program: "/home/me/my dir@x/acp-relay".into(),
+            args: vec!["demo-agent".into(), "--state-dir".into()],
+        };
+        assert_eq!(demo.to_string(), "acp-relay demo-agent");
         let debug = format!("{:?}", AgentCommand::Shell("K=sk-SECRET npx".into()));
         assert!(!debug.contains("SECRET"), "{debug}");
+    }
+
+    #[test]
+    fn exec_goes_after_the_assignments_and_the_line_stays_as_written() {
+        assert_eq!(
+            shell_line("PATH=~/.local/bin:$PATH K=\"a b\" L=$(echo a b) claude-code-acp --x")
+                .unwrap(),
+            "PATH=~/.local/bin:$PATH K=\"a b\" L=$(echo a b) exec claude-code-acp --x"
+        );
+        assert_eq!(shell_line("  gemini --acp").unwrap(), "  exec gemini --acp");
+        assert_eq!(shell_line("'K=v' cmd").unwrap(), "exec 'K=v' cmd");
+        assert!(shell_line("K=sk-SECRET").is_err());
+    }
+
+    /// `sh` (dash here, and bash) expands the assignments before `exec` as
+    /// at a prompt, exports them, and looks the program up in the new PATH.
+    #[test]
+    fn assignments_before_exec_are_expanded_and_exported() {
+        let home =
+            std::env::temp_dir().join(format!("acp-relay-shell-line-{}", std::process::id()));
+        let bin = home.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let prog = bin.join("show-k");
+        std::fs::write(&prog, "#!/bin/sh\nprintf '%s|%s' \"$K\" \"$L\"\n").unwrap();
+        std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let line = shell_line("PATH=~/bin:$PATH K=~/k L=$(echo a  b) show-k").unwrap();
+        for shell in ["sh", "dash", "bash"] {
+            let Ok(out) = std::process::Command::new(shell)
+                .arg("-c")
+                .arg(&line)
+                .env("HOME", &home)
+                .output()
+            else {
+                assert_ne!(shell, "sh", "no sh");
+                eprintln!("{shell} is not installed; not checked");
+                continue;
+            };
+            let want = format!("{}/k|a b", home.display());
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                want,
+                "{shell}: {out:?}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&home);
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! PTY as controlling terminal, pumps its output (coalesced into bounded
 //! frames of whole UTF-8 characters) and queued input without blocking on the
 //! one executor thread, reaps it, and reports through a callback. A child
-//! starts in a directory opened beforehand (off the executor thread), by
-//! descriptor, never by path. Owns every child it starts;
+//! [`PtySet::open`] starts runs in a directory opened beforehand (off the
+//! executor thread), by descriptor, never by path; one [`PtySet::spawn`]
+//! starts without a descriptor runs in the workspace root, by path. The
+//! child holds no descriptor of its directory. Owns every child it starts;
 //! [`PtySet::shutdown`] ends and reaps them all. It never logs a terminal's
 //! input or output.
 
@@ -174,6 +176,12 @@ impl PtySet {
     /// child. Input, resizes and a kill for `id` meanwhile are kept and
     /// applied once it runs. A failure is reported as [`PtyEvent::Failed`],
     /// never from inside this call.
+    ///
+    /// `id` must be new: the caller never reuses one (the core numbers
+    /// terminals from a counter). A reused id panics in a debug build; in a
+    /// release build the call is dropped with a log line and no report, since
+    /// a `Failed` for it would read as the failure of the terminal that holds
+    /// it.
     pub fn open(
         self: &Rc<Self>,
         id: TerminalId,
@@ -182,10 +190,15 @@ impl PtySet {
         dir: impl FnOnce() -> Result<OwnedFd, String> + Send + 'static,
         command: Option<String>,
     ) {
+        let reused =
+            self.terms.borrow().contains_key(&id) || self.opening.borrow().contains_key(&id);
+        debug_assert!(!reused, "terminal id {id} reused while it is open");
+        if reused {
+            log::error!("terminal {id}: opened again while it is open; ignored");
+            return;
+        }
         let refused = if self.closed.get() {
             Some("the relay is shutting down".to_owned())
-        } else if self.terms.borrow().contains_key(&id) || self.opening.borrow().contains_key(&id) {
-            Some(format!("terminal {id} is already running"))
         } else if self.opening.borrow().len() >= MAX_OPENING {
             Some(format!(
                 "{MAX_OPENING} terminals are starting already; retry in a moment"
@@ -243,9 +256,10 @@ impl PtySet {
 
     /// Starts `command` (through `sh -c`) or the user's `$SHELL` in a new
     /// PTY of `cols`×`rows` with `TERM=xterm-256color`, in the directory
-    /// `cwd` is open on (the child `fchdir`s to it) or the workspace root.
-    /// Output and the exit are reported through the callback, never from
-    /// inside this call.
+    /// `cwd` is open on (the child `fchdir`s to it, then closes it, whether
+    /// or not it is close-on-exec) or, without one, the workspace root by
+    /// path. Refuses an `id` that is running or opening. Output and the exit
+    /// are reported through the callback, never from inside this call.
     pub fn spawn(
         self: &Rc<Self>,
         id: TerminalId,
@@ -257,7 +271,7 @@ impl PtySet {
         if self.closed.get() {
             return Err(io::Error::other("the relay is shutting down"));
         }
-        if self.terms.borrow().contains_key(&id) {
+        if self.terms.borrow().contains_key(&id) || self.opening.borrow().contains_key(&id) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("terminal {id} is already running"),
@@ -288,19 +302,28 @@ impl PtySet {
                 None => std_cmd.env_remove(key),
             };
         }
+        // The child's stdio is set up before `pre_exec` runs: a directory
+        // descriptor numbered 0–2 would be replaced by the PTY by then.
+        let cwd = match cwd {
+            Some(fd) if fd.as_raw_fd() <= 2 => Some(rustix::io::fcntl_dupfd_cloexec(&fd, 3)?),
+            other => other,
+        };
         let pts_fd = pts.as_raw_fd();
         let dir_fd = cwd.as_ref().map(|d| d.as_raw_fd());
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes three syscalls (setsid, ioctl, fchdir), all async-signal-safe;
-        // it allocates nothing and takes no lock. `pts_fd` and `dir_fd` stay
-        // open in the child until exec, because `pts` and `cwd` are alive
-        // until `spawn` returns.
+        // makes four syscalls (setsid, ioctl, fchdir, close), all
+        // async-signal-safe; it allocates nothing and takes no lock. `pts_fd`
+        // and `dir_fd` are open in the child, because `pts` and `cwd` are
+        // alive until `spawn` returns; the child's copy of `dir_fd` is its
+        // own to close, and nothing in the child uses it after.
         unsafe {
             std_cmd.pre_exec(move || {
                 rustix::process::setsid()?;
                 rustix::process::ioctl_tiocsctty(BorrowedFd::borrow_raw(pts_fd))?;
                 if let Some(dir) = dir_fd {
                     rustix::process::fchdir(BorrowedFd::borrow_raw(dir))?;
+                    // Not left to close-on-exec: the caller may not have set it.
+                    rustix::io::close(dir);
                 }
                 Ok(())
             });
