@@ -70,7 +70,6 @@ impl RelayEvent {
     pub fn crashed(status: &str) -> bool {
         status != "exit status: 0" && !status.ends_with(STOPPED_BY_RELAY)
     }
-
 }
 
 /// One live session as `acp-relay status` shows it.

@@ -743,3 +743,52 @@ fn a_reservation_is_taken_ahead_of_the_frames_queued() {
         .expect("t listed");
     assert_eq!(t.head_seq, 4096, "the reservation is on disk");
 }
+
+#[test]
+fn a_reservation_the_disk_refuses_is_never_acknowledged_until_it_is_on_disk() {
+    let dir = TempDir::new("reserve-full");
+    let (store, _) = open(&dir, 10);
+    std::os::unix::fs::symlink("/dev/full", dir.file("full-disk")).unwrap();
+    store.reserve("full-disk", 65_536);
+    // Two barriers through the queue: by the second one's ack the writer has
+    // tried the reservation (it is taken after every operation).
+    let mut reserved = 0;
+    for barrier in 1..=2 {
+        store.sync_upto("other", barrier);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut synced = 0;
+        while synced < barrier {
+            assert!(std::time::Instant::now() < deadline, "no barrier ack");
+            let _ = smol::block_on(futures_lite::future::or(
+                async { store.acks_ready().await.is_ok() },
+                async {
+                    smol::Timer::after(Duration::from_millis(100)).await;
+                    false
+                },
+            ));
+            for (s, a) in store.take_acks() {
+                match s.as_str() {
+                    "other" => synced = synced.max(a.synced),
+                    "full-disk" => reserved = reserved.max(a.reserved),
+                    _ => {}
+                }
+            }
+        }
+    }
+    // Acknowledged, a number past it could be sent and, after a crash, named
+    // again by a relay that read the older reservation.
+    assert_eq!(
+        reserved, 0,
+        "a reservation the disk refused was acknowledged"
+    );
+    // The disk has room again: the writer's retry records it, then acks it.
+    fs::remove_file(dir.file("full-disk")).unwrap();
+    assert!(wait_ack(&store, "full-disk", 65_536, 0).reserved >= 65_536);
+    store.close(Duration::from_secs(10));
+    let (_store, listed) = open(&dir, 10);
+    let m = listed
+        .iter()
+        .find(|m| m.session_id == "full-disk")
+        .expect("listed");
+    assert_eq!(m.head_seq, 65_536, "the reservation is on disk");
+}

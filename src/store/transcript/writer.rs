@@ -25,6 +25,9 @@ pub(super) const BUF_BYTES: usize = 64 << 10;
 /// Least time between two logs of failures to create a transcript.
 const QUIET_FOR: Duration = Duration::from_secs(10);
 
+/// How soon a numbering reservation the disk refused is tried again.
+pub(super) const RESERVE_RETRY: Duration = Duration::from_millis(500);
+
 /// A run of failures of one kind of write: the first is logged, the rest
 /// only counted, and the success that ends the run logs how many there were.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -87,6 +90,11 @@ pub(super) struct Writer {
     /// Failed fsyncs of the directory (which make new and removed names
     /// durable) since the last one that worked.
     dir_spell: Spell,
+    /// Reservations the disk refused, per session (the largest asked): never
+    /// acknowledged until written and fsync'd, tried again at `retry_at`.
+    /// One entry per session, so bounded by the sessions the store keeps.
+    retry: HashMap<String, u64>,
+    retry_at: Option<Instant>,
 }
 
 fn now_ms() -> u64 {
@@ -133,16 +141,26 @@ impl Writer {
             shared,
             unlisted_warned: None,
             dir_spell: Spell::default(),
+            retry: HashMap::new(),
+            retry_at: None,
         }
     }
 
     pub(super) fn run(mut self) {
         loop {
-            let received = match self.dirty_since {
-                Some(t) => match self
-                    .rx
-                    .recv_timeout(FLUSH_INTERVAL.saturating_sub(t.elapsed()))
-                {
+            // Wake for the next flush, or the next try of a refused reservation.
+            let flush_in = self
+                .dirty_since
+                .map(|t| FLUSH_INTERVAL.saturating_sub(t.elapsed()));
+            let retry_in = self
+                .retry_at
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            let wait = match (flush_in, retry_in) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let received = match wait {
+                Some(wait) => match self.rx.recv_timeout(wait) {
                     Ok(op) => Some(op),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -161,11 +179,11 @@ impl Writer {
                     return;
                 }
                 self.handle(op);
-                self.reserve_pending();
                 self.shared
                     .open_files
                     .store(self.open.len(), Ordering::Relaxed);
             }
+            self.reserve_pending();
             let idle = self.shared.ops.load(Ordering::Relaxed) == 0;
             if idle
                 || self
@@ -244,7 +262,9 @@ impl Writer {
                     }
                 }
             }
-            Op::Sync(session_id) => self.sync_file(&session_id),
+            Op::Sync(session_id) => {
+                self.sync_file(&session_id);
+            }
             Op::SyncUpto { session_id, upto } => {
                 self.sync_file(&session_id);
                 // Acknowledged even when the disk failed (that is logged):
@@ -256,7 +276,9 @@ impl Writer {
                 // Not fsync'd here: a lost end only costs devices a reset (the
                 // reservation it lowers is durable). At a clean stop the
                 // writer's close fsyncs every open file, these included.
-                self.record(&session_id, |m| m.end_at(head), false);
+                if valid_id(&session_id) {
+                    self.record(&session_id, |m| m.end_at(head), false);
+                }
             }
             Op::Delete(session_id) => self.delete(&session_id),
             Op::Flush { session_id, done } => {
@@ -273,34 +295,49 @@ impl Writer {
     }
 
     /// Writes out and fsyncs one session's open file.
-    fn sync_file(&mut self, session_id: &str) {
-        if let Some(pos) = self.position(session_id) {
-            let of = &mut self.open[pos];
-            match of.w.flush().and_then(|()| of.w.get_ref().sync_data()) {
-                Ok(()) => self.flushed(session_id),
-                Err(e) => self.fail(session_id, e),
+    /// `true` when everything written to it is on disk.
+    fn sync_file(&mut self, session_id: &str) -> bool {
+        let Some(pos) = self.position(session_id) else {
+            return false;
+        };
+        let of = &mut self.open[pos];
+        match of.w.flush().and_then(|()| of.w.get_ref().sync_data()) {
+            Ok(()) => {
+                self.flushed(session_id);
+                true
+            }
+            Err(e) => {
+                self.fail(session_id, e);
+                false
             }
         }
     }
 
-    /// Changes a session's metadata record, writes it and fsyncs the file.
-    fn record(&mut self, session_id: &str, change: impl FnOnce(&mut MetaRecord), sync: bool) {
-        if !valid_id(session_id) || !self.ensure_open(session_id) {
-            return;
+    /// Changes a session's metadata record, writes it and (with `sync`)
+    /// fsyncs the file. `true` when the record reached the file (and, with
+    /// `sync`, the disk). The change is kept in memory either way, so later
+    /// records carry it.
+    fn record(
+        &mut self,
+        session_id: &str,
+        change: impl FnOnce(&mut MetaRecord),
+        sync: bool,
+    ) -> bool {
+        if !self.ensure_open(session_id) {
+            return false;
         }
         let Some(e) = self.index.get_mut(session_id) else {
-            return;
+            return false;
         };
         let m = e.meta.get_or_insert_with(MetaRecord::default);
         change(m);
         e.since_meta = 0;
         let line = format::meta_line(m);
-        if self.write(session_id, &[&line], false) {
+        let written = self.write(session_id, &[&line], false);
+        if written {
             self.wrote(session_id);
         }
-        if sync {
-            self.sync_file(session_id);
-        }
+        written && (!sync || self.sync_file(session_id))
     }
 
     /// Removes a session's transcript and forgets it.
@@ -669,20 +706,50 @@ impl Writer {
 
     /// Records and fsyncs the numbering reservations waiting beside the
     /// queue, then acknowledges them (one atomic load when there are none).
+    ///
+    /// A reservation the disk refused (full, failing) is never acknowledged:
+    /// the router sends no number above an acknowledged reservation, and one
+    /// acknowledged without being on disk would let a relay restarted after a
+    /// crash number from below it, so that a number a device already holds
+    /// named other content. It is tried again every [`RESERVE_RETRY`]; until
+    /// the disk takes it, the session's frames past its last reservation wait
+    /// in the router (bounded; its viewers are reset when they are let out).
     fn reserve_pending(&mut self) {
+        let due = self.retry_at.is_some_and(|t| Instant::now() >= t);
         // A load first: the common case (none waiting) costs no write.
-        if !self.shared.reserving.load(Ordering::Relaxed)
-            || !self.shared.reserving.swap(false, Ordering::Acquire)
-        {
+        let flagged = self.shared.reserving.load(Ordering::Relaxed)
+            && self.shared.reserving.swap(false, Ordering::Acquire);
+        if !flagged && !due {
             return;
         }
-        let pending: Vec<(String, u64)> = match self.shared.reservations.lock() {
-            Ok(mut r) => r.drain().collect(),
-            Err(_) => return,
+        let mut pending: Vec<(String, u64)> = if flagged {
+            match self.shared.reservations.lock() {
+                Ok(mut r) => r.drain().collect(),
+                Err(_) => Vec::new(),
+            }
+        } else {
+            Vec::new()
         };
+        if due {
+            self.retry_at = None;
+            pending.extend(self.retry.drain());
+        }
         for (session_id, upto) in pending {
-            self.record(&session_id, |m| m.reserved = m.reserved.max(upto), true);
-            self.shared.ack(&session_id, upto, 0);
+            // An id the store refuses is never stored: no number of it can
+            // come back after a crash.
+            let durable = !valid_id(&session_id)
+                || self.record(&session_id, |m| m.reserved = m.reserved.max(upto), true);
+            if durable {
+                if self.retry.get(&session_id).is_some_and(|&r| r <= upto) {
+                    self.retry.remove(&session_id);
+                }
+                self.shared.ack(&session_id, upto, 0);
+            } else {
+                let r = self.retry.entry(session_id).or_insert(0);
+                *r = (*r).max(upto);
+                self.retry_at
+                    .get_or_insert_with(|| Instant::now() + RESERVE_RETRY);
+            }
         }
     }
 
