@@ -248,8 +248,8 @@ mod tests {
     /// at a prompt, exports them, and looks the program up in the new PATH.
     #[test]
     fn assignments_before_exec_are_expanded_and_exported() {
-        let home =
-            std::env::temp_dir().join(format!("acp-relay-shell-line-{}", std::process::id()));
+        let tmp = crate::testing::TempDir::new("shell-line");
+        let home = tmp.0.clone();
         let bin = home.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let prog = bin.join("show-k");
