@@ -9,8 +9,11 @@
 #                   [--sessions K] [--watchers W]
 #
 # The driver is examples/soak.rs (its doc lists the faults). As root the
-# relay's data dir is a 128 MiB tmpfs that the soak fills now and then (a
-# full disk); otherwise that fault is skipped with a message.
+# relay's data dir is a 384 MiB tmpfs that the soak fills now and then (a
+# full disk for a few seconds); otherwise that fault is skipped with a
+# message. 384 MiB holds three sessions' transcripts at their 64 MiB bound
+# and the demo agent's histories, so the disk is full only when the soak
+# fills it (with 128 MiB a long soak ran on a disk full for good).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,10 +65,10 @@ TMPFS=()
 if [ -n "$NO_DISK" ]; then
   say "full disk: SKIPPED (--no-disk)"
 elif [ "$(id -u)" = 0 ]; then
-  if err="$(mount -t tmpfs -o size=128m acp-soak "$WORK/data" 2>&1)"; then
+  if err="$(mount -t tmpfs -o size=384m acp-soak "$WORK/data" 2>&1)"; then
     MOUNTED=1
     TMPFS=(--tmpfs)
-    say "data dir on a 128 MiB tmpfs (full-disk faults on)"
+    say "data dir on a 384 MiB tmpfs (full-disk faults on)"
   else
     say "full disk: SKIPPED (could not mount a tmpfs: $err)"
   fi

@@ -8,6 +8,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+/// Bytes of one recorded text at most (a flood turn's answer is cut).
+pub const MAX_ENTRY_BYTES: usize = 64 << 10;
+/// Entries a session keeps, in memory and in its file; the oldest go first.
+pub const MAX_ENTRIES: usize = 1000;
+/// Bytes a history file may grow to before it is rewritten with what the
+/// session keeps (trimmed to half of this).
+pub const MAX_HISTORY_BYTES: u64 = 4 << 20;
+
 /// One line of history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -39,6 +47,42 @@ impl Context {
         }
         Context { prompts, last }
     }
+}
+
+/// `entry` with its text cut to [`MAX_ENTRY_BYTES`] (on a character
+/// boundary, the cut said at the end).
+pub fn bounded(entry: Entry) -> Entry {
+    let cut = |text: String| {
+        if text.len() <= MAX_ENTRY_BYTES {
+            return text;
+        }
+        let mut end = MAX_ENTRY_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}… ({} bytes, cut)", &text[..end], text.len())
+    };
+    match entry {
+        Entry::User { text } => Entry::User { text: cut(text) },
+        Entry::Agent { text } => Entry::Agent { text: cut(text) },
+        e @ Entry::Session { .. } => e,
+    }
+}
+
+/// Drops the oldest entries (never the first `Session` line) until at most
+/// [`MAX_ENTRIES`] remain and they encode to at most half of
+/// [`MAX_HISTORY_BYTES`].
+pub fn trim(entries: &mut Vec<Entry>) {
+    let keep_first = usize::from(matches!(entries.first(), Some(Entry::Session { .. })));
+    let mut bytes: u64 = entries.iter().map(|e| encode(e).len() as u64).sum();
+    let mut drop = 0;
+    while entries.len() - drop > MAX_ENTRIES.max(keep_first + 1)
+        || (bytes > MAX_HISTORY_BYTES / 2 && entries.len() - drop > keep_first + 1)
+    {
+        bytes -= encode(&entries[keep_first + drop]).len() as u64;
+        drop += 1;
+    }
+    entries.drain(keep_first..keep_first + drop);
 }
 
 /// True when `id` is usable as a file name: 1–128 ASCII letters, digits, `-`, `_`.
@@ -80,6 +124,8 @@ pub struct HistoryFile {
     /// The file does not end in a newline (a torn write): start the next
     /// append on a fresh line.
     torn: bool,
+    /// Its length as last read or written.
+    len: u64,
 }
 
 impl HistoryFile {
@@ -88,6 +134,7 @@ impl HistoryFile {
         is_safe_id(id).then(|| HistoryFile {
             path: dir.join(format!("{id}.jsonl")),
             torn: false,
+            len: 0,
         })
     }
 
@@ -99,12 +146,19 @@ impl HistoryFile {
     pub fn load(&mut self) -> io::Result<Option<Vec<Entry>>> {
         let mut bytes = Vec::new();
         match File::open(&self.path) {
-            Ok(mut f) => f.read_to_end(&mut bytes)?,
+            // Bounded whatever the file holds (it is rewritten past the bound).
+            Ok(f) => f.take(2 * MAX_HISTORY_BYTES).read_to_end(&mut bytes)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         self.torn = bytes.last().is_some_and(|&b| b != b'\n');
-        Ok(Some(decode(&String::from_utf8_lossy(&bytes))))
+        self.len = bytes.len() as u64;
+        let mut entries = decode(&String::from_utf8_lossy(&bytes));
+        // A file written by an older agent may be past the bounds.
+        if self.over_bound() || entries.len() > MAX_ENTRIES {
+            trim(&mut entries);
+        }
+        Ok(Some(entries))
     }
 
     /// Appends one entry as one line and flushes it to the file.
@@ -124,6 +178,34 @@ impl HistoryFile {
         f.write_all(&line)?;
         f.flush()?;
         self.torn = false;
+        self.len += line.len() as u64;
+        Ok(())
+    }
+
+    /// Its length as last read or written.
+    pub fn file_bytes(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file has grown past [`MAX_HISTORY_BYTES`].
+    pub fn over_bound(&self) -> bool {
+        self.len > MAX_HISTORY_BYTES
+    }
+
+    /// Replaces the file with `entries`, through a temporary file renamed
+    /// into place (a crash leaves the old file or the new one).
+    pub fn rewrite(&mut self, entries: &[Entry]) -> io::Result<()> {
+        let mut tmp = self.path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let mut bytes = Vec::new();
+        for e in entries {
+            bytes.extend_from_slice(&encode(e));
+        }
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &self.path)?;
+        self.torn = false;
+        self.len = bytes.len() as u64;
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! One demo session: its working directory, its history (mirrored to a file
 //! when there is a state directory) and the handle of its in-flight turn.
 
-use super::history::{Entry, HistoryFile};
+use super::history::{self, Entry, HistoryFile};
 use super::peer::TurnEvent;
 use crate::core::rpc::RpcError;
 use serde_json::{Value, json};
@@ -38,18 +38,32 @@ pub struct Session {
 }
 
 impl Session {
-    /// Appends to the history, and to its file when there is one. A failed
-    /// write is logged: the session goes on in memory.
+    /// Appends to the history, and to its file when there is one; both are
+    /// bounded ([`history::MAX_ENTRIES`], [`history::MAX_HISTORY_BYTES`],
+    /// each text cut at [`history::MAX_ENTRY_BYTES`]): past a bound the
+    /// oldest entries go and the file is rewritten. A failed write is
+    /// logged: the session goes on in memory.
     pub fn record(&mut self, entry: Entry) {
-        if let Some(file) = &mut self.file
-            && let Err(e) = file.append(&entry)
-        {
-            log::warn!(
-                "demo agent: cannot append to {}: {e}",
-                file.path().display()
-            );
-        }
+        let entry = history::bounded(entry);
+        let line_bytes = history::encode(&entry).len() as u64;
         self.entries.push(entry);
+        let over_count = self.entries.len() > history::MAX_ENTRIES;
+        let over_bytes = self.file.as_ref().is_some_and(|f| {
+            f.over_bound() || f.file_bytes() + line_bytes > history::MAX_HISTORY_BYTES
+        });
+        if over_count || over_bytes {
+            history::trim(&mut self.entries);
+        }
+        let Some(file) = &mut self.file else {
+            return;
+        };
+        let written = match self.entries.last() {
+            Some(last) if !(over_count || over_bytes) => file.append(last),
+            _ => file.rewrite(&self.entries),
+        };
+        if let Err(e) = written {
+            log::warn!("demo agent: cannot write {}: {e}", file.path().display());
+        }
     }
 }
 
@@ -138,5 +152,59 @@ mod tests {
             assert!(id.starts_with("demo-"));
             assert!(super::super::history::is_safe_id(id));
         }
+    }
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::*;
+    use crate::testing::TempDir;
+
+    fn session(dir: &TempDir, id: &str) -> Session {
+        Session {
+            cwd: PathBuf::from("/w"),
+            entries: Vec::new(),
+            file: HistoryFile::for_session(&dir.0, id),
+            turn: None,
+        }
+    }
+
+    #[test]
+    fn a_history_keeps_its_newest_entries_within_its_bounds() {
+        let tmp = TempDir::new("demo-history-bounds");
+        let mut s = session(&tmp, "demo-bounds");
+        s.record(Entry::Session { cwd: "/w".into() });
+        for i in 0..(history::MAX_ENTRIES + 500) {
+            s.record(Entry::User {
+                text: format!("prompt {i}"),
+            });
+        }
+        assert!(s.entries.len() <= history::MAX_ENTRIES);
+        assert_eq!(s.entries[0], Entry::Session { cwd: "/w".into() });
+        let newest = format!("prompt {}", history::MAX_ENTRIES + 499);
+        assert_eq!(s.entries.last(), Some(&Entry::User { text: newest }));
+        // the file holds what memory holds, and a later process reads it so
+        let mut again = HistoryFile::for_session(&tmp.0, "demo-bounds").expect("id");
+        assert_eq!(again.load().expect("load"), Some(s.entries.clone()));
+
+        // one huge answer is cut; many large ones keep the file bounded
+        let mut big = session(&tmp, "demo-big");
+        big.record(Entry::Session { cwd: "/w".into() });
+        for _ in 0..200 {
+            big.record(Entry::Agent {
+                text: "é".repeat(history::MAX_ENTRY_BYTES),
+            });
+        }
+        let Some(Entry::Agent { text }) = big.entries.last() else {
+            panic!("an answer last");
+        };
+        assert!(text.len() < history::MAX_ENTRY_BYTES + 64, "{}", text.len());
+        assert!(text.ends_with("bytes, cut)"));
+        let len = std::fs::metadata(tmp.0.join("demo-big.jsonl"))
+            .expect("file")
+            .len();
+        assert!(len <= history::MAX_HISTORY_BYTES, "{len}");
+        let mut again = HistoryFile::for_session(&tmp.0, "demo-big").expect("id");
+        assert_eq!(again.load().expect("load"), Some(big.entries.clone()));
     }
 }
