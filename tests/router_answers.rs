@@ -15,6 +15,16 @@ fn an_id_that_cannot_be_echoed_exactly_is_refused() {
     let r = d.recv_until("an error", |v| v.get("error").is_some());
     assert_eq!(r["error"]["code"], -32600, "{r}");
     assert_eq!(r["id"], Value::Null, "{r}");
+    // 2^100, and a fraction: neither comes back as its own text, so refused
+    for id in ["1267650600228229401496703205376", "1.5"] {
+        d.raw.clear();
+        d.send_text(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"session/list","params":{{}}}}"#
+        ));
+        let r = d.recv_until("an error", |v| v.get("error").is_some());
+        assert_eq!(r["error"]["code"], -32600, "{id}: {r}");
+        assert_eq!(r["id"], Value::Null, "{id}: {r}");
+    }
     d.send_text(r#"{"jsonrpc":"2.0","id":9007199254740993,"method":"session/list","params":{}}"#);
     d.recv_until("the list", |v| v["result"]["sessions"].is_array());
     assert!(
