@@ -25,6 +25,16 @@ pub(super) const BUF_BYTES: usize = 64 << 10;
 /// Least time between two logs of failures to create a transcript.
 const QUIET_FOR: Duration = Duration::from_secs(10);
 
+/// While operations keep coming, the writer naps this long when its queue is
+/// empty instead of parking on it: the executor's sends then wake no thread
+/// (a futex wake per frame otherwise, on the relay's one thread) and the
+/// writer drains a batch and writes it with one `write(2)` (one per frame
+/// otherwise). A turn end's fsync is asked at most this much later.
+const BATCH_NAP: Duration = Duration::from_micros(500);
+/// How long after its last operation the writer keeps napping before it
+/// parks on the queue (an idle relay's writer sleeps until it is sent one).
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
 /// How soon a numbering reservation the disk refused is tried again.
 pub(super) const RESERVE_RETRY: Duration = Duration::from_millis(500);
 
@@ -95,6 +105,9 @@ pub(super) struct Writer {
     /// One entry per session, so bounded by the sessions the store keeps.
     retry: HashMap<String, u64>,
     retry_at: Option<Instant>,
+    /// When the last operation arrived: within [`BATCH_WINDOW`] of it the
+    /// writer naps rather than parks.
+    last_op: Option<Instant>,
 }
 
 fn now_ms() -> u64 {
@@ -143,6 +156,7 @@ impl Writer {
             dir_spell: Spell::default(),
             retry: HashMap::new(),
             retry_at: None,
+            last_op: None,
         }
     }
 
@@ -159,7 +173,17 @@ impl Writer {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            let busy = self.last_op.is_some_and(|t| t.elapsed() < BATCH_WINDOW);
+            let mut nap = false;
             let received = match wait {
+                _ if busy => match self.rx.try_recv() {
+                    Ok(op) => Some(op),
+                    Err(mpsc::TryRecvError::Empty) => {
+                        nap = true;
+                        None
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => break,
+                },
                 Some(wait) => match self.rx.recv_timeout(wait) {
                     Ok(op) => Some(op),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
@@ -171,6 +195,7 @@ impl Writer {
                 },
             };
             if let Some(op) = received {
+                self.last_op = Some(Instant::now());
                 self.shared.received(&op);
                 if let Op::Close(done) = op {
                     self.reserve_pending();
@@ -191,6 +216,9 @@ impl Writer {
                     .is_some_and(|t| t.elapsed() >= FLUSH_INTERVAL)
             {
                 self.flush_all();
+            }
+            if nap {
+                std::thread::sleep(BATCH_NAP);
             }
         }
         // Every handle is gone without a close: still leave the files whole.
