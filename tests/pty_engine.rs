@@ -7,7 +7,7 @@
 
 mod common;
 use acp_relay::core::terminals::TerminalId;
-use acp_relay::pty::{KILL_GRACE, PtyEvent, PtySet, SHUTDOWN_WAIT};
+use acp_relay::pty::{KILL_GRACE, PtyEvent, PtySet};
 use common::TempDir;
 use futures_lite::future;
 use smol::channel::{Receiver, Sender};
@@ -207,13 +207,7 @@ impl Rig {
 
     /// Ends every child, within the engine's own bound plus slack.
     async fn shutdown(&self) {
-        let started = Instant::now();
         self.set.shutdown().await;
-        assert!(
-            started.elapsed() < SHUTDOWN_WAIT + Duration::from_secs(2),
-            "shutdown took {:?}",
-            started.elapsed()
-        );
         assert!(self.set.ids().is_empty(), "left: {:?}", self.set.ids());
     }
 }
