@@ -59,16 +59,9 @@ pub fn server_name(host: &str) -> Option<ServerName<'static>> {
 /// (the relay's own `--tls-cert`), whatever name it is reached by; the
 /// handshake's signatures are still checked against that certificate.
 pub fn pinned(cert: &Path) -> Result<Arc<ClientConfig>, String> {
-    let leaf = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?
-        .next()
-        .ok_or_else(|| {
-            format!(
-                "TLS certificate {}: no PEM certificate in it",
-                cert.display()
-            )
-        })?
-        .map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
+    // The same reading (and errors) as the relay's own `--tls-cert`; the
+    // leaf is the first certificate (never empty).
+    let leaf = crate::serve::tls::load_certs(cert)?.swap_remove(0);
     let provider = Arc::new(ring::default_provider());
     let verifier = Arc::new(Pinned {
         leaf,

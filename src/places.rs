@@ -37,7 +37,7 @@ const LOWERCASE_ENV: &[&str] = &[
 /// Whether `s` reads as an environment variable's name: `[A-Z_][A-Z0-9_]*`,
 /// or one of [`LOWERCASE_ENV`] in any case. `ANTHROPIC_API_KEY=x cmd` is an
 /// assignment before a command, not an agent named `ANTHROPIC_API_KEY`.
-pub fn env_name(s: &str) -> bool {
+fn env_name(s: &str) -> bool {
     let upper = s.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
         && s.bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');

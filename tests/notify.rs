@@ -703,17 +703,15 @@ fn a_failing_target_is_retried_and_logged_once_per_spell() {
 
 #[test]
 fn an_agent_waiting_for_login_is_notified() {
-    let Some(py) = bridge::python3() else {
-        bridge::skip(
-            "an_agent_waiting_for_login_is_notified",
-            "python3 (3.8+) is not installed",
-        );
-        return;
-    };
     let sink = Sink::start();
     let url = format!("http://127.0.0.1:{}/hook", sink.port);
-    let agent = bridge::agent_cmd(&py, "quirk_agent.py", "auth");
-    let relay = Relay::start(&["--agent", &agent, "--notify", &url]);
+    let Some(relay) = bridge::quirk_relay(
+        "an_agent_waiting_for_login_is_notified",
+        "auth",
+        &["--notify", &url],
+    ) else {
+        return;
+    };
     // A device asks for a session; the agent refuses it until someone logs in.
     let mut d = relay.device("phone", "");
     d.recv_until("welcome", |v| v["type"] == "relay_welcome");

@@ -187,7 +187,6 @@ fn inline_agent_keys_reach_the_agent_and_nothing_else() {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    own_group(&mut cmd);
     let mut g = GroupGuard::spawn(cmd).unwrap();
     let stdout = collect(g.stdout.take().unwrap());
     let stderr = collect(g.stderr.take().unwrap());

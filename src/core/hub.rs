@@ -141,11 +141,6 @@ impl Gate {
         true
     }
 
-    /// A fsync up to `upto` has been asked for.
-    pub fn sync_asked(&mut self, upto: u64) {
-        self.sync_asked = self.sync_asked.max(upto);
-    }
-
     /// Whether a fsync up to `upto` is yet to be asked for; if so it is
     /// taken as asked.
     pub fn ask_sync(&mut self, upto: u64) -> bool {
@@ -495,7 +490,7 @@ mod tests {
         h.gate.end_turn_next();
         let (n1, f1) = stamp(&mut h);
         assert!(h.gate.turn_end(n1));
-        h.gate.sync_asked(n1);
+        h.gate.ask_sync(n1);
         assert!(!h.gate.ask_sync(n1), "asked already");
         assert!(rseqs(|s| assert_eq!(h.offer(n1, &f1, Plain::All, s), None)).is_empty());
         let (n2, f2) = stamp(&mut h);

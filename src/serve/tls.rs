@@ -102,7 +102,7 @@ async fn linger(mut stream: TcpStream) {
     .await;
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let named = |e: pem::Error| format!("TLS certificate {}: {}", path.display(), pem_error(e));
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(named)?

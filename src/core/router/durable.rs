@@ -81,8 +81,8 @@ impl Router {
         // `persist_sync` right after covers the frames that follow.
         if u.hub.gate.turn_end(rseq)
             && let Some(session) = u.session_id.clone()
+            && u.hub.gate.ask_sync(rseq)
         {
-            u.hub.gate.sync_asked(rseq);
             self.out.push_back(Output::Persist(Persist::Durable {
                 session,
                 upto: rseq,

@@ -339,9 +339,7 @@ impl Router {
         }
         let busy = self.units.iter().any(|(id, u)| {
             u.driver.agent == Some(agent)
-                && (u.busy()
-                    || u.driver.has_asks()
-                    || u.driver.phase == Phase::Opening
+                && (!u.driver.quiet()
                     || u.restoring
                     || self.pending_new.iter().any(|(_, _, p)| p == id))
         });

@@ -169,10 +169,8 @@ impl Router {
     /// The live sessions `--max-sessions` bounds: every unit but the
     /// placeholder (sessions still opening or being restored count).
     pub(super) fn live_count(&self) -> usize {
-        self.units
-            .keys()
-            .filter(|id| !self.is_placeholder(**id))
-            .count()
+        // Only the default can be the placeholder.
+        self.units.len() - usize::from(self.is_placeholder(self.default_unit))
     }
 
     /// Mints a unit for `requester`, first evicting one when

@@ -541,23 +541,27 @@ fn wait_ack(store: &Store, session: &str, reserved: u64, synced: u64) -> Durable
             std::time::Instant::now() < deadline,
             "no ack for {session} up to {reserved}/{synced}: {got:?}"
         );
-        let ready = smol::block_on(futures_lite::future::or(
-            async { store.acks_ready().await.is_ok() },
-            async {
-                smol::Timer::after(Duration::from_millis(100)).await;
-                false
-            },
-        ));
-        if ready {
-            for (s, a) in store.take_acks() {
-                if s == session {
-                    got.reserved = got.reserved.max(a.reserved);
-                    got.synced = got.synced.max(a.synced);
-                }
+        for (s, a) in poll_acks(store) {
+            if s == session {
+                got.reserved = got.reserved.max(a.reserved);
+                got.synced = got.synced.max(a.synced);
             }
         }
     }
     got
+}
+
+/// The acknowledgements that arrive within 100 ms (none, often).
+fn poll_acks(store: &Store) -> Vec<(String, DurableAck)> {
+    smol::block_on(futures_lite::future::or(
+        async {
+            let _ = store.acks_ready().await;
+        },
+        async {
+            smol::Timer::after(Duration::from_millis(100)).await;
+        },
+    ));
+    store.take_acks()
 }
 
 /// Log lines of this test process (a logger installed once), to count them.
@@ -714,14 +718,7 @@ fn a_reservation_is_taken_ahead_of_the_frames_queued() {
     let mut barrier_first = false;
     loop {
         assert!(std::time::Instant::now() < deadline, "no ack for t");
-        let _ = smol::block_on(futures_lite::future::or(
-            async { store.acks_ready().await.is_ok() },
-            async {
-                smol::Timer::after(Duration::from_millis(100)).await;
-                false
-            },
-        ));
-        let acks = store.take_acks();
+        let acks = poll_acks(&store);
         let reserved = acks.iter().any(|(s, a)| s == "t" && a.reserved >= 4096);
         let synced = acks.iter().any(|(s, a)| s == "s" && a.synced >= n);
         if reserved {
@@ -759,14 +756,7 @@ fn a_reservation_the_disk_refuses_is_never_acknowledged_until_it_is_on_disk() {
         let mut synced = 0;
         while synced < barrier {
             assert!(std::time::Instant::now() < deadline, "no barrier ack");
-            let _ = smol::block_on(futures_lite::future::or(
-                async { store.acks_ready().await.is_ok() },
-                async {
-                    smol::Timer::after(Duration::from_millis(100)).await;
-                    false
-                },
-            ));
-            for (s, a) in store.take_acks() {
+            for (s, a) in poll_acks(&store) {
                 match s.as_str() {
                     "other" => synced = synced.max(a.synced),
                     "full-disk" => reserved = reserved.max(a.reserved),
