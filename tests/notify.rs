@@ -877,22 +877,21 @@ fn an_https_target_gets_its_note_and_an_unvouched_certificate_gets_none() {
 fn an_https_target_without_a_ca_bundle_stops_the_relay_with_what_to_do() {
     let dir = TempDir::new("notify-tls-noca");
     let missing = dir.path().join("no-such-bundle.pem");
-    let out = std::process::Command::new(bin())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--notify",
-            "https://ntfy.example/topic",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--workspace")
-        .arg(dir.path())
-        .env("SSL_CERT_FILE", &missing)
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--notify",
+        "https://ntfy.example/topic",
+    ])
+    .arg("--data-dir")
+    .arg(dir.path().join("data"))
+    .arg("--workspace")
+    .arg(dir.path())
+    .env("SSL_CERT_FILE", &missing)
+    .env("HOME", dir.path());
+    let out = output_of(cmd);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -9,12 +9,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("HOME", TempDir::new("home").path())
-        .env_remove("XDG_CONFIG_HOME")
-        .output()
-        .expect("run acp-relay")
+    let home = TempDir::new("home");
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME");
+    output_of(cmd)
 }
 
 fn text(b: &[u8]) -> String {

@@ -269,7 +269,7 @@ fn status(args: &[&str], env: &[(&str, &Path)]) -> (bool, String) {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run acp-relay status");
+    let out = common::output_of(cmd);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

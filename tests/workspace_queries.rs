@@ -18,6 +18,8 @@ fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
         .current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
+        // never the person's ~/.gitconfig (signing, hooks, default branch)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .args(args)
         .output()
         .expect("run git");

@@ -412,6 +412,29 @@ impl GroupGuard {
     }
 }
 
+/// Runs `cmd` to its exit, like `Command::output`, but in a process group
+/// of its own that is killed if it does not exit within [`WAIT`] (or the test
+/// panics): a program that should have stopped and serves instead never
+/// outlives the test. Its output goes through files, so nothing blocks.
+pub fn output_of(mut cmd: Command) -> std::process::Output {
+    let dir = TempDir::new("output");
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    cmd.stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"));
+    let mut g = GroupGuard::spawn(cmd).expect("spawn");
+    let mut status = None;
+    wait_until("the program to exit", WAIT, || {
+        status = g.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    std::process::Output {
+        status: status.expect("exited"),
+        stdout: std::fs::read(&out).unwrap_or_default(),
+        stderr: std::fs::read(&err).unwrap_or_default(),
+    }
+}
+
 impl std::ops::Deref for GroupGuard {
     type Target = Child;
     fn deref(&self) -> &Child {
